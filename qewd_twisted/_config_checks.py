@@ -1,0 +1,383 @@
+"""
+Validation machinery behind config.py: key paths, the problem collector, and ``u_services``.
+
+Private: import the public names (`Destination`, `Route`, `MicroServicesConfig`) from
+``qewd_twisted.config``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+_HINTS = {"interface": "use listen, e.g. 'tcp:8080:interface=127.0.0.1'"}
+_EXAMPLE_URL = "a URL such as 'http://10.0.0.5:8080'"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A named remote node and application: ``u_services.destinations.<name>`` (object form)."""
+
+    name: str
+    url: str
+    application: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """Messages of ``type`` for the local ``application`` go to the node at ``url``, where they
+    run as ``remote_application``. ``destination``: the destination named, if any."""
+
+    application: str
+    type: str
+    url: str
+    remote_application: str
+    destination: str | None = None
+
+
+@dataclass(frozen=True)
+class MicroServicesConfig:
+    """``u_services`` in either QEWD form (PROTOCOL.md §4.1), normalised.
+
+    ``routes`` is keyed by (local application, type). ``groups`` maps each group destination
+    to its member names (checked, kept for REST routes). URLs are ``scheme://host:port``.
+    """
+
+    destinations: dict[str, Destination] = field(default_factory=dict)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    routes: dict[tuple[str, str], Route] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> list[str]:
+        """The distinct remote URLs that routes use, sorted: one link per URL."""
+        return sorted({route.url for route in self.routes.values()})
+
+    def route(self, application: str, type: str) -> Route | None:
+        """The route for a message of ``type`` from ``application``; None: handle it locally."""
+        return self.routes.get((application, type))
+
+
+# -- key paths and the problem collector -----------------------------------------------------
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$-]+\Z")
+
+
+def key_path(path: str, key: Any) -> str:
+    """The key path of ``key`` inside ``path``: ``config.jwt``, or ``config['odd key']``."""
+    if isinstance(key, str) and _PLAIN_KEY.match(key):
+        return f"{path}.{key}"
+    return f"{path}[{key!r}]"
+
+
+def show(value: Any, secret: bool = False) -> str:
+    """A value as quoted in a problem: its repr (unless it may be a secret) and its type."""
+    if secret:
+        return type(value).__name__
+    text = repr(value)
+    return f"{text[:57] + '...' if len(text) > 60 else text} ({type(value).__name__})"
+
+
+def suggest(key: Any, known: tuple[str, ...]) -> str:
+    """A hint for an unknown key: a fixed one, or the closest known key, ignoring case."""
+    if key in _HINTS:
+        return f" ({_HINTS[key]})"
+    if not isinstance(key, str):
+        return ""
+    lowered = {k.lower(): k for k in known}
+    match = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
+    return f" (did you mean '{lowered[match[0]]}'?)" if match else ""
+
+
+class Checker:
+    """Collects problems. The ``get_*`` helpers record a problem and return the default, so
+    validation carries on and every problem is reported in one go."""
+
+    def __init__(self, base_dir: str) -> None:
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def check_keys(self, d: dict[Any, Any], path: str, known: tuple[str, ...]) -> None:
+        for key in d:
+            if key not in known:
+                self.add(key_path(path, key), "unknown key" + suggest(key, known))
+
+    def get_str(
+        self,
+        d: dict[str, Any],
+        key: str,
+        path: str,
+        default: str | None = None,
+        secret: bool = False,
+        required: str = "",
+    ) -> str | None:
+        """A non-empty string. With ``required`` (what it is), absence is a problem too."""
+        v = d.get(key)
+        if v is None:
+            if required:
+                self.add(key_path(path, key), f"missing ({required})")
+            return default
+        if not isinstance(v, str) or not v:
+            self.add(key_path(path, key), f"must be a non-empty string, got {show(v, secret)}")
+            return default
+        return v
+
+    def get_int(
+        self, d: dict[str, Any], key: str, default: int, lo: int, hi: int | None = None
+    ) -> int:
+        """A top-level integer in ``lo..hi``; a bool is not an integer here."""
+        v = d.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            expect = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
+            self.add(key_path("config", key), f"must be {expect}, got {show(v)}")
+            return default
+        return v
+
+    def get_seconds(
+        self, d: dict[str, Any], key: str, default: float, zero_ok: bool = False
+    ) -> float:
+        """A top-level duration in seconds: a finite int or float, > 0 (or >= 0)."""
+        v = d.get(key)
+        if v is None:
+            return default
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or v < 0 or (v == 0 and not zero_ok):
+            expect = ">= 0" if zero_ok else "> 0"
+            self.add(
+                key_path("config", key), f"must be a number of seconds {expect}, got {show(v)}"
+            )
+            return default
+        return float(v)
+
+    def get_bool(self, d: dict[str, Any], key: str, default: bool) -> bool:
+        v = d.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            self.add(key_path("config", key), f"must be True or False, got {show(v)}")
+            return default
+        return v
+
+    def get_list(self, d: dict[str, Any], key: str, path: str, what: str) -> list[Any] | None:
+        """A non-empty list (or tuple) of ``what``; None if absent or after a problem."""
+        v = d.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, (list, tuple)) or not v:
+            self.add(key_path(path, key), f"must be a non-empty list of {what}, got {show(v)}")
+            return None
+        return list(v)
+
+    def resolve(self, value: str) -> str:
+        """A path from the config, made absolute against the base directory."""
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(value)))
+
+
+# -- u_services ------------------------------------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+_TARGET = "{url, application} or {destination}"
+
+
+class _MicroServicesChecker:
+    """Validates ``u_services``, in either QEWD form, into a `MicroServicesConfig`."""
+
+    def __init__(self, c: Checker) -> None:
+        self.c = c
+        self.destinations: dict[str, Destination] = {}
+        self.groups: dict[str, tuple[str, ...]] = {}
+        self.declared: set[str] = set()  # every destination name, valid or not
+
+    def check(self, raw: Any, path: str) -> MicroServicesConfig:
+        c = self.c
+        if raw is None:
+            return MicroServicesConfig()
+        entries: Any = raw  # the array form: WebSocket routes only
+        if isinstance(raw, dict):  # the object form: {destinations, routes}
+            c.check_keys(raw, path, ("destinations", "routes"))
+            destinations = raw.get("destinations")
+            if destinations is not None and not isinstance(destinations, dict):
+                c.add(path + ".destinations", f"must be a dict, got {show(destinations)}")
+            elif destinations:
+                self._destinations(destinations, path + ".destinations")
+            entries, path = raw.get("routes") or [], path + ".routes"
+            if not isinstance(entries, (list, tuple)):
+                c.add(path, f"must be a list of routes, got {show(entries)}")
+                entries = []
+        elif not isinstance(raw, (list, tuple)):
+            c.add(
+                path,
+                f"must be a list of routes or a {{destinations, routes}} dict, got {show(raw)}",
+            )
+            return MicroServicesConfig()
+        routes: dict[tuple[str, str], Route] = {}
+        seen_at: dict[tuple[str, str], str] = {}
+        for i, entry in enumerate(entries):
+            rpath = f"{path}[{i}]"
+            if not isinstance(entry, dict):
+                c.add(rpath, f"must be a dict {{application, types}}, got {show(entry)}")
+                continue
+            if "path" in entry:
+                c.add(rpath, "REST micro-service routes are not supported yet")
+                continue
+            c.check_keys(entry, rpath, ("application", "types"))
+            app = c.get_str(entry, "application", rpath, required="the local application name")
+            types = entry.get("types")
+            if not isinstance(types, dict) or not types:
+                got = "missing" if types is None else f"got {show(types)}"
+                c.add(rpath + ".types", f"must be a non-empty dict {{type: {_TARGET}}}, {got}")
+                continue
+            for type_name, target in types.items():
+                tpath = key_path(rpath + ".types", type_name)
+                if not isinstance(type_name, str) or not type_name:
+                    c.add(tpath, "message types must be non-empty strings")
+                    continue
+                found = self._target(target, tpath)
+                if found is None or app is None:
+                    continue
+                key = (app, type_name)
+                if key in routes:
+                    c.add(
+                        tpath,
+                        f"duplicate route for application {app!r}, type {type_name!r} "
+                        f"(also at {seen_at[key]})",
+                    )
+                    continue
+                routes[key] = Route(app, type_name, *found)
+                seen_at[key] = tpath
+        return MicroServicesConfig(self.destinations, self.groups, routes)
+
+    def _destinations(self, raw: dict[Any, Any], path: str) -> None:
+        c = self.c
+        for name, entry in raw.items():
+            dpath = key_path(path, name)
+            if not isinstance(name, str) or not name:
+                c.add(dpath, "destination names must be non-empty strings")
+                continue
+            self.declared.add(name)
+            if not isinstance(entry, dict):
+                c.add(
+                    dpath,
+                    f"must be {{host, application}} or {{destinations: [names]}}, "
+                    f"got {show(entry)}",
+                )
+            elif entry.get("destinations") is not None:  # a group (fan-out)
+                c.check_keys(entry, dpath, ("destinations",))
+                members = c.get_list(entry, "destinations", dpath, "destination names")
+                if members is not None and all(isinstance(m, str) and m for m in members):
+                    self.groups[name] = tuple(members)
+                elif members is not None:
+                    c.add(dpath + ".destinations", "destination names must be non-empty strings")
+            else:
+                c.check_keys(entry, dpath, ("host", "application", "destinations"))
+                host = entry.get("host")
+                if host is None:
+                    c.add(dpath + ".host", f"missing ({_EXAMPLE_URL})")
+                url = _url(c, host, dpath + ".host") if host is not None else None
+                app = c.get_str(entry, "application", dpath, required="the remote application")
+                if url and app:
+                    self.destinations[name] = Destination(name, url, app)
+        for name, group in self.groups.items():
+            for i, member in enumerate(group):
+                if member not in self.declared:
+                    c.add(
+                        f"{key_path(path, name)}.destinations[{i}]",
+                        f"unknown destination {member!r}",
+                    )
+            cycle = self._cycle(name, [name])
+            if cycle:
+                c.add(key_path(path, name), "group contains itself: " + " -> ".join(cycle))
+
+    def _cycle(self, start: str, trail: list[str]) -> list[str] | None:
+        """A path of group memberships leading from ``start`` back to it, if any."""
+        for member in self.groups.get(trail[-1], ()):
+            if member == start:
+                return trail + [member]
+            if member in self.groups and member not in trail:
+                found = self._cycle(start, trail + [member])
+                if found:
+                    return found
+        return None
+
+    def _target(self, target: Any, tpath: str) -> tuple[str, str, str | None] | None:
+        """One ``types`` entry → (url, remote application, destination name), or None."""
+        c = self.c
+        if not isinstance(target, dict):
+            c.add(tpath, f"must be {_TARGET}, got {show(target)}")
+            return None
+        c.check_keys(target, tpath, ("url", "application", "destination"))
+        name = target.get("destination")
+        if name is None:
+            raw_url = target.get("url")
+            if raw_url is None:
+                c.add(tpath + ".url", f"missing ({_EXAMPLE_URL})")
+            url = _url(c, raw_url, tpath + ".url") if raw_url is not None else None
+            app = c.get_str(target, "application", tpath, required="the remote application")
+            return (url, app, None) if url and app else None
+        if target.get("url") is not None or target.get("application") is not None:
+            c.add(tpath, "give either destination or url + application, not both")
+        elif not isinstance(name, str) or not name:
+            c.add(tpath + ".destination", f"must be a destination name, got {show(name)}")
+        elif name in self.groups:
+            c.add(
+                tpath + ".destination",
+                f"{name!r} is a group: group destinations are only "
+                "for REST routes (not supported yet)",
+            )
+        elif name not in self.declared:
+            c.add(tpath + ".destination", f"unknown destination {name!r}")
+        elif name in self.destinations:  # else it is invalid, and reported already
+            dest = self.destinations[name]
+            return dest.url, dest.application, name
+        return None
+
+
+def _url(c: Checker, value: Any, path: str) -> str | None:
+    """A remote node's URL, normalised to ``scheme://host:port``; None after a problem.
+
+    http/ws and https/wss are accepted (a link always speaks WebSocket, with TLS for the
+    latter two). The port defaults to 80 / 443 when omitted, as QEWD-Up writes such URLs.
+    """
+    if not isinstance(value, str) or not value:
+        c.add(path, f"must be {_EXAMPLE_URL}, got {show(value)}")
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as e:
+        c.add(path, f"invalid URL {value!r}: {e}")
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not value.lower().startswith(scheme + "://"):
+        c.add(path, f"invalid URL {value!r}: must start with http://, https://, ws:// or wss://")
+        return None
+    problems = []
+    if not parts.hostname:
+        problems.append("no host")
+    if parts.username is not None or parts.password is not None:
+        problems.append("no user name or password allowed")
+    if parts.path not in ("", "/"):
+        problems.append(f"no path allowed (got {parts.path!r}; links connect to /socket.io/)")
+    if parts.query or parts.fragment:
+        problems.append("no query or fragment allowed")
+    if port == 0:
+        problems.append("port 0 is not a remote port")
+    if problems:
+        c.add(path, f"invalid URL {value!r}: " + "; ".join(problems))
+        return None
+    host = parts.hostname or ""
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port or _DEFAULT_PORTS[scheme]}"
+
+
+def check_u_services(c: Checker, raw: Any, path: str) -> MicroServicesConfig:
+    """Validate ``u_services`` (either QEWD form, PROTOCOL.md §4.1), reporting to ``c``."""
+    return _MicroServicesChecker(c).check(raw, path)

@@ -1,0 +1,433 @@
+"""
+The startup file: loading it, and turning its ``config`` dict into a validated `Config`.
+
+A startup file is a Python module that defines ``config``, a dict with QEWD.js's own keys
+(PROTOCOL.md §7) plus a few of ours (``listen``, ``handlerTimeout``, ...), so a QEWD.js startup
+file translates line by line. Validation collects every problem, each starting with its key
+path (``config.jwt.secret: missing (the signing secret)``), and raises one `ConfigError` that
+lists them all before anything starts. Nothing here binds a port, imports a handler module or
+touches the reactor. docs/configuration.md is the user-facing reference.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import itertools
+import keyword
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.testing import MemoryReactor
+
+from qewd_twisted._config_checks import (
+    Checker,
+    Destination,
+    MicroServicesConfig,
+    Route,
+    check_u_services,
+    key_path,
+    show,
+    suggest,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Destination",
+    "JWTConfig",
+    "MicroServicesConfig",
+    "ModuleSpec",
+    "Route",
+    "config_from_dict",
+    "load_config",
+]
+
+DEFAULT_PORT = 8080
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+# The keys we read. Ours follow QEWD's camelCase style; max_queue_length is QEWD's spelling.
+SUPPORTED_KEYS = (
+    *("port", "listen", "ssl", "poolSize", "jwt", "moduleMap", "u_services", "cors"),
+    *("initialSessionTimeout", "webServerRootPath", "serverName", "managementPassword"),
+    *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
+    "shutdownGracePeriod",
+)
+# QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
+# accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
+IGNORED_KEYS = (
+    *("database", "webServer", "sessionDocumentName", "poolPrefork", "idleLimit", "mode"),
+    *("bodyParser", "lockSession", "resilientMode", "errorLogFile"),
+)
+# QEWD.js keys whose behaviour we do not provide: ignoring them would silently change what the
+# node does, so they are problems, with their own message rather than "unknown key".
+UNSUPPORTED_QEWD_KEYS = (
+    *("no_sockets", "webSockets", "addMiddleware", "addMiddlewareUp", "customSocketModule"),
+    *("qewd_up", "permit_application_switch", "service_name", "use_worker_threads"),
+    "onWorkerStartedPath",
+)
+
+
+class ConfigError(Exception):
+    """The startup file or its ``config`` is unusable.
+
+    ``problems`` lists every problem found, each starting with its key path (or, for a file
+    that cannot be loaded, the file's path); ``source`` is the startup file, if any.
+    ``str()`` is a header line followed by one problem per line.
+    """
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        super().__init__(problems, source)
+        self.problems = list(problems)
+        self.source = source
+
+    def __str__(self) -> str:
+        n = len(self.problems)
+        where = f" in {self.source}" if self.source else ""
+        header = f"invalid qewd-twisted configuration{where}: {n} problem{'s' * (n != 1)}"
+        return "\n".join([header] + ["  " + p for p in self.problems])
+
+
+@dataclass(frozen=True)
+class JWTConfig:
+    """JWT mode (QEWD's ``jwt: {secret}``). ``algorithms``: the signature algorithms accepted
+    on incoming tokens; ``previous_secrets``: older secrets still accepted (rotation)."""
+
+    secret: str = field(repr=False)
+    algorithms: tuple[str, ...] = ("HS256",)
+    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """Where an application's handler module comes from: either ``path`` (an absolute ``.py``
+    file) or ``module`` (a dotted module name). Checked here, imported by apps.py."""
+
+    application: str
+    path: str | None = None
+    module: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated startup config, from `load_config` or `config_from_dict` (constructing one
+    directly, e.g. in tests, skips validation). ``raw`` is the dict as written."""
+
+    listen: list[str] = field(default_factory=lambda: [f"tcp:{DEFAULT_PORT}"])
+    port: int | None = DEFAULT_PORT
+    pool_size: int = 2
+    jwt: JWTConfig | None = None
+    module_map: dict[str, ModuleSpec] = field(default_factory=dict)
+    initial_session_timeout: int = 300
+    web_server_root: str | None = None
+    server_name: str = "qewd"
+    management_password: str = field(default="keepThisSecret", repr=False)
+    cors: bool = False
+    handler_timeout: float = 60.0
+    micro_service_timeout: float = 30.0
+    max_message_size: int = 1048576
+    max_queue_length: int = 20000
+    shutdown_grace: float = 20.0
+    micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
+    ignored_keys: list[str] = field(default_factory=list)
+    base_dir: str = field(default_factory=os.getcwd)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+_module_counter = itertools.count(1)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Execute the startup file at ``path`` and validate its ``config`` dict.
+
+    The file runs as a fresh module under a unique name (any file name works); while it runs,
+    its directory is first on ``sys.path`` so it can import modules beside it. ``sys.path``
+    and ``sys.modules`` are restored afterwards (modules it imported stay imported). Relative
+    paths in the config are resolved against the file's directory. Raises `ConfigError` for a
+    missing file, a syntax error, an exception while executing, a missing or non-dict
+    ``config``, and for every problem in the config itself.
+    """
+    source = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(source):
+        what = "not a file" if os.path.exists(source) else "no such file"
+        raise ConfigError([f"{source}: {what}"], source)
+    name = f"_qewd_startup_{next(_module_counter)}"
+    loader = importlib.machinery.SourceFileLoader(name, source)
+    spec = importlib.util.spec_from_file_location(name, source, loader=loader)
+    if spec is None:  # cannot happen with an explicit loader; keeps mypy honest
+        raise ConfigError([f"{source}: cannot be loaded as a module"], source)
+    module = importlib.util.module_from_spec(spec)
+    base_dir = os.path.dirname(source)
+    sys.path.insert(0, base_dir)
+    sys.modules[name] = module  # dataclasses and the like look their module up while it runs
+    try:
+        loader.exec_module(module)
+    except SyntaxError as e:
+        where = f"{e.filename or source}:{e.lineno}" if e.lineno else source
+        raise ConfigError([f"{where}: syntax error: {e.msg}"], source) from e
+    except (Exception, SystemExit) as e:
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == source]
+        where = f"{source}:{lines[-1]}" if lines else source
+        problem = f"{where}: exception while executing: {type(e).__name__}: {e}"
+        raise ConfigError([problem], source) from e
+    finally:
+        sys.modules.pop(name, None)
+        if base_dir in sys.path:  # the first occurrence is the one inserted above
+            sys.path.remove(base_dir)
+    if not hasattr(module, "config"):
+        raise ConfigError([f"{source}: defines no 'config' (a dict of QEWD config keys)"], source)
+    if not isinstance(module.config, dict):
+        kind = type(module.config).__name__
+        raise ConfigError([f"{source}: 'config' must be a dict, not {kind}"], source)
+    return _build(module.config, base_dir, source)
+
+
+def config_from_dict(d: dict[str, Any], base_dir: str | None = None) -> Config:
+    """Validate a config dict given directly (embedding). Relative paths are resolved against
+    ``base_dir`` (default: the current directory). Raises `ConfigError` listing every problem."""
+    return _build(d, os.path.abspath(base_dir if base_dir is not None else os.getcwd()), None)
+
+
+# -- the top level ---------------------------------------------------------------------------
+
+
+def _build(d: Any, base_dir: str, source: str | None) -> Config:
+    if not isinstance(d, dict):
+        raise ConfigError([f"config: must be a dict, got {show(d)}"], source)
+    c = Checker(base_dir)
+    ignored: list[str] = []
+    for key in d:
+        if key in IGNORED_KEYS:
+            ignored.append(key)
+        elif key in UNSUPPORTED_QEWD_KEYS:
+            c.add(key_path("config", key), "QEWD.js key not supported by qewd-twisted")
+        elif key not in SUPPORTED_KEYS:
+            c.add(
+                key_path("config", key), "unknown key" + suggest(key, SUPPORTED_KEYS + IGNORED_KEYS)
+            )
+    listen, port = _listen(c, d)
+    jwt = _jwt(c, d)
+    raw_services = d.get("u_services")
+    micro_services = check_u_services(c, raw_services, "config.u_services")
+    if isinstance(raw_services, dict):
+        raw_services = raw_services.get("routes")
+    if raw_services and _off(d.get("jwt")):
+        c.add(
+            "config.u_services",
+            "forwarding to micro-services needs JWT mode: set "
+            "config.jwt.secret (the same secret on every node)",
+        )
+    config = Config(
+        listen=listen,
+        port=port,
+        pool_size=c.get_int(d, "poolSize", 2, 1),
+        jwt=jwt,
+        module_map=_module_map(c, d),
+        initial_session_timeout=c.get_int(d, "initialSessionTimeout", 300, 1),
+        web_server_root=_web_server_root(c, d),
+        server_name=c.get_str(d, "serverName", "config") or "qewd",
+        management_password=c.get_str(d, "managementPassword", "config", secret=True)
+        or "keepThisSecret",
+        cors=c.get_bool(d, "cors", False),
+        handler_timeout=c.get_seconds(d, "handlerTimeout", 60.0),
+        micro_service_timeout=c.get_seconds(d, "microServiceTimeout", 30.0),
+        max_message_size=c.get_int(d, "maxMessageSize", 1048576, 1024),
+        max_queue_length=c.get_int(d, "max_queue_length", 20000, 1),
+        shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", 20.0, zero_ok=True),
+        micro_services=micro_services,
+        ignored_keys=ignored,
+        base_dir=base_dir,
+        raw=d,
+    )
+    if c.problems:
+        raise ConfigError(c.problems, source)
+    return config
+
+
+def _off(value: Any) -> bool:
+    """QEWD's way of leaving a feature off: the key absent (None here) or ``false``."""
+    return value is None or value is False
+
+
+def _quote(argument: str) -> str:
+    """Escape an endpoint-string argument: ``\\``, ``:`` and ``=`` are special there."""
+    for ch in "\\:=":
+        argument = argument.replace(ch, "\\" + ch)
+    return argument
+
+
+def check_endpoint(description: str) -> tuple[str | None, int | None]:
+    """Parse a server endpoint string without listening: (problem or None, TCP port or None).
+
+    The parsing is Twisted's own (``serverFromString`` against a memory reactor), so what
+    passes here is what the node will listen on; for ``ssl:`` it also loads the PEM files.
+    """
+    try:
+        endpoint = serverFromString(MemoryReactor(), description)
+    except ImportError as e:
+        return f"TLS needs pyOpenSSL (pip install 'twisted[tls]'): {e}", None
+    except Exception as e:  # ValueError, TypeError, OSError, OpenSSL errors, plugin errors...
+        return str(e) or type(e).__name__, None
+    port = None
+    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):
+        port = int(endpoint._port)  # no public accessor; there since endpoints were added
+        if not 0 <= port <= 65535:
+            return f"port {port} is out of range 0..65535", None
+    return None, port
+
+
+def _listen(c: Checker, d: dict[str, Any]) -> tuple[list[str], int | None]:
+    """``listen`` (endpoint strings), or QEWD's ``port`` + ``ssl`` → (endpoints, first port)."""
+    raw, ssl = d.get("listen"), d.get("ssl")
+    if raw is None:
+        port = c.get_int(d, "port", DEFAULT_PORT, 0, 65535)
+        if _off(ssl):
+            return [f"tcp:{port}"], port
+        return _ssl(c, ssl, port), port
+    if d.get("port") is not None:
+        c.add(
+            "config.listen",
+            "cannot be used together with config.port "
+            "(put the port in the endpoint string, e.g. 'tcp:8080')",
+        )
+    if not _off(ssl):
+        c.add(
+            "config.ssl",
+            "cannot be used together with config.listen "
+            "(use an endpoint such as 'ssl:8443:privateKey=key.pem:certKey=cert.pem')",
+        )
+    if isinstance(raw, str):
+        items = [("config.listen", raw)]
+    elif isinstance(raw, (list, tuple)) and raw:
+        items = [(f"config.listen[{i}]", v) for i, v in enumerate(raw)]
+    else:
+        c.add(
+            "config.listen",
+            f"must be an endpoint string or a non-empty list of them, got {show(raw)}",
+        )
+        return [], None
+    listen: list[str] = []
+    first_port: int | None = None
+    for path, value in items:
+        if not isinstance(value, str):
+            c.add(path, f"must be an endpoint string such as 'tcp:8080', got {show(value)}")
+        elif value in listen:
+            c.add(path, f"duplicate endpoint {value!r}")
+        else:
+            problem, tcp_port = check_endpoint(value)
+            if problem:
+                c.add(path, f"invalid endpoint {value!r}: {problem}")
+                continue
+            listen.append(value)
+            first_port = tcp_port if first_port is None else first_port
+    return listen, first_port
+
+
+def _ssl(c: Checker, ssl: Any, port: int) -> list[str]:
+    """QEWD's ``ssl: {keyFilePath, certFilePath}`` → ``['ssl:<port>:privateKey=..:certKey=..']``."""
+    if not isinstance(ssl, dict):
+        c.add("config.ssl", f"must be False or {{keyFilePath, certFilePath}}, got {show(ssl)}")
+        return []
+    c.check_keys(ssl, "config.ssl", ("keyFilePath", "certFilePath"))
+    files = []
+    for key in ("keyFilePath", "certFilePath"):
+        value = c.get_str(ssl, key, "config.ssl", required="a PEM file path")
+        if value is not None and not os.path.isfile(c.resolve(value)):
+            c.add(key_path("config.ssl", key), f"file not found: {c.resolve(value)}")
+        elif value is not None:
+            files.append(_quote(c.resolve(value)))
+    if len(files) != 2:
+        return []
+    description = f"ssl:{port}:privateKey={files[0]}:certKey={files[1]}"
+    problem, _ = check_endpoint(description)
+    if problem:
+        c.add("config.ssl", f"cannot use this key and certificate: {problem}")
+        return []
+    return [description]
+
+
+def _jwt(c: Checker, d: dict[str, Any]) -> JWTConfig | None:
+    """QEWD's ``jwt: {secret}``; ``False`` or absent: session-token mode."""
+    raw = d.get("jwt")
+    if _off(raw):
+        return None
+    if not isinstance(raw, dict):
+        c.add("config.jwt", f"must be False or {{'secret': '...'}}, got {show(raw)}")
+        return None
+    c.check_keys(raw, "config.jwt", ("secret", "algorithms", "previousSecrets"))
+    secret = c.get_str(raw, "secret", "config.jwt", secret=True, required="the signing secret")
+    algorithms: tuple[str, ...] = ("HS256",)
+    names = c.get_list(raw, "algorithms", "config.jwt", ", ".join(JWT_ALGORITHMS))
+    if names is not None:
+        bad = [a for a in names if a not in JWT_ALGORITHMS]
+        for a in bad:
+            c.add(
+                "config.jwt.algorithms",
+                f"unsupported algorithm {show(a)} (supported: {', '.join(JWT_ALGORITHMS)})",
+            )
+        algorithms = algorithms if bad else tuple(dict.fromkeys(names))
+    previous = c.get_list(raw, "previousSecrets", "config.jwt", "strings") or []
+    for i, s in enumerate(previous):
+        if not isinstance(s, str) or not s:
+            c.add(
+                f"config.jwt.previousSecrets[{i}]",
+                f"must be a non-empty string, got {show(s, secret=True)}",
+            )
+    previous_secrets = tuple(s for s in previous if isinstance(s, str) and s)
+    return JWTConfig(secret, algorithms, previous_secrets) if secret else None
+
+
+def _is_dotted_name(name: str) -> bool:
+    return all(p.isidentifier() and not keyword.iskeyword(p) for p in name.split("."))
+
+
+def _module_map(c: Checker, d: dict[str, Any]) -> dict[str, ModuleSpec]:
+    """``moduleMap``: application → ``.py`` file (relative to the base dir) or dotted module.
+
+    A value ending in ``.py`` or containing a path separator is a file, and must exist; any
+    other value must be a dotted Python name. Nothing is imported here."""
+    raw = d.get("moduleMap")
+    if raw is not None and not isinstance(raw, dict):
+        c.add("config.moduleMap", f"must be a dict {{application: module}}, got {show(raw)}")
+    specs: dict[str, ModuleSpec] = {}
+    for app, value in (raw if isinstance(raw, dict) else {}).items():
+        path = key_path("config.moduleMap", app)
+        if not isinstance(app, str) or not app:
+            c.add(path, "application names must be non-empty strings")
+        elif not isinstance(value, str) or not value:
+            c.add(path, f"must be a .py file path or a dotted module name, got {show(value)}")
+        elif value.endswith(".py") or "/" in value or os.sep in value:
+            resolved = c.resolve(value)
+            if os.path.isfile(resolved):
+                specs[app] = ModuleSpec(app, path=resolved)
+            else:
+                what = "not a file" if os.path.exists(resolved) else "file not found"
+                c.add(path, f"{what}: {resolved}")
+        elif _is_dotted_name(value):
+            specs[app] = ModuleSpec(app, module=value)
+        else:
+            c.add(path, f"{value!r} is neither a .py file path nor a dotted Python module name")
+    return specs
+
+
+def _web_server_root(c: Checker, d: dict[str, Any]) -> str | None:
+    """``webServerRootPath`` (an existing directory); by default ``<base dir>/www`` if present."""
+    value = c.get_str(d, "webServerRootPath", "config")
+    if value is None:
+        default = os.path.join(c.base_dir, "www")
+        return default if d.get("webServerRootPath") is None and os.path.isdir(default) else None
+    if not os.path.isdir(c.resolve(value)):
+        c.add("config.webServerRootPath", f"directory not found: {c.resolve(value)}")
+        return None
+    return c.resolve(value)

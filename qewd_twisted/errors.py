@@ -1,0 +1,62 @@
+"""
+Every error text a client can see, in one place (docs/errors.md lists them; a test keeps the two
+in step). QEWD's own strings are kept exactly (PROTOCOL.md §2-§5); ours are marked ``ours``.
+"""
+
+# QEWD's strings (PROTOCOL.md section in the comment)
+NO_JWT_SUPPORT = (  # §2.2
+    "Application expects to use JWTs, but QEWD is not running with JWT support turned on"
+)
+JWT_NOT_CONFIGURED = "QEWD has not been configured to support JWTs"  # §1.4
+MISSING_AUTH = "Missing authorization header"  # §2.4
+INVALID_SESSION = "Invalid token or session expired"  # §2.4
+SESSION_EXPIRED = "Session expired"  # §2.4
+UNABLE_TO_LOAD = "Unable to load handler module for: {application}"  # §5.1
+NO_HANDLER = "Handler not defined for {application} messages of type {type}"  # §5.3
+MS_DOWN = "MicroService connection is down"  # §4.2 step 4
+
+# ours
+NOT_AN_OBJECT = "Invalid message: expected a JSON object"
+BAD_TYPE = "Invalid message: type must be a non-empty string"
+RESERVED_TYPE = "Message type {type} is reserved for internal use"
+NOT_SUPPORTED = "Message type {type} is not supported by this node"
+BAD_APPLICATION = "Invalid ewd-register: application must be a non-empty string"
+BINARY_FRAME = "Binary frames are not supported"
+UNKNOWN_EVENT = "Unknown socket.io event {name}: QEWD uses ewdjs"
+BAD_NAMESPACE = "Invalid namespace"
+HANDLER_TIMEOUT = "Handler for {type} did not finish within {seconds} seconds"
+MS_TIMEOUT = "MicroService request timed out"
+SERVER_BUSY = "Server busy: too many requests queued"
+SHUTTING_DOWN = "Server is shutting down"
+NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
+BAD_MS_TOKEN = "Invalid token from micro-service"
+
+# Status codes carried in message.status.code (QEWD's convention for MS_DOWN, §4.2)
+STATUS_MS_DOWN = 503
+STATUS_MS_TIMEOUT = 504
+STATUS_BUSY = 503
+STATUS_HANDLER_TIMEOUT = 504
+
+# Message types a client may never send (PROTOCOL.md §1.6, §9 item 2: no signing oracle).
+INTERNAL_TYPES = frozenset(
+    {
+        "ewd-jwt-decode",
+        "ewd-jwt-encode",
+        "ewd-jwt-updateExpiry",
+        "ewd-jwt-isValid",
+        "ewd-qoper8-express",
+        "error",
+        "use_microservice",
+        "qoper8-start",
+        "qoper8-exit",
+        "qoper8-getStats",
+        "qoper8-stats",
+        "qoper8-test",
+        "workerProcessStarted",
+    }
+)
+
+# QEWD built-ins this node does not provide (yet): refused with NOT_SUPPORTED.
+UNSUPPORTED_TYPES = frozenset(
+    {"ewd-fragment", "restRequest", "ewd-dump-documents", "ewd-save-documents"}
+)

@@ -1,0 +1,613 @@
+"""
+The node: decides, per message, what happens to it, and shapes every reply.
+
+For each message from a client (any framing): built-in types (``ewd-register``,
+``ewd-reregister``), then authentication (JWT or session token), then either a remote link (the
+``(application, type)`` is routed in ``u_services``) or the local handler module. JWT work and
+routing run on the reactor thread; only handler code goes to the worker pool (DESIGN.md).
+
+Reply envelopes follow PROTOCOL.md §1.4: ``{type, finished, message, responseTime}``; JWT
+rejections are ``{type, message: {error, disconnect: true}}`` with no ``finished`` (as the QEWD.js
+peer sends them). A request that arrived with ``ms_requestId`` (a forward from a master) gets it
+echoed on every frame, intermediate ones included, so the master can correlate each frame.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import errors as E
+from .apps import AppLoadError, Application, Applications, runs_on_reactor
+from .workers import PoolFull
+
+log = Logger()
+
+
+class Connection:
+    """One client socket, whatever its framing. Subclasses provide ``send`` and ``close``.
+
+    ``send(frame)`` may raise TypeError/ValueError when the frame is not JSON-serialisable; the
+    node catches that and answers with an error frame instead.
+    """
+
+    framing = "abstract"
+
+    def __init__(self, id: str, ip: str) -> None:
+        self.id = id
+        self.ip = ip
+        self.application: str | None = None
+        self.jwt = False
+        self.open = True
+        self.in_flight = 0
+
+    def send(self, frame: Any) -> None:
+        raise NotImplementedError
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.ip}>"
+
+
+class Request:
+    """One message being handled: where replies go and whether the final one has been sent."""
+
+    __slots__ = (
+        "conn", "message", "type", "started", "ms_request_id", "jwt", "session",
+        "application", "done", "timer", "app",
+    )
+
+    def __init__(self, conn: Connection, message: dict, type: str, started: float,
+                 ms_request_id: Any, jwt: bool, session: Any, application: str) -> None:
+        self.conn = conn
+        self.message = message
+        self.type = type
+        self.started = started
+        self.ms_request_id = ms_request_id
+        self.jwt = jwt
+        self.session = session
+        self.application = application
+        self.done = False
+        self.timer: Any = None
+        self.app: Application | None = None
+
+
+def _snapshot(value: Any) -> Any:
+    # A handler thread may keep mutating what it passed to send(); copy the top level now.
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
+def _looks_like_jwt(token: Any) -> bool:
+    return isinstance(token, str) and token.count(".") == 2
+
+
+def _positional_arity(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 3
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 3
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+class Node:
+    """Routes messages from connections to handlers or links and sends the replies."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        apps: Applications,
+        pool: Any,
+        *,
+        tokens: Any = None,
+        sessions: Any = None,
+        micro_services: Any = None,
+        initial_session_timeout: int = 300,
+        handler_timeout: float | None = 60,
+        micro_service_timeout: float | None = 30,
+    ) -> None:
+        self.reactor = reactor
+        self.apps = apps
+        self.pool = pool
+        self.tokens = tokens
+        self.sessions = sessions
+        self.micro_services = micro_services
+        self.initial_session_timeout = initial_session_timeout
+        self.handler_timeout = handler_timeout
+        self.micro_service_timeout = micro_service_timeout
+        self.connections: dict[str, Connection] = {}
+        self.accepting = True
+        self._in_flight: set[Request] = set()
+        self._drained: list[defer.Deferred[None]] = []
+        self._arity: dict[Any, int] = {}
+
+    # -- connections ---------------------------------------------------------------------
+
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+
+    def connection_lost(self, conn: Connection) -> None:
+        conn.open = False
+        self.connections.pop(conn.id, None)
+
+    def to_all(self, obj: Any) -> None:
+        """Send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``)."""
+        for conn in list(self.connections.values()):
+            self._send(conn, obj)
+
+    def to_application(self, obj: Any, application: str) -> None:
+        """Send ``obj`` to every client registered for ``application`` (``toApplication``)."""
+        for conn in list(self.connections.values()):
+            if conn.application == application:
+                self._send(conn, obj)
+
+    def send_to_socket(self, socket_id: str, obj: Any) -> bool:
+        """Send ``obj`` to one socket by id; False when it is not connected here."""
+        conn = self.connections.get(socket_id)
+        if conn is None:
+            return False
+        self._send(conn, obj)
+        return True
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _send(self, conn: Connection, frame: Any) -> None:
+        if not conn.open:
+            return
+        try:
+            conn.send(frame)
+        except (TypeError, ValueError) as e:
+            log.warn("reply to {conn} is not JSON-serialisable: {error}", conn=conn, error=e)
+            ftype = frame.get("type", "error") if isinstance(frame, dict) else "error"
+            fallback = {"type": ftype, "finished": True,
+                        "message": {"error": E.NOT_JSON_REPLY.format(type=ftype)}}
+            if isinstance(frame, dict) and "ms_requestId" in frame:
+                fallback["ms_requestId"] = frame["ms_requestId"]
+            conn.send(fallback)
+
+    def _elapsed(self, started: float) -> str:
+        return f"{max(0, int((self.reactor.seconds() - started) * 1000))}ms"
+
+    def _reply(self, conn: Connection, type: str, message: Any, started: float,
+               rid: Any = None, finished: bool = True) -> None:
+        frame: dict[str, Any] = {"type": type, "finished": finished, "message": message,
+                                 "responseTime": self._elapsed(started)}
+        if rid is not None:
+            frame["ms_requestId"] = rid
+            if isinstance(message, dict):
+                message["ms_requestId"] = rid
+        self._send(conn, frame)
+
+    def _error(self, conn: Connection, type: str, text: str, started: float, rid: Any = None,
+               disconnect: bool = False, status: int | None = None, **extra: Any) -> None:
+        message: dict[str, Any] = {"error": text, **extra}
+        if status is not None:
+            message["status"] = {"code": status}
+        if disconnect and rid is None:  # §2.4: with ms_requestId, disconnect is omitted
+            message["disconnect"] = True
+        self._reply(conn, type, message, started, rid)
+
+    def _jwt_rejected(self, conn: Connection, type: str, text: str, rid: Any) -> None:
+        # The QEWD.js master's pre-check shape: no finished, no responseTime (§1.4, peer README).
+        frame: dict[str, Any] = {"type": type, "message": {"error": text}}
+        if rid is None:
+            frame["message"]["disconnect"] = True
+        else:
+            frame["ms_requestId"] = rid
+        self._send(conn, frame)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def message_received(self, conn: Connection, obj: Any) -> None:
+        """Handle one decoded message from ``conn``. Never raises: every failure is answered."""
+        started = self.reactor.seconds()
+        try:
+            self._receive(conn, obj, started)
+        except Exception:
+            log.failure("unexpected error handling a message from {conn}", conn=conn)
+            mtype = obj.get("type") if isinstance(obj, dict) else None
+            self._send(conn, {"type": mtype if isinstance(mtype, str) else "error",
+                              "finished": True, "message": {"error": "Internal server error"}})
+
+    def _receive(self, conn: Connection, obj: Any, started: float) -> None:
+        if not isinstance(obj, dict):
+            return self._error(conn, "error", E.NOT_AN_OBJECT, started)
+        mtype = obj.get("type")
+        if not isinstance(mtype, str) or not mtype:
+            return self._error(conn, "error", E.BAD_TYPE, started)
+        rid = obj.get("ms_requestId")
+        if not isinstance(rid, (int, str)) or isinstance(rid, bool):
+            rid = None
+        if mtype in E.INTERNAL_TYPES:
+            return self._error(conn, mtype, E.RESERVED_TYPE.format(type=mtype), started, rid)
+        if mtype in E.UNSUPPORTED_TYPES:
+            return self._error(conn, mtype, E.NOT_SUPPORTED.format(type=mtype), started, rid)
+        if not self.accepting:
+            return self._error(conn, mtype, E.SHUTTING_DOWN, started, rid, status=503)
+        if mtype == "ewd-register":
+            return self._register(conn, obj, started, rid)
+        if mtype == "ewd-reregister":
+            return self._reregister(conn, obj, started, rid)
+
+        token = obj.get("token")
+        use_jwt = conn.jwt or bool(obj.get("jwt")) or _looks_like_jwt(token)
+        if use_jwt and self.tokens is None:
+            if obj.get("jwt") or conn.jwt:
+                return self._jwt_rejected(conn, mtype, E.JWT_NOT_CONFIGURED, rid)
+            use_jwt = False
+        if not token:
+            return self._error(conn, mtype, E.MISSING_AUTH, started, rid, disconnect=True)
+        if use_jwt:
+            self._jwt_message(conn, obj, mtype, token, started, rid)
+        else:
+            self._session_message(conn, obj, mtype, token, started, rid)
+
+    def _jwt_message(self, conn: Connection, obj: dict, mtype: str, token: Any,
+                     started: float, rid: Any) -> None:
+        from .tokens import TokenError
+
+        try:
+            payload = self.tokens.decode(token)
+            application = payload.get("application")
+            if not isinstance(application, str) or not application:
+                raise TokenError("No application claim")
+            route = (self.micro_services.route(application, mtype)
+                     if self.micro_services is not None else None)
+            if route is not None:
+                req = Request(conn, obj, mtype, started, rid, True, payload, application)
+                return self._forward(req, *route)
+            session = self.tokens.session(token)
+        except TokenError as e:
+            return self._jwt_rejected(conn, mtype, str(e), rid)
+        req = Request(conn, obj, mtype, started, rid, True, session, application)
+        self._run_local(req)
+
+    def _session_message(self, conn: Connection, obj: dict, mtype: str, token: Any,
+                         started: float, rid: Any) -> None:
+        from .sessions import SessionError
+
+        try:
+            session = self.sessions.authenticate(token if isinstance(token, str) else "")
+        except SessionError as e:
+            return self._error(conn, mtype, str(e), started, rid, disconnect=True)
+        req = Request(conn, obj, mtype, started, rid, False, session, session.application)
+        self._run_local(req)
+
+    # -- built-ins (PROTOCOL.md §2) -----------------------------------------------------
+
+    def _register(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
+        from .sessions import SessionError
+
+        mtype = "ewd-register"
+        application = obj.get("application")
+        if not isinstance(application, str) or not application:
+            return self._error(conn, mtype, E.BAD_APPLICATION, started, rid)
+        if obj.get("jwt"):
+            if self.tokens is None:
+                return self._error(conn, mtype, E.NO_JWT_SUPPORT, started, rid, disconnect=True)
+            token = self.tokens.register_token(
+                application,
+                {"socketId": conn.id, "ipAddress": conn.ip, "authenticated": False},
+                timeout=self.initial_session_timeout,
+            )
+            conn.jwt = True
+        else:
+            try:
+                session = self.sessions.create(
+                    application, self.initial_session_timeout, conn.id, conn.ip)
+            except SessionError as e:
+                return self._error(conn, mtype, str(e), started, rid, status=503)
+            token = session.token
+            conn.jwt = False
+        conn.application = application
+        message: dict[str, Any] = {"token": token}
+        if obj.get("qewd_twisted"):
+            message["qewd_twisted"] = 1  # tells our links: every frame echoes ms_requestId
+        self._reply(conn, mtype, message, started, rid)
+
+    def _reregister(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
+        from .sessions import SessionError
+        from .tokens import TokenError
+
+        mtype = "ewd-reregister"
+        token = obj.get("token")
+        if not token or not isinstance(token, str):
+            return self._error(conn, mtype, E.MISSING_AUTH, started, rid, disconnect=True)
+        message: dict[str, Any] = {"ok": True}
+        # A JWT is treated as one even without jwt:true, so QEWD's own browser clients (which
+        # omit it, §2.3) survive a reconnect; the token is fully verified either way.
+        if self.tokens is not None and (obj.get("jwt") or _looks_like_jwt(token)):
+            try:
+                session = self.tokens.session(token)
+            except TokenError as e:
+                return self._error(conn, mtype, str(e), started, rid, disconnect=True)
+            # QEWD means to record the new socket here but assigns a misspelt global (§2.3).
+            session["socketId"] = conn.id
+            session["ipAddress"] = conn.ip
+            message["token"] = self.tokens.issue(session)
+            conn.jwt = True
+            conn.application = session.get("application")
+        else:
+            try:
+                server_session = self.sessions.authenticate(token)
+            except SessionError as e:
+                return self._error(conn, mtype, str(e), started, rid, disconnect=True)
+            server_session["socketId"] = conn.id
+            conn.jwt = False
+            conn.application = server_session.application
+        if obj.get("qewd_twisted"):
+            message["qewd_twisted"] = 1
+        self._reply(conn, mtype, message, started, rid)
+
+    # -- local handlers (PROTOCOL.md §5) ------------------------------------------------
+
+    def _begin(self, req: Request) -> None:
+        self._in_flight.add(req)
+        req.conn.in_flight += 1
+
+    def _end(self, req: Request) -> None:
+        req.done = True
+        if req.timer is not None and req.timer.active():
+            req.timer.cancel()
+        req.timer = None
+        if req in self._in_flight:
+            self._in_flight.discard(req)
+            req.conn.in_flight -= 1
+        if not self._in_flight and self._drained:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                if not d.called:
+                    d.callback(None)
+
+    def _run_local(self, req: Request) -> None:
+        try:
+            app = self.apps.get(req.application)
+        except AppLoadError as e:
+            return self._error(req.conn, req.type, str(e), req.started, req.ms_request_id,
+                               reason=e.reason)
+        req.app = app
+        handler = app.handlers.get(req.type)
+        if handler is None and app.before_handler is None:
+            return self._error(req.conn, req.type,
+                               E.NO_HANDLER.format(application=req.application, type=req.type),
+                               req.started, req.ms_request_id)
+        self._begin(req)
+        if self.handler_timeout:
+            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
+        target = handler if handler is not None else app.before_handler
+        if runs_on_reactor(target):
+            send, finished = self._callbacks(req, threaded=False)
+            d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
+        else:
+            send, finished = self._callbacks(req, threaded=True)
+            d = self.pool.run(self._chain_sync, app, handler, req, send, finished)
+        d.addErrback(self._handler_failed, req)
+
+    def _callbacks(self, req: Request, threaded: bool) -> tuple[Callable, Callable]:
+        if threaded:
+            call = self.reactor.callFromThread
+
+            def send(message: Any = None) -> None:
+                call(self._intermediate, req, _snapshot(message))
+
+            def finished(message: Any = None) -> None:
+                call(self._finished, req, _snapshot(message))
+        else:
+            def send(message: Any = None) -> None:
+                self._intermediate(req, _snapshot(message))
+
+            def finished(message: Any = None) -> None:
+                self._finished(req, _snapshot(message))
+        return send, finished
+
+    def _no_handler(self, req: Request) -> dict:
+        return {"error": E.NO_HANDLER.format(application=req.application, type=req.type)}
+
+    def _chain_sync(self, app: Application, handler: Any, req: Request,
+                    send: Callable, finished: Callable) -> None:
+        """Runs in a pool thread: beforeHandler, the handler, afterHandler."""
+        msg, session = req.message, req.session
+
+        def resolve(result: Any) -> Any:
+            if inspect.isawaitable(result):  # an async hook called from a sync chain
+                return blockingCallFromThread(self.reactor, defer.ensureDeferred, result)
+            return result
+
+        if app.before_handler is not None:
+            if resolve(app.before_handler(msg, session, send, finished)) is False:
+                return
+        if handler is None:
+            finished(self._no_handler(req))
+            return
+        resolve(handler(msg, session, send, finished))
+        if app.after_handler is not None:
+            resolve(app.after_handler(msg, session, send, finished))
+
+    async def _chain_async(self, app: Application, handler: Any, req: Request,
+                           send: Callable, finished: Callable) -> None:
+        """Runs on the reactor: the same chain, awaiting whatever the hooks return."""
+        msg, session = req.message, req.session
+
+        async def call(fn: Callable) -> Any:
+            result = fn(msg, session, send, finished)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        if app.before_handler is not None and await call(app.before_handler) is False:
+            return
+        if handler is None:
+            finished(self._no_handler(req))
+            return
+        await call(handler)
+        if app.after_handler is not None:
+            await call(app.after_handler)
+
+    def _handler_failed(self, failure: Failure, req: Request) -> None:
+        if failure.check(PoolFull):
+            log.warn("refusing {type}: {why}", type=req.type, why=failure.getErrorMessage())
+            if not req.done:
+                self._end(req)
+                self._error(req.conn, req.type, E.SERVER_BUSY, req.started, req.ms_request_id,
+                            status=E.STATUS_BUSY)
+            return
+        log.failure("handler for {application}/{type} raised", failure,
+                    application=req.application, type=req.type)
+        if req.done:
+            return
+        self._end(req)
+        # QEWD's crash reply: type "error", message is the exception's text (§5.4).
+        frame: dict[str, Any] = {"type": "error", "finished": True,
+                                 "message": failure.getErrorMessage() or failure.type.__name__,
+                                 "responseTime": self._elapsed(req.started)}
+        if req.ms_request_id is not None:
+            frame["ms_requestId"] = req.ms_request_id
+        self._send(req.conn, frame)
+
+    def _timed_out(self, req: Request) -> None:
+        req.timer = None
+        if req.done:
+            return
+        log.warn("handler for {application}/{type} did not finish in {seconds}s",
+                 application=req.application, type=req.type, seconds=self.handler_timeout)
+        self._end(req)
+        self._error(req.conn, req.type,
+                    E.HANDLER_TIMEOUT.format(type=req.type, seconds=self.handler_timeout),
+                    req.started, req.ms_request_id, status=E.STATUS_HANDLER_TIMEOUT)
+
+    def _intermediate(self, req: Request, message: Any) -> None:
+        if req.done:
+            log.warn("send() after finished() ignored for {type}", type=req.type)
+            return
+        ftype = req.type
+        if isinstance(message, dict) and isinstance(message.get("type"), str):
+            ftype = message.pop("type")  # §5.2: a type in the payload is the frame's type
+        elif message is None:
+            message = {}
+        self._reply(req.conn, ftype, message, req.started, req.ms_request_id, finished=False)
+
+    def _finished(self, req: Request, result: Any) -> None:
+        if req.done:
+            log.warn("finished() called again for {application}/{type}: ignored",
+                     application=req.application, type=req.type)
+            return
+        self._end(req)
+        if result is None:
+            result = {}
+        if isinstance(result, dict) and result.get("error"):
+            return self._reply(req.conn, req.type, result, req.started, req.ms_request_id)
+        if req.jwt and isinstance(result, dict):
+            try:
+                result["token"] = self.tokens.issue(req.session)
+            except (TypeError, ValueError) as e:
+                log.warn("session for {type} could not be encoded: {error}", type=req.type, error=e)
+                return self._error(req.conn, req.type, E.NOT_JSON_REPLY.format(type=req.type),
+                                   req.started, req.ms_request_id)
+        elif req.ms_request_id is not None and isinstance(result, list):
+            result = {"results": result}  # §1.4: arrays are wrapped for micro-service requests
+        wrh = req.app.worker_response_handlers.get(req.type) if req.app else None
+        if wrh is not None:
+            try:
+                replaced = self._call_wrh(wrh, req, result)
+            except Exception:
+                log.failure("workerResponseHandler for {type} raised", type=req.type)
+                replaced = None
+            if replaced is True:
+                return
+            if replaced is not None:
+                result = replaced
+        if result == {} and not req.jwt:
+            return  # §1.4: an empty reply sends nothing (session mode)
+        self._reply(req.conn, req.type, result, req.started, req.ms_request_id)
+
+    def _call_wrh(self, fn: Callable, req: Request, message: Any) -> Any:
+        n = self._arity.get(fn)
+        if n is None:
+            n = self._arity[fn] = _positional_arity(fn)
+
+        def send(frame: Any) -> None:
+            self._send(req.conn, frame)
+
+        return fn(message, send, self) if n >= 3 else fn(message, send)
+
+    # -- forwarding (PROTOCOL.md §4.4) ---------------------------------------------------
+
+    def _forward(self, req: Request, link: Any, remote_application: str) -> None:
+        out = {k: v for k, v in req.message.items() if k not in ("ms_requestId", "qewd_twisted")}
+        out["token"] = self.tokens.with_application(req.session, remote_application)
+        out["jwt"] = True
+        self._begin(req)
+        link.send_request(out, lambda frame: self._relay(req, frame), self.micro_service_timeout)
+
+    def _relay(self, req: Request, frame: dict) -> None:
+        from .tokens import TokenError
+
+        if req.done:
+            log.debug("late frame for {type} dropped", type=req.type)
+            return
+        frame = dict(frame)
+        final = bool(frame.get("finished", True))
+        message = frame.get("message")
+        if isinstance(message, dict) and isinstance(message.get("token"), str):
+            message = dict(message)
+            try:
+                payload = self.tokens.decode(message["token"])
+                message["token"] = self.tokens.with_application(payload, req.application)
+            except TokenError as e:
+                log.warn("dropping a token from a micro-service reply to {type}: {error}",
+                         type=req.type, error=e.reason if hasattr(e, "reason") else e)
+                del message["token"]
+            frame["message"] = message
+        frame.setdefault("type", req.type)
+        frame["responseTime"] = self._elapsed(req.started)
+        if req.ms_request_id is not None:
+            frame["ms_requestId"] = req.ms_request_id
+        if final:
+            self._end(req)
+        self._send(req.conn, frame)
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def drain(self, grace: float) -> defer.Deferred[None]:
+        """Stop accepting new requests; fire when in-flight ones end or after ``grace`` s."""
+        self.accepting = False
+        if not self._in_flight:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._drained.append(d)
+
+        def give_up() -> None:
+            if not d.called:
+                log.warn("{n} request(s) still in flight after the grace period",
+                         n=len(self._in_flight))
+                d.callback(None)
+
+        timer = self.reactor.callLater(grace, give_up)
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        return d
+
+    def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        for conn in list(self.connections.values()):
+            try:
+                conn.close(code, reason)
+            except Exception:
+                log.failure("closing {conn}", conn=conn)
+
+    def iter_connections(self) -> Iterable[Connection]:
+        return list(self.connections.values())

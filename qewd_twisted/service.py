@@ -1,0 +1,133 @@
+"""
+``QEWDService``: one QEWD node as a Twisted ``MultiService``, built from a ``Config``.
+
+Embedding: create it with your reactor and ``setServiceParent`` it under your application; the
+library never imports or runs the global reactor itself. ``twistd qewd`` (tap.py) does the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from .apps import Applications
+from .config import Config, ConfigError
+from .node import Node
+from .sessions import MemorySessionStore
+from .web import build_site_root
+from .workers import WorkerPool
+
+log = Logger()
+
+
+class _QuietSite(Site):
+    """A Site that does not write an access-log line per request (WebSocket upgrades included)."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class QEWDService(MultiService):
+    """A QEWD node: listeners, worker pool, micro-service links and the router between them.
+
+    Handler modules named in ``moduleMap`` are imported here, when the service is built, so a
+    broken module is reported before anything listens (as a ``ConfigError``).
+
+    Stopping (SIGTERM under twistd) is graceful: stop listening, refuse new requests, let
+    in-flight ones finish for ``shutdownGracePeriod`` seconds, close client sockets with 1001,
+    then stop the links and the worker pool.
+    """
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+
+        self.apps = Applications(config.module_map)
+        problems = [f"config.moduleMap.{e.application}: {e.reason}" for e in self.apps.load_all()]
+        if problems:
+            raise ConfigError(problems)
+
+        self.pool = WorkerPool(reactor, config.pool_size, config.max_queue_length)
+        self.pool.setServiceParent(self)
+
+        self.tokens = None
+        if config.jwt is not None:
+            from .tokens import TokenCodec
+
+            self.tokens = TokenCodec(
+                config.jwt.secret,
+                algorithms=config.jwt.algorithms,
+                clock=reactor,
+                initial_timeout=config.initial_session_timeout,
+                previous_secrets=config.jwt.previous_secrets,
+            )
+        self.sessions = MemorySessionStore(reactor)
+        gc = TimerService(60, self.sessions.collect_garbage)
+        gc.clock = reactor
+        gc.setServiceParent(self)
+
+        self.micro_services = None
+        routes = list(config.micro_services.routes.values()) if config.micro_services else []
+        if routes:
+            from .links import MicroServices
+
+            self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
+            self.micro_services.setServiceParent(self)
+
+        self.node = Node(
+            reactor,
+            self.apps,
+            self.pool,
+            tokens=self.tokens,
+            sessions=self.sessions,
+            micro_services=self.micro_services,
+            initial_session_timeout=config.initial_session_timeout,
+            handler_timeout=config.handler_timeout,
+            micro_service_timeout=config.micro_service_timeout,
+        )
+        self.site = _QuietSite(
+            build_site_root(self.node, reactor, web_root=config.web_server_root,
+                            max_message_size=config.max_message_size))
+        self.listeners: list[Service] = []
+        for description in config.listen:
+            listener = strports.service(description, self.site, reactor=reactor)
+            # Fail startup on "address in use" instead of only logging it.
+            listener._raiseSynchronously = True  # type: ignore[attr-defined]
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+
+    def startService(self) -> None:
+        for key in getattr(self.config, "ignored_keys", ()):
+            log.warn("config.{key} is a QEWD.js setting this node does not use: ignored", key=key)
+        super().startService()
+        log.info("{name} started: listening on {listen}", name=self.config.server_name,
+                 listen=", ".join(self.config.listen))
+
+    @property
+    def ports(self) -> list[Any]:
+        """The listening ports (IListeningPort), once started: ``.getHost().port`` etc."""
+        out = []
+        for listener in self.listeners:
+            port = getattr(listener, "_waitingForPort", None)
+            if port is not None and port.called and not isinstance(port.result, Exception):
+                out.append(port.result)
+        return out
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        Service.stopService(self)
+        yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in self.listeners])
+        yield self.node.drain(self.config.shutdown_grace)
+        self.node.close_all()
+        others = [s for s in reversed(list(self)) if s not in self.listeners and s.running]
+        yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others])
+        log.info("{name} stopped", name=self.config.server_name)

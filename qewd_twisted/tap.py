@@ -1,0 +1,51 @@
+"""
+``twistd qewd --config startup.py``: the plugin's Options and makeService.
+
+A configuration problem is printed (every problem, each with its key path) and twistd exits
+with status 1 before anything listens.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from .config import ConfigError, load_config
+
+
+class Options(usage.Options):
+    synopsis = "--config startup.py"
+    longdesc = (
+        "Run a QEWD node. The startup file is a Python module defining `config`, a dict with "
+        "QEWD's keys (port, poolSize, jwt, moduleMap, u_services, ...)."
+    )
+    optParameters = [
+        ["config", "c", None, "the startup file: a Python module that defines `config`"],
+    ]
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config startup.py is required")
+        try:
+            self.loaded = load_config(self["config"])
+        except ConfigError as e:
+            _fail(e)
+
+
+def _fail(e: Exception) -> None:
+    sys.stderr.write(f"qewd: {e}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+def makeService(options: Options) -> Any:
+    from twisted.internet import reactor  # twistd has installed the reactor by now
+
+    from .service import QEWDService
+
+    try:
+        return QEWDService(options.loaded, reactor)
+    except ConfigError as e:
+        _fail(e)

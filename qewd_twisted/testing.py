@@ -1,0 +1,133 @@
+"""
+In-memory fakes for testing handler modules and nodes without sockets or threads.
+
+>>> from qewd_twisted.testing import NodeHarness
+>>> import my_app
+>>> h = NodeHarness({"jwt": my_app}, jwt_secret="s3cret")
+>>> client = h.connect()
+>>> token = h.register(client, "jwt")
+>>> frames = h.send(client, {"type": "login", "token": token, "params": {...}})
+
+Everything runs synchronously: sync handlers are called in the test's thread, time is a
+``Clock`` (``h.clock.advance(seconds)``), and frames go through a JSON round trip so a reply that
+a real socket could not carry fails the same way here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from . import wire
+from .apps import Applications
+from .node import Connection, Node
+from .sessions import MemorySessionStore
+
+__all__ = ["MemoryConnection", "SyncPool", "FakeReactor", "NodeHarness"]
+
+
+class MemoryConnection(Connection):
+    """A connection that records what the node sends it."""
+
+    framing = "memory"
+
+    def __init__(self, id: str = "memorySocket00000001", ip: str = "127.0.0.1") -> None:
+        super().__init__(id, ip)
+        self.frames: list[Any] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, frame: Any) -> None:
+        self.frames.append(json.loads(wire.dumps(frame)))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+        self.open = False
+
+    def take(self) -> list[Any]:
+        """The frames received since the last call."""
+        frames, self.frames = self.frames, []
+        return frames
+
+
+class SyncPool:
+    """A worker pool that runs each call at once in the calling thread."""
+
+    running = True
+    busy = 0
+    queued = 0
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        return defer.maybeDeferred(fn, *args, **kwargs)
+
+    def when_idle(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
+
+class FakeReactor(Clock):
+    """A Clock whose callFromThread runs the call at once (all "threads" are this one)."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class NodeHarness:
+    """A node wired to in-memory parts: register clients, send messages, read replies."""
+
+    def __init__(
+        self,
+        apps: Mapping[str, Any],
+        *,
+        jwt_secret: str | None = "someSecret123",
+        algorithms: tuple[str, ...] = ("HS256",),
+        initial_session_timeout: int = 300,
+        handler_timeout: float | None = 60,
+        micro_services: Any = None,
+        micro_service_timeout: float | None = 30,
+        start_time: float = 1_700_000_000.0,
+    ) -> None:
+        self.clock = FakeReactor()
+        self.clock.advance(start_time)
+        self.tokens = None
+        if jwt_secret is not None:
+            from .tokens import TokenCodec
+
+            self.tokens = TokenCodec(jwt_secret, algorithms=algorithms, clock=self.clock,
+                                     initial_timeout=initial_session_timeout)
+        self.sessions = MemorySessionStore(self.clock)
+        self.node = Node(
+            self.clock,
+            Applications.from_objects(apps),
+            SyncPool(),
+            tokens=self.tokens,
+            sessions=self.sessions,
+            micro_services=micro_services,
+            initial_session_timeout=initial_session_timeout,
+            handler_timeout=handler_timeout,
+            micro_service_timeout=micro_service_timeout,
+        )
+        self._n = 0
+
+    def connect(self, ip: str = "127.0.0.1") -> MemoryConnection:
+        self._n += 1
+        conn = MemoryConnection(f"memorySocket{self._n:08d}", ip)
+        self.node.connection_opened(conn)
+        return conn
+
+    def disconnect(self, conn: MemoryConnection) -> None:
+        self.node.connection_lost(conn)
+
+    def send(self, conn: MemoryConnection, message: Any) -> list[Any]:
+        """Deliver ``message`` and return the frames sent to ``conn`` as a result."""
+        self.node.message_received(conn, message)
+        return conn.take()
+
+    def register(self, conn: MemoryConnection, application: str, jwt: bool = True) -> str:
+        """Register ``conn`` and return its token."""
+        msg: dict[str, Any] = {"type": "ewd-register", "application": application}
+        if jwt:
+            msg["jwt"] = True
+        frames = self.send(conn, msg)
+        return frames[-1]["message"]["token"]

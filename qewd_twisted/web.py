@@ -1,0 +1,260 @@
+"""
+The web layer: a twisted.web resource tree serving the WebSocket endpoints and static files.
+
+- ``/socket.io/?EIO=3&transport=websocket``: Engine.IO 3 / socket.io v2 framing over WebSocket,
+  exactly as the QEWD.js peer speaks it (PROTOCOL.md §1.1-§1.2): the server sends the OPEN packet
+  and ``40``, answers the client's ping ``2`` with ``3``, drops a client silent for
+  pingInterval + pingTimeout, and carries messages as ``42["ewdjs",{...}]``.
+- ``/ws``: plain WebSocket, one JSON message per text frame, the same messages.
+- everything else: static files from ``webServerRootPath`` (no directory listings).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.logger import Logger
+from twisted.web.resource import NoResource, Resource
+from twisted.web.static import File
+
+from . import errors as E
+from . import wire
+from .node import Connection, Node
+
+log = Logger()
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+def new_socket_id() -> str:
+    """A 20-character id like socket.io 2's (15 random bytes, URL-safe base64)."""
+    return base64.urlsafe_b64encode(os.urandom(15)).decode("ascii")
+
+
+def peer_ip(peer: str) -> str:
+    """``tcp:127.0.0.1:5000`` or ``tcp6:::1:5000`` -> the address part."""
+    for prefix in ("tcp4:", "tcp6:", "tcp:", "unix:"):
+        if peer.startswith(prefix):
+            peer = peer[len(prefix):]
+            break
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() else peer
+
+
+def _error_frame(text: str) -> dict[str, Any]:
+    return {"type": "error", "finished": True, "message": {"error": text}}
+
+
+class _ProtocolConnection(Connection):
+    def __init__(self, proto: WebSocketServerProtocol, id: str, ip: str) -> None:
+        super().__init__(id, ip)
+        self._proto = proto
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.open:
+            self._proto.sendClose(code, reason[:120] or None)
+
+
+class EngineIOConnection(_ProtocolConnection):
+    framing = "engine.io"
+
+    def send(self, frame: Any) -> None:
+        data = wire.encode_event(frame).encode("utf-8")  # may raise: the node answers then
+        self._proto.sendMessage(data, isBinary=False)
+
+
+class PlainConnection(_ProtocolConnection):
+    framing = "plain"
+
+    def send(self, frame: Any) -> None:
+        self._proto.sendMessage(wire.dumps(frame).encode("utf-8"), isBinary=False)
+
+
+class _NodeProtocol(WebSocketServerProtocol):
+    conn: _ProtocolConnection | None = None
+
+    def _deliver(self, obj: Any) -> None:
+        self.factory.node.message_received(self.conn, obj)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.conn is not None:
+            self.factory.node.connection_lost(self.conn)
+
+
+class EngineIOProtocol(_NodeProtocol):
+    """One socket.io v2 client over the WebSocket transport."""
+
+    _heartbeat: Any = None
+
+    def onConnect(self, request: Any) -> None:
+        eio = request.params.get("EIO", ["3"])[0]
+        transport = request.params.get("transport", ["websocket"])[0]
+        if eio != "3":
+            raise ConnectionDeny(400, "Unsupported protocol version: this server speaks EIO=3")
+        if transport != "websocket":
+            raise ConnectionDeny(400, "Transport unknown: only websocket is served")
+        self.conn = EngineIOConnection(self, new_socket_id(), peer_ip(request.peer))
+
+    def onOpen(self) -> None:
+        f = self.factory
+        self.sendMessage(wire.open_packet(self.conn.id, f.ping_interval, f.ping_timeout).encode())
+        self.sendMessage(wire.SIO_CONNECT.encode())
+        f.node.connection_opened(self.conn)
+        self._heartbeat = f.reactor.callLater(
+            (f.ping_interval + f.ping_timeout) / 1000.0, self._silent)
+
+    def _silent(self) -> None:
+        self._heartbeat = None
+        log.info("closing {conn}: no ping within pingInterval + pingTimeout", conn=self.conn)
+        self.dropConnection(abort=True)
+
+    def _alive(self) -> None:
+        if self._heartbeat is not None and self._heartbeat.active():
+            f = self.factory
+            self._heartbeat.reset((f.ping_interval + f.ping_timeout) / 1000.0)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self._alive()
+        if isBinary:
+            return self.conn.send(_error_frame(E.BINARY_FRAME))
+        try:
+            packet = wire.decode(payload.decode("utf-8"))
+        except (wire.WireError, UnicodeDecodeError) as e:
+            return self.conn.send(_error_frame(str(e)))
+        kind = packet.kind
+        if kind == "ping":
+            self.sendMessage((wire.EIO_PONG + packet.data).encode("utf-8"))
+        elif kind == "event":
+            if packet.namespace != "/":
+                self.sendMessage(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
+            elif packet.name != wire.EVENT_NAME:
+                self.conn.send(_error_frame(E.UNKNOWN_EVENT.format(name=packet.name[:64])))
+            else:
+                self._deliver(packet.args[0] if packet.args else None)
+        elif kind == "connect":
+            if packet.namespace != "/":
+                self.sendMessage(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
+        elif kind in ("disconnect", "close"):
+            self.sendClose()
+        elif kind == "binary":
+            self.conn.send(_error_frame(E.BINARY_FRAME))
+        # pong, noop, upgrade, ack, sio-error from a client: nothing to do
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._heartbeat is not None and self._heartbeat.active():
+            self._heartbeat.cancel()
+        self._heartbeat = None
+        super().onClose(wasClean, code, reason)
+
+
+class PlainProtocol(_NodeProtocol):
+    """The ``/ws`` endpoint: one JSON message per text frame."""
+
+    def onConnect(self, request: Any) -> None:
+        self.conn = PlainConnection(self, new_socket_id(), peer_ip(request.peer))
+
+    def onOpen(self) -> None:
+        self.factory.node.connection_opened(self.conn)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            return self.conn.send(_error_frame(E.BINARY_FRAME))
+        try:
+            obj = wire.decode_plain(payload.decode("utf-8"))
+        except (wire.WireError, UnicodeDecodeError) as e:
+            return self.conn.send(_error_frame(str(e)))
+        self._deliver(obj)
+
+
+class _ReactorTimer:
+    """Autobahn's per-factory timer, unbatched and on the factory's own reactor.
+
+    Autobahn batches handshake and close timeouts into 200 ms buckets whose bucket call stays
+    scheduled after every timer in it is cancelled (a dirty reactor in trial); plain callLater
+    cancels cleanly and follows a test's Clock.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._reactor.callLater(delay, func, *args, **kwargs)
+
+
+def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int,
+                 ping_interval: int = wire.PING_INTERVAL_MS,
+                 ping_timeout: int = wire.PING_TIMEOUT_MS) -> WebSocketServerFactory:
+    """An Autobahn server factory bound to ``node``; oversize messages close with 1009."""
+    factory = WebSocketServerFactory(reactor=reactor)
+    factory.protocol = protocol
+    factory.node = node
+    factory.ping_interval = ping_interval
+    factory.ping_timeout = ping_timeout
+    factory._batched_timer = _ReactorTimer(reactor)
+    factory.setProtocolOptions(
+        maxMessagePayloadSize=max_message_size,
+        maxFramePayloadSize=max_message_size,
+        autoPingInterval=0,
+        openHandshakeTimeout=30,
+        closeHandshakeTimeout=5,
+        failByDrop=False,
+    )
+    return factory
+
+
+class StaticFiles(File):
+    """Static files without directory listings or script processors."""
+
+    indexNames = ["index.html"]
+
+    def directoryListing(self) -> Resource:
+        return NoResource("No such file")
+
+
+class _Upgrade(Resource):
+    """``/socket.io/``: the WebSocket transport; a polling request gets engine.io's error."""
+
+    isLeaf = False
+
+    def __init__(self, ws: WebSocketResource, client_js: str | None) -> None:
+        super().__init__()
+        self._ws = ws
+        self._client_js = client_js
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"socket.io.js" and self._client_js and os.path.exists(self._client_js):
+            return File(self._client_js, defaultType="application/javascript")
+        if path == b"":
+            upgrade = (request.getHeader(b"upgrade") or b"").lower()
+            if upgrade == b"websocket":
+                return self._ws
+            return _EngineError()
+        return NoResource()
+
+
+class _EngineError(Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        request.setResponseCode(400)
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"code":0,"message":"Transport unknown"}'
+
+
+def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
+                    max_message_size: int) -> Resource:
+    """The resource tree for one node."""
+    eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size))
+    plain = WebSocketResource(make_factory(PlainProtocol, node, reactor, max_message_size))
+    root: Resource = StaticFiles(web_root) if web_root else Resource()
+    root.putChild(b"socket.io", _Upgrade(eio, os.path.join(STATIC_DIR, "socket.io.js")))
+    root.putChild(b"ws", plain)
+    client = os.path.join(STATIC_DIR, "ewd-client.js")
+    if os.path.exists(client):
+        root.putChild(b"ewd-client.js", File(client, defaultType="application/javascript"))
+    return root

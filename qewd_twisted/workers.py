@@ -1,0 +1,124 @@
+"""
+The worker pool: a bounded Twisted ThreadPool of ``poolSize`` threads, owned by a service.
+
+Sync handlers run here so they may block without stalling the reactor (QEWD's pitch: handlers
+"may block without harming the master", PROTOCOL.md §6). The pool is our own, not the reactor's
+(which also resolves host names), its queue is bounded (``max_queue_length``, QEWD's name), and on
+stop it is drained for a grace period. Threads are daemon threads: a handler stuck forever cannot
+keep the process alive after the node has stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+log = Logger()
+
+
+class PoolFull(Exception):
+    """The pool's queue is at its limit; the request is refused (the client is told)."""
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    t = threading.Thread(*args, **kwargs)
+    t.daemon = True
+    return t
+
+
+class WorkerPool(Service):
+    """Runs sync handler calls in ``size`` threads, at most ``max_queue`` waiting."""
+
+    name = "workers"
+
+    def __init__(self, reactor: IReactorThreads, size: int, max_queue: int = 20000) -> None:
+        if size < 1:
+            raise ValueError("poolSize must be at least 1")
+        self._reactor = reactor
+        self.size = size
+        self.max_queue = max_queue
+        self._pool = ThreadPool(minthreads=0, maxthreads=size, name="qewd-worker")
+        self._pool.threadFactory = _daemon_thread
+        self._outstanding = 0  # queued + running, counted on the reactor thread
+        self._idle: list[defer.Deferred[None]] = []
+
+    @property
+    def busy(self) -> int:
+        """Calls running in a thread now."""
+        return min(self._outstanding, self.size)
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a free thread."""
+        return max(0, self._outstanding - self.size)
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        """Call ``fn`` in a pool thread; the Deferred fires on the reactor with its result."""
+        if not self.running:
+            return defer.fail(PoolFull("the worker pool is not running"))
+        if self._outstanding >= self.size + self.max_queue:
+            return defer.fail(PoolFull("the worker pool queue is full"))
+        self._outstanding += 1
+        d = deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+        d.addBoth(self._done)
+        return d
+
+    def _done(self, result: Any) -> Any:
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    def when_idle(self) -> defer.Deferred[None]:
+        """Fires when nothing is queued or running."""
+        if self._outstanding == 0:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop the threads without blocking the reactor on a handler that never returns.
+
+        The caller (QEWDService) drains in-flight requests for the grace period first. The join
+        happens in a helper thread; the Deferred fires when every thread has exited or after
+        ``join_timeout`` seconds, whichever comes first.
+        """
+        super().stopService()
+        return self._stop_threads()
+
+    join_timeout = 5.0
+
+    def _stop_threads(self) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        clock: IReactorTime = self._reactor  # type: ignore[assignment]
+
+        def fire() -> None:
+            if not d.called:
+                d.callback(None)
+
+        def join() -> None:
+            self._pool.stop()
+            self._reactor.callFromThread(fire)  # type: ignore[attr-defined]
+
+        if self._outstanding == 0:
+            self._pool.stop()
+            return defer.succeed(None)
+        log.warn("stopping with {n} handler call(s) still running", n=self._outstanding)
+        threading.Thread(target=join, name="qewd-pool-stop", daemon=True).start()
+        timer = clock.callLater(self.join_timeout, fire)
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        return d

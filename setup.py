@@ -1,0 +1,30 @@
+"""qewd-twisted: QEWD's micro-service platform on Twisted and Autobahn."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="qewd-twisted",
+    version="0.1.0",
+    description="QEWD-compatible micro-service nodes on Twisted and Autobahn",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # twisted.plugins is a namespace shared with every other Twisted plugin: it is listed
+    # explicitly (find_packages does not see it) and ships no __init__.py (STYLE.md).
+    packages=find_packages(include=["qewd_twisted", "qewd_twisted.*"]) + ["twisted.plugins"],
+    package_data={"qewd_twisted": ["static/*"], "twisted": ["plugins/qewd_dropin.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted>=23.8",
+        "autobahn>=23.1",
+        "pyjwt>=2.8",
+        "cryptography>=41",
+        "service-identity>=23.1",
+    ],
+    extras_require={"test": ["hypothesis>=6"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+    ],
+)

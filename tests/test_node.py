@@ -1,0 +1,426 @@
+# test-case-name: tests.test_node
+"""
+The node's routing and reply shapes, in memory (PROTOCOL.md §1.4, §2, §5).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from qewd_twisted import errors as E
+from qewd_twisted.apps import on_reactor
+from qewd_twisted.testing import NodeHarness
+
+
+def app(**exports: Any) -> SimpleNamespace:
+    return SimpleNamespace(**exports)
+
+
+def login(messageObj, session, send, finished):
+    params = messageObj.get("params") or {}
+    send({"text": "checking credentials"})
+    if params.get("username") == "rob" and params.get("password") == "secret":
+        session["username"] = "rob"
+        session.make_secret("username")
+        session["authenticated"] = True
+        session.make_secret("authenticated")
+        session.timeout = 1200
+        finished({"ok": True})
+    else:
+        finished({"error": "Invalid login"})
+
+
+def echo(messageObj, session, send, finished):
+    finished({"you sent": messageObj.get("params")})
+
+
+class Base(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = NodeHarness({"demo": app(handlers={"login": login, "echo": echo})})
+        self.c = self.h.connect()
+
+    def register(self, conn=None, application="demo") -> str:
+        return self.h.register(conn or self.c, application)
+
+
+class RegisterTests(Base):
+    def test_jwt_register(self) -> None:
+        """§2.2: the reply carries a QEWD JWT whose secret claims hold the socket."""
+        frames = self.h.send(self.c, {"type": "ewd-register", "application": "demo", "jwt": True})
+        self.assertEqual(len(frames), 1)
+        f = frames[0]
+        self.assertEqual(f["type"], "ewd-register")
+        self.assertIs(f["finished"], True)
+        self.assertRegex(f["responseTime"], r"^\d+ms$")
+        session = self.h.tokens.session(f["message"]["token"])
+        self.assertEqual(session["application"], "demo")
+        self.assertEqual(session["timeout"], 300)
+        self.assertEqual(session["socketId"], self.c.id)
+        self.assertEqual(session["ipAddress"], "127.0.0.1")
+        self.assertIs(session["authenticated"], False)
+        self.assertTrue(session.is_secret("socketId"))
+        self.assertTrue(self.c.jwt)
+
+    def test_session_register(self) -> None:
+        """§2.1: session-token mode gives a uuid and keeps the session server-side."""
+        token = self.h.register(self.c, "demo", jwt=False)
+        self.assertRegex(token, r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+        self.assertEqual(self.h.sessions.get(token).application, "demo")
+
+    def test_jwt_register_without_jwt_support(self) -> None:
+        h = NodeHarness({"demo": app(handlers={})}, jwt_secret=None)
+        frames = h.send(h.connect(), {"type": "ewd-register", "application": "demo", "jwt": True})
+        self.assertEqual(frames[0]["message"], {"error": E.NO_JWT_SUPPORT, "disconnect": True})
+
+    def test_register_bad_application(self) -> None:
+        for bad in (None, "", 3, ["x"]):
+            frames = self.h.send(self.c, {"type": "ewd-register", "application": bad, "jwt": True})
+            self.assertEqual(frames[0]["message"]["error"], E.BAD_APPLICATION)
+
+    def test_capability_echo_only_when_asked(self) -> None:
+        f = self.h.send(self.c, {"type": "ewd-register", "application": "demo", "jwt": True})[0]
+        self.assertNotIn("qewd_twisted", f["message"])
+        f = self.h.send(self.c, {"type": "ewd-register", "application": "demo", "jwt": True,
+                                 "qewd_twisted": 1})[0]
+        self.assertEqual(f["message"]["qewd_twisted"], 1)
+
+
+class ReregisterTests(Base):
+    def test_jwt_reregister_updates_socket(self) -> None:
+        """§2.3: QEWD leaves the old socketId in the token (a bug); we record the new one."""
+        token = self.register()
+        other = self.h.connect(ip="10.9.8.7")
+        f = self.h.send(other, {"type": "ewd-reregister", "token": token, "jwt": True})[0]
+        self.assertEqual(f["type"], "ewd-reregister")
+        self.assertIs(f["message"]["ok"], True)
+        session = self.h.tokens.session(f["message"]["token"])
+        self.assertEqual(session["socketId"], other.id)
+        self.assertEqual(session["ipAddress"], "10.9.8.7")
+        self.assertTrue(session.is_secret("socketId"))
+        self.assertTrue(other.jwt)
+
+    def test_jwt_reregister_without_flag(self) -> None:
+        """QEWD's browser clients omit jwt:true (§2.3); a verified JWT is still accepted."""
+        token = self.register()
+        f = self.h.send(self.h.connect(), {"type": "ewd-reregister", "token": token})[0]
+        self.assertIs(f["message"]["ok"], True)
+        self.assertIn("token", f["message"])
+
+    def test_session_reregister(self) -> None:
+        token = self.h.register(self.c, "demo", jwt=False)
+        other = self.h.connect()
+        f = self.h.send(other, {"type": "ewd-reregister", "token": token})[0]
+        self.assertEqual(f["message"], {"ok": True})
+        self.assertEqual(self.h.sessions.get(token)["socketId"], other.id)
+
+    def test_reregister_errors(self) -> None:
+        f = self.h.send(self.c, {"type": "ewd-reregister"})[0]
+        self.assertEqual(f["message"], {"error": E.MISSING_AUTH, "disconnect": True})
+        f = self.h.send(self.c, {"type": "ewd-reregister", "token": "no-such-token"})[0]
+        self.assertEqual(f["message"], {"error": E.INVALID_SESSION, "disconnect": True})
+        f = self.h.send(self.c, {"type": "ewd-reregister", "token": "a.b.c", "jwt": True})[0]
+        self.assertTrue(f["message"]["error"].startswith("Invalid JWT: "))
+
+
+class HandlerTests(Base):
+    def test_login_intermediate_and_final(self) -> None:
+        token = self.register()
+        frames = self.h.send(self.c, {"type": "login", "token": token,
+                                      "params": {"username": "rob", "password": "secret"}})
+        self.assertEqual([f["finished"] for f in frames], [False, True])
+        self.assertEqual(frames[0]["message"], {"text": "checking credentials"})
+        self.assertNotIn("token", frames[0]["message"])  # intermediate frames carry no token
+        final = frames[1]
+        self.assertEqual(final["type"], "login")
+        self.assertIs(final["message"]["ok"], True)
+        session = self.h.tokens.session(final["message"]["token"])
+        self.assertEqual(session["username"], "rob")
+        self.assertIs(session["authenticated"], True)
+        self.assertEqual(session["timeout"], 1200)
+        payload = self.h.tokens.decode(final["message"]["token"])
+        self.assertNotIn("username", payload)  # secret: only inside the encrypted qewd claim
+        self.assertEqual(payload["exp"] - payload["iat"], 1200)
+
+    def test_error_reply_has_no_token(self) -> None:
+        token = self.register()
+        frames = self.h.send(self.c, {"type": "login", "token": token,
+                                      "params": {"username": "rob", "password": "x"}})
+        self.assertEqual(frames[-1]["message"], {"error": "Invalid login"})
+        self.assertIs(frames[-1]["finished"], True)
+
+    def test_send_type_override(self) -> None:
+        def progress(m, s, send, finished):
+            send({"type": "progress", "pct": 50})
+            finished({"done": True})
+
+        h = NodeHarness({"a": app(handlers={"job": progress})})
+        c = h.connect()
+        frames = h.send(c, {"type": "job", "token": h.register(c, "a")})
+        self.assertEqual(frames[0]["type"], "progress")
+        self.assertEqual(frames[0]["message"], {"pct": 50})
+        self.assertEqual(frames[1]["type"], "job")
+
+    def test_second_finished_is_ignored(self) -> None:
+        def twice(m, s, send, finished):
+            finished({"n": 1})
+            finished({"n": 2})
+            send({"late": True})
+
+        h = NodeHarness({"a": app(handlers={"t": twice})})
+        c = h.connect()
+        frames = h.send(c, {"type": "t", "token": h.register(c, "a")})
+        self.assertEqual(len(frames), 1)
+        self.assertEqual(frames[0]["message"]["n"], 1)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_handler_timeout(self) -> None:
+        h = NodeHarness({"a": app(handlers={"never": lambda m, s, send, f: None})},
+                        handler_timeout=5)
+        c = h.connect()
+        self.assertEqual(h.send(c, {"type": "never", "token": h.register(c, "a")}), [])
+        self.assertEqual(h.node.in_flight, 1)
+        h.clock.advance(4.9)
+        self.assertEqual(c.take(), [])
+        h.clock.advance(0.2)
+        [f] = c.take()
+        self.assertEqual(f["type"], "never")
+        self.assertEqual(f["message"]["error"], E.HANDLER_TIMEOUT.format(type="never", seconds=5))
+        self.assertEqual(f["message"]["status"], {"code": 504})
+        self.assertEqual(h.node.in_flight, 0)
+
+    def test_exception_gives_error_frame_and_node_serves_on(self) -> None:
+        def boom(m, s, send, finished):
+            raise ValueError("kaboom")
+
+        h = NodeHarness({"a": app(handlers={"boom": boom, "echo": echo})})
+        c = h.connect()
+        token = h.register(c, "a")
+        [f] = h.send(c, {"type": "boom", "token": token})
+        self.assertEqual((f["type"], f["finished"], f["message"]), ("error", True, "kaboom"))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        [f] = h.send(c, {"type": "echo", "token": token, "params": 1})
+        self.assertEqual(f["message"]["you sent"], 1)
+
+    def test_before_handler_stops_and_runs_before_lookup(self) -> None:
+        """The peer's beforeHandler answers even for unknown types (peer README, unknown type)."""
+        def before(m, session, send, finished):
+            if not session.get("authenticated"):
+                finished({"error": "You must be logged in"})
+                return False
+
+        h = NodeHarness({"jwt": app(beforeHandler=before, handlers={"login": login})})
+        c = h.connect()
+        token = h.register(c, "jwt")
+        [f] = h.send(c, {"type": "noSuchType", "token": token})
+        self.assertEqual(f["message"], {"error": "You must be logged in"})
+
+    def test_missing_handler(self) -> None:
+        token = self.register()
+        [f] = self.h.send(self.c, {"type": "nope", "token": token})
+        self.assertEqual(f["message"]["error"], "Handler not defined for demo messages of type nope")
+        self.assertIs(f["finished"], True)
+
+    def test_unknown_application_imports_nothing(self) -> None:
+        """§9 item 7: an application name not in moduleMap never leads to an import."""
+        token = self.register(application="os")
+        [f] = self.h.send(self.c, {"type": "x", "token": token})
+        self.assertEqual(f["message"]["error"], "Unable to load handler module for: os")
+        self.assertIn("moduleMap", f["message"]["reason"])
+
+    def test_after_handler_runs(self) -> None:
+        calls = []
+        h = NodeHarness({"a": app(handlers={"echo": echo},
+                                  afterHandler=lambda m, s, send, f: calls.append(m["type"]))})
+        c = h.connect()
+        h.send(c, {"type": "echo", "token": h.register(c, "a")})
+        self.assertEqual(calls, ["echo"])
+
+    def test_worker_response_handlers(self) -> None:
+        def replace(message, send):
+            return {**message, "extra": 1}
+
+        def take_over(message, send):
+            send({"custom": True})
+            return True
+
+        def broadcast(message, send, q):
+            q.to_all({"test": "message 2"})
+
+        h = NodeHarness({"a": app(handlers={"r": echo, "t": echo, "b": echo},
+                                  workerResponseHandlers={"r": replace, "t": take_over,
+                                                          "b": broadcast})})
+        c, other = h.connect(), h.connect()
+        token = h.register(c, "a")
+        [f] = h.send(c, {"type": "r", "token": token})
+        self.assertEqual(f["message"]["extra"], 1)
+        self.assertIn("token", f["message"])
+        self.assertEqual(h.send(c, {"type": "t", "token": token}), [{"custom": True}])
+        frames = h.send(c, {"type": "b", "token": token})
+        self.assertEqual(frames[0], {"test": "message 2"})
+        self.assertEqual(frames[1]["type"], "b")
+        self.assertEqual(other.take(), [{"test": "message 2"}])
+
+    def test_async_handler_runs_on_reactor(self) -> None:
+        async def later(m, session, send, finished):
+            d: defer.Deferred[None] = defer.Deferred()
+            self.h.clock.callLater(1, d.callback, None)
+            send({"waiting": True})
+            await d
+            finished({"ok": 1})
+
+        self.h = NodeHarness({"a": app(handlers={"later": later})})
+        c = self.h.connect()
+        frames = self.h.send(c, {"type": "later", "token": self.h.register(c, "a")})
+        self.assertEqual(frames, [{"type": "later", "finished": False,
+                                   "message": {"waiting": True}, "responseTime": "0ms"}])
+        self.h.clock.advance(1)
+        [f] = c.take()
+        self.assertEqual((f["message"]["ok"], f["responseTime"]), (1, "1000ms"))
+
+    def test_deferred_handler_marked_on_reactor(self) -> None:
+        @on_reactor
+        def handler(m, session, send, finished):
+            d: defer.Deferred[None] = defer.Deferred()
+            d.addCallback(lambda _: finished({"ok": 2}))
+            self.h.clock.callLater(2, d.callback, None)
+            return d
+
+        self.h = NodeHarness({"a": app(handlers={"h": handler})})
+        c = self.h.connect()
+        self.assertEqual(self.h.send(c, {"type": "h", "token": self.h.register(c, "a")}), [])
+        self.h.clock.advance(2)
+        self.assertEqual(c.take()[0]["message"]["ok"], 2)
+
+    def test_array_reply(self) -> None:
+        h = NodeHarness({"a": app(handlers={"l": lambda m, s, send, f: f([1, 2])})})
+        c = h.connect()
+        [f] = h.send(c, {"type": "l", "token": h.register(c, "a")})
+        self.assertEqual(f["message"], [1, 2])  # §1.4: arrays carry no token (QEWD's quirk)
+
+    def test_not_json_serialisable_reply(self) -> None:
+        h = NodeHarness({"a": app(handlers={"s": lambda m, s, send, f: f({"x": {1, 2}})})})
+        c = h.connect()
+        [f] = h.send(c, {"type": "s", "token": h.register(c, "a")})
+        self.assertEqual(f["message"]["error"], E.NOT_JSON_REPLY.format(type="s"))
+
+    def test_empty_reply_in_session_mode_sends_nothing(self) -> None:
+        h = NodeHarness({"a": app(handlers={"e": lambda m, s, send, f: f()})})
+        c = h.connect()
+        token = h.register(c, "a", jwt=False)
+        self.assertEqual(h.send(c, {"type": "e", "token": token}), [])
+        self.assertEqual(h.node.in_flight, 0)
+
+
+class MicroServiceRequestTests(Base):
+    def test_ms_request_id_echoed_on_every_frame(self) -> None:
+        token = self.register()
+        frames = self.h.send(self.c, {"type": "login", "token": token, "jwt": True,
+                                      "ms_requestId": 7,
+                                      "params": {"username": "rob", "password": "secret"}})
+        self.assertEqual([f["ms_requestId"] for f in frames], [7, 7])
+        self.assertEqual(frames[1]["message"]["ms_requestId"], 7)
+
+    def test_errors_with_ms_request_id_omit_disconnect(self) -> None:
+        [f] = self.h.send(self.c, {"type": "login", "token": "x.y.z", "jwt": True,
+                                   "ms_requestId": 3})
+        self.assertEqual(f["ms_requestId"], 3)
+        self.assertNotIn("disconnect", f["message"])
+
+
+class AuthTests(Base):
+    def test_no_token(self) -> None:
+        [f] = self.h.send(self.c, {"type": "echo"})
+        self.assertEqual(f["message"], {"error": E.MISSING_AUTH, "disconnect": True})
+        self.assertIs(f["finished"], True)
+
+    def test_expired_jwt(self) -> None:
+        token = self.register()
+        self.h.clock.advance(301)
+        [f] = self.h.send(self.c, {"type": "echo", "token": token})
+        # The QEWD.js master's shape: no finished, no responseTime (peer README).
+        self.assertEqual(f, {"type": "echo", "message": {
+            "error": "Invalid JWT: Error: Token expired", "disconnect": True}})
+
+    def test_tampered_and_wrong_secret_jwt(self) -> None:
+        from qewd_twisted.tokens import TokenCodec
+
+        token = self.register()
+        head, body, sig = token.split(".")
+        tampered = ".".join([head, body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1], sig])
+        [f] = self.h.send(self.c, {"type": "echo", "token": tampered})
+        self.assertTrue(f["message"]["error"].startswith("Invalid JWT: "))
+        other = TokenCodec("anotherSecret", clock=self.h.clock).register_token(
+            "demo", {"socketId": "x", "ipAddress": "y", "authenticated": True})
+        [f] = self.h.send(self.c, {"type": "echo", "token": other})
+        self.assertEqual(f["message"]["error"], "Invalid JWT: Error: Signature verification failed")
+
+    def test_session_mode_errors(self) -> None:
+        [f] = self.h.send(self.c, {"type": "echo", "token": "no-such-session"})
+        self.assertEqual(f["message"], {"error": E.INVALID_SESSION, "disconnect": True})
+        token = self.h.register(self.c, "demo", jwt=False)
+        self.h.clock.advance(301)
+        [f] = self.h.send(self.c, {"type": "echo", "token": token})
+        self.assertEqual(f["message"], {"error": E.SESSION_EXPIRED, "disconnect": True})
+
+    def test_session_mode_sliding_expiry(self) -> None:
+        token = self.h.register(self.c, "demo", jwt=False)
+        for _ in range(3):
+            self.h.clock.advance(200)
+            [f] = self.h.send(self.c, {"type": "echo", "token": token, "params": "p"})
+            self.assertEqual(f["message"], {"you sent": "p"})
+
+
+class BadInputTests(Base):
+    def test_non_objects(self) -> None:
+        for bad in (None, [], [1], 3, 1.5, "text", True):
+            [f] = self.h.send(self.c, bad)
+            self.assertEqual(f, {"type": "error", "finished": True,
+                                 "message": {"error": E.NOT_AN_OBJECT}, "responseTime": "0ms"})
+
+    def test_bad_types(self) -> None:
+        for bad in ({}, {"type": None}, {"type": 3}, {"type": ""}, {"type": ["a"]}):
+            [f] = self.h.send(self.c, bad)
+            self.assertEqual(f["message"], {"error": E.BAD_TYPE})
+
+    def test_internal_types_refused(self) -> None:
+        """§9 item 2: no signing oracle. The QEWD.js worker signs any payload for this."""
+        token = self.register()
+        for t in sorted(E.INTERNAL_TYPES):
+            for msg in ({"type": t, "params": {"payload": {"application": "demo"}}},
+                        {"type": t, "token": token, "params": {"jwt": token}}):
+                [f] = self.h.send(self.c, msg)
+                self.assertEqual(f["message"]["error"], E.RESERVED_TYPE.format(type=t))
+                self.assertNotIn("jwt", f["message"])
+                self.assertNotIn("token", f["message"])
+
+    def test_unsupported_types(self) -> None:
+        [f] = self.h.send(self.c, {"type": "ewd-fragment", "params": {"file": "../../etc/passwd"}})
+        self.assertEqual(f["message"]["error"], E.NOT_SUPPORTED.format(type="ewd-fragment"))
+
+    def test_other_clients_unaffected(self) -> None:
+        good = self.h.connect()
+        token = self.register(good)
+        for bad in (None, {"type": 1}, {"type": "ewd-jwt-encode"}, {"type": "x", "token": 5}):
+            self.h.send(self.c, bad)
+        [f] = self.h.send(good, {"type": "echo", "token": token, "params": "ok"})
+        self.assertEqual(f["message"]["you sent"], "ok")
+
+
+class DrainTests(Base):
+    def test_drain_waits_for_in_flight_then_refuses(self) -> None:
+        h = NodeHarness({"a": app(handlers={"never": lambda m, s, send, f: None,
+                                            "echo": echo})}, handler_timeout=None)
+        c = h.connect()
+        token = h.register(c, "a")
+        h.send(c, {"type": "never", "token": token})
+        d = h.node.drain(10)
+        self.assertNoResult(d)
+        [f] = h.send(c, {"type": "echo", "token": token})
+        self.assertEqual(f["message"]["error"], E.SHUTTING_DOWN)
+        h.clock.advance(10)
+        self.successResultOf(d)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)

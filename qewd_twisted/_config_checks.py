@@ -76,7 +76,7 @@ def key_path(path: str, key: Any) -> str:
 
 def show(value: Any, secret: bool = False) -> str:
     """A value as quoted in a problem: its repr (unless it may be a secret) and its type."""
-    if secret:
+    if secret and value != "":
         return type(value).__name__
     text = repr(value)
     return f"{text[:57] + '...' if len(text) > 60 else text} ({type(value).__name__})"
@@ -209,8 +209,10 @@ class _MicroServicesChecker:
                 c.add(path + ".destinations", f"must be a dict, got {show(destinations)}")
             elif destinations:
                 self._destinations(destinations, path + ".destinations")
-            entries, path = raw.get("routes") or [], path + ".routes"
-            if not isinstance(entries, (list, tuple)):
+            entries, path = raw.get("routes", []), path + ".routes"
+            if entries is None:
+                entries = []
+            elif not isinstance(entries, (list, tuple)):
                 c.add(path, f"must be a list of routes, got {show(entries)}")
                 entries = []
         elif not isinstance(raw, (list, tuple)):

@@ -7,19 +7,23 @@ how to talk to one remote QEWD node over one WebSocket, the way QEWD's own serve
 client does (PROTOCOL.md §1.1: WebSocket transport only, no polling, URL
 ``ws://host:port/socket.io/?EIO=3&transport=websocket``).
 
-It also holds the endpoint plumbing a ``ClientService`` needs: building an endpoint from a
-``http(s)://`` / ``ws(s)://`` URL, and a guard that keeps ``ClientService`` from seeing a
-connection that is lost before ``prepareConnection`` has finished (see
-``HandshakeGuardEndpoint``).
+It also holds the reply frames a link makes itself (503, 504) and the plumbing a
+``ClientService`` needs: the reconnect policy, an endpoint built from a ``http(s)://`` /
+``ws(s)://`` URL, and a guard that keeps ``ClientService`` from seeing a connection that is
+lost before ``prepareConnection`` has finished (see ``HandshakeGuardEndpoint``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, Protocol as TypingProtocol
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+from typing import Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -93,6 +97,55 @@ def endpoint_for_url(
     return endpoint, ws_url
 
 
+# -- reply frames a link makes itself (PROTOCOL.md §1.4, §4.9)
+
+DOWN_ERROR = "MicroService connection is down"  # QEWD's text, §4.2 item 4, §4.9
+TIMEOUT_ERROR = "MicroService request timed out"  # ours (QEWD has no deadline, §4.2 item 7)
+
+OnFrame = Callable[[dict[str, Any]], None]  # a link user's per-request frame callback
+
+
+def is_final_frame(frame: Mapping[str, Any]) -> bool:
+    """True for a reply frame that ends its request: ``finished`` is true, or there is no
+    ``finished`` key at all (QEWD's master-level JWT rejections, §1.4)."""
+    return bool(frame["finished"]) if "finished" in frame else True
+
+
+def down_frame(request_type: Any) -> dict[str, Any]:
+    """The 503 a request gets when its link is (or goes) down. QEWD's has no ``type`` (§1.4);
+    ours carries the request's type so the client's callback fires (DESIGN.md fix list)."""
+    return {"type": request_type, "finished": True,
+            "message": {"error": DOWN_ERROR, "status": {"code": 503}}}
+
+
+def timeout_frame(request_type: Any) -> dict[str, Any]:
+    """The 504 a request gets when its deadline passes."""
+    return {"type": request_type, "finished": True,
+            "message": {"error": TIMEOUT_ERROR, "status": {"code": 504}}}
+
+
+# -- ClientService plumbing
+
+
+def link_retry_policy(
+    rng: Callable[[], float] = random.random,
+    initial: float = 0.5,
+    maximum: float = 30.0,
+    jitter: float = 1.0,
+) -> Callable[[int], float]:
+    """Reconnect delays for ``ClientService``: 0.5 s doubling to 30 s, plus up to ``jitter``
+    seconds of noise so many masters do not reconnect to a restarted remote in step.
+
+    ``backoffPolicy`` adds its jitter after capping, so the cap is set ``jitter`` below
+    ``maximum``; every delay lies in ``[initial, maximum]``. ClientService counts attempts
+    from 1, so the first retry waits ``initial`` (+ noise).
+    """
+    policy = backoffPolicy(
+        initialDelay=initial, maxDelay=maximum - jitter, factor=2, jitter=lambda: rng() * jitter
+    )
+    return lambda attempt: min(max(policy(max(attempt - 1, 0)), initial), maximum)
+
+
 class LinkReceiver(TypingProtocol):
     """What an ``EngineIOClientProtocol`` reports to (``links.Link`` implements it)."""
 
@@ -106,9 +159,9 @@ class LinkReceiver(TypingProtocol):
 class EngineIOClientProtocol(WebSocketClientProtocol):
     """One WebSocket to a remote QEWD node, framed as Engine.IO 3 / socket.io 2.
 
-    ``when_ready()`` fires once the server's OPEN packet (``0{...}``) and socket.io CONNECT (``40``)
-    have both arrived (PROTOCOL.md §1.1, qewd-peer README "Wire protocol"). From then on
-    every ``42["ewdjs",{...}]`` event goes to the receiver. The client pings (``2``) every
+    ``when_ready()`` fires once the server's OPEN packet (``0{...}``) and socket.io CONNECT
+    (``40``) have both arrived (PROTOCOL.md §1.1, qewd-peer README "Wire protocol"). From
+    then on every ``42["ewdjs",{...}]`` event goes to the receiver. The client pings (``2``) every
     ``pingInterval`` and drops the connection when no pong (``3``) comes within
     ``pingTimeout``, as socket.io-client 2 does; a dead TCP peer is noticed that way.
     All timers run on the factory's ``clock``.
@@ -210,7 +263,10 @@ class EngineIOClientProtocol(WebSocketClientProtocol):
 
     def _on_event(self, packet: wire.Packet) -> None:
         if packet.name == wire.EVENT_NAME and packet.args and packet.namespace == "/":
-            self.factory.receiver.frame_received(self, packet.args[0])
+            try:
+                self.factory.receiver.frame_received(self, packet.args[0])
+            except Exception:  # noqa: BLE001 - one bad frame must not break the link
+                log.failure("link {url}: frame handling failed", url=self.factory.receiver.url)
 
     def _on_ping(self, packet: wire.Packet) -> None:
         # Servers do not ping in EIO3, but answering is harmless.
@@ -363,10 +419,15 @@ class HandshakeGuardEndpoint:
         endpoint: IStreamClientEndpoint,
         on_attempt: Callable[[], None],
         on_failure: Callable[[Failure], None],
+        label: str = "",
     ) -> None:
         self._endpoint = endpoint
         self._on_attempt = on_attempt
         self._on_failure = on_failure
+        self._label = label
+
+    def __repr__(self) -> str:
+        return f"<link endpoint {self._label}>"
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         self._on_attempt()

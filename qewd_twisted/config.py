@@ -16,6 +16,7 @@ import importlib.util
 import itertools
 import keyword
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -222,7 +223,7 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
     micro_services = check_u_services(c, raw_services, "config.u_services")
     if isinstance(raw_services, dict):
         raw_services = raw_services.get("routes")
-    if raw_services and _off(d.get("jwt")):
+    if isinstance(raw_services, (list, tuple)) and raw_services and _off(d.get("jwt")):
         c.add(
             "config.u_services",
             "forwarding to micro-services needs JWT mode: set "
@@ -251,8 +252,19 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         raw=d,
     )
     if c.problems:
-        raise ConfigError(c.problems, source)
+        raise ConfigError(_in_file_order(c.problems, d), source)
     return config
+
+
+def _in_file_order(problems: list[str], d: dict[Any, Any]) -> list[str]:
+    """Problems sorted by where their top-level key appears in the config (stable)."""
+    order = {key_path("config", key): i for i, key in enumerate(d)}
+
+    def position(problem: str) -> int:
+        head = re.match(r"config(\.[\w$-]+|\[.*?\])?", problem)
+        return order.get(head.group(0), len(order)) if head else len(order)
+
+    return sorted(problems, key=position)
 
 
 def _off(value: Any) -> bool:
@@ -278,6 +290,8 @@ def check_endpoint(description: str) -> tuple[str | None, int | None]:
     except ImportError as e:
         return f"TLS needs pyOpenSSL (pip install 'twisted[tls]'): {e}", None
     except Exception as e:  # ValueError, TypeError, OSError, OpenSSL errors, plugin errors...
+        if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            return "systemd passed no socket at that index (LISTEN_FDS)", None
         return str(e) or type(e).__name__, None
     port = None
     if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):

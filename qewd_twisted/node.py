@@ -131,6 +131,7 @@ class Node:
         self.accepting = True
         self._in_flight: set[Request] = set()
         self._drained: list[defer.Deferred[None]] = []
+        self._all_closed: list[defer.Deferred[None]] = []
         self._arity: dict[Any, int] = {}
 
     # -- connections ---------------------------------------------------------------------
@@ -141,6 +142,11 @@ class Node:
     def connection_lost(self, conn: Connection) -> None:
         conn.open = False
         self.connections.pop(conn.id, None)
+        if not self.connections and self._all_closed:
+            waiting, self._all_closed = self._all_closed, []
+            for d in waiting:
+                if not d.called:
+                    d.callback(None)
 
     def to_all(self, obj: Any) -> None:
         """Send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``)."""
@@ -366,10 +372,17 @@ class Node:
             self._in_flight.discard(req)
             req.conn.in_flight -= 1
         if not self._in_flight and self._drained:
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                if not d.called:
-                    d.callback(None)
+            # Next reactor turn: the caller is about to send this request's final frame, and a
+            # waiter (a stopping service) would otherwise close the socket before it goes out.
+            self.reactor.callLater(0, self._fire_drained)
+
+    def _fire_drained(self) -> None:
+        if self._in_flight:
+            return
+        waiting, self._drained = self._drained, []
+        for d in waiting:
+            if not d.called:
+                d.callback(None)
 
     def _run_local(self, req: Request) -> None:
         try:
@@ -602,12 +615,25 @@ class Node:
         d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         return d
 
-    def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+    def close_all(self, code: int = 1001, reason: str = "server shutting down",
+                  timeout: float = 5.0) -> defer.Deferred[None]:
+        """Close every client socket; fire when all have closed or after ``timeout`` s.
+
+        Waiting matters under twistd: once stopService returns, the reactor drops sockets
+        without flushing, and the clients would never see the close frame.
+        """
         for conn in list(self.connections.values()):
             try:
                 conn.close(code, reason)
             except Exception:
                 log.failure("closing {conn}", conn=conn)
+        if not self.connections:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._all_closed.append(d)
+        timer = self.reactor.callLater(timeout, lambda: d.called or d.callback(None))
+        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        return d
 
     def iter_connections(self) -> Iterable[Connection]:
         return list(self.connections.values())

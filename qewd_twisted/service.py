@@ -117,6 +117,8 @@ class QEWDService(MultiService):
         """The listening ports (IListeningPort), once started: ``.getHost().port`` etc."""
         out = []
         for listener in self.listeners:
+            if not listener.running:
+                continue
             port = getattr(listener, "_waitingForPort", None)
             if port is not None and port.called and not isinstance(port.result, Exception):
                 out.append(port.result)
@@ -127,7 +129,7 @@ class QEWDService(MultiService):
         Service.stopService(self)
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in self.listeners])
         yield self.node.drain(self.config.shutdown_grace)
-        self.node.close_all()
+        yield self.node.close_all()
         others = [s for s in reversed(list(self)) if s not in self.listeners and s.running]
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others])
         log.info("{name} stopped", name=self.config.server_name)

@@ -34,19 +34,23 @@ __all__ = [
 # a token without decrypting it, and they can never be made secret. ``qewd`` / ``qewd_list`` are
 # QEWD's internal fields; here they never appear in the mapping at all.
 INTERNAL_CLAIMS = frozenset({"qewd", "qewd_list"})
-RESERVED_CLAIMS = frozenset({"exp", "nbf", "iat", "iss", "application", "timeout"}) | INTERNAL_CLAIMS
+RESERVED_CLAIMS = (
+    frozenset({"exp", "nbf", "iat", "iss", "application", "timeout"}) | INTERNAL_CLAIMS
+)
 
 
-def check_timeout(value: Any) -> int | float:
+def check_timeout(value: Any) -> float:
     """Return ``value`` if it is a usable session timeout (a positive, finite number of seconds).
 
     Raises ValueError otherwise. Booleans and numeric strings are refused: QEWD.js would turn
     ``"60"`` into a string-concatenated ``exp`` (a token that never expires).
     """
-    if type(value) not in (int, float) or not math.isfinite(value) or value <= 0:
+    if type(value) not in (int, float):
         raise ValueError(
             "session timeout must be a positive number of seconds, got " + type(value).__name__
         )
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"session timeout must be a positive number of seconds, got {value!r}")
     return value
 
 
@@ -64,8 +68,8 @@ class _SessionMapping(dict):  # type: ignore[type-arg]
             object.__setattr__(self, name, value)
             return
         raise AttributeError(
-            "{cls} has no attribute {name!r}: session data are items, use "
-            "session[{name!r}] = value".format(cls=type(self).__name__, name=name)
+            f"{type(self).__name__} has no attribute {name!r}: session data are items, use "
+            f"session[{name!r}] = value"
         )
 
 
@@ -82,9 +86,12 @@ class JWTSession(_SessionMapping):
     """
 
     __slots__ = ("_secrets",)
+    _secrets: dict[str, None]
 
     def __init__(
-        self, claims: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), *,
+        self,
+        claims: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        *,
         secret_names: Iterable[str] = (),
     ) -> None:
         super().__init__(claims)
@@ -141,12 +148,12 @@ class JWTSession(_SessionMapping):
         return {name: self[name] for name in self._secrets if name in self}
 
     @property
-    def timeout(self) -> int | float | None:
+    def timeout(self) -> float | None:
         """The sliding-expiry window in seconds (the public ``timeout`` claim, §3.7)."""
         return self.get("timeout")
 
     @timeout.setter
-    def timeout(self, value: int | float) -> None:
+    def timeout(self, value: float) -> None:
         self["timeout"] = check_timeout(value)
 
     def copy(self) -> JWTSession:
@@ -185,11 +192,17 @@ class ServerSession(_SessionMapping):
     ``expiry`` and ``timeout`` are attributes, so handler data can never overwrite them.
     """
 
-    __slots__ = ("token", "id", "application", "expiry", "_timeout")
+    __slots__ = ("_timeout", "application", "expiry", "id", "token")
 
     def __init__(
-        self, token: str, id: int, application: str, timeout: int | float, expiry: float,
-        socket_id: str | None = None, ip_address: str | None = None,
+        self,
+        token: str,
+        id: int,
+        application: str,
+        timeout: float,
+        expiry: float,
+        socket_id: str | None = None,
+        ip_address: str | None = None,
     ) -> None:
         super().__init__(socketId=socket_id, ipAddress=ip_address, authenticated=False)
         self.token = token
@@ -199,13 +212,13 @@ class ServerSession(_SessionMapping):
         self.expiry = expiry
 
     @property
-    def timeout(self) -> int | float:
+    def timeout(self) -> float:
         """Seconds of inactivity before the session expires; the next authentication slides
         the expiry by this much (§2.4)."""
         return self._timeout
 
     @timeout.setter
-    def timeout(self, value: int | float) -> None:
+    def timeout(self, value: float) -> None:
         self._timeout = check_timeout(value)
 
     # The JWT helpers exist so that one handler works in both modes. Server-side data never
@@ -238,7 +251,7 @@ class ISessionStore(Interface):
     """
 
     def create(
-        application: str, timeout: int | float, socket_id: str | None, ip_address: str | None
+        application: str, timeout: float, socket_id: str | None, ip_address: str | None
     ) -> ServerSession:
         """Create a session with a fresh uuid4 token and ``expiry = now + timeout``.
 
@@ -284,8 +297,11 @@ class MemorySessionStore:
         self._last_id = 0
 
     def create(
-        self, application: str, timeout: int | float,
-        socket_id: str | None = None, ip_address: str | None = None,
+        self,
+        application: str,
+        timeout: float,
+        socket_id: str | None = None,
+        ip_address: str | None = None,
     ) -> ServerSession:
         check_timeout(timeout)
         if len(self._sessions) >= self.max_sessions:
@@ -294,8 +310,13 @@ class MemorySessionStore:
                 raise SessionError(TOO_MANY_SESSIONS)
         self._last_id += 1
         session = ServerSession(
-            str(uuid.uuid4()), self._last_id, application, timeout,
-            self._clock.seconds() + timeout, socket_id, ip_address,
+            str(uuid.uuid4()),
+            self._last_id,
+            application,
+            timeout,
+            self._clock.seconds() + timeout,
+            socket_id,
+            ip_address,
         )
         self._sessions[session.token] = session
         return session

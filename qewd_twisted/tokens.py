@@ -42,7 +42,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from jwt.algorithms import HMACAlgorithm
 from jwt.api_jws import PyJWS
 from jwt.exceptions import (
-    DecodeError,
     InvalidAlgorithmError,
     InvalidSignatureError,
     PyJWTError,
@@ -82,7 +81,8 @@ ERRORS: dict[str, str] = {
         "The token is longer than max_token_length (16384 characters by default)."
     ),
     "Invalid JWT: SyntaxError: " + BAD_BASE64: (
-        "A segment of the token is not base64url (jwt-simple: a JSON.parse SyntaxError)."
+        "The header or payload segment is not canonical unpadded base64url (jwt-simple would "
+        "report a JSON.parse SyntaxError)."
     ),
     "Invalid JWT: SyntaxError: Invalid JSON in JWT header": "The header is not JSON.",
     "Invalid JWT: SyntaxError: Invalid JSON in JWT payload": "The payload is not JSON.",
@@ -171,13 +171,28 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _parse_segment(segment: str, what: str) -> dict[str, Any]:
+_HS256_HEADER = _b64url(b'{"typ":"JWT","alg":"HS256"}')  # §3.1, byte for byte
+
+
+def _b64url_decode(segment: str) -> bytes | None:
+    """Decode canonical unpadded base64url, as jwt-simple writes it; None for anything else.
+
+    Non-canonical spellings (padding, stray bits in the last character) are refused so that a
+    token has exactly one spelling, as with jwt-simple, which compares signatures as strings.
+    """
     if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        raise _syntax(BAD_BASE64)
+        return None
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
-        raise _syntax(BAD_BASE64) from None
+        return None
+    return raw if _b64url(raw) == segment else None
+
+
+def _parse_segment(segment: str, what: str) -> dict[str, Any]:
+    raw = _b64url_decode(segment)
+    if raw is None:
+        raise _syntax(BAD_BASE64)
     try:
         value = _load_json(raw)
     except ValueError:
@@ -220,9 +235,10 @@ class SecretCipher:
 
     def decrypt(self, ciphertext: str) -> Any:
         """The object encrypted in ``ciphertext`` (hex). ValueError if it is not hex, not
-        properly padded (wrong secret) or not JSON; the message never includes the data."""
+        properly padded (wrong secret) or not JSON (TypeError if it is not a string); the
+        message never includes the data."""
         if not isinstance(ciphertext, str):
-            raise ValueError("ciphertext must be a hex string")
+            raise TypeError("ciphertext must be a hex string")
         try:
             raw = bytes.fromhex(ciphertext)
         except ValueError:
@@ -279,7 +295,7 @@ class TokenCodec:
         secret: str,
         algorithms: Iterable[str] = ("HS256",),
         clock: IReactorTime | None = None,
-        initial_timeout: int | float = 300,
+        initial_timeout: float = 300,
         *,
         previous_secrets: Iterable[str] = (),
         max_token_length: int = 16384,
@@ -287,7 +303,7 @@ class TokenCodec:
         secrets = [secret, *previous_secrets]
         if not all(isinstance(s, str) and s for s in secrets):
             raise ValueError("JWT secrets must be non-empty strings")
-        algs = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms)
+        algs = (algorithms,) if isinstance(algorithms, str) else tuple(dict.fromkeys(algorithms))
         unsupported = [a for a in algs if a not in _HASHES]
         if not algs or unsupported:
             raise ValueError(
@@ -343,12 +359,17 @@ class TokenCodec:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise TokenError(ALGORITHM_NOT_SUPPORTED)
+        if _b64url_decode(segments[2]) is None:
+            raise TokenError(BAD_SIGNATURE)  # jwt-simple: a string that is not the signature
         self._check_signature(token)
         if check_times:
             self._check_times(payload)
         return payload
 
     def _check_signature(self, token: str) -> None:
+        # PyJWT's JWS layer checks the signature only (it has no claim checks to turn off).
+        # Segments and algorithm were validated above, so anything else it refuses is a header
+        # field jwt-simple would ignore but PyJWT will not (kid, crit, b64).
         for key in self._keys:
             try:
                 self._jws.decode_complete(token, key=key, algorithms=list(self.algorithms))
@@ -357,8 +378,6 @@ class TokenCodec:
                 continue
             except InvalidAlgorithmError:
                 raise TokenError(ALGORITHM_NOT_SUPPORTED) from None
-            except DecodeError:
-                raise _syntax(BAD_BASE64) from None
             except (PyJWTError, ValueError, TypeError):
                 raise _syntax(BAD_HEADER) from None
         raise TokenError(BAD_SIGNATURE)
@@ -425,7 +444,7 @@ class TokenCodec:
         return signing_input + "." + _b64url(mac.digest())
 
     def register_token(
-        self, application: str, secret_claims: Mapping[str, Any], timeout: int | float | None = None
+        self, application: str, secret_claims: Mapping[str, Any], timeout: float | None = None
     ) -> str:
         """The token ``ewd-register`` returns in JWT mode (§2.2, §3.2).
 
@@ -434,14 +453,16 @@ class TokenCodec:
         """
         timeout = self.initial_timeout if timeout is None else check_timeout(timeout)
         iat = int(self._now())
-        return self.encode({
-            "exp": iat + timeout,
-            "iat": iat,
-            "iss": ISSUER,
-            "application": application,
-            "timeout": timeout,
-            "qewd": self._cipher.encrypt(dict(secret_claims)),
-        })
+        return self.encode(
+            {
+                "exp": iat + timeout,
+                "iat": iat,
+                "iss": ISSUER,
+                "application": application,
+                "timeout": timeout,
+                "qewd": self._cipher.encrypt(dict(secret_claims)),
+            }
+        )
 
     def _session_claims(self, session: JWTSession, **head: Any) -> dict[str, Any]:
         """The payload for ``session``: head claims in §3.2 order, ``qewd`` re-encrypted from
@@ -471,9 +492,11 @@ class TokenCodec:
         timeout = session.get("timeout")
         timeout = self.initial_timeout if timeout is None else check_timeout(timeout)
         iat = int(self._now())
-        return self.encode(self._session_claims(
-            session, exp=iat + timeout, iat=iat, iss=session.get("iss", ISSUER), timeout=timeout
-        ))
+        return self.encode(
+            self._session_claims(
+                session, exp=iat + timeout, iat=iat, iss=session.get("iss", ISSUER), timeout=timeout
+            )
+        )
 
     def with_application(
         self, payload_or_session: Mapping[str, Any] | JWTSession, application: str
@@ -501,8 +524,9 @@ class TokenCodec:
         token is re-signed with the current secret. Raises TokenError.
         """
         payload = self._verify(token, check_times=verify_expiry)
-        timeout = payload.get("timeout")
-        if not _is_number(timeout) or timeout <= 0 or math.isinf(timeout):
+        try:
+            timeout = check_timeout(payload.get("timeout"))
+        except ValueError:
             timeout = self.initial_timeout
         iat = int(self._now())
         claims = {"exp": iat + timeout, "iat": iat}
@@ -523,6 +547,3 @@ class TokenCodec:
             if index:
                 claims["qewd"] = self._cipher.encrypt(secrets)
             return
-
-
-_HS256_HEADER = _b64url(b'{"typ":"JWT","alg":"HS256"}')

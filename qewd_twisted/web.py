@@ -56,8 +56,15 @@ class _ProtocolConnection(Connection):
         self._proto = proto
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.open:
-            self._proto.sendClose(code, reason[:120] or None)
+        if not self.open:
+            return
+        self.open = False  # nothing more can be sent once the closing handshake starts
+        if code == 1000 or 3000 <= code <= 4999:
+            self._proto.sendClose(code, reason or None)
+        else:
+            # sendClose accepts only application codes; 1001 "going away" (server shutting
+            # down, RFC 6455 §7.4.1) is a protocol code, sent through the frame-level call.
+            self._proto.sendCloseFrame(code, reason.encode("utf-8")[:120] or None)
 
 
 class EngineIOConnection(_ProtocolConnection):
@@ -84,6 +91,16 @@ class _NodeProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.conn is not None:
             self.factory.node.connection_lost(self.conn)
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        # Autobahn cancels these only when a close frame arrives; a dropped TCP connection
+        # would leave them scheduled (a timer firing on a dead protocol).
+        for name in ("closeHandshakeTimeoutCall", "openHandshakeTimeoutCall"):
+            call = getattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
 
 
 class EngineIOProtocol(_NodeProtocol):
@@ -254,7 +271,11 @@ def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
     root: Resource = StaticFiles(web_root) if web_root else Resource()
     root.putChild(b"socket.io", _Upgrade(eio, os.path.join(STATIC_DIR, "socket.io.js")))
     root.putChild(b"ws", plain)
-    client = os.path.join(STATIC_DIR, "ewd-client.js")
-    if os.path.exists(client):
-        root.putChild(b"ewd-client.js", File(client, defaultType="application/javascript"))
+    # The browser clients we ship (qewd_twisted/static/*) are served at the root, e.g.
+    # /ewd-client.js; socket.io.js is served under /socket.io/ where QEWD pages load it.
+    if os.path.isdir(STATIC_DIR):
+        for name in sorted(os.listdir(STATIC_DIR)):
+            path = os.path.join(STATIC_DIR, name)
+            if os.path.isfile(path) and name != "socket.io.js" and not name.startswith("."):
+                root.putChild(name.encode(), File(path, defaultType="application/javascript"))
     return root

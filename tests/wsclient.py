@@ -24,6 +24,11 @@ class _Proto(WebSocketClientProtocol):
         self.factory.client._closed(code, reason)
 
 
+class _Factory(WebSocketClientFactory):
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.client._closed(None, reason.getErrorMessage())
+
+
 class WSClient:
     """One client connection; ``await client.next()`` gives the next text frame."""
 
@@ -33,7 +38,7 @@ class WSClient:
         self.proto: _Proto | None = None
         self.opened: defer.Deferred[WSClient] = defer.Deferred()
         self.closed: defer.Deferred[tuple[int | None, str | None]] = defer.Deferred()
-        factory = WebSocketClientFactory(url, reactor=reactor)
+        factory = _Factory(url, reactor=reactor)
         factory.protocol = _Proto
         factory.client = self
         factory.setProtocolOptions(autoPingInterval=0)

@@ -1,0 +1,228 @@
+# test-case-name: tests.integration.test_service
+"""
+The node as a service: the twistd plugin, config errors before listening, graceful stop
+(in-process and SIGTERM to a real twistd), and embedding under a parent MultiService.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import textwrap
+
+from twisted.application.service import IServiceMaker, MultiService
+from twisted.internet import defer, error, protocol, reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import TestCase
+
+from qewd_twisted import QEWDService, load_config
+from tests.apps import demo
+from tests.integration.nodes import eio_url, port_of, start_node
+from tests.wsclient import EIOClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def twistd_args(*args: str) -> list[str]:
+    # twistd itself (``python -m twisted`` is the newer ``twist`` runner)
+    return ["-c", "from twisted.scripts.twistd import run; run()",
+            "--nodaemon", "--pidfile=", "--logfile=-", *args]
+
+
+class PluginTests(TestCase):
+    def test_plugin_found(self):
+        """The lazy dropin registers the tap name `qewd` (issue 2 item 1)."""
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+        self.assertIn("qewd", makers)
+        self.assertEqual(makers["qewd"].module, "qewd_twisted.tap")
+
+    @defer.inlineCallbacks
+    def test_twistd_help_lists_qewd(self):
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, twistd_args("--help"), env=dict(os.environ), path=REPO)
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"qewd", out)
+
+    @defer.inlineCallbacks
+    def test_bad_config_exits_before_listening(self):
+        """Every problem is printed with its key path; exit status 1; nothing listens."""
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        port = free_port()
+        path = os.path.join(d, "startup.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(f"""
+                config = {{
+                    "port": {port},
+                    "poolSize": "two",
+                    "colour": "blue",
+                    "moduleMap": {{"app": "missing.py"}},
+                }}
+            """))
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, twistd_args("qewd", "--config", path), env=dict(os.environ), path=REPO)
+        self.assertEqual(code, 1, out + err)
+        text = err.decode()
+        self.assertIn("config.poolSize", text)
+        self.assertIn("config.colour", text)
+        self.assertIn("config.moduleMap.app", text)
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", port)), 0)
+
+    @defer.inlineCallbacks
+    def test_missing_startup_file(self):
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, twistd_args("qewd", "--config", "/nonexistent/startup.py"),
+            env=dict(os.environ), path=REPO)
+        self.assertEqual(code, 1)
+        self.assertIn(b"/nonexistent/startup.py", err)
+
+
+class _Watch(protocol.ProcessProtocol):
+    """Collects a child's output; fires `seen` when a given text appears."""
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+        self.out = b""
+        self.seen: defer.Deferred[None] = defer.Deferred()
+        self.ended: defer.Deferred[int] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if not self.seen.called and self.text in self.out:
+            self.seen.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        if not self.seen.called:
+            self.seen.errback(RuntimeError(self.out.decode(errors="replace")))
+        # twistd re-raises the signal it stopped on, so a SIGTERM stop ends by that signal
+        self.ended.callback(getattr(reason.value, "signal", None) or reason.value.exitCode)
+
+
+class TwistdProcessTests(TestCase):
+    @defer.inlineCallbacks
+    def test_runs_and_stops_on_sigterm(self):
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        port = free_port()
+        path = os.path.join(d, "startup.py")
+        with open(path, "w") as f:
+            f.write(f'config = {{"listen": "tcp:{port}:interface=127.0.0.1", '
+                    f'"jwt": {{"secret": "x"}}, "moduleMap": {{"demo": "tests.apps.demo"}}}}\n')
+        watch = _Watch(b"started: listening")
+        env = dict(os.environ, PYTHONPATH=REPO)
+        proc = reactor.spawnProcess(watch, sys.executable,
+                                    [sys.executable, *twistd_args("qewd", "--config", path)],
+                                    env=env, path=REPO)
+
+        def kill():
+            if proc.pid:
+                proc.signalProcess("KILL")
+                return watch.ended
+
+        self.addCleanup(kill)
+        yield watch.seen
+        c = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
+        yield defer.ensureDeferred(c.handshake())
+        c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
+        reg = yield defer.ensureDeferred(c.message())
+        self.assertIn("token", reg["message"])
+        proc.signalProcess(signal.SIGTERM)
+        code, _ = yield c.closed
+        self.assertEqual(code, 1001)  # told: going away
+        status = yield watch.ended
+        self.assertIn(status, (0, signal.SIGTERM), watch.out.decode())
+        self.assertIn(b"stopped", watch.out)
+
+
+class GracefulStopTests(TestCase):
+    @defer.inlineCallbacks
+    def test_stop_drains_in_flight_then_closes(self):
+        demo.release.clear()
+        self.addCleanup(demo.release.set)
+        node = QEWDService(
+            load_config_dict(listen="tcp:0:interface=127.0.0.1", shutdownGracePeriod=30), reactor)
+        node.startService()
+        port = port_of(node)
+        c = EIOClient(eio_url(node))
+        yield defer.ensureDeferred(c.handshake())
+        c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
+        token = (yield defer.ensureDeferred(c.message()))["message"]["token"]
+        c.emit({"type": "blocked", "token": token})
+        # wait until the handler is really running in the pool
+        while node.node.in_flight == 0:
+            yield deferLater(0)
+        stopped = node.stopService()
+        # no longer listening
+        late = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
+        yield self.assertFailure(late.opened, ConnectionError)
+        self.assertNoResult(stopped)
+        demo.release.set()
+        reply = yield defer.ensureDeferred(c.message())
+        self.assertEqual(reply["message"]["released"], True)
+        code, _ = yield c.closed
+        self.assertEqual(code, 1001)
+        yield stopped
+
+
+def deferLater(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet.task import deferLater as _later
+
+    return _later(reactor, seconds, lambda: None)
+
+
+def load_config_dict(**overrides):
+    from qewd_twisted import config_from_dict
+
+    cfg = {"jwt": {"secret": "x"}, "moduleMap": {"demo": "tests.apps.demo"}}
+    cfg.update(overrides)
+    return config_from_dict(cfg)
+
+
+class EmbeddingTests(TestCase):
+    @defer.inlineCallbacks
+    def test_tac_example(self):
+        """examples/embed/qewd.tac builds an application with the node under a MultiService."""
+        env = dict(os.environ, QEWD_EMBED_LISTEN="tcp:0:interface=127.0.0.1")
+        self.patch(os, "environ", env)
+        namespace: dict = {"__file__": os.path.join(REPO, "examples", "embed", "qewd.tac")}
+        with open(namespace["__file__"]) as f:
+            exec(compile(f.read(), namespace["__file__"], "exec"), namespace)
+        parent = namespace["parent"]
+        self.assertIsInstance(parent, MultiService)
+        node = namespace["node"]
+        self.assertIsInstance(node, QEWDService)
+        parent.startService()
+        c = EIOClient(eio_url(node))
+        yield defer.ensureDeferred(c.handshake())
+        c.emit({"type": "ewd-register", "application": "hello", "jwt": True})
+        token = (yield defer.ensureDeferred(c.message()))["message"]["token"]
+        c.emit({"type": "hello", "token": token, "params": {"name": "embedder"}})
+        reply = yield defer.ensureDeferred(c.message())
+        self.assertEqual(reply["message"]["text"], "Hello, embedder!")
+        c.emit({"type": "count", "token": reply["message"]["token"]})
+        reply = yield defer.ensureDeferred(c.message())
+        self.assertEqual(reply["message"]["count"], 1)
+        yield parent.stopService()
+        yield c.closed
+        self.assertEqual(node.ports, [])
+
+    def test_load_config_of_examples(self):
+        for name in ("embed/startup.py", "jwt/master.py", "jwt/microservice.py"):
+            cfg = load_config(os.path.join(REPO, "examples", name))
+            self.assertTrue(cfg.listen, name)
+        node = start_node  # imported for the module's other tests
+        self.assertTrue(callable(node))

@@ -16,7 +16,7 @@ setup(
     package_data={"qewd_twisted": ["static/*"], "twisted": ["plugins/qewd_dropin.py"]},
     include_package_data=True,
     install_requires=[
-        "twisted>=23.8",
+        "twisted[tls]>=23.8",
         "autobahn>=23.1",
         "pyjwt>=2.8",
         "cryptography>=41",

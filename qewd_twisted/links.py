@@ -168,7 +168,10 @@ class Link(Service):
         return len(self._queue)
 
     def on_state_change(self, callback: Callable[[Link, LinkState], None]) -> Callable[[], None]:
-        """Call ``callback(link, state)`` on every state change; returns an unsubscriber."""
+        """Call ``callback(link, state)`` on every state change; returns an unsubscriber.
+
+        Called synchronously, in the middle of the link's work: observe, don't stop the link
+        from here (use ``when_up`` or a ``callLater`` for that)."""
         self._observers.append(callback)
         return lambda: self._observers.remove(callback) if callback in self._observers else None
 

@@ -607,13 +607,21 @@ class Node:
 
         def give_up() -> None:
             if not d.called:
-                log.warn("{n} request(s) still in flight after the grace period",
+                log.warn("{n} request(s) still in flight after the grace period: ending them",
                          n=len(self._in_flight))
+                self._abort_in_flight()
                 d.callback(None)
 
         timer = self.reactor.callLater(grace, give_up)
         d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         return d
+
+    def _abort_in_flight(self) -> None:
+        """End every request still running: its client gets a 503 instead of silence."""
+        for req in list(self._in_flight):
+            self._end(req)
+            self._error(req.conn, req.type, E.SHUTTING_DOWN, req.started, req.ms_request_id,
+                        status=503)
 
     def close_all(self, code: int = 1001, reason: str = "server shutting down",
                   timeout: float = 5.0) -> defer.Deferred[None]:

@@ -421,6 +421,12 @@ class DrainTests(Base):
         self.assertNoResult(d)
         [f] = h.send(c, {"type": "echo", "token": token})
         self.assertEqual(f["message"]["error"], E.SHUTTING_DOWN)
+        c.take()
         h.clock.advance(10)
         self.successResultOf(d)
-        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        # past the grace period the request still running is ended with an answer
+        [f] = c.take()
+        self.assertEqual((f["type"], f["message"]), ("never", {
+            "error": E.SHUTTING_DOWN, "status": {"code": 503}}))
+        self.assertEqual(h.node.in_flight, 0)
+        self.assertEqual(h.clock.getDelayedCalls(), [])

@@ -17,6 +17,8 @@ def start_node(test: TestCase, base_dir: str | None = None, **config: Any) -> QE
     config.setdefault("listen", "tcp:0:interface=127.0.0.1")
     config.setdefault("jwt", {"secret": SECRET})
     config.setdefault("moduleMap", {"demo": "tests.apps.demo"})
+    # a request left running when a test ends is cut off after 1 s, not QEWD's 20
+    config.setdefault("shutdownGracePeriod", 1)
     service = QEWDService(config_from_dict(config, base_dir), reactor)
     service.startService()
     test.addCleanup(service.stopService)

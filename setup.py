@@ -1,12 +1,17 @@
 """qewd-twisted: QEWD's micro-service platform on Twisted and Autobahn."""
 
+import os
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(HERE, "README.md")
 
 setup(
     name="qewd-twisted",
     version="0.1.0",
     description="QEWD-compatible micro-service nodes on Twisted and Autobahn",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(README, encoding="utf-8").read() if os.path.exists(README) else "",
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

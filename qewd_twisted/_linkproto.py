@@ -393,6 +393,8 @@ class _GuardProtocol(Protocol):
 
 
 class _GuardFactory(Factory):
+    noisy = False  # one "Starting factory" line per reconnect attempt is noise
+
     def __init__(self, wrapped: IProtocolFactory) -> None:
         self.wrapped = wrapped
 

@@ -33,6 +33,7 @@ def crash(messageObj, session, send, finished):
 
 
 def wait(messageObj, session, send, finished):
+    send({"waiting": True})  # tells a test the handler is running
     release.wait(30)
     finished({"released": True})
 

@@ -165,8 +165,8 @@ class LinkFailureTests(TestCase):
         yield defer.ensureDeferred(link_up(master))
         c, token = yield defer.ensureDeferred(client(self, master))
         c.emit({"type": "wait", "token": token})
-        while ms.node.in_flight == 0:  # the request is in the micro-service's handler
-            yield defer.ensureDeferred(_turn())
+        running = yield defer.ensureDeferred(c.message())  # the handler is running on the MS
+        self.assertEqual(running["message"], {"waiting": True})
         # the micro-service goes away with the request in flight
         for conn in list(ms.node.connections.values()):
             conn.close(4000, "test: drop the link")
@@ -227,13 +227,6 @@ class CorrelationTests(TestCase):
         # nothing duplicated or left over: every client's queue is empty
         for c, _ in clients:
             self.assertEqual(len(c.frames.pending), 0)
-
-
-async def _turn() -> None:
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    await deferLater(reactor, 0, lambda: None)
 
 
 _ = SECRET

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import wire
+from . import errors, wire
 
 log = Logger()
 
@@ -99,8 +99,8 @@ def endpoint_for_url(
 
 # -- reply frames a link makes itself (PROTOCOL.md §1.4, §4.9)
 
-DOWN_ERROR = "MicroService connection is down"  # QEWD's text, §4.2 item 4, §4.9
-TIMEOUT_ERROR = "MicroService request timed out"  # ours (QEWD has no deadline, §4.2 item 7)
+DOWN_ERROR = errors.MS_DOWN  # QEWD's text, §4.2 item 4, §4.9
+TIMEOUT_ERROR = errors.MS_TIMEOUT  # ours: QEWD has no deadline (§4.2 item 7)
 
 OnFrame = Callable[[dict[str, Any]], None]  # a link user's per-request frame callback
 

@@ -20,7 +20,10 @@ What we do differently from QEWD.js, on purpose (docs/compatibility.md):
   coerces strings); only a token without the claim at all has no expiry;
 * tokens longer than ``max_token_length`` are refused before any parsing.
 
-Signature checks go through PyJWT's JWS layer; encoding is done here (it is a fixed header and
+Signature checks go through PyJWT's JWS layer, once per token: tokens this codec signed or
+has verified are kept in a bounded cache (their expiry is still checked on every use), and the
+deterministic ``qewd`` cipher keeps a bounded plaintext/ciphertext map, so re-issuing an
+unchanged session costs no AES. Encoding is done here (it is a fixed header and
 one HMAC) because the claim order and JSON layout must match QEWD.js exactly. Nothing in this
 module logs, and no exception text contains a token, a secret or key material.
 """
@@ -146,10 +149,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError("non-standard JSON constant")
 
 
+# Built once: json.loads/dumps with non-default options construct a codec per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _load_json(data: bytes) -> Any:
     """Strict JSON from UTF-8 bytes; ValueError on anything JSON.parse would refuse."""
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        return _DECODER.decode(data.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -160,11 +169,11 @@ def _js_json(obj: Any) -> bytes:
     A string with a lone surrogate cannot be UTF-8; like ES2019 ``JSON.stringify`` we then
     escape it (ensure_ascii escapes all non-ASCII, which parses back to the same value).
     """
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(obj)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
+        return _ASCII_ENCODER.encode(obj).encode("ascii")
 
 
 def _b64url(data: bytes) -> str:
@@ -202,6 +211,13 @@ def _parse_segment(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """Insert into a dict used as a bounded cache, dropping the oldest entry when full."""
+    if key not in cache and len(cache) >= size:
+        del cache[next(iter(cache))]
+    cache[key] = value
+
+
 def _is_number(value: Any) -> bool:
     return type(value) in (int, float) and not math.isnan(value)
 
@@ -214,24 +230,41 @@ class SecretCipher:
     MAC here: the JWT signature covers the ciphertext, and it is always checked first.
     """
 
-    __slots__ = ("_cipher",)
+    __slots__ = ("_cipher", "_hex_by_plain", "_plain_by_hex", "cache_size")
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, cache_size: int = 20000) -> None:
         if not isinstance(secret, str) or not secret:
             raise ValueError("the JWT secret must be a non-empty string")
         key, iv = evp_bytes_to_key(secret.encode("utf-8"))
         # Built once; each call only creates a (cheap) encryption or decryption context.
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(iv))
+        # Deterministic cipher: a session whose secrets did not change since the last token
+        # re-encrypts to the same hex. Both maps hold only pairs this cipher made or opened.
+        self._hex_by_plain: dict[bytes, str] = {}
+        self._plain_by_hex: dict[str, bytes] = {}
+        self.cache_size = cache_size
+
+    def _remember(self, plain: bytes, hexed: str) -> None:
+        if self.cache_size <= 0:
+            return
+        _bounded_put(self._hex_by_plain, plain, hexed, self.cache_size)
+        _bounded_put(self._plain_by_hex, hexed, plain, self.cache_size)
 
     def encrypt(self, obj: Any) -> str:
         """Lowercase hex of the encrypted ``JSON.stringify``-style JSON of ``obj``.
 
         Raises ValueError (NaN, circular) or TypeError (not JSON-able) for what JSON cannot hold.
         """
+        plain = _js_json(obj)
+        hexed = self._hex_by_plain.get(plain)
+        if hexed is not None:
+            return hexed
         padder = padding.PKCS7(128).padder()
-        data = padder.update(_js_json(obj)) + padder.finalize()
+        data = padder.update(plain) + padder.finalize()
         encryptor = self._cipher.encryptor()
-        return (encryptor.update(data) + encryptor.finalize()).hex()
+        hexed = (encryptor.update(data) + encryptor.finalize()).hex()
+        self._remember(plain, hexed)
+        return hexed
 
     def decrypt(self, ciphertext: str) -> Any:
         """The object encrypted in ``ciphertext`` (hex). ValueError if it is not hex, not
@@ -239,6 +272,9 @@ class SecretCipher:
         message never includes the data."""
         if not isinstance(ciphertext, str):
             raise TypeError("ciphertext must be a hex string")
+        known = self._plain_by_hex.get(ciphertext)
+        if known is not None:
+            return _load_json(known)
         try:
             raw = bytes.fromhex(ciphertext)
         except ValueError:
@@ -253,9 +289,11 @@ class SecretCipher:
         except ValueError:
             raise ValueError("bad padding: wrong secret or corrupted ciphertext") from None
         try:
-            return _load_json(plain)
+            obj = _load_json(plain)
         except ValueError:
             raise ValueError("decrypted data is not JSON") from None
+        self._remember(plain, ciphertext)
+        return obj
 
 
 class _SharedSecretHMAC(HMACAlgorithm):
@@ -299,6 +337,7 @@ class TokenCodec:
         *,
         previous_secrets: Iterable[str] = (),
         max_token_length: int = 16384,
+        cache_size: int = 20000,
     ) -> None:
         secrets = [secret, *previous_secrets]
         if not all(isinstance(s, str) and s for s in secrets):
@@ -318,7 +357,12 @@ class TokenCodec:
         self._clock = clock
 
         self._keys = [s.encode("utf-8") for s in secrets]
-        self._ciphers = [SecretCipher(s) for s in secrets]
+        self._ciphers = [SecretCipher(s, cache_size) for s in secrets]
+        # Tokens this codec signed, or whose signature it has verified, with their payload
+        # JSON: a client sends back the token we gave it, so most verifications are a lookup.
+        # exp/nbf are still checked on every use. Bounded; oldest entries go first.
+        self._seen: dict[str, bytes] = {}
+        self._cache_size = cache_size
         self._cipher = self._ciphers[0]
         # HMAC with the key already absorbed; encode() copies it instead of re-keying.
         self._mac = hmac.new(self._keys[0], digestmod=hashlib.sha256)
@@ -347,6 +391,12 @@ class TokenCodec:
     def _verify(self, token: Any, check_times: bool) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
             raise TokenError(NO_TOKEN)
+        known = self._seen.get(token)
+        if known is not None:
+            payload = _load_json(known)
+            if check_times:
+                self._check_times(payload)
+            return payload
         if len(token) > self.max_token_length:
             raise TokenError(TOO_LONG)
         segments = token.split(".")
@@ -362,9 +412,14 @@ class TokenCodec:
         if _b64url_decode(segments[2]) is None:
             raise TokenError(BAD_SIGNATURE)  # jwt-simple: a string that is not the signature
         self._check_signature(token)
+        self._remember(token, _b64url_decode(segments[1]) or b"")
         if check_times:
             self._check_times(payload)
         return payload
+
+    def _remember(self, token: str, payload_json: bytes) -> None:
+        if self._cache_size > 0 and payload_json:
+            _bounded_put(self._seen, token, payload_json, self._cache_size)
 
     def _check_signature(self, token: str) -> None:
         # PyJWT's JWS layer checks the signature only (it has no claim checks to turn off).
@@ -438,10 +493,13 @@ class TokenCodec:
             raise TypeError("encode() would put a JWTSession's secret claims in clear: use issue()")
         if not isinstance(payload, Mapping):
             raise TypeError("a JWT payload must be a mapping")
-        signing_input = _HS256_HEADER + "." + _b64url(_js_json(dict(payload)))
+        payload_json = _js_json(dict(payload))
+        signing_input = _HS256_HEADER + "." + _b64url(payload_json)
         mac = self._mac.copy()
         mac.update(signing_input.encode("ascii"))
-        return signing_input + "." + _b64url(mac.digest())
+        token = signing_input + "." + _b64url(mac.digest())
+        self._remember(token, payload_json)
+        return token
 
     def register_token(
         self, application: str, secret_claims: Mapping[str, Any], timeout: float | None = None

@@ -31,9 +31,12 @@ SIO_CONNECT = "40"
 SIO_DISCONNECT = "41"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """JSON the way JavaScript's ``JSON.stringify`` writes it: compact, UTF-8 kept as is."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 class WireError(ValueError):

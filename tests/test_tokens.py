@@ -890,3 +890,51 @@ class PreviousSecretsTests(SynchronousTestCase):
         mixed = self.new.encode(payload)
         self.assertEqual(self.new.session(mixed).secret_claims(), PLAIN)
         self.assertRaises(TokenError, self.new_only.session, mixed)
+
+
+class VerifiedCacheTests(SynchronousTestCase):
+    """The bounded caches make repeat verification cheap without weakening it."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.codec = TokenCodec("someSecret123", clock=self.clock, cache_size=4)
+
+    def test_cached_token_still_expires(self) -> None:
+        token = self.codec.register_token("app", {"socketId": "s"}, timeout=10)
+        self.assertEqual(self.codec.decode(token)["application"], "app")
+        self.clock.advance(11)
+        with self.assertRaises(TokenError) as e:
+            self.codec.decode(token)
+        self.assertEqual(e.exception.reason, "Token expired")
+
+    def test_tampered_copy_of_a_cached_token_is_rejected(self) -> None:
+        token = self.codec.register_token("app", {"socketId": "s"})
+        self.codec.decode(token)
+        head, body, sig = token.split(".")
+        forged = ".".join([head, body, sig[:-1] + ("A" if sig[-1] != "A" else "B")])
+        with self.assertRaises(TokenError):
+            self.codec.decode(forged)
+
+    def test_sessions_from_cache_do_not_share_objects(self) -> None:
+        token = self.codec.register_token("app", {"socketId": "s", "prefs": {"a": 1}})
+        first = self.codec.session(token)
+        first["prefs"]["a"] = 2
+        self.assertEqual(self.codec.session(token)["prefs"], {"a": 1})
+
+    def test_bounded(self) -> None:
+        tokens = [self.codec.register_token("app", {"socketId": str(i)}) for i in range(10)]
+        self.assertLessEqual(len(self.codec._seen), 4)
+        for t in tokens:  # evicted ones verify the slow way, with the same result
+            self.assertEqual(self.codec.session(t)["application"], "app")
+
+    def test_token_verified_elsewhere_is_cached_after_first_check(self) -> None:
+        other = TokenCodec("someSecret123", clock=self.clock)
+        token = other.register_token("app", {"socketId": "x"})
+        self.assertNotIn(token, self.codec._seen)
+        self.codec.decode(token)
+        self.assertIn(token, self.codec._seen)
+        wrong = TokenCodec("another", clock=self.clock).register_token("app", {})
+        with self.assertRaises(TokenError):
+            self.codec.decode(wrong)
+        self.assertNotIn(wrong, self.codec._seen)

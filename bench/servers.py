@@ -1,0 +1,300 @@
+"""
+The servers the benchmarks start, one per process (``python -m bench.servers KIND --port P``).
+
+Floors (our own stack with nothing of QEWD in the request path):
+
+* ``floor``: a twisted.web Site with Autobahn's ``WebSocketResource`` at ``/socket.io/``, made
+  by ``qewd_twisted.web.make_factory`` (the node's own protocol options), speaking the same
+  Engine.IO 3 framing: it sends ``0{sid...}`` and ``40``, answers ``2`` with ``3``, answers the
+  first event (the client's ``ewd-register``) with a token made once for the connection, and
+  every later event with one canned final reply that carries that token. No JSON parsing, no
+  JWT verification, no handler.
+* ``relay-back``: the same server, answering each frame ``<id>|...`` with two canned frames,
+  ``<id>|I<intermediate>`` and ``<id>|F<final>`` (a micro-service that does no work).
+* ``relay-front``: the floor, except that every event after registration is passed, prefixed
+  with a request id, over one WebSocket link (an Autobahn client) to ``relay-back``, and the two
+  frames that come back are written to the client that asked: a bare relay, no JSON, no JWT.
+
+Our node: ``node-master`` (applications ``bench`` and the seed's ``jwt`` locally, ``login``
+forwarded to ``--ms-url``) and ``node-ms`` (application ``bench-ms``), each a ``QEWDService``.
+
+Each prints ``READY <port>`` on stdout once it listens (and, for relay-front, once its link is
+open), runs until SIGTERM/SIGINT, and logs (twisted.logger, info and up) to stderr.
+``--cprofile FILE`` profiles the whole process and writes pstats to FILE on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerProtocol,
+)
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Site
+
+SECRET = "someSecret123"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LONG = 86400  # canned tokens must not expire during a run
+
+_register_reply = b'42["ewdjs",{"type":"ewd-register","finished":true,"message":{"token":"%s"},' \
+                  b'"responseTime":"0ms"}]'
+_echo_reply = b'42["ewdjs",{"type":"echo","finished":true,"message":{"text":"You sent: floor",' \
+              b'"token":"%s"},"responseTime":"0ms"}]'
+_intermediate = b'42["ewdjs",{"type":"login","finished":false,"message":{"text":' \
+                b'"checking credentials","username":"relay"},"responseTime":"0ms"}]'
+_login_final = b'42["ewdjs",{"type":"login","finished":true,"message":{"ok":true,"token":"%s"},' \
+               b'"responseTime":"0ms"}]'
+
+
+def _codec() -> Any:
+    from qewd_twisted.tokens import TokenCodec
+
+    return TokenCodec(SECRET, initial_timeout=LONG)
+
+
+def _token(codec: Any, sid: str) -> bytes:
+    claims = {"socketId": sid, "ipAddress": "127.0.0.1", "authenticated": False}
+    return codec.register_token("bench", claims, timeout=LONG).encode()
+
+
+class _QuietSite(Site):
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class _SocketIO(Resource):
+    isLeaf = False
+
+    def __init__(self, ws: WebSocketResource) -> None:
+        super().__init__()
+        self._ws = ws
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        return self._ws if path == b"" else NoResource()
+
+
+def _site(protocol: type, reactor: Any, **attrs: Any) -> tuple[Site, Any]:
+    from qewd_twisted.web import make_factory
+
+    factory = make_factory(protocol, None, reactor, 1048576)  # the node's own options
+    for k, v in attrs.items():
+        setattr(factory, k, v)
+    root = Resource()
+    root.putChild(b"socket.io", _SocketIO(WebSocketResource(factory)))
+    return _QuietSite(root), factory
+
+
+class FloorProtocol(WebSocketServerProtocol):
+    """Engine.IO framing, one canned reply per frame."""
+
+    reply: bytes | None = None
+
+    def onConnect(self, request: Any) -> None:
+        from qewd_twisted.web import new_socket_id
+
+        self.sid = new_socket_id()
+
+    def onOpen(self) -> None:
+        from qewd_twisted import wire
+
+        self.sendMessage(wire.open_packet(self.sid).encode())
+        self.sendMessage(b"40")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if payload[:2] == b"42":
+            if self.reply is None:
+                token = _token(self.factory.codec, self.sid)
+                self.reply = _echo_reply % token
+                self.sendMessage(_register_reply % token)
+            else:
+                self.answer(payload)
+        elif payload == b"2":
+            self.sendMessage(b"3")
+
+    def answer(self, payload: bytes) -> None:
+        f = self.factory
+        if f.cross:  # misdelivery on purpose: the previous other connection's reply
+            last, f.last = f.last, (self, self.reply)
+            if last is not None and last[0] is not self:
+                self.sendMessage(last[1])
+                return
+        self.sendMessage(self.reply)
+
+
+class RelayFrontProtocol(FloorProtocol):
+    def answer(self, payload: bytes) -> None:
+        f = self.factory
+        rid = next(f.ids)
+        f.pending[rid] = self
+        f.link.sendMessage(b"%d|%s" % (rid, payload))
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        pending = self.factory.pending
+        for rid in [r for r, p in pending.items() if p is self]:
+            del pending[rid]
+
+
+class RelayLinkProtocol(WebSocketClientProtocol):
+    def onOpen(self) -> None:
+        self.factory.front.link = self
+        d, self.factory.ready = self.factory.ready, None
+        if d is not None:
+            d.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        i = payload.index(b"|")
+        rid = int(payload[:i])
+        pending = self.factory.front.pending
+        conn = pending.pop(rid, None) if payload[i + 1 : i + 2] == b"F" else pending.get(rid)
+        if conn is not None:
+            conn.sendMessage(payload[i + 2 :])
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        print("relay link closed", code, reason, file=sys.stderr, flush=True)
+
+
+class RelayBackProtocol(FloorProtocol):
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        i = payload.find(b"|")
+        if i < 0:  # an ordinary Engine.IO client: behave as the floor
+            return super().onMessage(payload, isBinary)
+        head = payload[: i + 1]
+        self.sendMessage(head + b"I" + _intermediate)
+        self.sendMessage(head + b"F" + self.factory.final)
+
+
+def _listen(reactor: Any, site: Site, port: int) -> int:
+    return reactor.listenTCP(port, site, interface="127.0.0.1").getHost().port
+
+
+def start_floor(reactor: Any, port: int, cross: bool = False) -> Any:
+    site, _ = _site(FloorProtocol, reactor, codec=_codec(), cross=cross, last=None)
+    return _listen(reactor, site, port)
+
+
+def start_relay_back(reactor: Any, port: int) -> Any:
+    codec = _codec()
+    site, _ = _site(RelayBackProtocol, reactor, codec=codec, cross=False, last=None,
+                 final=_login_final % _token(codec, "relay"))
+    return _listen(reactor, site, port)
+
+
+def start_relay_front(reactor: Any, port: int, backend: str) -> Any:
+    from twisted.internet import defer
+
+    site, front = _site(RelayFrontProtocol, reactor, codec=_codec(), cross=False, last=None,
+                        pending={}, ids=itertools.count(1), link=None)
+    link = WebSocketClientFactory(backend, reactor=reactor)
+    link.protocol = RelayLinkProtocol
+    link.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=30)
+    link.front = front
+    link.ready = defer.Deferred()
+    host, _, rest = backend.split("//", 1)[1].partition(":")
+    reactor.connectTCP(host, int(rest.split("/", 1)[0]), link)
+    listening = _listen(reactor, site, port)
+    return link.ready.addCallback(lambda _: listening)
+
+
+def node_config(kind: str, port: int, ms_url: str | None, pool_size: int) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "serverName": f"bench {kind}",
+        "listen": [f"tcp:{port}:interface=127.0.0.1"],
+        "poolSize": pool_size,
+        "jwt": {"secret": SECRET},
+    }
+    if kind == "node-master":
+        config["moduleMap"] = {
+            "bench": "bench.apps.bench_app",
+            "jwt": os.path.join(REPO, "examples", "jwt", "jwt_app.py"),
+        }
+        if ms_url:
+            route = {"login": {"url": ms_url, "application": "bench-ms"}}
+            config["u_services"] = [{"application": "bench", "types": route},
+                                    {"application": "jwt", "types": route}]
+    else:
+        config["moduleMap"] = {"bench-ms": "bench.apps.bench_ms"}
+    return config
+
+
+def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size: int) -> Any:
+    from qewd_twisted import QEWDService, config_from_dict
+
+    service = QEWDService(config_from_dict(node_config(kind, port, ms_url, pool_size), REPO),
+                          reactor)
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    return service.ports[0].getHost().port
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="bench servers")
+    p.add_argument("kind", choices=("floor", "relay-back", "relay-front", "node-master",
+                                    "node-ms"))
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--backend", help="relay-front: ws://127.0.0.1:PORT/socket.io/")
+    p.add_argument("--ms-url", help="node-master: http://127.0.0.1:PORT of node-ms")
+    p.add_argument("--pool-size", type=int, default=2)
+    p.add_argument("--cross", action="store_true",
+                   help="floor: deliver replies to the wrong client (to test the checker)")
+    p.add_argument("--cprofile", metavar="FILE")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+
+    from twisted.internet import defer, reactor
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(args.log_level))
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])],
+        redirectStandardIO=False)
+
+    def started() -> Any:
+        if args.kind == "floor":
+            return start_floor(reactor, args.port, args.cross)
+        if args.kind == "relay-back":
+            return start_relay_back(reactor, args.port)
+        if args.kind == "relay-front":
+            return start_relay_front(reactor, args.port, args.backend)
+        return start_node(reactor, args.kind, args.port, args.ms_url, args.pool_size)
+
+    def ready(port: int) -> None:
+        print(f"READY {port}", flush=True)
+
+    def failed(f: Any) -> None:
+        print(f"FAILED {f.getErrorMessage()}", flush=True)
+        f.printTraceback(file=sys.stderr)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.maybeDeferred(started).addCallbacks(ready, failed))
+    if args.cprofile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            reactor.run()
+        finally:
+            prof.disable()
+            prof.dump_stats(args.cprofile)
+    else:
+        reactor.run()
+
+
+if __name__ == "__main__":
+    main()

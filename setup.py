@@ -17,8 +17,10 @@ setup(
     python_requires=">=3.10",
     # twisted.plugins is a namespace shared with every other Twisted plugin: it is listed
     # explicitly (find_packages does not see it) and ships no __init__.py (STYLE.md).
-    packages=find_packages(include=["qewd_twisted", "qewd_twisted.*"]) + ["twisted.plugins"],
-    package_data={"qewd_twisted": ["static/*"], "twisted": ["plugins/qewd_dropin.py"]},
+    packages=find_packages(include=["qewd_twisted", "qewd_twisted.*"])
+    + ["qewd_twisted.static", "twisted.plugins"],
+    # the browser clients the node serves (a data-only package)
+    package_data={"qewd_twisted.static": ["*"], "twisted.plugins": ["qewd_dropin.py"]},
     include_package_data=True,
     install_requires=[
         "twisted[tls]>=23.8",
@@ -26,6 +28,9 @@ setup(
         "pyjwt>=2.8",
         "cryptography>=41",
         "service-identity>=23.1",
+        # /metrics: the Prometheus project's own, well-kept implementation of the exposition
+        # formats (text and OpenMetrics), rather than a hand-written one (docs/operations.md)
+        "prometheus-client>=0.17",
     ],
     extras_require={"test": ["hypothesis>=6"]},
     classifiers=[

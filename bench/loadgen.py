@@ -357,19 +357,28 @@ class Client(asyncio.Protocol):
         self.token = token
         if g.setup_login:
             self.phase = "setup"
-            self.send_text(self._login(g.setup_login[0], g.setup_login[1], "setup"))
+            g.queue_setup(self)
         else:
             self.phase = "ready"
             g.client_ready(self)
+
+    def start_setup(self) -> None:
+        g = self.gen
+        self.send_text(self._login(g.setup_login[0], g.setup_login[1], "setup"))
 
     def on_setup_reply(self, message: Any, error: Any) -> None:
         g = self.gen
         token = message.get("token") if isinstance(message, dict) else None
         if error is not None or not isinstance(token, str):
-            return g.client_failed(self, f"setup login failed: {error or message!r}"[:120])
+            g.client_failed(self, f"setup login failed: {error or message!r}"[:120])
+            return g.next_setup()
+        ident = g.identity(token)
+        if ident is None or ident[0] != self.sid:
+            g.stats.misdelivery("setup token socketId")
         self.token = token
         self.phase = "ready"
         g.client_ready(self)
+        g.next_setup()
 
     # requests
     def _login(self, user: str, password: str, nonce: str) -> bytes:
@@ -462,6 +471,25 @@ class Generator:
         self._ready_target = 0
         self._all_ready: asyncio.Future[None] | None = None
         self.failures: dict[str, int] = {}
+        self._setup_queue: list[Client] = []
+        self._setup_busy = False
+        self._pinger_task: asyncio.Future[None] | None = None
+
+    def queue_setup(self, client: Client) -> None:
+        # One setup login at a time: QEWD.js keeps one callback per message type per
+        # micro-service link, so overlapping logins cross over (its README, surprise 3).
+        self._setup_queue.append(client)
+        if not self._setup_busy:
+            self.next_setup()
+
+    def next_setup(self) -> None:
+        self._setup_busy = False
+        while self._setup_queue:
+            client = self._setup_queue.pop(0)
+            if client.phase == "setup" and not client.closed:
+                self._setup_busy = True
+                client.start_setup()
+                return
 
     def in_window(self) -> bool:
         return self.t0 <= perf() <= self.t1
@@ -501,6 +529,8 @@ class Generator:
                     self.client_failed(client, f"connect: {type(e).__name__}: {e}")
                     client.close()
 
+        if self._pinger_task is None:
+            self._pinger_task = asyncio.ensure_future(self._pinger())
         tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
         try:
             await asyncio.wait_for(asyncio.shield(self._all_ready), deadline)
@@ -538,6 +568,8 @@ class Generator:
         return [c for c in self.clients if c.phase == "ready" and not c.closed]
 
     async def close_all(self) -> None:
+        if self._pinger_task is not None:
+            self._pinger_task.cancel()
         for c in self.clients:
             c.close()
         await asyncio.sleep(0.05)
@@ -546,6 +578,22 @@ class Generator:
 def _cpu() -> float:
     t = os.times()
     return t.user + t.system
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(pids: list[int]) -> float | None:
+    """User + system CPU seconds of these processes (all their threads), from /proc."""
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+    return total
 
 
 def _base_result(args: argparse.Namespace, gen: Generator) -> dict[str, Any]:
@@ -561,7 +609,6 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     setup_s = await gen.connect_all(args.clients, args.connect_concurrency, args.setup_timeout)
     clients = gen.ready_clients()
     watchdog = asyncio.ensure_future(gen._watchdog())
-    pinger = asyncio.ensure_future(gen._pinger())
     gen.running = True
     now = perf()
     gen.t0 = now + args.warmup
@@ -571,16 +618,15 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.inflight):
             c.send_request()
     await asyncio.sleep(max(0.0, gen.t0 - perf()))
-    cpu0, wall0 = _cpu(), perf()
+    cpu0, wall0, srv0 = _cpu(), perf(), _proc_cpu(args.server_pid)
     await asyncio.sleep(max(0.0, gen.t1 - perf()))
-    cpu1, wall1 = _cpu(), perf()
+    cpu1, wall1, srv1 = _cpu(), perf(), _proc_cpu(args.server_pid)
     gen.running = False
     # let outstanding requests finish (not counted), then close
     drain_until = perf() + 2.0
     while perf() < drain_until and any(c.pending for c in clients):
         await asyncio.sleep(0.01)
     watchdog.cancel()
-    pinger.cancel()
     await gen.close_all()
     cpu = cpu1 - cpu0
     wall = wall1 - wall0
@@ -600,6 +646,12 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         "gen_cpu_s": round(cpu, 3), "gen_cpu_frac": round(cpu / wall, 3) if wall else None,
         "gen_us_per_request": round(cpu / st.completed * 1e6, 1) if st.completed else None,
     })
+    if args.server_pid and srv0 is not None and srv1 is not None:
+        scpu = srv1 - srv0
+        out["server_cpu_s"] = round(scpu, 3)
+        out["server_cpu_frac"] = round(scpu / wall, 3) if wall else None
+        out["server_us_per_request"] = (round(scpu / st.completed * 1e6, 1)
+                                        if st.completed else None)
     return out
 
 
@@ -607,7 +659,6 @@ async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
     gen = Generator(args)
     setup_s = await gen.connect_all(args.clients, args.connect_concurrency, args.setup_timeout)
     ready = gen.ready_clients()
-    pinger = asyncio.ensure_future(gen._pinger())
     out = _base_result(args, gen)
     out.update({
         "ready_clients": len(ready), "accept_s": round(setup_s, 3),
@@ -623,7 +674,6 @@ async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
     except asyncio.TimeoutError:
         pass
     lost = gen.stats.connections_lost
-    pinger.cancel()
     await gen.close_all()
     out["connections_lost_while_idle"] = lost
     return out
@@ -711,6 +761,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--setup-timeout", type=float, default=120.0)
     p.add_argument("--hold", type=float, default=60.0, help="idle: hold at most this long")
     p.add_argument("--interval", type=float, default=0.01, help="probe: pause between requests")
+    p.add_argument("--server-pid", type=int, action="append", default=[],
+                   help="report these processes' CPU time over the window (repeatable)")
     p.add_argument("--no-uvloop", action="store_true")
     return p.parse_args(argv)
 

@@ -152,7 +152,9 @@ class RelayLinkProtocol(WebSocketClientProtocol):
             d.callback(None)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        i = payload.index(b"|")
+        i = payload.find(b"|")
+        if i < 0:
+            return  # the backend's Engine.IO greeting ("0{...}", "40")
         rid = int(payload[:i])
         pending = self.factory.front.pending
         conn = pending.pop(rid, None) if payload[i + 1 : i + 2] == b"F" else pending.get(rid)

@@ -193,7 +193,7 @@ class EngineIOClientProtocol(WebSocketClientProtocol):
 
     def send_event(self, message: dict[str, Any]) -> None:
         """Send one QEWD message as ``42["ewdjs",{...}]``."""
-        self._send_text(wire.encode_event(message))
+        self.sendMessage(wire.event_bytes(message), isBinary=False)  # lone surrogates escaped
 
     def send_disconnect(self) -> None:
         """Tell the remote socket.io we are leaving (``41``), as socket.io-client does."""

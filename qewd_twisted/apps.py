@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from twisted.logger import Logger
 
+from .errors import UNABLE_TO_LOAD
+
 log = Logger()
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,7 +59,7 @@ class AppLoadError(Exception):
     """A handler module could not be loaded; ``reason`` is what the client is told."""
 
     def __init__(self, application: str, reason: str) -> None:
-        super().__init__(f"Unable to load handler module for: {application}")
+        super().__init__(UNABLE_TO_LOAD.format(application=application))
         self.application = application
         self.reason = reason
 
@@ -152,6 +154,9 @@ class Applications:
         self = cls({})
         for name, obj in apps.items():
             self.add(name, obj)
+            init = getattr(obj, "init", None)
+            if callable(init) and not isinstance(obj, Application):
+                init(name)
         return self
 
     def add(self, name: str, module: Any) -> Application:

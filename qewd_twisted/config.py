@@ -61,7 +61,8 @@ SUPPORTED_KEYS = (
     *("port", "listen", "ssl", "poolSize", "jwt", "moduleMap", "u_services", "cors"),
     *("initialSessionTimeout", "webServerRootPath", "serverName", "managementPassword"),
     *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
-    "shutdownGracePeriod",
+    *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
+    *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
@@ -138,7 +139,14 @@ class Config:
     max_message_size: int = 1048576
     max_queue_length: int = 20000
     shutdown_grace: float = 20.0
+    max_connections: int = 20000
+    max_in_flight: int = 64
+    max_buffered_bytes: int = 4194304
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
+    metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
+    metrics_listen: str | None = None
+    status: bool = True  # the /status page (served only if managementPassword is set)
+    log_requests: bool = False  # one log event per finished request
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -246,7 +254,11 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         max_message_size=c.get_int(d, "maxMessageSize", 1048576, 1024),
         max_queue_length=c.get_int(d, "max_queue_length", 20000, 1),
         shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", 20.0, zero_ok=True),
+        max_connections=c.get_int(d, "maxConnections", 20000, 1),
+        max_in_flight=c.get_int(d, "maxInFlight", 64, 1),
+        max_buffered_bytes=c.get_int(d, "maxBufferedBytes", 4194304, 65536),
         micro_services=micro_services,
+        **_operations(c, d, listen),
         ignored_keys=ignored,
         base_dir=base_dir,
         raw=d,
@@ -445,3 +457,28 @@ def _web_server_root(c: Checker, d: dict[str, Any]) -> str | None:
         c.add("config.webServerRootPath", f"directory not found: {c.resolve(value)}")
         return None
     return c.resolve(value)
+
+
+def _operations(c: Checker, d: dict[str, Any], listen: list[str]) -> dict[str, Any]:
+    """``metrics`` (False, True: ``/metrics`` on the node's port, or ``{"listen": endpoint}``:
+    on its own endpoint), ``status`` and ``logRequests`` (bools) → `Config` fields."""
+    raw, metrics_listen = d.get("metrics"), None
+    if isinstance(raw, dict):
+        c.check_keys(raw, "config.metrics", ("listen",))
+        metrics_listen = c.get_str(raw, "listen", "config.metrics",
+                                   required="an endpoint string such as 'tcp:9100'")
+        problem, port = check_endpoint(metrics_listen) if metrics_listen else (None, None)
+        if not problem and metrics_listen in listen and port != 0:  # port 0: any free port
+            problem = "it is also in config.listen (for that, use metrics: True)"
+        if problem:
+            c.add("config.metrics.listen", f"invalid endpoint {metrics_listen!r}: {problem}")
+            metrics_listen = None
+    elif not isinstance(raw, bool) and raw is not None:
+        c.add("config.metrics",
+              f"must be True, False or {{'listen': 'tcp:9100'}}, got {show(raw)}")
+    return {
+        "metrics": raw is True or metrics_listen is not None,
+        "metrics_listen": metrics_listen,
+        "status": c.get_bool(d, "status", True),
+        "log_requests": c.get_bool(d, "logRequests", False),
+    }

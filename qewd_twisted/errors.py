@@ -27,15 +27,22 @@ BAD_NAMESPACE = "Invalid namespace"
 HANDLER_TIMEOUT = "Handler for {type} did not finish within {seconds} seconds"
 MS_TIMEOUT = "MicroService request timed out"
 SERVER_BUSY = "Server busy: too many requests queued"
+TOO_MANY_IN_FLIGHT = "Too many requests in flight on this connection"
+TOO_MANY_CONNECTIONS = "Server busy: too many connections"
 SHUTTING_DOWN = "Server is shutting down"
 NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
 BAD_MS_TOKEN = "Invalid token from micro-service"
+BAD_SESSION = "The {type} handler left the session unusable: {reason}"
+INTERNAL_ERROR = "Internal server error"
+NO_APPLICATION_CLAIM = "No application claim"  # the reason in "Invalid JWT: Error: ..."
 
 # Status codes carried in message.status.code (QEWD's convention for MS_DOWN, §4.2)
 STATUS_MS_DOWN = 503
 STATUS_MS_TIMEOUT = 504
 STATUS_BUSY = 503
 STATUS_HANDLER_TIMEOUT = 504
+STATUS_TOO_MANY = 429
+STATUS_BAD_GATEWAY = 502
 
 # Message types a client may never send (PROTOCOL.md §1.6, §9 item 2: no signing oracle).
 INTERNAL_TYPES = frozenset(

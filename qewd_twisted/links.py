@@ -134,6 +134,8 @@ class Link(Service):
         self._token: str | None = None  # the remote-issued registration JWT: never logged
         self._echoes = False
         self._attempts = 0
+        self.registrations = 0  # ewd-register replies accepted (metrics read these)
+        self.reregistrations = 0  # ewd-reregister replies accepted
         self._reg_wait: tuple[str, Deferred[dict[str, Any]]] | None = None  # type, reply
         self._next_id = 0
         self._pending: dict[int, _Request] = {}
@@ -275,6 +277,7 @@ class Link(Service):
                     or not isinstance(message.get("token"), str)):
                 raise RegistrationError(_error_text(message, "no token in the register reply"))
             self._token = message["token"]
+            self.registrations += 1
             log.info("link {url}: registered as {application}",
                      url=self.url, application=self.application)
         message = reply["message"]
@@ -303,6 +306,7 @@ class Link(Service):
         if isinstance(message, dict) and message.get("ok") and "error" not in message:
             if isinstance(message.get("token"), str):
                 self._token = message["token"]
+            self.reregistrations += 1
             log.info("link {url}: re-registered", url=self.url)
             return reply
         log.warn("link {url}: re-registration refused ({why}); registering afresh",

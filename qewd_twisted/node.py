@@ -15,6 +15,7 @@ echoed on every frame, intermediate ones included, so the master can correlate e
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
@@ -24,9 +25,11 @@ from twisted.python.failure import Failure
 
 from . import errors as E
 from .apps import AppLoadError, Application, Applications, runs_on_reactor
+from .observe import NodeObserver, outcome_of
 from .workers import PoolFull
 
 log = Logger()
+_request_ids = itertools.count(1)  # Request.id: per process, for log correlation
 
 
 class Connection:
@@ -45,12 +48,19 @@ class Connection:
         self.jwt = False
         self.open = True
         self.in_flight = 0
+        # A link from one of our masters (it registered with qewd_twisted: 1) carries many
+        # users' requests: the per-connection in-flight limit does not apply to it.
+        self.is_link = False
 
     def send(self, frame: Any) -> None:
         raise NotImplementedError
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         raise NotImplementedError
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes (received, sent) on the wire so far; (0, 0) where the transport can't tell."""
+        return 0, 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.ip}>"
@@ -61,7 +71,7 @@ class Request:
 
     __slots__ = (
         "conn", "message", "type", "started", "ms_request_id", "jwt", "session",
-        "application", "done", "timer", "app",
+        "application", "done", "timer", "app", "id", "link",
     )
 
     def __init__(self, conn: Connection, message: dict, type: str, started: float,
@@ -77,6 +87,8 @@ class Request:
         self.done = False
         self.timer: Any = None
         self.app: Application | None = None
+        self.id = next(_request_ids)
+        self.link: Any = None  # the Link it was forwarded on, if any
 
 
 def _snapshot(value: Any) -> Any:
@@ -117,6 +129,7 @@ class Node:
         initial_session_timeout: int = 300,
         handler_timeout: float | None = 60,
         micro_service_timeout: float | None = 30,
+        max_in_flight: int = 64,
     ) -> None:
         self.reactor = reactor
         self.apps = apps
@@ -127,21 +140,26 @@ class Node:
         self.initial_session_timeout = initial_session_timeout
         self.handler_timeout = handler_timeout
         self.micro_service_timeout = micro_service_timeout
+        self.max_in_flight = max_in_flight
         self.connections: dict[str, Connection] = {}
         self.accepting = True
         self._in_flight: set[Request] = set()
         self._drained: list[defer.Deferred[None]] = []
         self._all_closed: list[defer.Deferred[None]] = []
         self._arity: dict[Any, int] = {}
+        # metrics, status page, request log (observe.py, ops.py); the default does nothing
+        self.observer: NodeObserver = NodeObserver()
 
     # -- connections ---------------------------------------------------------------------
 
     def connection_opened(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
+        self.observer.connection_opened(conn)
 
     def connection_lost(self, conn: Connection) -> None:
         conn.open = False
-        self.connections.pop(conn.id, None)
+        if self.connections.pop(conn.id, None) is not None:
+            self.observer.connection_closed(conn)
         if not self.connections and self._all_closed:
             waiting, self._all_closed = self._all_closed, []
             for d in waiting:
@@ -177,10 +195,13 @@ class Node:
         except (TypeError, ValueError) as e:
             log.warn("reply to {conn} is not JSON-serialisable: {error}", conn=conn, error=e)
             ftype = frame.get("type", "error") if isinstance(frame, dict) else "error"
-            fallback = {"type": ftype, "finished": True,
+            finished = frame.get("finished", True) if isinstance(frame, dict) else True
+            fallback = {"type": ftype, "finished": finished,
                         "message": {"error": E.NOT_JSON_REPLY.format(type=ftype)}}
-            if isinstance(frame, dict) and "ms_requestId" in frame:
-                fallback["ms_requestId"] = frame["ms_requestId"]
+            if isinstance(frame, dict):
+                for key in ("responseTime", "ms_requestId"):
+                    if key in frame:
+                        fallback[key] = frame[key]
             conn.send(fallback)
 
     def _elapsed(self, started: float) -> str:
@@ -225,7 +246,7 @@ class Node:
             log.failure("unexpected error handling a message from {conn}", conn=conn)
             mtype = obj.get("type") if isinstance(obj, dict) else None
             self._send(conn, {"type": mtype if isinstance(mtype, str) else "error",
-                              "finished": True, "message": {"error": "Internal server error"}})
+                              "finished": True, "message": {"error": E.INTERNAL_ERROR}})
 
     def _receive(self, conn: Connection, obj: Any, started: float) -> None:
         if not isinstance(obj, dict):
@@ -242,6 +263,9 @@ class Node:
             return self._error(conn, mtype, E.NOT_SUPPORTED.format(type=mtype), started, rid)
         if not self.accepting:
             return self._error(conn, mtype, E.SHUTTING_DOWN, started, rid, status=503)
+        if conn.in_flight >= self.max_in_flight and not conn.is_link:
+            return self._error(conn, mtype, E.TOO_MANY_IN_FLIGHT, started, rid,
+                               status=E.STATUS_TOO_MANY)
         if mtype == "ewd-register":
             return self._register(conn, obj, started, rid)
         if mtype == "ewd-reregister":
@@ -268,7 +292,7 @@ class Node:
             payload = self.tokens.decode(token)
             application = payload.get("application")
             if not isinstance(application, str) or not application:
-                raise TokenError("No application claim")
+                raise TokenError(E.NO_APPLICATION_CLAIM)
             route = (self.micro_services.route(application, mtype)
                      if self.micro_services is not None else None)
             if route is not None:
@@ -321,6 +345,8 @@ class Node:
         message: dict[str, Any] = {"token": token}
         if obj.get("qewd_twisted"):
             message["qewd_twisted"] = 1  # tells our links: every frame echoes ms_requestId
+            conn.is_link = True
+        self.observer.registered(conn, application, conn.jwt, False)
         self._reply(conn, mtype, message, started, rid)
 
     def _reregister(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
@@ -355,6 +381,8 @@ class Node:
             conn.application = server_session.application
         if obj.get("qewd_twisted"):
             message["qewd_twisted"] = 1
+            conn.is_link = True
+        self.observer.registered(conn, conn.application, conn.jwt, True)
         self._reply(conn, mtype, message, started, rid)
 
     # -- local handlers (PROTOCOL.md §5) ------------------------------------------------
@@ -363,7 +391,7 @@ class Node:
         self._in_flight.add(req)
         req.conn.in_flight += 1
 
-    def _end(self, req: Request) -> None:
+    def _end(self, req: Request, outcome: str = "ok") -> None:
         req.done = True
         if req.timer is not None and req.timer.active():
             req.timer.cancel()
@@ -371,6 +399,7 @@ class Node:
         if req in self._in_flight:
             self._in_flight.discard(req)
             req.conn.in_flight -= 1
+            self.observer.request_finished(req, outcome)
         if not self._in_flight and self._drained:
             # Next reactor turn: the caller is about to send this request's final frame, and a
             # waiter (a stopping service) would otherwise close the socket before it goes out.
@@ -388,11 +417,13 @@ class Node:
         try:
             app = self.apps.get(req.application)
         except AppLoadError as e:
+            self.observer.request_finished(req, "error")
             return self._error(req.conn, req.type, str(e), req.started, req.ms_request_id,
                                reason=e.reason)
         req.app = app
         handler = app.handlers.get(req.type)
         if handler is None and app.before_handler is None:
+            self.observer.request_finished(req, "error")
             return self._error(req.conn, req.type,
                                E.NO_HANDLER.format(application=req.application, type=req.type),
                                req.started, req.ms_request_id)
@@ -472,15 +503,15 @@ class Node:
         if failure.check(PoolFull):
             log.warn("refusing {type}: {why}", type=req.type, why=failure.getErrorMessage())
             if not req.done:
-                self._end(req)
+                self._end(req, "503")
                 self._error(req.conn, req.type, E.SERVER_BUSY, req.started, req.ms_request_id,
                             status=E.STATUS_BUSY)
             return
         log.failure("handler for {application}/{type} raised", failure,
-                    application=req.application, type=req.type)
+                    application=req.application, type=req.type, request_id=req.id)
         if req.done:
             return
-        self._end(req)
+        self._end(req, "error")
         # QEWD's crash reply: type "error", message is the exception's text (§5.4).
         frame: dict[str, Any] = {"type": "error", "finished": True,
                                  "message": failure.getErrorMessage() or failure.type.__name__,
@@ -494,10 +525,11 @@ class Node:
         if req.done:
             return
         log.warn("handler for {application}/{type} did not finish in {seconds}s",
-                 application=req.application, type=req.type, seconds=self.handler_timeout)
-        self._end(req)
+                 application=req.application, type=req.type, seconds=self.handler_timeout,
+                 request_id=req.id)
+        self._end(req, "timeout")
         self._error(req.conn, req.type,
-                    E.HANDLER_TIMEOUT.format(type=req.type, seconds=self.handler_timeout),
+                    E.HANDLER_TIMEOUT.format(type=req.type, seconds=f"{self.handler_timeout:g}"),
                     req.started, req.ms_request_id, status=E.STATUS_HANDLER_TIMEOUT)
 
     def _intermediate(self, req: Request, message: Any) -> None:
@@ -516,20 +548,21 @@ class Node:
             log.warn("finished() called again for {application}/{type}: ignored",
                      application=req.application, type=req.type)
             return
-        self._end(req)
+        self._end(req, "error" if isinstance(result, dict) and result.get("error") else "ok")
         if result is None:
             result = {}
         if isinstance(result, dict) and result.get("error"):
             return self._reply(req.conn, req.type, result, req.started, req.ms_request_id)
+        if req.ms_request_id is not None and isinstance(result, list):
+            result = {"results": result}  # §1.4: arrays are wrapped for micro-service requests
         if req.jwt and isinstance(result, dict):
             try:
                 result["token"] = self.tokens.issue(req.session)
             except (TypeError, ValueError) as e:
                 log.warn("session for {type} could not be encoded: {error}", type=req.type, error=e)
-                return self._error(req.conn, req.type, E.NOT_JSON_REPLY.format(type=req.type),
+                return self._error(req.conn, req.type,
+                                   E.BAD_SESSION.format(type=req.type, reason=e),
                                    req.started, req.ms_request_id)
-        elif req.ms_request_id is not None and isinstance(result, list):
-            result = {"results": result}  # §1.4: arrays are wrapped for micro-service requests
         wrh = req.app.worker_response_handlers.get(req.type) if req.app else None
         if wrh is not None:
             try:
@@ -561,6 +594,7 @@ class Node:
         out = {k: v for k, v in req.message.items() if k not in ("ms_requestId", "qewd_twisted")}
         out["token"] = self.tokens.with_application(req.session, remote_application)
         out["jwt"] = True
+        req.link = link
         self._begin(req)
         link.send_request(out, lambda frame: self._relay(req, frame), self.micro_service_timeout)
 
@@ -579,16 +613,20 @@ class Node:
                 payload = self.tokens.decode(message["token"])
                 message["token"] = self.tokens.with_application(payload, req.application)
             except TokenError as e:
-                log.warn("dropping a token from a micro-service reply to {type}: {error}",
-                         type=req.type, error=e.reason if hasattr(e, "reason") else e)
+                # Never re-sign what we could not verify; and don't report success while the
+                # session update that came with it is lost.
+                log.warn("micro-service reply to {type} carries a token that does not verify "
+                         "here: {error}", type=req.type, error=e.reason)
                 del message["token"]
+                if final:
+                    message = {"error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}
             frame["message"] = message
         frame.setdefault("type", req.type)
         frame["responseTime"] = self._elapsed(req.started)
         if req.ms_request_id is not None:
             frame["ms_requestId"] = req.ms_request_id
         if final:
-            self._end(req)
+            self._end(req, outcome_of(frame))
         self._send(req.conn, frame)
 
     # -- shutdown ------------------------------------------------------------------------
@@ -619,7 +657,7 @@ class Node:
     def _abort_in_flight(self) -> None:
         """End every request still running: its client gets a 503 instead of silence."""
         for req in list(self._in_flight):
-            self._end(req)
+            self._end(req, "503")
             self._error(req.conn, req.type, E.SHUTTING_DOWN, req.started, req.ms_request_id,
                         status=503)
 

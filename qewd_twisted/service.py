@@ -93,10 +93,13 @@ class QEWDService(MultiService):
             initial_session_timeout=config.initial_session_timeout,
             handler_timeout=config.handler_timeout,
             micro_service_timeout=config.micro_service_timeout,
+            max_in_flight=config.max_in_flight,
         )
         self.site = _QuietSite(
             build_site_root(self.node, reactor, web_root=config.web_server_root,
-                            max_message_size=config.max_message_size))
+                            max_message_size=config.max_message_size,
+                            max_connections=config.max_connections,
+                            max_buffered_bytes=config.max_buffered_bytes))
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(description, self.site, reactor=reactor)
@@ -104,6 +107,10 @@ class QEWDService(MultiService):
             listener._raiseSynchronously = True  # type: ignore[attr-defined]
             listener.setServiceParent(self)
             self.listeners.append(listener)
+        # /health, /ready, /metrics, /status and the request log, as configured (ops.py)
+        from .ops import Operations
+
+        self.ops = Operations(self)
 
     def startService(self) -> None:
         for key in getattr(self.config, "ignored_keys", ()):

@@ -86,6 +86,7 @@ class NodeHarness:
         handler_timeout: float | None = 60,
         micro_services: Any = None,
         micro_service_timeout: float | None = 30,
+        max_in_flight: int = 64,
         start_time: float = 1_700_000_000.0,
     ) -> None:
         self.clock = FakeReactor()
@@ -107,6 +108,7 @@ class NodeHarness:
             initial_session_timeout=initial_session_timeout,
             handler_timeout=handler_timeout,
             micro_service_timeout=micro_service_timeout,
+            max_in_flight=max_in_flight,
         )
         self._n = 0
 

@@ -50,10 +50,68 @@ def _error_frame(text: str) -> dict[str, Any]:
     return {"type": "error", "finished": True, "message": {"error": text}}
 
 
+class _SlowReaderGuard:
+    """Bounds what the node queues for a client that stops reading.
+
+    Registered as the socket's streaming producer (taking over from the HTTP channel that did
+    the upgrade): Twisted pauses it when the transport's write buffer passes its bufferSize
+    (64 KiB) and resumes it once the buffer drains. While paused, every frame sent is counted;
+    past ``limit`` bytes the connection is dropped, so one stalled client cannot make the node
+    buffer without bound.
+    """
+
+    def __init__(self, proto: WebSocketServerProtocol, limit: int) -> None:
+        self._proto = proto
+        self.limit = limit
+        self.paused = False
+        self.pending = 0
+
+    def attach(self) -> None:
+        transport = self._proto.transport
+        if getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.pending = 0
+
+    def stopProducing(self) -> None:
+        self.paused = False
+
+    def sent(self, nbytes: int) -> None:
+        if not self.paused:
+            return
+        self.pending += nbytes
+        if self.pending > self.limit:
+            conn = self._proto.conn
+            log.warn("dropping {conn}: it stopped reading and {n} bytes are queued for it",
+                     conn=conn, n=self.pending)
+            self.pending = 0
+            if conn is not None:
+                conn.open = False
+            self._proto.dropConnection(abort=True)
+
+
 class _ProtocolConnection(Connection):
     def __init__(self, proto: WebSocketServerProtocol, id: str, ip: str) -> None:
         super().__init__(id, ip)
         self._proto = proto
+        self.guard: _SlowReaderGuard | None = None
+
+    def _write(self, data: bytes) -> None:
+        self._proto.sendMessage(data, isBinary=False)
+        if self.guard is not None:
+            self.guard.sent(len(data))
+
+    def traffic(self) -> tuple[int, int]:
+        # Autobahn counts every socket's wire bytes anyway: metrics read them, add nothing.
+        s = self._proto.trafficStats
+        return (s.preopenIncomingOctetsWireLevel + s.incomingOctetsWireLevel,
+                s.preopenOutgoingOctetsWireLevel + s.outgoingOctetsWireLevel)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self.open:
@@ -71,19 +129,32 @@ class EngineIOConnection(_ProtocolConnection):
     framing = "engine.io"
 
     def send(self, frame: Any) -> None:
-        data = wire.encode_event(frame).encode("utf-8")  # may raise: the node answers then
-        self._proto.sendMessage(data, isBinary=False)
+        self._write(wire.event_bytes(frame))  # may raise: the node answers then
 
 
 class PlainConnection(_ProtocolConnection):
     framing = "plain"
 
     def send(self, frame: Any) -> None:
-        self._proto.sendMessage(wire.dumps(frame).encode("utf-8"), isBinary=False)
+        self._write(wire.plain_bytes(frame))
 
 
 class _NodeProtocol(WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
+
+    def _admit(self) -> None:
+        """Refuse the handshake (HTTP 503) when the node is at maxConnections."""
+        f = self.factory
+        if len(f.node.connections) >= f.max_connections:
+            log.warn("refusing a connection: {n} clients connected (maxConnections)",
+                     n=len(f.node.connections))
+            raise ConnectionDeny(503, E.TOO_MANY_CONNECTIONS)
+
+    def _opened(self) -> None:
+        guard = _SlowReaderGuard(self, self.factory.max_buffered_bytes)
+        guard.attach()
+        self.conn.guard = guard
+        self.factory.node.connection_opened(self.conn)
 
     def _deliver(self, obj: Any) -> None:
         self.factory.node.message_received(self.conn, obj)
@@ -115,13 +186,14 @@ class EngineIOProtocol(_NodeProtocol):
             raise ConnectionDeny(400, "Unsupported protocol version: this server speaks EIO=3")
         if transport != "websocket":
             raise ConnectionDeny(400, "Transport unknown: only websocket is served")
+        self._admit()
         self.conn = EngineIOConnection(self, new_socket_id(), peer_ip(request.peer))
 
     def onOpen(self) -> None:
         f = self.factory
         self.sendMessage(wire.open_packet(self.conn.id, f.ping_interval, f.ping_timeout).encode())
         self.sendMessage(wire.SIO_CONNECT.encode())
-        f.node.connection_opened(self.conn)
+        self._opened()
         self._heartbeat = f.reactor.callLater(
             (f.ping_interval + f.ping_timeout) / 1000.0, self._silent)
 
@@ -156,8 +228,8 @@ class EngineIOProtocol(_NodeProtocol):
         elif kind == "connect":
             if packet.namespace != "/":
                 self.sendMessage(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
-        elif kind in ("disconnect", "close"):
-            self.sendClose()
+        elif kind == "close" or (kind == "disconnect" and packet.namespace == "/"):
+            self.sendClose()  # a disconnect from another namespace concerns nothing here
         elif kind == "binary":
             self.conn.send(_error_frame(E.BINARY_FRAME))
         # pong, noop, upgrade, ack, sio-error from a client: nothing to do
@@ -173,10 +245,11 @@ class PlainProtocol(_NodeProtocol):
     """The ``/ws`` endpoint: one JSON message per text frame."""
 
     def onConnect(self, request: Any) -> None:
+        self._admit()
         self.conn = PlainConnection(self, new_socket_id(), peer_ip(request.peer))
 
     def onOpen(self) -> None:
-        self.factory.node.connection_opened(self.conn)
+        self._opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
@@ -205,13 +278,17 @@ class _ReactorTimer:
 
 def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int,
                  ping_interval: int = wire.PING_INTERVAL_MS,
-                 ping_timeout: int = wire.PING_TIMEOUT_MS) -> WebSocketServerFactory:
+                 ping_timeout: int = wire.PING_TIMEOUT_MS,
+                 max_connections: int = 20000,
+                 max_buffered_bytes: int = 4194304) -> WebSocketServerFactory:
     """An Autobahn server factory bound to ``node``; oversize messages close with 1009."""
     factory = WebSocketServerFactory(reactor=reactor)
     factory.protocol = protocol
     factory.node = node
     factory.ping_interval = ping_interval
     factory.ping_timeout = ping_timeout
+    factory.max_connections = max_connections
+    factory.max_buffered_bytes = max_buffered_bytes
     factory._batched_timer = _ReactorTimer(reactor)
     factory.setProtocolOptions(
         maxMessagePayloadSize=max_message_size,
@@ -264,10 +341,14 @@ class _EngineError(Resource):
 
 
 def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
-                    max_message_size: int) -> Resource:
+                    max_message_size: int, max_connections: int = 20000,
+                    max_buffered_bytes: int = 4194304) -> Resource:
     """The resource tree for one node."""
-    eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size))
-    plain = WebSocketResource(make_factory(PlainProtocol, node, reactor, max_message_size))
+    limits = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes}
+    eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size,
+                                         **limits))
+    plain = WebSocketResource(make_factory(PlainProtocol, node, reactor, max_message_size,
+                                           **limits))
     root: Resource = StaticFiles(web_root) if web_root else Resource()
     root.putChild(b"socket.io", _Upgrade(eio, os.path.join(STATIC_DIR, "socket.io.js")))
     root.putChild(b"ws", plain)

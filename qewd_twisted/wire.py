@@ -32,11 +32,32 @@ SIO_DISCONNECT = "41"
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def dumps(obj: Any) -> str:
     """JSON the way JavaScript's ``JSON.stringify`` writes it: compact, UTF-8 kept as is."""
     return _ENCODER.encode(obj)
+
+
+def to_utf8(text: str, obj: Any) -> bytes:
+    """UTF-8 of JSON ``text`` made from ``obj``. A string holding a lone surrogate (a client can
+    send ``"\ud800"``, valid JSON) has no UTF-8 form: then every non-ASCII character is escaped,
+    as ES2019 ``JSON.stringify`` escapes lone surrogates; it parses back to the same value."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(obj).encode("ascii")
+
+
+def event_bytes(message: Any, name: str = EVENT_NAME) -> bytes:
+    """``encode_event`` as the bytes of a WebSocket text frame."""
+    return b"42" + to_utf8(dumps([name, message]), [name, message])
+
+
+def plain_bytes(message: Any) -> bytes:
+    """One ``/ws`` text frame."""
+    return to_utf8(dumps(message), message)
 
 
 class WireError(ValueError):

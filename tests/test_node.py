@@ -430,3 +430,140 @@ class DrainTests(Base):
             "error": E.SHUTTING_DOWN, "status": {"code": 503}}))
         self.assertEqual(h.node.in_flight, 0)
         self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+class LimitTests(SynchronousTestCase):
+    def test_in_flight_per_connection(self) -> None:
+        h = NodeHarness({"a": app(handlers={"never": lambda m, s, send, f: None, "echo": echo})},
+                        max_in_flight=2, handler_timeout=None)
+        c, other = h.connect(), h.connect()
+        token = h.register(c, "a")
+        self.assertEqual(h.send(c, {"type": "never", "token": token}), [])
+        self.assertEqual(h.send(c, {"type": "never", "token": token}), [])
+        [f] = h.send(c, {"type": "echo", "token": token})
+        self.assertEqual(f["message"], {"error": E.TOO_MANY_IN_FLIGHT, "status": {"code": 429}})
+        # other connections are not limited by this one
+        [f] = h.send(other, {"type": "echo", "token": h.register(other, "a"), "params": 1})
+        self.assertEqual(f["message"]["you sent"], 1)
+
+    def test_links_from_our_masters_are_exempt(self) -> None:
+        h = NodeHarness({"a": app(handlers={"never": lambda m, s, send, f: None})},
+                        max_in_flight=1, handler_timeout=None)
+        link = h.connect()
+        f = h.send(link, {"type": "ewd-register", "application": "a", "jwt": True,
+                          "qewd_twisted": 1})[0]
+        token = f["message"]["token"]
+        for i in range(5):
+            self.assertEqual(h.send(link, {"type": "never", "token": token, "jwt": True,
+                                           "ms_requestId": i}), [])
+        self.assertEqual(h.node.in_flight, 5)
+
+
+class RelayTests(SynchronousTestCase):
+    """The master's side of a forwarded request, with a fake link (PROTOCOL.md §4.4)."""
+
+    def setUp(self) -> None:
+        self.sent: list[tuple[dict, Any]] = []
+        outer = self
+
+        class FakeLink:
+            def send_request(self, message, on_frame, timeout):
+                outer.sent.append((message, on_frame))
+
+        link = FakeLink()
+
+        class Routes:
+            def route(self, application, type):
+                return (link, "remote-app") if type == "login" else None
+
+        self.h = NodeHarness({"jwt": app(handlers={})}, micro_services=Routes())
+        self.c = self.h.connect()
+        self.token = self.h.register(self.c, "jwt")
+
+    def forward(self) -> Any:
+        self.h.send(self.c, {"type": "login", "token": self.token, "params": {}})
+        [(message, on_frame)] = self.sent
+        return message, on_frame
+
+    def test_outgoing_token_is_for_the_remote_application(self) -> None:
+        message, _ = self.forward()
+        self.assertIs(message["jwt"], True)
+        self.assertEqual(self.h.tokens.decode(message["token"])["application"], "remote-app")
+
+    def test_reply_token_rewritten_back(self) -> None:
+        message, on_frame = self.forward()
+        remote = self.h.tokens.session(message["token"])
+        remote["username"] = "rob"
+        remote.make_secret("username")
+        on_frame({"type": "login", "finished": True,
+                  "message": {"ok": True, "token": self.h.tokens.issue(remote)}})
+        [f] = self.c.take()
+        session = self.h.tokens.session(f["message"]["token"])
+        self.assertEqual((session["application"], session["username"]), ("jwt", "rob"))
+
+    def test_unverifiable_reply_token_is_an_error_not_a_silent_success(self) -> None:
+        from qewd_twisted.tokens import TokenCodec
+
+        _, on_frame = self.forward()
+        foreign = TokenCodec("not-our-secret", clock=self.h.clock).register_token(
+            "remote-app", {"username": "mallory"})
+        on_frame({"type": "login", "finished": True, "message": {"ok": True, "token": foreign}})
+        [f] = self.c.take()
+        self.assertEqual(f["message"], {"error": E.BAD_MS_TOKEN, "status": {"code": 502}})
+        self.assertEqual(self.h.node.in_flight, 0)
+
+    def test_intermediate_then_final(self) -> None:
+        _, on_frame = self.forward()
+        on_frame({"type": "progress", "finished": False, "message": {"step": 1}})
+        on_frame({"type": "login", "finished": True, "message": {"error": "Invalid login"}})
+        frames = self.c.take()
+        self.assertEqual([(f["type"], f["finished"]) for f in frames],
+                         [("progress", False), ("login", True)])
+        on_frame({"type": "login", "finished": True, "message": {"late": True}})
+        self.assertEqual(self.c.take(), [])  # after the final frame nothing more is relayed
+
+
+class FixesTests(SynchronousTestCase):
+    def test_intermediate_that_is_not_json_does_not_end_the_request(self) -> None:
+        def h(m, s, send, finished):
+            send({"bad": {1}})
+            finished({"ok": True})
+
+        harness = NodeHarness({"a": app(handlers={"h": h})})
+        c = harness.connect()
+        frames = harness.send(c, {"type": "h", "token": harness.register(c, "a")})
+        self.assertEqual([f["finished"] for f in frames], [False, True])
+        self.assertEqual(frames[0]["message"]["error"], E.NOT_JSON_REPLY.format(type="h"))
+
+    def test_unusable_timeout_is_reported_as_such(self) -> None:
+        def h(m, session, send, finished):
+            session["timeout"] = "sixty"
+            finished({"ok": True})
+
+        harness = NodeHarness({"a": app(handlers={"h": h})})
+        c = harness.connect()
+        [f] = harness.send(c, {"type": "h", "token": harness.register(c, "a")})
+        self.assertTrue(f["message"]["error"].startswith(
+            "The h handler left the session unusable: "), f)
+
+    def test_array_reply_to_a_micro_service_request_is_wrapped_with_token(self) -> None:
+        harness = NodeHarness({"a": app(handlers={"l": lambda m, s, send, f: f([1])})})
+        c = harness.connect()
+        token = harness.register(c, "a")
+        [f] = harness.send(c, {"type": "l", "token": token, "jwt": True, "ms_requestId": 1})
+        self.assertEqual(f["message"]["results"], [1])
+        self.assertIn("token", f["message"])
+
+    def test_harness_runs_init(self) -> None:
+        seen = []
+        NodeHarness({"a": app(handlers={}, init=seen.append)})
+        self.assertEqual(seen, ["a"])
+
+    def test_handler_timeout_text(self) -> None:
+        harness = NodeHarness({"a": app(handlers={"n": lambda m, s, send, f: None})},
+                              handler_timeout=60.0)
+        c = harness.connect()
+        harness.send(c, {"type": "n", "token": harness.register(c, "a")})
+        harness.clock.advance(60)
+        [f] = c.take()
+        self.assertIn("within 60 seconds", f["message"]["error"])

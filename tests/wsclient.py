@@ -24,6 +24,15 @@ class _Proto(WebSocketClientProtocol):
         self.factory.client._closed(code, reason)
 
 
+class Closed(ConnectionError):
+    """What ``next()`` gives once the connection has closed (``message()`` raises it)."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"connection closed: {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
 class _Factory(WebSocketClientFactory):
     def clientConnectionFailed(self, connector, reason) -> None:
         self.client._closed(None, reason.getErrorMessage())
@@ -49,6 +58,8 @@ class WSClient:
         self.opened.callback(self)
 
     def _closed(self, code: int | None, reason: str | None) -> None:
+        # anyone awaiting a frame learns of the close instead of waiting forever
+        self.frames.put(Closed(code, reason))
         if not self.opened.called:
             self.opened.errback(ConnectionError(f"WebSocket not opened: {code} {reason}"))
         if not self.closed.called:
@@ -82,6 +93,8 @@ class EIOClient(WSClient):
     async def message(self) -> Any:
         while True:
             frame = await self.next()
+            if isinstance(frame, Closed):
+                raise frame
             if isinstance(frame, str) and frame.startswith("42"):
                 name, payload = json.loads(frame[2:])
                 assert name == "ewdjs", frame
@@ -90,6 +103,8 @@ class EIOClient(WSClient):
     async def handshake(self) -> dict:
         await self.opened
         first = await self.next()
+        if isinstance(first, Closed):
+            raise first
         assert first.startswith("0"), first
         second = await self.next()
         assert second == "40", second
@@ -101,4 +116,7 @@ class PlainClient(WSClient):
         self.send_text(json.dumps(obj))
 
     async def message(self) -> Any:
-        return json.loads(await self.next())
+        frame = await self.next()
+        if isinstance(frame, Closed):
+            raise frame
+        return json.loads(frame)

@@ -1,0 +1,128 @@
+# test-case-name: tests.browser.test_status_page
+"""
+The operator's status page (/status, docs/operations.md) in headless Chromium: HTTP Basic auth
+with managementPassword, the link table following a micro-service link down and up again, and
+the request rates after a forwarded login.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer
+
+from tests.browser.harness import ARTIFACTS, BrowserTestCase, base_url
+from tests.integration.nodes import port_of
+from tests.integration.test_microservices import (
+    client,
+    link_up,
+    login,
+    start_master,
+    start_ms,
+)
+
+PASSWORD = "status-page-" + "pw41"
+
+
+class StatusPageTests(BrowserTestCase):
+    @defer.inlineCallbacks
+    def test_needs_the_management_password(self):
+        node = start_ms(self, managementPassword=PASSWORD)
+        yield self.start_browser()
+        url = base_url(node) + "/status"
+        status = yield self.in_browser(_status_code, self.bt.browser, url, None)
+        self.assertEqual(status, 401)
+        status = yield self.in_browser(_status_code, self.bt.browser, url, "not-" + PASSWORD)
+        self.assertEqual(status, 401)
+        status = yield self.in_browser(_status_code, self.bt.browser, url, PASSWORD)
+        self.assertEqual(status, 200)
+
+    @defer.inlineCallbacks
+    def test_links_and_requests(self):
+        """The page shows the link up, a forwarded login, then the link down, then up again."""
+        ms = start_ms(self)
+        master = start_master(self, ms, managementPassword=PASSWORD, types=("login",))
+        yield defer.ensureDeferred(link_up(master))
+        c, token = yield defer.ensureDeferred(client(self, master))
+        frames = yield defer.ensureDeferred(login(c, token, "user-3"))
+        self.assertIs(frames[-1]["message"]["ok"], True)
+        ms_port = port_of(ms)
+        link_url = f"http://127.0.0.1:{ms_port}"
+
+        yield self.start_browser()
+        page = yield self.in_browser(_open, self.bt.browser, base_url(master) + "/status")
+        row = f'#links tr[data-url="{link_url}"]'
+        yield self.in_browser(_reload_until, page, f'{row}[data-state="up"]')
+        cells = yield self.in_browser(_cells, page, "#requests-recent tbody tr")
+        self.assertEqual(cells, [["jwt", "login", "1", "0", "0.017", cells[0][5]]])
+        summary = yield self.in_browser(lambda: page.text_content("#connections"))
+        self.assertTrue(summary.startswith("1 connected"), summary)
+
+        # the micro-service goes away: the row turns "down" and the event list says why
+        for conn in list(ms.node.connections.values()):
+            conn.close(4000, "test: drop the link")
+        yield ms.stopService()
+        yield self.in_browser(_reload_until, page, f'{row}[data-state="down"]')
+        events = yield self.in_browser(lambda: page.text_content("#events"))
+        self.assertIn(f"link {link_url} is down", events)
+        readiness = yield self.in_browser(lambda: page.text_content("#readiness"))
+        # it has registered once, so the node stays ready; the page says the link is down
+        self.assertEqual(readiness, f"ready (links down now: {link_url})")
+
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        shot = os.path.join(ARTIFACTS, "browser-status-page.png")
+        yield self.in_browser(lambda: page.screenshot(path=shot, full_page=True))
+
+        # back on the same port: the link re-registers and the page shows it
+        start_ms(self, listen=f"tcp:{ms_port}:interface=127.0.0.1")
+        yield self.in_browser(_reload_until, page, f'{row}[data-state="up"]')
+        cells = yield self.in_browser(_cells, page, f"{row}")
+        self.assertEqual(cells[0][6], "1 / 1")  # registered once, re-registered once
+
+
+# -- browser-thread steps ----------------------------------------------------------------
+
+
+def _context(browser: Any, password: str | None) -> Any:
+    credentials = {"username": "ops", "password": password} if password is not None else None
+    return browser.new_context(http_credentials=credentials)
+
+
+def _status_code(browser: Any, url: str, password: str | None) -> int:
+    """The status a page navigation ends with; Chromium gives up on refused credentials with
+    net::ERR_INVALID_AUTH_CREDENTIALS, so the status is then read with the context's
+    request API (same credentials)."""
+    from playwright.sync_api import Error
+
+    context = _context(browser, password)
+    try:
+        try:
+            return context.new_page().goto(url).status
+        except Error as e:
+            assert "ERR_INVALID_AUTH_CREDENTIALS" in str(e), e
+            return context.request.get(url).status
+    finally:
+        context.close()
+
+
+def _open(browser: Any, url: str) -> Any:
+    page = _context(browser, PASSWORD).new_page()
+    response = page.goto(url)
+    assert response.status == 200, response.status
+    return page
+
+
+def _reload_until(page: Any, selector: str, attempts: int = 100) -> None:
+    """Reload (rather than wait for the page's own refresh) until ``selector`` is there."""
+    for _ in range(attempts):
+        if page.query_selector(selector) is not None:
+            return
+        page.wait_for_timeout(100)
+        page.reload()
+    raise AssertionError(f"{selector} never appeared; page:\n{page.text_content('body')}")
+
+
+def _cells(page: Any, rows: str) -> list[list[str]]:
+    return page.eval_on_selector_all(
+        rows, "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))")

@@ -1,0 +1,85 @@
+# test-case-name: tests.integration.test_limits
+"""
+Overload limits on real sockets: maxConnections refuses at the handshake and recovers;
+a client that stops reading is dropped once maxBufferedBytes are queued for it, while others
+are served.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from tests.integration.nodes import eio_url, start_node
+from tests.wsclient import EIOClient
+
+
+class MaxConnectionsTests(TestCase):
+    @defer.inlineCallbacks
+    def test_refused_past_the_limit_then_recovers(self):
+        node = start_node(self, maxConnections=2)
+        a, b = EIOClient(eio_url(node)), EIOClient(eio_url(node))
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        yield defer.ensureDeferred(a.handshake())
+        yield defer.ensureDeferred(b.handshake())
+        c = EIOClient(eio_url(node))
+        yield self.assertFailure(c.opened, ConnectionError)
+        code, reason = yield c.closed
+        self.assertIn("503", str(reason))
+        yield a.close()
+        while len(node.node.connections) > 1:  # the server has seen the close
+            yield _next_turn()
+        d = EIOClient(eio_url(node))
+        self.addCleanup(d.close)
+        yield defer.ensureDeferred(d.handshake())
+        d.emit({"type": "ewd-register", "application": "demo", "jwt": True})
+        self.assertIn("token", (yield defer.ensureDeferred(d.message()))["message"])
+
+
+class SlowReaderTests(TestCase):
+    @defer.inlineCallbacks
+    def test_client_that_stops_reading_is_dropped(self):
+        node = start_node(self, maxBufferedBytes=1 << 20,
+                          moduleMap={"flood": "tests.apps.flood"})
+        lost: defer.Deferred[None] = defer.Deferred()
+        original = node.node.connection_lost
+
+        def connection_lost(conn):
+            original(conn)
+            if conn.id == slow_id and not lost.called:
+                lost.callback(None)
+
+        node.node.connection_lost = connection_lost
+        slow = EIOClient(eio_url(node))
+        hs = yield defer.ensureDeferred(slow.handshake())
+        slow_id = hs["sid"]
+        slow.emit({"type": "ewd-register", "application": "flood", "jwt": True})
+        token = (yield defer.ensureDeferred(slow.message()))["message"]["token"]
+        slow.proto.transport.pauseProducing()  # stop reading from the socket
+        slow.emit({"type": "flood", "token": token, "params": {"frames": 1500, "size": 16384}})
+        yield lost  # dropped by the node, not buffered without bound
+        self.assertNotIn(slow_id, node.node.connections)
+        slow.proto.transport.resumeProducing()
+        yield slow.closed
+        # a client that reads gets the same flood in full: the limit is about stalled readers
+        ok = EIOClient(eio_url(node))
+        self.addCleanup(ok.close)
+        yield defer.ensureDeferred(ok.handshake())
+        ok.emit({"type": "ewd-register", "application": "flood", "jwt": True})
+        token = (yield defer.ensureDeferred(ok.message()))["message"]["token"]
+        ok.emit({"type": "flood", "token": token, "params": {"frames": 1500, "size": 16384}})
+        frames = 0
+        while True:
+            f = yield defer.ensureDeferred(ok.message())
+            if f["finished"]:
+                break
+            frames += 1
+        self.assertEqual((frames, f["message"]["sent"]), (1500, 1500))
+
+
+def _next_turn() -> defer.Deferred[None]:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, 0.01, lambda: None)

@@ -1,0 +1,347 @@
+"""
+Helpers for the interop tests: find the QEWD.js reference peer, run extra peer nodes of our own,
+drive QEWD.js's own socket.io-client, and wait for log lines (never for time).
+
+The running peer (``bash scripts/peer.sh start``) is found through ``QEWD_PEER_MASTER`` and
+``QEWD_PEER_MS`` (``host:port``, defaults ``127.0.0.1:18080`` / ``127.0.0.1:13000``). Tests that
+stop, restart or crash a peer node start their own from the peer's run folder (the kit, or the
+writable copy run-peer.sh made of a read-only kit) on free ports, so they never disturb the
+shared peer or each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.integration.processes import REPO, free_port
+from tests.wsclient import EIOClient
+
+KIT = os.path.abspath(
+    os.environ.get("QEWD_PEER_KIT") or os.path.join(REPO, os.pardir, "shared", "qewd-peer"))
+SECRET = "someSecret123"  # jwt.secret of both peer nodes (master/qewd-jwt.js, microservice/qewd-ms.js)
+REDIS_PORT = os.environ.get("QEWD_REDIS_PORT", "16379")
+NODE = shutil.which("node")
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "sio_driver.js")
+
+__all__ = ["JSClient", "LogWatcher", "PEER_MASTER", "PEER_MS", "PeerProcess", "SECRET",
+           "eio_url", "free_port", "http_url", "register", "request", "require_peer",
+           "start_peer_master", "start_peer_ms"]
+
+
+def _address(var: str, default: str) -> tuple[str, int]:
+    host, _, port = (os.environ.get(var) or default).rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+PEER_MASTER = _address("QEWD_PEER_MASTER", "127.0.0.1:18080")  # app jwt, routes login... to MS
+PEER_MS = _address("QEWD_PEER_MS", "127.0.0.1:13000")  # app test-app
+
+
+def http_url(address: tuple[str, int]) -> str:
+    return f"http://{address[0]}:{address[1]}"
+
+
+def eio_url(address: tuple[str, int]) -> str:
+    return f"ws://{address[0]}:{address[1]}/socket.io/?EIO=3&transport=websocket"
+
+
+def peer_home() -> str | None:
+    """The folder run-peer.sh runs the peer from: it holds the installed node_modules."""
+    tmp = os.path.join(os.environ.get("TMPDIR") or "/tmp", "qewd-peer")
+    candidates = [os.environ.get("QEWD_PEER_DIR"), KIT if os.access(KIT, os.W_OK) else None,
+                  os.environ.get("QEWD_PEER_HOME"), tmp, "/tmp/qewd-peer", KIT]
+    for d in candidates:
+        if d and os.path.isfile(os.path.join(d, "node_modules", "qewd", "package.json")) \
+                and os.path.isfile(os.path.join(d, "master", "qewd-jwt.js")):
+            return os.path.abspath(d)
+    return None
+
+
+def _listening(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_peer(test: TestCase, spawn: bool = False) -> None:
+    """Skip ``test`` (fail it when ``CI`` is set) unless the QEWD.js peer is reachable and, with
+    ``spawn``, node and the peer's installed run folder are there to start extra peer nodes."""
+    problems = [f"{var}={a[0]}:{a[1]} is not reachable"
+                for var, a in (("QEWD_PEER_MASTER", PEER_MASTER), ("QEWD_PEER_MS", PEER_MS))
+                if not _listening(a)]
+    if spawn and NODE is None:
+        problems.append("node is not on PATH")
+    if spawn and peer_home() is None:
+        problems.append(f"no installed peer run folder (kit {KIT}; set QEWD_PEER_DIR)")
+    if problems:
+        why = ("QEWD.js peer unavailable: " + "; ".join(problems)
+               + " (start it with: bash scripts/peer.sh start)")
+        if os.environ.get("CI"):
+            test.fail(why)
+        raise SkipTest(why)
+
+
+class _Output:
+    """Collected text output; ``wait_for(text)`` fires once ``text`` appears after ``since``
+    (default: the output's length when called). Nothing polls or sleeps."""
+
+    label = "output"
+
+    def __init__(self) -> None:
+        self.output = ""
+        self._waiters: list[tuple[str, int, defer.Deferred[None]]] = []
+
+    def mark(self) -> int:
+        return len(self.output)
+
+    def wait_for(self, text: str, since: int | None = None) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append((text, self.mark() if since is None else since, d))
+        self._check()
+        return d
+
+    def count(self, text: str, since: int = 0) -> int:
+        return self.output[since:].count(text)
+
+    def _append(self, text: str) -> None:
+        self.output += text
+        self._check()
+
+    def _check(self) -> None:
+        for entry in list(self._waiters):
+            text, start, d = entry
+            if text in self.output[start:]:
+                self._waiters.remove(entry)
+                d.callback(None)
+
+    def _fail_waiters(self, why: str) -> None:
+        waiters, self._waiters = self._waiters, []
+        for text, _, d in waiters:
+            d.errback(RuntimeError(f"{self.label}: {why} before {text!r} appeared; "
+                                   f"output:\n{self.output[-4000:]}"))
+
+
+class LogWatcher(_Output):
+    """Our in-process nodes' twisted.logger events, as text, for ``wait_for``."""
+
+    label = "our log"
+
+    def __init__(self, test: TestCase) -> None:
+        super().__init__()
+        globalLogPublisher.addObserver(self)
+        test.addCleanup(globalLogPublisher.removeObserver, self)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self._append((formatEvent(event) or "") + "\n")
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (QEWD's forked worker processes)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _kill_worker(pid: int) -> None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"ewd-qoper8-worker" not in f.read():
+                return  # gone, and the pid reused: not ours
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class PeerProcess(_Output, protocol.ProcessProtocol):
+    """A QEWD.js node we start (``node <script>`` in the peer's run folder) and stop, with its
+    worker processes. Its stdout and stderr are collected for ``wait_for``."""
+
+    def __init__(self, test: TestCase, script: str, env: dict[str, str], label: str) -> None:
+        _Output.__init__(self)
+        self.test = test
+        self.script = script
+        self.env = env
+        self.label = label
+        self.transport: Any = None
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+
+    def start(self) -> PeerProcess:
+        home = peer_home()
+        assert NODE is not None and home is not None  # require_peer(spawn=True) checked
+        env = dict(os.environ, QEWD_REDIS_PORT=REDIS_PORT, **self.env)
+        reactor.spawnProcess(self, NODE, [NODE, self.script], env=env, path=home)
+        self.test.addCleanup(self.stop, "KILL")
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.transport is not None and bool(self.transport.pid)
+
+    def outReceived(self, data: bytes) -> None:
+        self._append(data.decode("utf-8", "replace"))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.transport = None
+        self._fail_waiters("process ended")
+        self.ended.callback(None)
+
+    def stop(self, how: str = "TERM") -> defer.Deferred[Any]:
+        """SIGTERM (QEWD stops its workers, then exits) or SIGKILL; then any worker left over
+        is killed too. Fires once the node process is gone."""
+        if not self.running:
+            return defer.succeed(None)
+        pid = self.transport.pid
+        workers = _children(pid)
+        self.transport.signalProcess(how)
+        backstop = reactor.callLater(10, self._kill)
+        ended = self.ended
+
+        def reap(result: Any) -> Any:
+            if backstop.active():
+                backstop.cancel()
+            for worker in workers + _children(pid):
+                _kill_worker(worker)
+            return result
+
+        self.ended = defer.Deferred()
+        ended.addBoth(reap).chainDeferred(self.ended)
+        return self.ended
+
+    def _kill(self) -> None:
+        if self.running:
+            self.transport.signalProcess("KILL")
+
+
+def start_peer_ms(test: TestCase, port: int) -> tuple[PeerProcess, defer.Deferred[None]]:
+    """Our own QEWD.js micro-service node (microservice/qewd-ms.js, app ``test-app``) on
+    ``port``; the Deferred fires when it listens."""
+    ms = PeerProcess(test, "microservice/qewd-ms.js", {"QEWD_MS_PORT": str(port)},
+                     f"QEWD.js micro-service :{port}")
+    ready = ms.wait_for(f"QEWD.js is listening on port {port}")
+    return ms.start(), ready
+
+
+def start_peer_master(
+    test: TestCase, port: int, ms_url: str
+) -> tuple[PeerProcess, defer.Deferred[None]]:
+    """Our own QEWD.js master (master/qewd-jwt.js, app ``jwt``) on ``port``, routing
+    ``login``/``msNoHandler``/``crash`` to ``ms_url``; the Deferred fires on its
+    ``micro-service ready`` line (it has registered with the micro-service)."""
+    master = PeerProcess(test, "master/qewd-jwt.js",
+                         {"QEWD_MASTER_PORT": str(port), "QEWD_MS_URL": ms_url},
+                         f"QEWD.js master :{port}")
+    ready = master.wait_for(f"{ms_url} micro-service ready")
+    return master.start(), ready
+
+
+class JSClient(protocol.ProcessProtocol):
+    """QEWD.js's own client library (socket.io-client 2.x) in a node process, driven by the
+    test (tests/interop/js/sio_driver.js). ``emit(obj)`` sends; ``message()`` is the next
+    ``ewdjs`` payload; ``events`` holds every event in order."""
+
+    def __init__(self, test: TestCase, url: str) -> None:
+        self.test = test
+        self.url = url
+        self.events: list[dict[str, Any]] = []
+        self.connected: defer.Deferred[str] = defer.Deferred()
+        self._frames: defer.DeferredQueue[Any] = defer.DeferredQueue()
+        self._buffer = b""
+        self._stderr = b""
+        self.transport: Any = None
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def start(self) -> JSClient:
+        home = peer_home()
+        paths = [os.path.join(REPO, "tests", "js", "node_modules")]
+        if home is not None:
+            paths.append(os.path.join(home, "node_modules"))
+        env = dict(os.environ, NODE_PATH=os.pathsep.join(paths))
+        reactor.spawnProcess(self, NODE, [NODE, DRIVER, self.url], env=env)
+        self.test.addCleanup(self.close)
+        return self
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            self.events.append(event)
+            kind = event["event"]
+            if kind == "connect" and not self.connected.called:
+                self.connected.callback(event["id"])
+            elif kind == "connect_error" and not self.connected.called:
+                self.connected.errback(ConnectionError(event["error"]))
+            elif kind == "ewdjs":
+                self._frames.put(event["data"])
+
+    def errReceived(self, data: bytes) -> None:
+        self._stderr += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.transport = None
+        if not self.connected.called:
+            self.connected.errback(RuntimeError(
+                "socket.io-client driver ended: " + self._stderr.decode(errors="replace")))
+        self.ended.callback(None)
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        self.transport.write(json.dumps({"emit": obj}).encode() + b"\n")
+
+    def message(self) -> defer.Deferred[Any]:
+        return self._frames.get()
+
+    @property
+    def pending(self) -> list[Any]:
+        """Frames received and not yet taken with ``message()``."""
+        return list(self._frames.pending)
+
+    def close(self) -> defer.Deferred[None]:
+        if self.transport is None:
+            return defer.succeed(None)
+        self.transport.closeStdin()  # the driver closes its socket and exits
+        backstop = reactor.callLater(5, lambda: self.transport and self.transport.signalProcess("KILL"))
+        return self.ended.addBoth(lambda r: backstop.active() and backstop.cancel())
+
+
+# -- a QEWD client on a raw Engine.IO WebSocket (tests/wsclient.py), for exact frames
+
+async def register(c: EIOClient, application: str = "jwt") -> str:
+    """Engine.IO handshake + ``ewd-register`` in JWT mode; returns the token."""
+    await c.handshake()
+    c.emit({"type": "ewd-register", "application": application, "jwt": True})
+    reply = await c.message()
+    assert reply["type"] == "ewd-register", reply
+    return reply["message"]["token"]
+
+
+async def request(c: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Send one message; the frames up to and including the final one (``finished`` not
+    false: a frame without ``finished`` is a final rejection, PROTOCOL.md §1.4)."""
+    c.emit(message)
+    frames = [await c.message()]
+    while frames[-1].get("finished") is False:
+        frames.append(await c.message())
+    return frames

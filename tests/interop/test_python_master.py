@@ -1,0 +1,271 @@
+# -*- test-case-name: tests.interop.test_python_master -*-
+"""
+Our master in front of a real QEWD.js micro-service node (issue 4 item 1).
+
+Our master routes application ``jwt`` types ``login``, ``msNoHandler`` and ``crash`` to the
+peer's ``test-app`` (PROTOCOL.md §4.4). A client of our master logs in, gets the peer's
+intermediate and final frames, and a token that verifies and decrypts here. Errors from the
+QEWD.js micro-service reach our client; QEWD.js's own master loses every one of them (§4.4 item
+8), which ``QEWDMasterLosesErrorsTests`` shows on the same peer code.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from tests.integration.nodes import eio_url as our_eio_url
+from tests.integration.nodes import start_node
+from tests.interop.peer import (
+    PEER_MS,
+    SECRET,
+    LogWatcher,
+    eio_url,
+    free_port,
+    http_url,
+    register,
+    request,
+    require_peer,
+    start_peer_master,
+    start_peer_ms,
+)
+from tests.wsclient import EIOClient
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "examples", "jwt")
+ROUTED = ("login", "msNoHandler", "crash")  # what the peer's own master routes to test-app
+CRASH_TEXT = "Cannot read properties of null (reading 'boom')"  # the peer's test-app crash
+WORKER_GONE = "master received exit event from worker process"
+
+
+def claims(token: str) -> dict[str, Any]:
+    """A JWT's payload as it is on the wire (public claims only: secrets stay in ``qewd``)."""
+    segment = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def start_master(test: TestCase, ms_url: str, **config: Any):
+    """Our master: the seed example's local ``jwt`` app (examples/jwt/jwt_app.py: ``test``
+    needs a logged-in session), ``login``/``msNoHandler``/``crash`` routed to ``ms_url``."""
+    assert SECRET == "someSecret123"  # the peer's secret; start_node's default is the same
+    config.setdefault("u_services", [{"application": "jwt", "types": {
+        t: {"url": ms_url, "application": "test-app"} for t in ROUTED}}])
+    return start_node(test, base_dir=EXAMPLE, moduleMap={"jwt": "jwt_app.py"}, **config)
+
+
+async def connect(test: TestCase, node) -> tuple[EIOClient, str]:
+    c = EIOClient(our_eio_url(node))
+    test.addCleanup(c.close)
+    return c, await register(c)
+
+
+def login(token: str, password: str = "secret") -> dict[str, Any]:
+    return {"type": "login", "token": token,
+            "params": {"username": "rob", "password": password}}
+
+
+class PythonMasterToQEWDMicroServiceTests(TestCase):
+    """Our master, the peer's running micro-service node (``QEWD_PEER_MS``)."""
+
+    def setUp(self) -> None:
+        require_peer(self)
+        self.ms_url = http_url(PEER_MS)
+        self.master = start_master(self, self.ms_url)
+        self.link = self.master.micro_services.links[self.ms_url]
+
+    @defer.inlineCallbacks
+    def test_login_rob_secret(self):
+        """The peer's intermediate and final frames reach our client; the token it minted (we
+        only rewrite ``application`` back) verifies here with ``username`` and
+        ``authenticated`` as secret claims, and our local handler accepts it."""
+        yield self.link.when_up()
+        self.assertFalse(self.link.echoes_request_ids)  # a QEWD.js remote: one at a time
+        c, token = yield defer.ensureDeferred(connect(self, self.master))
+        frames = yield defer.ensureDeferred(request(c, login(token)))
+        self.assertEqual([(f["type"], f["finished"]) for f in frames],
+                         [("login", False), ("login", True)])
+        self.assertEqual(frames[0]["message"], {"text": "checking credentials",
+                                                "username": "rob"})
+        for frame in frames:
+            self.assertNotIn("ms_requestId", frame)
+            self.assertNotIn("ms_requestId", frame["message"])
+            self.assertRegex(frame["responseTime"], r"^\d+ms$")
+        self.assertIs(frames[1]["message"]["ok"], True)
+        new_token = frames[1]["message"]["token"]
+
+        session = self.master.tokens.session(new_token)  # verifies and decrypts
+        self.assertEqual(session["application"], "jwt")  # test-app on the peer, back to jwt
+        self.assertEqual((session["username"], session["authenticated"]), ("rob", True))
+        self.assertEqual(session["userText"], "Rob")
+        self.assertEqual(session["timeout"], 60)  # the peer's test-app sets 60 (ours: 1200)
+        self.assertEqual(session["socketId"],
+                         self.master.tokens.session(token)["socketId"])
+        public = claims(new_token)
+        self.assertEqual(list(public)[:6], ["exp", "iat", "iss", "application", "timeout", "qewd"])
+        self.assertNotIn("username", public)  # secret: only inside the encrypted qewd claim
+        self.assertNotIn("authenticated", public)
+        self.assertEqual(public["userText"], "Rob")  # not made secret: public
+        self.assertEqual(public["exp"] - public["iat"], 60)
+
+        # the token works for our master's local handler, which needs authenticated
+        frames = yield defer.ensureDeferred(request(c, {
+            "type": "test", "token": new_token, "params": {"text": "hi"}}))
+        self.assertEqual(frames[-1]["message"]["text"], "You sent: hi")
+        self.assertEqual(frames[-1]["message"]["username"], "rob")
+
+    @defer.inlineCallbacks
+    def test_wrong_password_gets_invalid_login(self):
+        """The peer's ``Invalid login`` reaches our client under its request type, with no
+        token (QEWD.js's own master loses it: see QEWDMasterLosesErrorsTests)."""
+        yield self.link.when_up()
+        c, token = yield defer.ensureDeferred(connect(self, self.master))
+        frames = yield defer.ensureDeferred(request(c, login(token, "wrong")))
+        self.assertEqual([(f["type"], f["finished"]) for f in frames],
+                         [("login", False), ("login", True)])
+        self.assertEqual(frames[1]["message"], {"error": "Invalid login"})
+        # still not logged in here
+        frames = yield defer.ensureDeferred(request(c, {"type": "test", "token": token}))
+        self.assertEqual(frames[-1]["message"], {"error": "You must be logged in"})
+
+
+class QEWDMicroServiceErrorsTests(TestCase):
+    """``msNoHandler`` and ``crash`` on a QEWD.js micro-service of our own (a crash kills a
+    peer worker, so these never touch the shared peer)."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        require_peer(self, spawn=True)
+
+    @defer.inlineCallbacks
+    def _pair(self, **config: Any):
+        port = free_port()
+        ms, ready = start_peer_ms(self, port)
+        yield ready
+        master = start_master(self, http_url(("127.0.0.1", port)), **config)
+        link = master.micro_services.links[http_url(("127.0.0.1", port))]
+        yield link.when_up()
+        return ms, master, link
+
+    @defer.inlineCallbacks
+    def test_errors_reach_our_client(self):
+        """``Handler not defined...`` (sent without ``ms_requestId``) and the crash frame
+        ``{type: "error", message: "<text>"}`` (also without it) both reach our client as a
+        final error under the request's own type; the link goes on working."""
+        ms, master, link = yield self._pair()
+        c, token = yield defer.ensureDeferred(connect(self, master))
+        frames = yield defer.ensureDeferred(request(c, login(token)))
+        token = frames[-1]["message"]["token"]
+
+        frames = yield defer.ensureDeferred(request(c, {"type": "msNoHandler", "token": token,
+                                                        "params": {}}))
+        self.assertEqual(len(frames), 1)
+        self.assertEqual((frames[0]["type"], frames[0]["finished"]), ("msNoHandler", True))
+        self.assertEqual(frames[0]["message"],
+                         {"error": "Handler not defined for test-app messages of type "
+                                   "msNoHandler"})
+
+        gone = ms.wait_for(WORKER_GONE)
+        frames = yield defer.ensureDeferred(request(c, {"type": "crash", "token": token,
+                                                        "params": {}}))
+        self.assertEqual(len(frames), 1)
+        self.assertEqual((frames[0]["type"], frames[0]["finished"]), ("crash", True))
+        self.assertEqual(frames[0]["message"], {"error": CRASH_TEXT})
+        yield gone  # the peer forks a new worker on demand once the old one has exited
+
+        frames = yield defer.ensureDeferred(request(c, login(token)))
+        self.assertIs(frames[-1]["message"]["ok"], True)
+        self.assertTrue(link.is_up)
+
+    @defer.inlineCallbacks
+    def test_request_right_after_a_crash(self):
+        """The peer's master marks a crashed worker available again on its error frame and
+        may hand it the next request before the worker's exit is seen: that request is
+        never answered (PROTOCOL.md §5.4 says nothing of it). Our link sends the queued
+        request the moment the crash frame arrives, so it is exposed to exactly that; our
+        deadline ends it with a 504, the link resyncs by reconnecting, and the next login
+        works. If the peer's worker exit won the race, the request is simply answered.
+        Either way the client always gets an answer."""
+        log = LogWatcher(self)
+        ms, master, link = yield self._pair(microServiceTimeout=2)
+        c, token = yield defer.ensureDeferred(connect(self, master))
+        frames = yield defer.ensureDeferred(request(c, login(token)))
+        token = frames[-1]["message"]["token"]
+
+        mark = log.mark()
+        c.emit({"type": "crash", "token": token, "params": {}})
+        c.emit(login(token))  # queued on our link behind the crash (QEWD.js remote)
+        crashed = yield defer.ensureDeferred(c.message())
+        self.assertEqual((crashed["type"], crashed["message"]), ("crash", {"error": CRASH_TEXT}))
+        first = yield defer.ensureDeferred(c.message())
+        self.assertEqual(first["type"], "login")
+        if first["message"].get("status") == {"code": 504}:
+            # lost in the dying worker: our deadline answered it
+            self.assertEqual(first["message"]["error"], "MicroService request timed out")
+            # the peer never finishes it, so the link reconnects to start clean
+            yield log.wait_for("re-registered", since=mark)
+            yield link.when_up()
+        else:
+            self.assertEqual(first["message"], {"text": "checking credentials",
+                                                "username": "rob"})
+            final = yield defer.ensureDeferred(c.message())
+            self.assertIs(final["message"]["ok"], True)
+        frames = yield defer.ensureDeferred(request(c, login(token)))
+        self.assertIs(frames[-1]["message"]["ok"], True)
+
+
+class QEWDMasterLosesErrorsTests(TestCase):
+    """The same errors through QEWD.js's own master (ours, started for this test, in front of
+    our own peer micro-service): its socket client hands every ``message.error`` frame that
+    has no ``ms_requestId`` to a ``restRequest`` event nobody listens to (§4.4 item 8). The
+    client hears nothing; the next request's frames are the next thing it gets."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        require_peer(self, spawn=True)
+
+    @defer.inlineCallbacks
+    def test_qewd_master_drops_ms_errors(self):
+        ms_port, master_port = free_port(), free_port()
+        ms, ms_ready = start_peer_ms(self, ms_port)
+        yield ms_ready
+        peer_master, ready = start_peer_master(self, master_port,
+                                               http_url(("127.0.0.1", ms_port)))
+        yield ready
+        c = EIOClient(eio_url(("127.0.0.1", master_port)))
+        self.addCleanup(c.close)
+        token = yield defer.ensureDeferred(register(c))
+        lost = "Emitting error as restRequest: "
+
+        # wrong password: the intermediate arrives, the final error is dropped
+        dropped = peer_master.wait_for(
+            lost + '{"type":"login","finished":true,"message":{"error":"Invalid login"}')
+        c.emit(login(token, "wrong"))
+        first = yield defer.ensureDeferred(c.message())
+        self.assertEqual((first["type"], first["finished"]), ("login", False))
+        yield dropped
+
+        dropped = peer_master.wait_for(lost + '{"type":"msNoHandler","finished":true,'
+                                       '"message":{"error":"Handler not defined for test-app '
+                                       'messages of type msNoHandler"}')
+        c.emit({"type": "msNoHandler", "token": token, "params": {}})
+        yield dropped
+
+        dropped = peer_master.wait_for(lost + '{"message":{"error":"' + CRASH_TEXT + '"}}')
+        gone = ms.wait_for(WORKER_GONE)
+        c.emit({"type": "crash", "token": token, "params": {}})
+        yield dropped
+        yield gone
+
+        # nothing came for the three; the next login's frames are the next frames
+        self.assertEqual(c.frames.pending, [])
+        frames = yield defer.ensureDeferred(request(c, login(token)))
+        self.assertEqual([(f["type"], f["finished"]) for f in frames],
+                         [("login", False), ("login", True)])
+        self.assertIs(frames[-1]["message"]["ok"], True)

@@ -1,0 +1,56 @@
+# test-case-name: tests.test_workers
+"""The worker pool: bounded queue, results on the reactor, stop without blocking."""
+
+from __future__ import annotations
+
+import threading
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from qewd_twisted.workers import PoolFull, WorkerPool
+
+
+class WorkerPoolTests(TestCase):
+    def setUp(self) -> None:
+        self.pool = WorkerPool(reactor, size=1, max_queue=1)
+        self.pool.startService()
+        self.release = threading.Event()
+        self.addCleanup(self.release.set)
+
+    def tearDown(self) -> defer.Deferred:
+        self.release.set()
+        return defer.maybeDeferred(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_queue_limit_then_recovery(self):
+        first = self.pool.run(self.release.wait, 30)
+        second = self.pool.run(lambda: "queued")
+        self.assertEqual((self.pool.busy, self.pool.queued), (1, 1))
+        third = self.pool.run(lambda: "refused")
+        self.failureResultOf(third, PoolFull)
+        self.release.set()
+        self.assertIs((yield first), True)
+        self.assertEqual((yield second), "queued")
+        yield self.pool.when_idle()
+        self.assertEqual((yield self.pool.run(lambda: "again")), "again")
+
+    @defer.inlineCallbacks
+    def test_exceptions_come_back_as_failures(self):
+        def boom():
+            raise KeyError("x")
+
+        with self.assertRaises(KeyError):
+            yield self.pool.run(boom)
+        self.assertEqual(self.pool.busy + self.pool.queued, 0)
+
+    @defer.inlineCallbacks
+    def test_stop_does_not_wait_forever_for_a_stuck_handler(self):
+        stuck = threading.Event()
+        self.addCleanup(stuck.set)
+        self.pool.run(stuck.wait, 30)
+        self.pool.join_timeout = 0.2
+        yield self.pool.stopService()  # returns although the thread is still blocked
+        self.assertFalse(stuck.is_set())
+        self.pool.startService()  # tearDown stops it again
+        stuck.set()

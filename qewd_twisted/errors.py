@@ -34,7 +34,6 @@ NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
 BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
-NO_APPLICATION_CLAIM = "No application claim"  # the reason in "Invalid JWT: Error: ..."
 
 # Status codes carried in message.status.code (QEWD's convention for MS_DOWN, §4.2)
 STATUS_MS_DOWN = 503

@@ -286,13 +286,13 @@ class Node:
 
     def _jwt_message(self, conn: Connection, obj: dict, mtype: str, token: Any,
                      started: float, rid: Any) -> None:
-        from .tokens import TokenError
+        from .tokens import NO_APPLICATION, TokenError
 
         try:
             payload = self.tokens.decode(token)
             application = payload.get("application")
             if not isinstance(application, str) or not application:
-                raise TokenError(E.NO_APPLICATION_CLAIM)
+                raise TokenError(NO_APPLICATION)
             route = (self.micro_services.route(application, mtype)
                      if self.micro_services is not None else None)
             if route is not None:

@@ -74,7 +74,13 @@ BAD_HEADER = "Invalid JWT header"
 #: Client-visible texts this module adds to QEWD's (docs/errors.md lists them). Malformed
 #: tokens give a ``SyntaxError`` text as in QEWD.js, but with our own short wording where
 #: JavaScript's ``JSON.parse`` message would have been.
+NO_APPLICATION = "No application claim"  # ours: checked by the node, which dispatches on it
+
 ERRORS: dict[str, str] = {
+    "Invalid JWT: Error: " + NO_APPLICATION: (
+        "The token is valid but has no application claim (or it is not a non-empty string), "
+        "so the node cannot tell which handler module to use."
+    ),
     "Invalid JWT: Error: " + INVALID_QEWD: (
         "The token is correctly signed but its encrypted qewd claim is missing, is not a hex "
         "string, or does not decrypt to a JSON object under this node's secret. QEWD.js "

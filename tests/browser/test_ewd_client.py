@@ -3,17 +3,20 @@
 /ewd-client.js (over /socket.io/socket.io.js) in headless Chromium against a real node:
 per-request correlation (concurrent same-type requests, errors, crashes, array replies), the
 node's JWT rejection, the string start form (session tokens) across a dropped socket, a
-session resumed from a cookie, and the ajax channel. Fixture page: tests/browser/www/ewd.html.
+session resumed from a cookie, the official socket.io-client 2 bundle in place of ours, and the
+ajax channel. Fixture page: tests/browser/www/ewd.html.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet import defer
+from twisted.trial.unittest import SkipTest
 
 from tests.browser import app
-from tests.browser.harness import BrowserTestCase, base_url
+from tests.browser.harness import REPO, BrowserTestCase, base_url
 
 
 class EWDClientTests(BrowserTestCase):
@@ -101,8 +104,9 @@ class EWDClientTests(BrowserTestCase):
 
     @defer.inlineCallbacks
     def test_string_start_form_is_session_mode_and_survives_a_drop(self):
-        """``EWD.start(app, $, io)``: a server-side session, re-registered after a drop."""
-        node, page = yield self.open_page("?form=string")
+        """``EWD.start(app, $, io, ajax, url)``: a server-side session, re-registered after
+        a drop."""
+        node, page = yield self.open_page("?form=string&url")
         jwt = yield self.in_browser(page.evaluate, "EWD.jwt")
         self.assertIs(jwt, False)
         [conn] = node.node.connections.values()
@@ -128,6 +132,43 @@ class EWDClientTests(BrowserTestCase):
         self.assertEqual(echo, {"you sent": "second", "user": "rob"})
         claims = yield self.in_browser(second.evaluate, "EWD.jwt")
         self.assertEqual((claims["application"], claims["userText"]), ("browser-test", "Rob"))
+
+    @defer.inlineCallbacks
+    def test_with_the_official_socket_io_client_2(self):
+        """ewd-client.js over socket.io-client 2.5.0's own browser bundle (tests/js), which a
+        page may bring instead of ours: correlation and the reconnect work the same."""
+        bundle = os.path.join(REPO, "tests", "js", "node_modules", "socket.io-client", "dist",
+                              "socket.io.js")
+        if not os.path.exists(bundle):
+            if os.environ.get("CI"):
+                self.fail("tests/js/node_modules is required in CI (scripts/test.sh runs npm ci)")
+            raise SkipTest("tests/js/node_modules missing (scripts/test.sh installs it)")
+        node = self.start_app_node()
+        yield self.start_browser()
+        yield self.in_browser(lambda: self.bt.context.route(
+            "**/socket.io/socket.io.js",
+            lambda route: route.fulfill(path=bundle, content_type="application/javascript")))
+        node, page = yield self.open_page("?url", node)
+        version = yield self.in_browser(page.evaluate, "[io.protocol, io.version === undefined]")
+        self.assertEqual(version, [4, True])  # theirs: ours sets io.version
+        yield self.in_browser(page.evaluate, """() => {
+            track('a', {type: 'hold', params: {key: 'a'}});
+            track('b', {type: 'hold', params: {key: 'b'}});
+        }""")
+        yield app.held("a", "b")
+        app.release("b")
+        yield self.in_browser(_wait_js, page, "finalOf('b')")
+        app.release("a")
+        yield self.in_browser(_wait_js, page, "finalOf('a')")
+        keys = yield self.in_browser(
+            page.evaluate, "[finalOf('a').message.key, finalOf('b').message.key]")
+        self.assertEqual(keys, ["a", "b"])
+
+        yield self.in_browser(_log_in_and_echo, page, "before")
+        self.drop_sockets(node)
+        yield self.in_browser(_wait_js, page, "seen('ewd-reregistered') === 1")
+        echo = yield self.in_browser(_echo, page, "after")
+        self.assertEqual(echo, {"you sent": "after", "user": "rob"})
 
     @defer.inlineCallbacks
     def test_ajax_channel_with_a_custom_ajax_function(self):

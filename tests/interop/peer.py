@@ -173,7 +173,11 @@ def _kill_worker(pid: int) -> None:
 
 class PeerProcess(_Output, protocol.ProcessProtocol):
     """A QEWD.js node we start (``node <script>`` in the peer's run folder) and stop, with its
-    worker processes. Its stdout and stderr are collected for ``wait_for``."""
+    worker processes. Its stdout and stderr are collected for ``wait_for``.
+
+    QEWD's workers (``child_process.fork``) inherit the node's stdout and stderr, so the
+    pipes stay open until they are gone too: once the node process exits, its workers are
+    killed, and only then do the pipes close (``processEnded``)."""
 
     def __init__(self, test: TestCase, script: str, env: dict[str, str], label: str) -> None:
         _Output.__init__(self)
@@ -182,55 +186,60 @@ class PeerProcess(_Output, protocol.ProcessProtocol):
         self.env = env
         self.label = label
         self.transport: Any = None
-        self.ended: defer.Deferred[Any] = defer.Deferred()
+        self.pid: int | None = None
+        self._workers: set[int] = set()
+        self._exited = False
+        self.ended: defer.Deferred[None] = defer.Deferred()
 
     def start(self) -> PeerProcess:
         home = peer_home()
         assert NODE is not None and home is not None  # require_peer(spawn=True) checked
         env = dict(os.environ, QEWD_REDIS_PORT=REDIS_PORT, **self.env)
         reactor.spawnProcess(self, NODE, [NODE, self.script], env=env, path=home)
+        self.pid = self.transport.pid
         self.test.addCleanup(self.stop, "KILL")
         return self
 
     @property
     def running(self) -> bool:
-        return self.transport is not None and bool(self.transport.pid)
+        return not self._exited and self.pid is not None
 
     def outReceived(self, data: bytes) -> None:
+        if self.running:  # new workers are forked on demand: note them while we can
+            self._workers.update(_children(self.pid))
         self._append(data.decode("utf-8", "replace"))
 
     errReceived = outReceived
+
+    def processExited(self, reason: Any) -> None:
+        self._exited = True
+        for worker in self._workers:
+            _kill_worker(worker)
 
     def processEnded(self, reason: Any) -> None:
         self.transport = None
         self._fail_waiters("process ended")
         self.ended.callback(None)
 
-    def stop(self, how: str = "TERM") -> defer.Deferred[Any]:
-        """SIGTERM (QEWD stops its workers, then exits) or SIGKILL; then any worker left over
-        is killed too. Fires once the node process is gone."""
-        if not self.running:
+    def stop(self, how: str = "TERM") -> defer.Deferred[None]:
+        """SIGTERM (QEWD stops its workers, then exits) or SIGKILL; any worker left over is
+        killed when the node has exited. Fires once the node and its pipes are gone."""
+        if self.ended.called:
             return defer.succeed(None)
-        pid = self.transport.pid
-        workers = _children(pid)
-        self.transport.signalProcess(how)
-        backstop = reactor.callLater(10, self._kill)
-        ended = self.ended
-
-        def reap(result: Any) -> Any:
-            if backstop.active():
-                backstop.cancel()
-            for worker in workers + _children(pid):
-                _kill_worker(worker)
-            return result
-
-        self.ended = defer.Deferred()
-        ended.addBoth(reap).chainDeferred(self.ended)
-        return self.ended
+        if self.running:
+            self._workers.update(_children(self.pid))
+            self.transport.signalProcess(how)
+            backstop = reactor.callLater(10, self._kill)
+            self.ended.addBoth(lambda r: (backstop.cancel() if backstop.active() else None, r)[1])
+        d: defer.Deferred[None] = defer.Deferred()
+        self.ended.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
 
     def _kill(self) -> None:
         if self.running:
             self.transport.signalProcess("KILL")
+        for worker in self._workers:
+            _kill_worker(worker)
 
 
 def start_peer_ms(test: TestCase, port: int) -> tuple[PeerProcess, defer.Deferred[None]]:

@@ -55,6 +55,9 @@ __all__ = [
 
 DEFAULT_PORT = 8080
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+# "qewd": AES-256-CBC as QEWD.js does it (§3.3), the default; "aes-256-gcm": authenticated,
+# random nonce, for meshes of qewd-twisted nodes only (QEWD.js cannot read it).
+JWT_CIPHERS = ("qewd", "aes-256-gcm")
 
 # The keys we read. Ours follow QEWD's camelCase style; max_queue_length is QEWD's spelling.
 SUPPORTED_KEYS = (
@@ -107,6 +110,7 @@ class JWTConfig:
     secret: str = field(repr=False)
     algorithms: tuple[str, ...] = ("HS256",)
     previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+    cipher: str = "qewd"  # the qewd claim's cipher: "qewd" (QEWD.js's) or "aes-256-gcm"
 
 
 @dataclass(frozen=True)
@@ -391,7 +395,7 @@ def _jwt(c: Checker, d: dict[str, Any]) -> JWTConfig | None:
     if not isinstance(raw, dict):
         c.add("config.jwt", f"must be False or {{'secret': '...'}}, got {show(raw)}")
         return None
-    c.check_keys(raw, "config.jwt", ("secret", "algorithms", "previousSecrets"))
+    c.check_keys(raw, "config.jwt", ("secret", "algorithms", "previousSecrets", "cipher"))
     secret = c.get_str(raw, "secret", "config.jwt", secret=True, required="the signing secret")
     algorithms: tuple[str, ...] = ("HS256",)
     names = c.get_list(raw, "algorithms", "config.jwt", ", ".join(JWT_ALGORITHMS))
@@ -411,7 +415,12 @@ def _jwt(c: Checker, d: dict[str, Any]) -> JWTConfig | None:
                 f"must be a non-empty string, got {show(s, secret=True)}",
             )
     previous_secrets = tuple(s for s in previous if isinstance(s, str) and s)
-    return JWTConfig(secret, algorithms, previous_secrets) if secret else None
+    cipher = raw.get("cipher", "qewd")
+    if cipher not in JWT_CIPHERS:
+        c.add("config.jwt.cipher", f"must be one of {', '.join(map(repr, JWT_CIPHERS))}, "
+              f"got {show(cipher)}")
+        cipher = "qewd"
+    return JWTConfig(secret, algorithms, previous_secrets, cipher) if secret else None
 
 
 def _is_dotted_name(name: str) -> bool:

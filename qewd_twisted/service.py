@@ -69,6 +69,7 @@ class QEWDService(MultiService):
                 clock=reactor,
                 initial_timeout=config.initial_session_timeout,
                 previous_secrets=config.jwt.previous_secrets,
+                cipher=config.jwt.cipher,
             )
         self.sessions = MemorySessionStore(reactor)
         gc = TimerService(60, self.sessions.collect_garbage)

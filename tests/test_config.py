@@ -1220,3 +1220,15 @@ class MicroServicesObjectFormTests(ConfigTestCase):
                 "config.u_services.routes: must be a list of routes, got {} (dict)",
             ],
         )
+
+
+class CipherKeyTests(ConfigTestCase):
+    def test_cipher(self) -> None:
+        from qewd_twisted.config import config_from_dict
+
+        cfg = config_from_dict({"jwt": {"secret": "s", "cipher": "aes-256-gcm"}})
+        self.assertEqual(cfg.jwt.cipher, "aes-256-gcm")
+        self.assertEqual(config_from_dict({"jwt": {"secret": "s"}}).jwt.cipher, "qewd")
+        with self.assertRaises(ConfigError) as e:
+            config_from_dict({"jwt": {"secret": "s", "cipher": "des"}})
+        self.assertIn("config.jwt.cipher", str(e.exception))

@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from qewd_twisted.sessions import JWTSession, check_timeout
 from qewd_twisted.tokens import (
+    GCMSecretCipher,
     ERRORS,
     SecretCipher,
     TokenCodec,
@@ -938,3 +939,52 @@ class VerifiedCacheTests(SynchronousTestCase):
         with self.assertRaises(TokenError):
             self.codec.decode(wrong)
         self.assertNotIn(wrong, self.codec._seen)
+
+
+class GCMCipherTests(SynchronousTestCase):
+    """The opt-in authenticated cipher for the qewd claim (jwt.cipher = "aes-256-gcm")."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.gcm = TokenCodec("someSecret123", clock=self.clock, cipher="aes-256-gcm")
+        self.cbc = TokenCodec("someSecret123", clock=self.clock)
+
+    def test_round_trip_and_format(self) -> None:
+        token = self.gcm.register_token("app", {"socketId": "s", "authenticated": False})
+        claim = self.gcm.decode(token)["qewd"]
+        self.assertTrue(claim.startswith("gcm1."))
+        session = self.gcm.session(token)
+        self.assertEqual((session["socketId"], session["authenticated"]), ("s", False))
+        session["username"] = "rob"
+        session.make_secret("username")
+        self.assertEqual(self.gcm.session(self.gcm.issue(session))["username"], "rob")
+
+    def test_random_nonce(self) -> None:
+        a = GCMSecretCipher("k").encrypt({"x": 1})
+        b = GCMSecretCipher("k").encrypt({"x": 1})
+        self.assertNotEqual(a, b)
+        self.assertEqual(GCMSecretCipher("k").decrypt(a), {"x": 1})
+
+    def test_tampered_or_wrong_secret_claim_is_refused(self) -> None:
+        claim = GCMSecretCipher("k", cache_size=0).encrypt({"authenticated": False})
+        raw = bytearray(base64.urlsafe_b64decode(claim[5:] + "=" * (-len(claim[5:]) % 4)))
+        raw[-1] ^= 1
+        flipped = "gcm1." + base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+        with self.assertRaises(ValueError):
+            GCMSecretCipher("k", cache_size=0).decrypt(flipped)
+        with self.assertRaises(ValueError):
+            GCMSecretCipher("other", cache_size=0).decrypt(claim)
+
+    def test_both_formats_read_during_migration(self) -> None:
+        old = self.cbc.register_token("app", {"socketId": "old"})
+        new = self.gcm.register_token("app", {"socketId": "new"})
+        self.assertEqual(self.gcm.session(old)["socketId"], "old")
+        self.assertEqual(self.cbc.session(new)["socketId"], "new")
+        # a gcm node re-issues a migrated session in its own format
+        self.assertTrue(self.gcm.decode(self.gcm.issue(self.gcm.session(old)))["qewd"]
+                        .startswith("gcm1."))
+
+    def test_unknown_cipher_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            TokenCodec("s", cipher="rot13")

@@ -71,7 +71,7 @@ class Request:
 
     __slots__ = (
         "conn", "message", "type", "started", "ms_request_id", "jwt", "session",
-        "application", "done", "timer", "app", "id", "link",
+        "application", "done", "timer", "app", "id", "link", "in_thread", "spare",
     )
 
     def __init__(self, conn: Connection, message: dict, type: str, started: float,
@@ -87,6 +87,8 @@ class Request:
         self.done = False
         self.timer: Any = None
         self.app: Application | None = None
+        self.in_thread = False  # its handler runs in a pool thread
+        self.spare = False  # the pool lent a thread in place of this stuck one
         self.id = next(_request_ids)
         self.link: Any = None  # the Link it was forwarded on, if any
 
@@ -436,8 +438,16 @@ class Node:
             d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
         else:
             send, finished = self._callbacks(req, threaded=True)
+            req.in_thread = True
             d = self.pool.run(self._chain_sync, app, handler, req, send, finished)
+            d.addBoth(self._thread_returned, req)
         d.addErrback(self._handler_failed, req)
+
+    def _thread_returned(self, result: Any, req: Request) -> Any:
+        if req.spare:
+            req.spare = False
+            self.pool.return_spare()
+        return result
 
     def _callbacks(self, req: Request, threaded: bool) -> tuple[Callable, Callable]:
         if threaded:
@@ -527,6 +537,8 @@ class Node:
         log.warn("handler for {application}/{type} did not finish in {seconds}s",
                  application=req.application, type=req.type, seconds=self.handler_timeout,
                  request_id=req.id)
+        if req.in_thread and self.pool.lend_spare():
+            req.spare = True  # its thread is still busy: keep the pool's capacity
         self._end(req, "timeout")
         self._error(req.conn, req.type,
                     E.HANDLER_TIMEOUT.format(type=req.type, seconds=f"{self.handler_timeout:g}"),

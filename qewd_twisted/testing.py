@@ -65,6 +65,12 @@ class SyncPool:
     def when_idle(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
+    def lend_spare(self) -> bool:
+        return False
+
+    def return_spare(self) -> None:
+        pass
+
 
 class FakeReactor(Clock):
     """A Clock whose callFromThread runs the call at once (all "threads" are this one)."""

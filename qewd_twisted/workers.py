@@ -48,22 +48,48 @@ class WorkerPool(Service):
         self._pool.threadFactory = _daemon_thread
         self._outstanding = 0  # queued + running, counted on the reactor thread
         self._idle: list[defer.Deferred[None]] = []
+        # A handler past its timeout still holds its thread (a thread can't be interrupted):
+        # the pool lends a spare thread in its place, at most ``max_spares`` at a time, so
+        # stuck handlers of one application cannot starve every other one.
+        self.max_spares = size
+        self.spares = 0
+
+    @property
+    def threads(self) -> int:
+        """Threads the pool may run now: poolSize plus spares lent for stuck handlers."""
+        return self.size + self.spares
 
     @property
     def busy(self) -> int:
         """Calls running in a thread now."""
-        return min(self._outstanding, self.size)
+        return min(self._outstanding, self.threads)
 
     @property
     def queued(self) -> int:
         """Calls waiting for a free thread."""
-        return max(0, self._outstanding - self.size)
+        return max(0, self._outstanding - self.threads)
+
+    def lend_spare(self) -> bool:
+        """A call is stuck past its deadline: add a thread in its place. False at the cap."""
+        if self.spares >= self.max_spares:
+            return False
+        self.spares += 1
+        # Raising only the maximum would start a thread for the *next* call; the minimum
+        # makes the pool start one now, for the calls already queued.
+        self._pool.adjustPoolsize(self.threads, self.threads)
+        return True
+
+    def return_spare(self) -> None:
+        """The stuck call has returned: the pool shrinks back."""
+        if self.spares > 0:
+            self.spares -= 1
+            self._pool.adjustPoolsize(self.spares and self.threads, self.threads)
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         """Call ``fn`` in a pool thread; the Deferred fires on the reactor with its result."""
         if not self.running:
             return defer.fail(PoolFull("the worker pool is not running"))
-        if self._outstanding >= self.size + self.max_queue:
+        if self._outstanding >= self.threads + self.max_queue:
             return defer.fail(PoolFull("the worker pool queue is full"))
         self._outstanding += 1
         d = deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
@@ -72,11 +98,17 @@ class WorkerPool(Service):
 
     def _done(self, result: Any) -> Any:
         self._outstanding -= 1
-        if self._outstanding == 0:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
+        if self._outstanding == 0 and self._idle:
+            # next turn: callbacks after this one on the call's Deferred run first
+            self._reactor.callLater(0, self._fire_idle)  # type: ignore[attr-defined]
         return result
+
+    def _fire_idle(self) -> None:
+        if self._outstanding:
+            return
+        waiting, self._idle = self._idle, []
+        for d in waiting:
+            d.callback(None)
 
     def when_idle(self) -> defer.Deferred[None]:
         """Fires when nothing is queued or running."""

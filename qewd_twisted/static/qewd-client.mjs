@@ -86,6 +86,7 @@ export class QEWDClient {
     return new Promise((resolve, reject) => {
       if (!this.#started) return reject(new Error('call QEWD.start() first'));
       if (this.#ended) return reject(this.#ended);
+      if (this.#stopped) return reject(new Error('client stopped'));
       if (!isObject(message) || typeof message.type !== 'string') {
         return reject(new TypeError('a message needs a string type'));
       }
@@ -148,10 +149,12 @@ export class QEWDClient {
     }
   }
 
-  /** Close the socket for good; pending requests are rejected. */
+  /** Close the socket for good; pending requests (and an unfinished start) are rejected. */
   stop() {
+    if (this.#stopped) return;
     this.#stopped = true;
     clearTimeout(this.#reconnectTimer);
+    if (this.#started && !this.#everRegistered) this.#started.reject(new Error('client stopped'));
     const ws = this.#ws;
     this.#ws = null;
     if (ws) {

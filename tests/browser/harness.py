@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
@@ -66,7 +67,7 @@ class BrowserThread:
             fn, args, d = job
             try:
                 result = fn(*args)
-            except BaseException:
+            except BaseException:  # noqa: BLE001 -- every failure goes back to the test
                 reactor.callFromThread(d.errback, Failure())
             else:
                 reactor.callFromThread(d.callback, result)

@@ -66,7 +66,7 @@ class ESMClientTests(BrowserTestCase):
 
     @defer.inlineCallbacks
     def test_concurrent_same_type_requests_get_their_own_replies(self):
-        node, page = yield self.open_page()
+        _node, page = yield self.open_page()
         yield self.in_browser(page.evaluate, """() => {
             window.out = {};
             window.inter = {};
@@ -132,7 +132,7 @@ class ESMClientTests(BrowserTestCase):
 
     @defer.inlineCallbacks
     def test_jwt_rejection_resolves_then_ends_the_session(self):
-        node, page = yield self.open_page()
+        _node, page = yield self.open_page()
         out = yield self.in_browser(page.evaluate, """async () => {
             await QEWD.reply({type: 'expire'});
             const rejected = await QEWD.reply({type: 'echo', params: 'late'});

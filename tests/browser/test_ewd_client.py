@@ -32,7 +32,7 @@ class EWDClientTests(BrowserTestCase):
     @defer.inlineCallbacks
     def test_concurrent_same_type_requests_get_their_own_replies(self):
         """Each callback gets its own frames, whatever order the replies come in."""
-        node, page = yield self.open_page()
+        _node, page = yield self.open_page()
         yield self.in_browser(page.evaluate, """() => {
             track('a', {type: 'hold', params: {key: 'a'}});
             track('b', {type: 'hold', params: {key: 'b'}});
@@ -73,7 +73,7 @@ class EWDClientTests(BrowserTestCase):
 
     @defer.inlineCallbacks
     def test_typed_intermediate_goes_to_its_type_listeners(self):
-        node, page = yield self.open_page()
+        _node, page = yield self.open_page()
         yield self.in_browser(page.evaluate, "track('t', {type: 'typed'})")
         yield self.in_browser(_wait_js, page, "finalOf('t')")
         frames = yield self.in_browser(page.evaluate, "results.t")
@@ -87,7 +87,7 @@ class EWDClientTests(BrowserTestCase):
     def test_jwt_rejection_reaches_its_callback_and_ends_the_session(self):
         """The node's rejection of a correlated request has neither ``finished`` nor
         ``disconnect``; the client still ends the session as QEWD's ``disconnect`` would."""
-        node, page = yield self.open_page()
+        _node, page = yield self.open_page()
         yield self.in_browser(page.evaluate, "track('x', {type: 'expire'})")
         yield self.in_browser(_wait_js, page, "finalOf('x')")
         yield self.in_browser(page.evaluate, "track('y', {type: 'echo', params: 'late'})")
@@ -173,7 +173,7 @@ class EWDClientTests(BrowserTestCase):
     @defer.inlineCallbacks
     def test_ajax_channel_with_a_custom_ajax_function(self):
         """No io: QEWD's POST /ajax channel, through the page's ajax function."""
-        node, page = yield self.open_page("?form=ajax")
+        _node, page = yield self.open_page("?form=ajax")
         yield self.in_browser(page.evaluate, """() => {
             track('ok', {type: 'echo', params: 'over http'});
             track('bad', {type: 'nope'});

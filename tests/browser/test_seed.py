@@ -38,7 +38,7 @@ class SeedPageTests(BrowserTestCase):
     @defer.inlineCallbacks
     def test_login_test_message_and_broadcast(self):
         """Log in through the micro-service (intermediate shown), then ``test`` on the master."""
-        master, page = yield self.start_seed()
+        _master, page = yield self.start_seed()
         yield self.in_browser(_log_in, page, "rob", "secret")
         yield self.in_browser(_wait_text, page, "#login-result", "Logged in")
         state = yield self.in_browser(_texts, page, "#progress", "#user", "#login-result@class")
@@ -58,7 +58,7 @@ class SeedPageTests(BrowserTestCase):
     @defer.inlineCallbacks
     def test_bad_password_shows_the_error(self):
         """The micro-service's error reply reaches the page (QEWD.js drops it, §4.4 item 8)."""
-        master, page = yield self.start_seed()
+        _master, page = yield self.start_seed()
         yield self.in_browser(_log_in, page, "rob", "wrong")
         yield self.in_browser(_wait_text, page, "#login-result", "Invalid login")
         state = yield self.in_browser(

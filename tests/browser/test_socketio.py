@@ -10,7 +10,8 @@ namespace disconnect (no reconnection). Fixture page: tests/browser/www/sio.html
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet import defer, reactor

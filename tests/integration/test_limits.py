@@ -83,3 +83,36 @@ def _next_turn() -> defer.Deferred[None]:
     from twisted.internet.task import deferLater
 
     return deferLater(reactor, 0.01, lambda: None)
+
+
+class StuckHandlerTests(TestCase):
+    @defer.inlineCallbacks
+    def test_blocked_thread_does_not_starve_other_requests(self):
+        """poolSize 1: a handler blocked past handlerTimeout gets its 504, and the pool lends a
+        spare thread, so the next request (another application) still runs."""
+        from tests.apps import demo
+
+        demo.release.clear()
+        self.addCleanup(demo.release.set)
+        node = start_node(self, poolSize=1, handlerTimeout=0.3,
+                          moduleMap={"demo": "tests.apps.demo", "other": "tests.apps.users"})
+        a, b = EIOClient(eio_url(node)), EIOClient(eio_url(node))
+        for c in (a, b):
+            self.addCleanup(c.close)
+            yield defer.ensureDeferred(c.handshake())
+        a.emit({"type": "ewd-register", "application": "demo", "jwt": True})
+        b.emit({"type": "ewd-register", "application": "other", "jwt": True})
+        ta = (yield defer.ensureDeferred(a.message()))["message"]["token"]
+        tb = (yield defer.ensureDeferred(b.message()))["message"]["token"]
+        a.emit({"type": "blocked", "token": ta})
+        timed_out = yield defer.ensureDeferred(a.message())
+        self.assertEqual(timed_out["message"]["status"], {"code": 504})
+        # a's thread is still blocked; without a spare, b would wait behind it (and time out)
+        b.emit({"type": "login", "token": tb, "params": {"username": "ab", "password": "ba"}})
+        yield defer.ensureDeferred(b.message())  # "checking credentials"
+        final = yield defer.ensureDeferred(b.message())
+        self.assertEqual(final["message"]["username"], "ab")
+        self.assertEqual(node.pool.spares, 1)
+        demo.release.set()
+        yield node.pool.when_idle()
+        self.assertEqual(node.pool.spares, 0)

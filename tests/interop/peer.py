@@ -346,11 +346,17 @@ async def register(c: EIOClient, application: str = "jwt") -> str:
     return reply["message"]["token"]
 
 
+def is_final(frame: Any) -> bool:
+    """A reply frame that ends its request: it has a ``message`` and ``finished`` is not false
+    (a rejection has no ``finished``, QEWD's 503 no ``type``: PROTOCOL.md §1.4). Broadcasts
+    such as ``{"test": "message 2"}`` have no ``message``."""
+    return isinstance(frame, dict) and "message" in frame and frame.get("finished") is not False
+
+
 async def request(c: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
-    """Send one message; the frames up to and including the final one (``finished`` not
-    false: a frame without ``finished`` is a final rejection, PROTOCOL.md §1.4)."""
+    """Send one message; every frame up to and including the final one."""
     c.emit(message)
     frames = [await c.message()]
-    while frames[-1].get("finished") is False:
+    while not is_final(frames[-1]):
         frames.append(await c.message())
     return frames

@@ -1,0 +1,207 @@
+# test-case-name: tests.test_bench_smoke
+"""
+The benchmark tooling (bench/) still works: a few seconds of it against the floor servers (as
+subprocesses, as bench/run.sh starts them) and against our node (in-process), checking that the
+results are well-formed and that the misdelivery checker catches a server that crosses replies.
+
+Nothing here asserts a timing: throughput and latency only have to be present and numeric.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from tests.integration.nodes import eio_url, port_of, start_node
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+SHORT = ["--warmup", "0.2", "--duration", "0.6", "--clients", "2"]
+RESULT_KEYS = {
+    "completed": int, "rps": float, "latency_ms": dict, "errors": int, "timeouts": int,
+    "intermediates": int, "other_frames": int, "misdelivered": int, "invalid_tokens": int,
+    "gen_cpu_s": float, "ready_clients": int, "error_kinds": dict, "misdelivery_kinds": dict,
+}
+
+
+class _Server(protocol.ProcessProtocol):
+    """A ``python -m bench.servers ...`` child: ``ready`` fires with its port."""
+
+    def __init__(self) -> None:
+        self.ready: defer.Deferred[int] = defer.Deferred()
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self.out = b""
+        self.err = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if not self.ready.called and b"\n" in self.out:
+            line = self.out.split(b"\n", 1)[0].decode()
+            if line.startswith("READY "):
+                self.ready.callback(int(line.split()[1]))
+            else:
+                self.ready.errback(RuntimeError(line))
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(self.err.decode(errors="replace")[-2000:]))
+        self.ended.callback(None)
+
+
+class BenchSmokeTests(TestCase):
+    timeout = 90
+
+    def server(self, *args: str) -> defer.Deferred[int]:
+        proto = _Server()
+        transport = reactor.spawnProcess(
+            proto, sys.executable, [sys.executable, "-m", "bench.servers", *args, "--port", "0"],
+            env=ENV, path=REPO)
+
+        def stop() -> defer.Deferred[None]:
+            if transport.pid is not None:
+                transport.signalProcess("TERM")
+            return proto.ended
+
+        self.addCleanup(stop)
+        return proto.ready
+
+    @defer.inlineCallbacks
+    def loadgen(self, url: str, *args: str) -> Any:
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "bench.loadgen", "--url", url, *SHORT, *args],
+            env=ENV, path=REPO)
+        self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        self.check_well_formed(result)
+        return result
+
+    def check_well_formed(self, r: dict[str, Any]) -> None:
+        for key, kind in RESULT_KEYS.items():
+            self.assertIn(key, r)
+            self.assertIsInstance(r[key], (int, float) if kind is float else kind, key)
+        self.assertEqual(set(r["latency_ms"]), {"p50", "p90", "p99", "max", "mean"})
+        self.assertEqual(r["ready_clients"], 2)
+        self.assertGreater(r["completed"], 0)  # it ran; how fast is not this test's business
+        for v in r["latency_ms"].values():
+            self.assertIsInstance(v, float)
+
+    def check_clean(self, r: dict[str, Any]) -> None:
+        self.assertEqual((r["misdelivered"], r["errors"], r["timeouts"], r["invalid_tokens"]),
+                         (0, 0, 0, 0), r)
+
+    @defer.inlineCallbacks
+    def test_floor(self):
+        """The bare floor answers the generator; every reply's token names its own socket."""
+        port = yield self.server("floor")
+        r = yield self.loadgen(eio_url_for(port), "--echo", "none")
+        self.check_clean(r)
+        self.assertEqual(r["intermediates"], 0)
+
+    @defer.inlineCallbacks
+    def test_checker_detects_misdelivery(self):
+        """A floor that answers each client with another client's reply is caught."""
+        port = yield self.server("floor", "--cross")
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "bench.loadgen", "--url", eio_url_for(port), *SHORT,
+                             "--echo", "none", "--timeout", "0.2"], env=ENV, path=REPO)
+        self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
+        r = json.loads(out.decode().strip().splitlines()[-1])
+        self.assertGreater(r["misdelivered"], 0)
+        self.assertEqual(set(r["misdelivery_kinds"]), {"token socketId"})
+
+    @defer.inlineCallbacks
+    def test_bare_relay(self):
+        """relay-front passes each frame to relay-back: one intermediate and one final each."""
+        back = yield self.server("relay-back")
+        front = yield self.server("relay-front", "--backend",
+                                  f"ws://127.0.0.1:{back}/socket.io/")
+        r = yield self.loadgen(eio_url_for(front), "--request", "login", "--echo", "none",
+                               "--no-identity")
+        self.check_clean(r)
+        self.assertGreaterEqual(r["intermediates"], r["completed"])
+
+    @defer.inlineCallbacks
+    def test_node_local_and_forwarded(self):
+        """Our node: async and pool handlers, and a login forwarded to a micro-service node,
+        each client logged in as its own user and checked in the token it gets back."""
+        ms = start_node(self, moduleMap={"bench-ms": "bench.apps.bench_ms"}, base_dir=REPO)
+        route = {"login": {"url": f"http://127.0.0.1:{port_of(ms)}",
+                           "application": "bench-ms"}}
+        master = start_node(self, moduleMap={"bench": "bench.apps.bench_app"},
+                            u_services=[{"application": "bench", "types": route}],
+                            base_dir=REPO)
+        for link in master.micro_services.links.values():
+            yield link.when_up()
+        for mtype in ("echo", "echoSync"):
+            r = yield self.loadgen(eio_url(master), "--type", mtype)
+            self.check_clean(r)
+        r = yield self.loadgen(eio_url(master), "--request", "login", "--inflight", "2")
+        self.check_clean(r)
+        self.assertGreaterEqual(r["intermediates"], r["completed"])
+
+    def test_report(self):
+        """The runner turns results into markdown tables with consistent columns, and only
+        replaces its own section of docs/performance.md."""
+        from bench import runner
+
+        def cell(scenario: str, system: str, n: int, rps: float) -> dict[str, Any]:
+            return {"scenario": scenario, "system": system, "clients": n, "runs": 1,
+                    "rps": rps, "rps_runs": [rps],
+                    "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0},
+                    "errors": 0, "timeouts": 0, "misdelivered": 0, "misdelivery_kinds": {},
+                    "error_kinds": {}, "invalid_tokens": 0, "intermediates_per_final": 0.0,
+                    "other_frames": 0, "client_failures": {}, "gen_cpu_frac": 0.2,
+                    "gen_us_per_request": 30.0, "server_cpu_frac": 0.9,
+                    "server_us_per_request": 200.0}
+
+        cells = [cell(s, y, n, 100.0 * (i + 1))
+                 for i, (s, y) in enumerate([("local", "floor"), ("local", "qewd"),
+                                             ("local-async", "node"), ("forwarded", "floor"),
+                                             ("forwarded", "node"), ("forwarded", "qewd")])
+                 for n in (1, 32)]
+        cells.append(cell("ceiling", "floor", 32, 9000.0))
+        results = {
+            "machine": runner.machine(), "logdir": os.path.join(REPO, "bench", "results", "x"),
+            "options": {"rounds": 1, "duration": 1.0, "warmup": 0.1, "quick": True,
+                        "idle": 10},
+            "cells": cells,
+            "idle": [{"system": "node", "connections": 10, "requested": 10, "accept_s": 0.1,
+                      "rss_before_kb": 1000, "rss_after_kb": 1100, "kb_per_connection": 10.0,
+                      "other_processes_delta_kb": 0, "failures": {}, "misdelivered": 0}],
+            "recovery": [{"system": "node", "ok_before_outage": True, "outage_errors": ["x"],
+                          "restart_to_listening_s": 0.5, "restart_to_first_reply_s": 1.0,
+                          "listening_to_first_reply_s": 0.5, "misdelivered": 0}],
+        }
+        text = runner.render(results)
+        table: list[str] = []
+        for line in text.splitlines() + [""]:
+            if line.startswith("|"):
+                table.append(line)
+            elif table:
+                widths = {row.count("|") for row in table}
+                self.assertEqual(len(widths), 1, "\n".join(table))
+                table = []
+        self.assertIn("node ÷ floor", text)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"# Perf\n\nhand-written\n\n{runner.BEGIN}\nold\n{runner.END}\n\nafter\n")
+        runner.write_doc(results, path)
+        with open(path) as f:
+            written = f.read()
+        self.assertIn("hand-written", written)
+        self.assertIn("after", written)
+        self.assertNotIn("\nold\n", written)
+        self.assertIn("| local async | 1 |", written)
+
+
+def eio_url_for(port: int) -> str:
+    return f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket"

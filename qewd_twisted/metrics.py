@@ -299,6 +299,11 @@ class _Collector:
             yield GaugeMetricFamily("qewd_worker_pool_queue_depth",
                                     "Handler calls waiting for a free worker thread.",
                                     value=pool.queued)
+            spares = getattr(pool, "spares", None)
+            if spares is not None:
+                yield GaugeMetricFamily("qewd_worker_pool_spare_threads",
+                                        "Threads lent beyond poolSize in place of handlers "
+                                        "stuck past handlerTimeout.", value=spares)
 
     def _links(self, m: NodeMetrics) -> Iterator[Metric]:
         up = GaugeMetricFamily("qewd_link_up",

@@ -305,6 +305,9 @@ class ConnectionMetricsTests(Base):
 
     def test_pool_read_at_scrape_time(self) -> None:
         self.pool.busy, self.pool.queued = 4, 17
+        self.assertIsNone(self.value("qewd_worker_pool_spare_threads"))
+        self.pool.spares = 2
+        self.assertEqual(self.value("qewd_worker_pool_spare_threads"), 2)
         self.assertEqual(self.value("qewd_worker_pool_threads"), 4)
         self.assertEqual(self.value("qewd_worker_pool_busy_threads"), 4)
         self.assertEqual(self.value("qewd_worker_pool_queue_depth"), 17)
@@ -352,7 +355,7 @@ class DocsTests(SynchronousTestCase):
         doc = read_doc("operations.md")
         h = NodeHarness(APPS)
         m = NodeMetrics(h.node, clock=h.clock, labels=Labels({}), pool=SimpleNamespace(
-            size=1, busy=0, queued=0), links={URL: FakeLink()}, process=False)
+            size=1, busy=0, queued=0, spares=0), links={URL: FakeLink()}, process=False)
         body = m.exposition()[0].decode()
         names = {f.name for f in text_string_to_metric_families(body)}
         self.assertGreaterEqual(len(names), 18)

@@ -65,6 +65,7 @@ SUPPORTED_KEYS = (
     *("initialSessionTimeout", "webServerRootPath", "serverName", "managementPassword"),
     *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
+    "maxInFlightPerLink",
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
@@ -145,6 +146,7 @@ class Config:
     shutdown_grace: float = 20.0
     max_connections: int = 20000
     max_in_flight: int = 64
+    max_in_flight_link: int = 1024
     max_buffered_bytes: int = 4194304
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
@@ -260,6 +262,7 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", 20.0, zero_ok=True),
         max_connections=c.get_int(d, "maxConnections", 20000, 1),
         max_in_flight=c.get_int(d, "maxInFlight", 64, 1),
+        max_in_flight_link=c.get_int(d, "maxInFlightPerLink", 1024, 1),
         max_buffered_bytes=c.get_int(d, "maxBufferedBytes", 4194304, 65536),
         micro_services=micro_services,
         **_operations(c, d, listen),

@@ -20,7 +20,10 @@ NOT_AN_OBJECT = "Invalid message: expected a JSON object"
 BAD_TYPE = "Invalid message: type must be a non-empty string"
 RESERVED_TYPE = "Message type {type} is reserved for internal use"
 NOT_SUPPORTED = "Message type {type} is not supported by this node"
-BAD_APPLICATION = "Invalid ewd-register: application must be a non-empty string"
+BAD_APPLICATION = (
+    "Invalid ewd-register: application must be a non-empty string of at most 128 characters"
+)
+MAX_APPLICATION_LENGTH = 128
 BINARY_FRAME = "Binary frames are not supported"
 UNKNOWN_EVENT = "Unknown socket.io event {name}: QEWD uses ewdjs"
 BAD_NAMESPACE = "Invalid namespace"

@@ -49,7 +49,8 @@ class Connection:
         self.open = True
         self.in_flight = 0
         # A link from one of our masters (it registered with qewd_twisted: 1) carries many
-        # users' requests: the per-connection in-flight limit does not apply to it.
+        # users' requests: it gets the higher maxInFlightPerLink. Nothing proves the claim,
+        # so that limit is a bound too, not an exemption.
         self.is_link = False
 
     def send(self, frame: Any) -> None:
@@ -132,6 +133,7 @@ class Node:
         handler_timeout: float | None = 60,
         micro_service_timeout: float | None = 30,
         max_in_flight: int = 64,
+        max_in_flight_link: int = 1024,
     ) -> None:
         self.reactor = reactor
         self.apps = apps
@@ -143,6 +145,7 @@ class Node:
         self.handler_timeout = handler_timeout
         self.micro_service_timeout = micro_service_timeout
         self.max_in_flight = max_in_flight
+        self.max_in_flight_link = max_in_flight_link
         self.connections: dict[str, Connection] = {}
         self.accepting = True
         self._in_flight: set[Request] = set()
@@ -265,7 +268,8 @@ class Node:
             return self._error(conn, mtype, E.NOT_SUPPORTED.format(type=mtype), started, rid)
         if not self.accepting:
             return self._error(conn, mtype, E.SHUTTING_DOWN, started, rid, status=503)
-        if conn.in_flight >= self.max_in_flight and not conn.is_link:
+        limit = self.max_in_flight_link if conn.is_link else self.max_in_flight
+        if conn.in_flight >= limit:
             return self._error(conn, mtype, E.TOO_MANY_IN_FLIGHT, started, rid,
                                status=E.STATUS_TOO_MANY)
         if mtype == "ewd-register":
@@ -324,7 +328,8 @@ class Node:
 
         mtype = "ewd-register"
         application = obj.get("application")
-        if not isinstance(application, str) or not application:
+        if (not isinstance(application, str) or not application
+                or len(application) > E.MAX_APPLICATION_LENGTH):
             return self._error(conn, mtype, E.BAD_APPLICATION, started, rid)
         if obj.get("jwt"):
             if self.tokens is None:

@@ -50,6 +50,8 @@ request_log = Logger(namespace="qewd_twisted.requests")
 
 # QEWD's published default: a status page behind it would be open to anyone who read the docs.
 DEFAULT_MANAGEMENT_PASSWORD = "keepThisSecret"
+# QEWD-Up's default (PROTOCOL.md §9 item 8): just as public
+DEFAULT_PASSWORDS = frozenset({DEFAULT_MANAGEMENT_PASSWORD, "keepThisSecret!"})
 
 # Where link events come from, and the ones kept as the status page's "recent errors".
 _LINK_NAMESPACES = frozenset({"qewd_twisted.links", "qewd_twisted._linkproto"})
@@ -247,7 +249,7 @@ class Operations(Service):
                                        pool=service.pool, links=self.links,
                                        server_name=config.server_name)
         self.status_enabled = (config.status
-                               and config.management_password != DEFAULT_MANAGEMENT_PASSWORD)
+                               and config.management_password not in DEFAULT_PASSWORDS)
         self.rates = RequestRates(self.clock, self.labels) if self.status_enabled else None
         self.link_events = LinkEvents(self.clock, self.links) if self.status_enabled else None
         self.request_log = RequestLog(self.clock) if config.log_requests else None

@@ -95,6 +95,7 @@ class QEWDService(MultiService):
             handler_timeout=config.handler_timeout,
             micro_service_timeout=config.micro_service_timeout,
             max_in_flight=config.max_in_flight,
+            max_in_flight_link=config.max_in_flight_link,
         )
         self.site = _QuietSite(
             build_site_root(self.node, reactor, web_root=config.web_server_root,

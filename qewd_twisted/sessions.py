@@ -49,7 +49,7 @@ def check_timeout(value: Any) -> float:
         raise ValueError(
             "session timeout must be a positive number of seconds, got " + type(value).__name__
         )
-    if not math.isfinite(value) or value <= 0:
+    if (type(value) is float and not math.isfinite(value)) or value <= 0:
         raise ValueError(f"session timeout must be a positive number of seconds, got {value!r}")
     return value
 

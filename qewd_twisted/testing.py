@@ -93,6 +93,7 @@ class NodeHarness:
         micro_services: Any = None,
         micro_service_timeout: float | None = 30,
         max_in_flight: int = 64,
+        max_in_flight_link: int = 1024,
         start_time: float = 1_700_000_000.0,
     ) -> None:
         self.clock = FakeReactor()
@@ -115,6 +116,7 @@ class NodeHarness:
             handler_timeout=handler_timeout,
             micro_service_timeout=micro_service_timeout,
             max_in_flight=max_in_flight,
+            max_in_flight_link=max_in_flight_link,
         )
         self._n = 0
 

@@ -229,7 +229,8 @@ def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None
 
 
 def _is_number(value: Any) -> bool:
-    return type(value) in (int, float) and not math.isnan(value)
+    # ints are compared exactly (math.isnan would overflow on a 400-digit JSON integer)
+    return type(value) is int or (type(value) is float and not math.isnan(value))
 
 
 class GCMSecretCipher:
@@ -459,14 +460,14 @@ class TokenCodec:
     def _verify(self, token: Any, check_times: bool) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
             raise TokenError(NO_TOKEN)
+        if len(token) > self.max_token_length:
+            raise TokenError(TOO_LONG)
         known = self._seen.get(token)
         if known is not None:
             payload = _load_json(known)
             if check_times:
                 self._check_times(payload)
             return payload
-        if len(token) > self.max_token_length:
-            raise TokenError(TOO_LONG)
         segments = token.split(".")
         if len(segments) != 3:
             raise TokenError(BAD_SEGMENTS)
@@ -486,7 +487,8 @@ class TokenCodec:
         return payload
 
     def _remember(self, token: str, payload_json: bytes) -> None:
-        if self._cache_size > 0 and payload_json:
+        # bounded in count by cache_size and per entry by max_token_length
+        if self._cache_size > 0 and payload_json and len(token) <= self.max_token_length:
             _bounded_put(self._seen, token, payload_json, self._cache_size)
 
     def _check_signature(self, token: str) -> None:

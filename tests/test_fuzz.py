@@ -24,21 +24,25 @@ Two levels:
    with the same ``wire`` functions the Engine.IO connection uses, so a reply a real socket could
    not carry fails here too. The framing layer (``web.EngineIOProtocol`` / ``web.PlainProtocol``
    ``onMessage``) is driven in memory as well.
-2. On loopback (``start_node``, real Autobahn clients): a bounded, seeded corpus of mutated
-   frames on both endpoints, invalid UTF-8 (Autobahn closes with 1007), deep and huge JSON.
+2. On loopback (``start_node``, real Autobahn clients): a bounded, seeded corpus of 200 mutated
+   frames on each endpoint, binary frames, invalid UTF-8 (Autobahn closes with 1007), deep and
+   huge JSON, lone surrogates.
 
 Strings in the strategies include lone surrogates (``"\\ud800"`` as a JSON escape is valid UTF-8
 on the wire but has no UTF-8 form): this suite found that they dropped the connection
-(``LoneSurrogateTests``, fixed since).
+(``LoneSurrogateTests``, fixed since). ``RetentionTests`` checks what a client's messages leave
+in the node's memory after it has gone.
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import hmac
 import json
 import random
+import tracemalloc
 from types import SimpleNamespace
 from typing import Any
 
@@ -76,7 +80,6 @@ IN_MEMORY = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 SEQUENCES = settings(IN_MEMORY, max_examples=100, stateful_step_count=30)
-
 
 
 # -- the applications the node serves -----------------------------------------------------------
@@ -233,6 +236,7 @@ def json_text(value: Any) -> str:
 
 
 SCALARS = (st.none() | st.booleans() | st.integers(-(10**30), 10**30)
+           | st.sampled_from([10**400, -(10**400)])  # JSON integers have no size limit
            | st.floats(allow_nan=True, allow_infinity=True) | text(max_size=24))
 JSON = st.recursive(
     SCALARS,
@@ -792,6 +796,63 @@ class LoneSurrogateTests(SynchronousTestCase, Checks):
             "error": E.MISSING_AUTH, "disconnect": True}, "responseTime": "0ms"})
 
 
+class RetentionTests(SynchronousTestCase):
+    """What a client sends must not stay in the node's memory after its connection is gone,
+    beyond small per-registration state (docs/reliability.md lists the bounded caches)."""
+
+    def retained_after(self, jwt: bool, registrations: int = 20,
+                       size: int = 1_000_000) -> float:
+        """MiB still allocated after ``registrations`` ``ewd-register`` messages whose
+        application name is ``size`` characters, from one connection that then closes."""
+        h = NodeHarness(make_apps(), jwt_secret=SECRET)
+        conn = h.connect()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            for i in range(registrations):
+                message = {"type": "ewd-register", "application": "x" * size + str(i),
+                           "jwt": jwt}
+                h.node.message_received(conn, message)
+                conn.take()
+                del message
+            h.disconnect(conn)
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0] / 2**20
+        finally:
+            tracemalloc.stop()
+
+    def test_small_registrations_retain_little(self) -> None:
+        """The baseline the next tests compare with: 20 ordinary registrations."""
+        self.assertLess(self.retained_after(True, size=10), 1)
+        self.assertLess(self.retained_after(False, size=10), 1)
+
+    def test_huge_application_names_jwt(self) -> None:
+        """Registration is open (§2.1) and takes any application name up to maxMessageSize.
+        In JWT mode the token (which carries the name) and its payload JSON are kept in
+        TokenCodec's verified-token cache: ~2.3 MB per 1 MB name, and the cache is bounded
+        by count (20000 entries), not by size: ~45 GB for one client that keeps registering.
+        20 registrations with 1 MB names must not leave 20 MB behind."""
+        self.assertLess(self.retained_after(True), 5)
+
+
+    def test_huge_application_names_session(self) -> None:
+        """Session-token mode: each registration is a ServerSession holding the name until
+        it expires (initialSessionTimeout, 300 s), up to 100000 sessions: ~100 GB."""
+        self.assertLess(self.retained_after(False), 5)
+
+
+    def test_issued_tokens_are_accepted_by_every_node(self) -> None:
+        """A token this node hands out must be one a node sharing the secret accepts."""
+        h = NodeHarness(make_apps(), jwt_secret=SECRET)
+        conn = h.connect()
+        other_node = TokenCodec(SECRET, clock=h.clock)
+        [frame] = h.send(conn, {"type": "ewd-register", "application": "x" * 13_000,
+                                "jwt": True})
+        if "token" in frame["message"]:
+            other_node.decode(frame["message"]["token"])  # raises TokenError: Token too long
+
+
+
 # -- level 2: real loopback ------------------------------------------------------------------
 
 CORPUS = [
@@ -887,6 +948,12 @@ class LoopbackFuzzTests(TestCase):
             await c.opened
         else:
             await c.handshake()
+        for data in (b"", b"\x00\xff", b'42["ewdjs",{"type":"x"}]'):  # binary frames
+            c.send_binary(data)
+            got = await c.next()
+            reply = json.loads(got if plain else got[2:])
+            self.assertEqual(reply if plain else reply[1], {
+                "type": "error", "finished": True, "message": {"error": E.BINARY_FRAME}})
         corpus = loopback_corpus(7 if plain else 3, 200)
         if plain:
             corpus = [f.removeprefix("42") for f in corpus]

@@ -446,7 +446,7 @@ class LimitTests(SynchronousTestCase):
         [f] = h.send(other, {"type": "echo", "token": h.register(other, "a"), "params": 1})
         self.assertEqual(f["message"]["you sent"], 1)
 
-    def test_links_from_our_masters_are_exempt(self) -> None:
+    def test_links_from_our_masters_get_the_higher_limit(self) -> None:
         h = NodeHarness({"a": app(handlers={"never": lambda m, s, send, f: None})},
                         max_in_flight=1, handler_timeout=None)
         link = h.connect()

@@ -252,11 +252,6 @@ class TimeTests(Base):
             self.assertNotEqual(frames[0]["message"].get("error"), E.INTERNAL_ERROR)
         self.assertEqual(self.flushLoggedErrors(), [])
 
-    test_huge_integer_time_claims.todo = (  # type: ignore[attr-defined]
-        "BUG (issue 7): tokens._is_number / sessions.check_timeout call math.isnan / "
-        "math.isfinite on an int > ~1.8e308 and raise OverflowError (not ValueError): exp/nbf "
-        "give 'Internal server error' plus a logged failure; a timeout claim that big makes "
-        "TokenCodec.issue raise out of Node._finished after the request ended: no answer at all")
 
     def test_not_yet_valid(self) -> None:
         now = int(self.h.clock.seconds())
@@ -487,6 +482,26 @@ class PolicyTests(Base):
                     if word.count(".") == 2:
                         with self.assertRaises(TokenError):
                             self.h.tokens.decode(word)
+
+
+class ImpersonationTests(SynchronousTestCase):
+    """Claiming to be one of our masters' links."""
+
+    def test_claiming_to_be_a_link_does_not_lift_the_in_flight_limit(self) -> None:
+        """``qewd_twisted: 1`` on ewd-register marks the connection as a link from one of our
+        masters. Nothing can prove that claim, so a link gets a higher limit
+        (``maxInFlightPerLink``), never an exemption: an impersonator stays bounded."""
+        h = NodeHarness({"a": SimpleNamespace(handlers={"never": lambda m, s, send, f: None})},
+                        max_in_flight=2, max_in_flight_link=4, handler_timeout=None)
+        c = h.connect()
+        [frame] = h.send(c, {"type": "ewd-register", "application": "a", "jwt": True,
+                             "qewd_twisted": 1})
+        token = frame["message"]["token"]
+        for _ in range(4):
+            self.assertEqual(h.send(c, {"type": "never", "token": token}), [])
+        frames = h.send(c, {"type": "never", "token": token})
+        self.assertEqual([f["message"] for f in frames], [
+            {"error": E.TOO_MANY_IN_FLIGHT, "status": {"code": E.STATUS_TOO_MANY}}])
 
 
 # -- over a real socket --------------------------------------------------------------------------

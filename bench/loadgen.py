@@ -23,8 +23,9 @@ XOR), replies are parsed with orjson when it is installed, uvloop is used when i
 token identities are cached per token string (a token is re-issued identically within a second).
 
 Modes: ``load`` (the closed loop above), ``idle`` (open and register N connections, report the
-time to do so, hold them until told to close), ``probe`` (one client, one paced forwarded request
-at a time, for link-recovery timing). Output is one JSON object on stdout (``idle`` also prints a
+time to do so, hold them until told to close), ``probe`` (one client sending a request every
+``--interval`` without waiting for replies, recording each reply's time and outcome, for
+link-recovery timing). Output is one JSON object on stdout (``idle`` also prints a
 ``{"event": "idle-ready", ...}`` line first and then waits for a line on stdin).
 """
 
@@ -96,7 +97,8 @@ class Identity:
     """
 
     def __init__(self, secret: str = SECRET) -> None:
-        from qewd_twisted.tokens import TokenCodec  # the node's own codec: same bits as QEWD.js
+        # the node's own codec: the same bits as QEWD.js
+        from qewd_twisted.tokens import TokenCodec
 
         self._codec = TokenCodec(secret, clock=_WallClock())
         self._cache: dict[str, tuple[Any, Any] | None] = {}

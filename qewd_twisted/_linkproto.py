@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import errors, wire
+from ._autobahn import QuietFraming
 
 log = Logger()
 
@@ -156,7 +157,7 @@ class LinkReceiver(TypingProtocol):
     def protocol_lost(self, proto: EngineIOClientProtocol, reason: Failure) -> None: ...
 
 
-class EngineIOClientProtocol(WebSocketClientProtocol):
+class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
     """One WebSocket to a remote QEWD node, framed as Engine.IO 3 / socket.io 2.
 
     ``when_ready()`` fires once the server's OPEN packet (``0{...}``) and socket.io CONNECT

@@ -304,7 +304,7 @@ class Node:
             if route is not None:
                 req = Request(conn, obj, mtype, started, rid, True, payload, application)
                 return self._forward(req, *route)
-            session = self.tokens.session(token)
+            session = self.tokens.session_from_payload(payload)
         except TokenError as e:
             return self._jwt_rejected(conn, mtype, str(e), rid)
         req = Request(conn, obj, mtype, started, rid, True, session, application)

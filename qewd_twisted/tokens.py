@@ -541,7 +541,10 @@ class TokenCodec:
         Secret claims with a reserved name (``exp``, ``application``...) are dropped: they would
         contradict the claims the token layer reads. Raises TokenError.
         """
-        payload = self.decode(token)
+        return self.session_from_payload(self.decode(token))
+
+    def session_from_payload(self, payload: Mapping[str, Any]) -> JWTSession:
+        """``session`` for claims ``decode`` has already verified (no second verification)."""
         secrets = self._decrypt_qewd(payload.get("qewd"))
         claims = {k: v for k, v in payload.items() if k not in INTERNAL_CLAIMS}
         names = []

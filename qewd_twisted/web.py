@@ -24,6 +24,7 @@ from twisted.web.static import File
 
 from . import errors as E
 from . import wire
+from ._autobahn import QuietFraming
 from .node import Connection, Node
 
 log = Logger()
@@ -139,7 +140,7 @@ class PlainConnection(_ProtocolConnection):
         self._write(wire.plain_bytes(frame))
 
 
-class _NodeProtocol(WebSocketServerProtocol):
+class _NodeProtocol(QuietFraming, WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
 
     def _admit(self) -> None:

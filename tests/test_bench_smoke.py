@@ -151,7 +151,7 @@ class BenchSmokeTests(TestCase):
     def test_report(self):
         """The runner turns results into markdown tables with consistent columns, and only
         replaces its own section of docs/performance.md."""
-        from bench import runner
+        from bench import report, runner
 
         def cell(scenario: str, system: str, n: int, rps: float) -> dict[str, Any]:
             return {"scenario": scenario, "system": system, "clients": n, "runs": 1,
@@ -181,7 +181,7 @@ class BenchSmokeTests(TestCase):
                           "restart_to_listening_s": 0.5, "restart_to_first_reply_s": 1.0,
                           "listening_to_first_reply_s": 0.5, "misdelivered": 0}],
         }
-        text = runner.render(results)
+        text = report.render(results)
         table: list[str] = []
         for line in text.splitlines() + [""]:
             if line.startswith("|"):
@@ -193,8 +193,8 @@ class BenchSmokeTests(TestCase):
         self.assertIn("node ÷ floor", text)
         path = self.mktemp()
         with open(path, "w") as f:
-            f.write(f"# Perf\n\nhand-written\n\n{runner.BEGIN}\nold\n{runner.END}\n\nafter\n")
-        runner.write_doc(results, path)
+            f.write(f"# Perf\n\nhand-written\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
+        report.write_doc(results, path)
         with open(path) as f:
             written = f.read()
         self.assertIn("hand-written", written)

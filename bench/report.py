@@ -1,0 +1,263 @@
+"""
+The benchmark report: markdown tables from the runner's results, the issue's targets, and the
+results section of docs/performance.md (only the part between the two markers is replaced).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+from .procs import GEN_CPU, REPO, SERVER_CPU, priority_text
+
+DOC = os.path.join(REPO, "docs", "performance.md")
+BEGIN = "<!-- bench:results:begin -->"
+END = "<!-- bench:results:end -->"
+
+
+def median(values: list[Any]) -> Any:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _f(v: Any, nd: int = 0) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and nd == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{nd}f}"
+
+
+def _ratio(a: Any, b: Any) -> str:
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def _find(cells: list[dict[str, Any]], scenario: str, system: str, n: int) -> dict | None:
+    for c in cells:
+        if c["scenario"] == scenario and c["system"] == system and c["clients"] == n:
+            return c
+    return None
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    o = results["options"]
+    cells = results.get("cells", [])
+    clients = sorted({c["clients"] for c in cells if c["scenario"] != "ceiling"})
+    out = []
+    out.append(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+               f"`bash bench/run.sh{' --quick' if o.get('quick') else ''}`: "
+               f"{o['rounds']} round(s) of {o['duration']} s per cell after {o['warmup']} s "
+               f"warm-up; every figure is the median of the rounds.")
+    out.append("")
+    out.append(f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['memory_gb']} GB, Linux "
+               f"{m['kernel']}; Python {m['python']}, Twisted {m['twisted']}, Autobahn "
+               f"{m['autobahn']}, qewd-twisted {m['qewd_twisted']}; Node {m['node']}, QEWD.js "
+               f"{m['qewd_js']}; load generator on uvloop {m['uvloop']}, orjson {m['orjson']}. "
+               f"Servers on CPU {SERVER_CPU}, load generator on CPU {GEN_CPU}, "
+               f"{priority_text()}. Load average "
+               f"{', '.join(f'{x:.1f}' for x in m['loadavg_start'])} at the start and "
+               f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_end', ()))} at the end.")
+    out.append("")
+
+    def row_sets() -> list[tuple[str, str, str, str]]:
+        # (label, node scenario, floor scenario, qewd scenario)
+        return [
+            ("local async", "local-async", "local", "local"),
+            ("local sync (pool)", "local-sync", "local", "local"),
+            ("local, QEWD.js's `test` work", "local-qewd-app", "local", "local"),
+            ("forwarded", "forwarded", "forwarded", "forwarded"),
+        ]
+
+    out.append("### Throughput (completed requests/s)")
+    out.append("")
+    out.append("| scenario | clients | floor | node | QEWD.js | node ÷ floor | node ÷ QEWD.js |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for label, ns, fs, qs in row_sets():
+        for n in clients:
+            node = _find(cells, ns, "node", n)
+            if node is None:
+                continue
+            fl = _find(cells, fs, "floor", n)
+            q = _find(cells, qs, "qewd", n)
+            out.append(f"| {label} | {n} | {_f(fl and fl['rps'])} | {_f(node['rps'])} | "
+                       f"{_f(q and q['rps'])} | {_ratio(node['rps'], fl and fl['rps'])} | "
+                       f"{_ratio(node['rps'], q and q['rps'])} |")
+    out.append("")
+    out.append("Floor for the local rows: the bare Autobahn server (canned reply); for the "
+               "forwarded rows: the bare relay (front + back). QEWD.js local: the peer's `test` "
+               "handler (it also broadcasts `{test: 'message 2'}` to every connected socket, so "
+               "with N clients it sends N + 1 frames per request); QEWD.js forwarded: the peer's "
+               "`login` (rob/secret) through its micro-service.")
+    out.append("")
+    out.append("### Latency (ms: p50 / p90 / p99 / max)")
+    out.append("")
+    out.append("| scenario | clients | floor | node | QEWD.js |")
+    out.append("|---|---:|---|---|---|")
+
+    def lat(c: dict | None) -> str:
+        if c is None:
+            return "–"
+        la = c["latency_ms"]
+        return " / ".join(_f(la[k], 1) for k in ("p50", "p90", "p99", "max"))
+
+    for label, ns, fs, qs in row_sets():
+        for n in clients:
+            node = _find(cells, ns, "node", n)
+            if node is None:
+                continue
+            out.append(f"| {label} | {n} | {lat(_find(cells, fs, 'floor', n))} | {lat(node)} | "
+                       f"{lat(_find(cells, qs, 'qewd', n))} |")
+    out.append("")
+    out.append("### Correctness and cost (sums over all rounds; CPU per request is the median)")
+    out.append("")
+    out.append("| scenario | system | clients | misdelivered | errors | timeouts | intermediate "
+               "frames per final | server CPU µs/request | generator CPU share |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cells:
+        if c["scenario"] == "ceiling":
+            continue
+        kinds = ", ".join(f"{k}: {v}" for k, v in c["misdelivery_kinds"].items())
+        mis = f"{c['misdelivered']}" + (f" ({kinds})" if kinds else "")
+        out.append(f"| {c['scenario']} | {c['system']} | {c['clients']} | {mis} | {c['errors']} "
+                   f"| {c['timeouts']} | {_f(c['intermediates_per_final'], 2)} | "
+                   f"{_f(c['server_us_per_request'])} | {_f(c['gen_cpu_frac'], 2)} |")
+    out.append("")
+    errors = {}
+    for c in cells:
+        for k, v in c["error_kinds"].items():
+            errors[f"{c['scenario']}/{c['system']}/{c['clients']}: {k}"] = v
+        for k, v in c["client_failures"].items():
+            errors[f"{c['scenario']}/{c['system']}/{c['clients']}: client failed: {k}"] = v
+    if errors:
+        out.append("Error texts seen: " + "; ".join(f"{k} ({v})" for k, v in errors.items())
+                   + ".")
+        out.append("")
+    ceiling = _find(cells, "ceiling", "floor", 32)
+    if ceiling:
+        top = max((c["rps"] or 0) for c in cells if c["scenario"] != "ceiling") if cells else 0
+        cap = (ceiling["rps"] / ceiling["gen_cpu_frac"]) if ceiling["gen_cpu_frac"] else None
+        per = ceiling["gen_us_per_request"]
+        out.append("### The load generator is not the bottleneck")
+        out.append("")
+        out.append(f"Driving the floor with 32 clients x 8 requests in flight it completed "
+                   f"{_f(ceiling['rps'])} req/s using {_f(ceiling['gen_cpu_frac'] * 100)}% of "
+                   f"its CPU ({_f(per)} µs of generator CPU per request): about "
+                   f"{_f(cap)} req/s per generator CPU, against {_f(top)} req/s for the fastest "
+                   f"scenario cell above. In every cell the generator's CPU share is in the "
+                   f"table above (1.00 would mean it was saturated).")
+        out.append("")
+    idle = results.get("idle")
+    if idle:
+        out.append(f"### Idle registered connections ({o['idle']:,} per system)")
+        out.append("")
+        out.append("| system | connections | time to open + register all (s) | server RSS "
+                   "before → after (MB) | KB per connection |")
+        out.append("|---|---:|---:|---|---:|")
+        for r in idle:
+            ra = r["rss_after_kb"]
+            out.append(f"| {r['system']} | {r['connections']:,} | {_f(r['accept_s'], 1)} | "
+                       f"{r['rss_before_kb'] / 1024:.0f} → "
+                       f"{(ra / 1024 if ra else 0):.0f} | {_f(r['kb_per_connection'], 1)} |")
+        out.append("")
+        out.append("32 connections are opened at a time (below the default listen backlog of "
+                   "50); each connection registers (`ewd-register`, `jwt: true`) before it "
+                   "counts. RSS is the server process's (for QEWD.js the master process, which "
+                   "holds the sockets).")
+        out.append("")
+    rec = results.get("recovery")
+    if rec:
+        out.append("### Link recovery (micro-service restarted after 1 s down)")
+        out.append("")
+        out.append("| system | trials | restart → listening (s) | restart → first forwarded "
+                   "reply (s) | listening → first reply (s) | errors while down |")
+        out.append("|---|---:|---:|---:|---:|---|")
+        for name in ("node", "qewd"):
+            rs = [r for r in rec if r["system"] == name]
+            if not rs:
+                continue
+            errs = sorted({e for r in rs for e in r["outage_errors"]})
+            out.append(f"| {name} | {len(rs)} | "
+                       f"{_f(median([r['restart_to_listening_s'] for r in rs]), 2)} | "
+                       f"{_f(median([r['restart_to_first_reply_s'] for r in rs]), 2)} | "
+                       f"{_f(median([r['listening_to_first_reply_s'] for r in rs]), 2)} | "
+                       f"{'; '.join(errs)[:160]} |")
+        out.append("")
+        out.append("A probe client sends a forwarded `login` through the master every 20 ms "
+                   "(without waiting for earlier replies: QEWD.js never answers a request that "
+                   "was in flight when the link dropped); the micro-service is stopped "
+                   "(SIGTERM; `stop-peer.sh ms` for QEWD.js), kept down 1 s, then started "
+                   "again. \"restart\" is the moment the new process is launched, so the first "
+                   "column includes the process's own start-up; the second is what the link "
+                   "adds (reconnect, backoff, re-register, first request).")
+        out.append("")
+    out.append("### Targets (issue 6)")
+    out.append("")
+    out.extend(targets(results))
+    out.append("")
+    out.append(f"Raw results: `{os.path.relpath(results['logdir'], REPO)}/results.json` "
+               "(not committed).")
+    return "\n".join(out)
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    cells = results.get("cells", [])
+    lines = ["| target | measured | |", "|---|---|---|"]
+
+    def add(name: str, value: str, ok: bool | None) -> None:
+        lines.append(f"| {name} | {value} | {'met' if ok else 'not met' if ok is False else '–'} |")
+
+    def rps(s: str, sys_: str, n: int) -> float | None:
+        c = _find(cells, s, sys_, n)
+        return c["rps"] if c else None
+
+    for n in (1, 32):
+        a, f = rps("local-async", "node", n), rps("local", "floor", n)
+        add(f"local async ≥ 70% of the floor, {n} client(s)",
+            f"{a / f:.0%}" if a and f else "–", (a / f >= 0.70) if a and f else None)
+    for n in (1, 32, 200):
+        a, f = rps("forwarded", "node", n), rps("forwarded", "floor", n)
+        if a and f:
+            add(f"forwarded ≥ 60% of the bare relay, {n} client(s)", f"{a / f:.0%}", a / f >= 0.6)
+    a, q = rps("local-async", "node", 1), rps("local", "qewd", 1)
+    add("local ≥ 3x QEWD.js, 1 client", f"{a / q:.2f}x" if a and q else "–",
+        (a / q >= 3) if a and q else None)
+    a, q = rps("forwarded", "node", 1), rps("forwarded", "qewd", 1)
+    add("forwarded ≥ 5x QEWD.js, 1 client", f"{a / q:.2f}x" if a and q else "–",
+        (a / q >= 5) if a and q else None)
+    mis = [c for c in cells if c["system"] == "node" and c["clients"] in (32, 200)]
+    total = sum(c["misdelivered"] for c in mis)
+    add("zero misdelivered replies at 32 and 200 clients (node)", str(total) if mis else "–",
+        (total == 0) if mis else None)
+    for s in ("local-async", "local-sync"):
+        c = _find(cells, s, "node", 32)
+        p99 = c["latency_ms"]["p99"] if c else None
+        add(f"p99 < 20 ms at 32 clients, {s}", f"{p99:.1f} ms" if p99 else "–",
+            (p99 < 20) if p99 else None)
+    for r in results.get("idle", []):
+        if r["system"] == "node":
+            kb = r["kb_per_connection"]
+            add(f"{r['requested']:,} idle connections < 30 KB each",
+                f"{kb:.1f} KB ({r['connections']:,} connections)" if kb else "–",
+                (kb < 30 and r["connections"] == r["requested"]) if kb else None)
+    return lines
+
+
+def write_doc(results: dict[str, Any], path: str = DOC) -> None:
+    body = render(results)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + BEGIN + "\n" + body + "\n" + END + tail
+    else:
+        text = ("# Performance\n\nSee bench/ and `bash bench/run.sh`.\n\n## Results\n\n"
+                + BEGIN + "\n" + body + "\n" + END + "\n")
+    with open(path, "w") as f:
+        f.write(text)

@@ -639,6 +639,11 @@ class Node:
                     message = {"error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}
             frame["message"] = message
         frame.setdefault("type", req.type)
+        if final and isinstance(frame.get("message"), dict) and "disconnect" in frame["message"]:
+            # A remote's JWT rejection says "disconnect": the client's own socket and token
+            # are fine (the fault is in the mesh), so it gets a plain final error instead.
+            frame["message"] = {k: v for k, v in frame["message"].items() if k != "disconnect"}
+            frame["finished"] = True
         frame["responseTime"] = self._elapsed(req.started)
         if req.ms_request_id is not None:
             frame["ms_requestId"] = req.ms_request_id

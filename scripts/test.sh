@@ -9,6 +9,14 @@ if command -v npm >/dev/null 2>&1; then
   (cd tests/js && { [[ -d node_modules/socket.io-client ]] || npm ci --no-audit --no-fund --silent; }) \
     || { echo "[test] npm ci in tests/js failed"; exit 1; }
 fi
+# The QEWD.js reference peer for tests/interop (../shared/qewd-peer): started here and stopped
+# on exit, even on failure; a peer that was already running is left alone.
+if bash scripts/peer.sh status >/dev/null 2>&1; then
+  echo "[test] QEWD.js peer already running: using it"
+else
+  trap 'bash scripts/peer.sh stop' EXIT
+  bash scripts/peer.sh start || { echo "[test] QEWD.js peer did not start"; [[ -z "${CI:-}" ]] || exit 1; }
+fi
 mkdir -p test-artifacts
 out=test-artifacts/trial.log
 # -m twisted.trial (not the trial script) so the working tree's tests package is importable.

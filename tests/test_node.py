@@ -512,6 +512,16 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(f["message"], {"error": E.BAD_MS_TOKEN, "status": {"code": 502}})
         self.assertEqual(self.h.node.in_flight, 0)
 
+    def test_remote_rejection_does_not_tell_the_client_to_disconnect(self) -> None:
+        """A remote's JWT rejection (QEWD.js shape: no finished, disconnect: true) is about
+        the mesh, not the client's socket: relayed as a plain final error."""
+        _, on_frame = self.forward()
+        on_frame({"type": "login", "message": {
+            "error": "Invalid JWT: Error: Signature verification failed", "disconnect": True}})
+        [f] = self.c.take()
+        self.assertIs(f["finished"], True)
+        self.assertEqual(f["message"], {"error": "Invalid JWT: Error: Signature verification failed"})
+
     def test_intermediate_then_final(self) -> None:
         _, on_frame = self.forward()
         on_frame({"type": "progress", "finished": False, "message": {"step": 1}})

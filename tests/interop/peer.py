@@ -11,6 +11,7 @@ shared peer or each other.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -22,19 +23,48 @@ from twisted.internet import defer, protocol, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.integration.nodes import eio_url as our_eio_url
+from tests.integration.nodes import start_node
 from tests.integration.processes import REPO, free_port
 from tests.wsclient import EIOClient
 
 KIT = os.path.abspath(
     os.environ.get("QEWD_PEER_KIT") or os.path.join(REPO, os.pardir, "shared", "qewd-peer"))
-SECRET = "someSecret123"  # jwt.secret of both peer nodes (master/qewd-jwt.js, microservice/qewd-ms.js)
+SECRET = "someSecret123"  # jwt.secret of both peer nodes (master/, microservice/)
 REDIS_PORT = os.environ.get("QEWD_REDIS_PORT", "16379")
 NODE = shutil.which("node")
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "sio_driver.js")
 
-__all__ = ["JSClient", "LogWatcher", "PEER_MASTER", "PEER_MS", "PeerProcess", "SECRET",
-           "eio_url", "free_port", "http_url", "register", "request", "require_peer",
-           "start_peer_master", "start_peer_ms"]
+EXAMPLE = os.path.join(REPO, "examples", "jwt")
+ROUTED = ("login", "msNoHandler", "crash")  # what the peer's own master routes to test-app
+CRASH_TEXT = "Cannot read properties of null (reading 'boom')"  # the peer's test-app crash
+WORKER_GONE = "master received exit event from worker process"
+
+
+__all__ = [
+    "CRASH_TEXT",
+    "EXAMPLE",
+    "PEER_MASTER",
+    "PEER_MS",
+    "ROUTED",
+    "SECRET",
+    "WORKER_GONE",
+    "JSClient",
+    "LogWatcher",
+    "PeerProcess",
+    "claims",
+    "connect",
+    "eio_url",
+    "free_port",
+    "http_url",
+    "login",
+    "register",
+    "request",
+    "require_peer",
+    "start_master",
+    "start_peer_master",
+    "start_peer_ms",
+]
 
 
 def _address(var: str, default: str) -> tuple[str, int]:
@@ -110,9 +140,6 @@ class _Output:
         self._waiters.append((text, self.mark() if since is None else since, d))
         self._check()
         return d
-
-    def count(self, text: str, since: int = 0) -> int:
-        return self.output[since:].count(text)
 
     def _append(self, text: str) -> None:
         self.output += text
@@ -273,7 +300,7 @@ class JSClient(protocol.ProcessProtocol):
         self.test = test
         self.url = url
         self.events: list[dict[str, Any]] = []
-        self.connected: defer.Deferred[str] = defer.Deferred()
+        self.ready: defer.Deferred[str] = defer.Deferred()
         self._frames: defer.DeferredQueue[Any] = defer.DeferredQueue()
         self._buffer = b""
         self._stderr = b""
@@ -299,10 +326,10 @@ class JSClient(protocol.ProcessProtocol):
             event = json.loads(line)
             self.events.append(event)
             kind = event["event"]
-            if kind == "connect" and not self.connected.called:
-                self.connected.callback(event["id"])
-            elif kind == "connect_error" and not self.connected.called:
-                self.connected.errback(ConnectionError(event["error"]))
+            if kind == "connect" and not self.ready.called:
+                self.ready.callback(event["id"])
+            elif kind == "connect_error" and not self.ready.called:
+                self.ready.errback(ConnectionError(event["error"]))
             elif kind == "ewdjs":
                 self._frames.put(event["data"])
 
@@ -311,8 +338,8 @@ class JSClient(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Any) -> None:
         self.transport = None
-        if not self.connected.called:
-            self.connected.errback(RuntimeError(
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(
                 "socket.io-client driver ended: " + self._stderr.decode(errors="replace")))
         self.ended.callback(None)
 
@@ -331,8 +358,15 @@ class JSClient(protocol.ProcessProtocol):
         if self.transport is None:
             return defer.succeed(None)
         self.transport.closeStdin()  # the driver closes its socket and exits
-        backstop = reactor.callLater(5, lambda: self.transport and self.transport.signalProcess("KILL"))
-        return self.ended.addBoth(lambda r: backstop.active() and backstop.cancel())
+        backstop = reactor.callLater(5, self._kill)
+        d: defer.Deferred[None] = defer.Deferred()
+        self.ended.addBoth(lambda r: (backstop.cancel() if backstop.active() else None,
+                                      d.callback(None), r)[2])
+        return d
+
+    def _kill(self) -> None:
+        if self.transport is not None:
+            self.transport.signalProcess("KILL")
 
 
 # -- a QEWD client on a raw Engine.IO WebSocket (tests/wsclient.py), for exact frames
@@ -360,3 +394,31 @@ async def request(c: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
     while not is_final(frames[-1]):
         frames.append(await c.message())
     return frames
+
+
+# -- our side: a master routed like the peer's, and its clients
+
+def claims(token: str) -> dict[str, Any]:
+    """A JWT's payload as it is on the wire (public claims only: secrets stay in ``qewd``)."""
+    segment = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def start_master(test: TestCase, ms_url: str, **config: Any):
+    """Our master: the seed example's local ``jwt`` app (examples/jwt/jwt_app.py: ``test``
+    needs a logged-in session), ``login``/``msNoHandler``/``crash`` routed to ``ms_url``."""
+    config.setdefault("jwt", {"secret": SECRET})
+    config.setdefault("u_services", [{"application": "jwt", "types": {
+        t: {"url": ms_url, "application": "test-app"} for t in ROUTED}}])
+    return start_node(test, base_dir=EXAMPLE, moduleMap={"jwt": "jwt_app.py"}, **config)
+
+
+async def connect(test: TestCase, node) -> tuple[EIOClient, str]:
+    c = EIOClient(our_eio_url(node))
+    test.addCleanup(c.close)
+    return c, await register(c)
+
+
+def login(token: str, password: str = "secret") -> dict[str, Any]:
+    return {"type": "login", "token": token,
+            "params": {"username": "rob", "password": password}}

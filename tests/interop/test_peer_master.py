@@ -18,14 +18,15 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration.nodes import port_of, start_node
 from tests.interop.peer import (
+    EXAMPLE,
     JSClient,
     free_port,
     http_url,
+    login,
     request,
     require_peer,
     start_peer_master,
 )
-from tests.interop.test_python_master import EXAMPLE, login
 
 DROPPED = "Emitting error as restRequest: "  # QEWD.js socketClient.js, before the drop
 
@@ -46,7 +47,7 @@ class QEWDMasterToPythonMicroServiceTests(TestCase):
         master, ready = start_peer_master(self, master_port, ms_url)
         yield ready  # it registered with our node
         client = JSClient(self, f"http://127.0.0.1:{master_port}").start()
-        yield client.connected
+        yield client.ready
         client.emit({"type": "ewd-register", "application": "jwt", "jwt": True})
         reply = yield client.message()
         self.assertEqual(reply["type"], "ewd-register")
@@ -58,7 +59,7 @@ class QEWDMasterToPythonMicroServiceTests(TestCase):
         the token (ours, its ``application`` rewritten by QEWD.js) is accepted by QEWD.js's
         ``test`` handler, whose beforeHandler needs the ``authenticated`` secret claim we
         encrypted."""
-        ms, master, client, token = yield self._mesh({"test-app": "test_app.py"})
+        ms, _master, client, token = yield self._mesh({"test-app": "test_app.py"})
         frames = yield defer.ensureDeferred(request(client, login(token)))
         self.assertEqual([(f["type"], f["finished"]) for f in frames],
                          [("login", False), ("login", True)])
@@ -71,6 +72,14 @@ class QEWDMasterToPythonMicroServiceTests(TestCase):
         self.assertEqual(session["application"], "jwt")  # QEWD.js rewrote test-app back
         self.assertEqual((session["username"], session["authenticated"]), ("rob", True))
         self.assertEqual(session["timeout"], 1200)  # our test_app.py's value (the peer's: 60)
+
+        # an intermediate frame with its own type: QEWD.js's master drops it (§4.4 item 7),
+        # so the final frame is the first to come
+        message = login(new_token)
+        message["params"]["progressType"] = "loginProgress"
+        frames = yield defer.ensureDeferred(request(client, message))
+        self.assertEqual([(f["type"], f["finished"]) for f in frames], [("login", True)])
+        new_token = frames[0]["message"]["token"]
 
         frames = yield defer.ensureDeferred(request(client, {
             "type": "test", "token": new_token, "params": {"text": "hi"}}))
@@ -89,7 +98,7 @@ class QEWDMasterToPythonMicroServiceTests(TestCase):
         request's type; the crash as QEWD's ``{type: "error", message: "<text>"}``), and the
         QEWD.js master logs each as "Emitting error as restRequest" and drops it. The client
         gets nothing for them; the next login's frames are the next frames it gets."""
-        ms, master, client, token = yield self._mesh({"test-app": "tests.apps.demo"})
+        _ms, master, client, token = yield self._mesh({"test-app": "tests.apps.demo"})
 
         dropped = master.wait_for(
             DROPPED + '{"type":"login","finished":true,"message":{"error":"Invalid login"}')

@@ -11,62 +11,30 @@ QEWD.js micro-service reach our client; QEWD.js's own master loses every one of 
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 from typing import Any
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from tests.integration.nodes import eio_url as our_eio_url
-from tests.integration.nodes import start_node
 from tests.interop.peer import (
+    CRASH_TEXT,
     PEER_MS,
-    SECRET,
+    WORKER_GONE,
     LogWatcher,
+    claims,
+    connect,
     eio_url,
     free_port,
     http_url,
+    login,
     register,
     request,
     require_peer,
+    start_master,
     start_peer_master,
     start_peer_ms,
 )
 from tests.wsclient import EIOClient
-
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "examples", "jwt")
-ROUTED = ("login", "msNoHandler", "crash")  # what the peer's own master routes to test-app
-CRASH_TEXT = "Cannot read properties of null (reading 'boom')"  # the peer's test-app crash
-WORKER_GONE = "master received exit event from worker process"
-
-
-def claims(token: str) -> dict[str, Any]:
-    """A JWT's payload as it is on the wire (public claims only: secrets stay in ``qewd``)."""
-    segment = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-
-
-def start_master(test: TestCase, ms_url: str, **config: Any):
-    """Our master: the seed example's local ``jwt`` app (examples/jwt/jwt_app.py: ``test``
-    needs a logged-in session), ``login``/``msNoHandler``/``crash`` routed to ``ms_url``."""
-    assert SECRET == "someSecret123"  # the peer's secret; start_node's default is the same
-    config.setdefault("u_services", [{"application": "jwt", "types": {
-        t: {"url": ms_url, "application": "test-app"} for t in ROUTED}}])
-    return start_node(test, base_dir=EXAMPLE, moduleMap={"jwt": "jwt_app.py"}, **config)
-
-
-async def connect(test: TestCase, node) -> tuple[EIOClient, str]:
-    c = EIOClient(our_eio_url(node))
-    test.addCleanup(c.close)
-    return c, await register(c)
-
-
-def login(token: str, password: str = "secret") -> dict[str, Any]:
-    return {"type": "login", "token": token,
-            "params": {"username": "rob", "password": password}}
 
 
 class PythonMasterToQEWDMicroServiceTests(TestCase):
@@ -135,6 +103,36 @@ class PythonMasterToQEWDMicroServiceTests(TestCase):
         self.assertEqual(frames[-1]["message"], {"error": "You must be logged in"})
 
 
+    @defer.inlineCallbacks
+    def test_typed_intermediate_is_relayed(self):
+        """The peer's ``send({type: X, ...})`` frame has no ``ms_requestId``; with one request
+        in flight our link can still tell whose it is, and relays it under its own type
+        (QEWD.js's master drops it: PROTOCOL.md §4.4 item 7, peer README surprise 2)."""
+        yield self.link.when_up()
+        c, token = yield defer.ensureDeferred(connect(self, self.master))
+        message = login(token)
+        message["params"]["progressType"] = "loginProgress"
+        frames = yield defer.ensureDeferred(request(c, message))
+        self.assertEqual([(f["type"], f["finished"]) for f in frames],
+                         [("loginProgress", False), ("login", True)])
+        self.assertEqual(frames[0]["message"], {"text": "checking credentials",
+                                                "username": "rob"})
+
+    @defer.inlineCallbacks
+    def test_secret_mismatch_reaches_our_client(self):
+        """A master whose secret differs from the peer's: the peer's own master-level JWT
+        rejection (no ``finished``, no ``ms_requestId``) comes back to our client under the
+        request's type."""
+        master = start_master(self, self.ms_url, jwt={"secret": "not-the-peer-secret"})
+        yield master.micro_services.links[self.ms_url].when_up()
+        c, token = yield defer.ensureDeferred(connect(self, master))
+        frames = yield defer.ensureDeferred(request(c, login(token)))
+        self.assertEqual(len(frames), 1)
+        self.assertEqual(frames[0]["type"], "login")
+        self.assertEqual(frames[0]["message"]["error"],
+                         "Invalid JWT: Error: Signature verification failed")
+
+
 class QEWDMicroServiceErrorsTests(TestCase):
     """``msNoHandler`` and ``crash`` on a QEWD.js micro-service of our own (a crash kills a
     peer worker, so these never touch the shared peer)."""
@@ -195,7 +193,7 @@ class QEWDMicroServiceErrorsTests(TestCase):
         new worker), else our deadline's 504; the link then waits ``resync_after`` for a late
         final frame and reconnects to start clean, and the next login works."""
         log = LogWatcher(self)
-        ms, master, link = yield self._pair(microServiceTimeout=10)
+        _ms, master, link = yield self._pair(microServiceTimeout=10)
         c, token = yield defer.ensureDeferred(connect(self, master))
         frames = yield defer.ensureDeferred(request(c, login(token)))
         token = frames[-1]["message"]["token"]

@@ -54,6 +54,14 @@ class Connection:
         self.is_link = False
 
     def send(self, frame: Any) -> None:
+        self.send_encoded(self.encode(frame))
+
+    def encode(self, frame: Any) -> bytes:
+        """The frame as this connection's framing writes it (raises if not JSON-able)."""
+        raise NotImplementedError
+
+    def send_encoded(self, data: bytes) -> None:
+        """Write what ``encode`` made (for a broadcast, encoded once per framing)."""
         raise NotImplementedError
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -173,14 +181,27 @@ class Node:
 
     def to_all(self, obj: Any) -> None:
         """Send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``)."""
-        for conn in list(self.connections.values()):
-            self._send(conn, obj)
+        self._broadcast(obj, list(self.connections.values()))
 
     def to_application(self, obj: Any, application: str) -> None:
         """Send ``obj`` to every client registered for ``application`` (``toApplication``)."""
-        for conn in list(self.connections.values()):
-            if conn.application == application:
-                self._send(conn, obj)
+        self._broadcast(obj, [c for c in self.connections.values()
+                              if c.application == application])
+
+    def _broadcast(self, obj: Any, conns: list[Connection]) -> None:
+        # one encoding per framing, not per recipient
+        encoded: dict[str, bytes] = {}
+        for conn in conns:
+            if not conn.open:
+                continue
+            data = encoded.get(conn.framing)
+            if data is None:
+                try:
+                    data = encoded[conn.framing] = conn.encode(obj)
+                except (TypeError, ValueError) as e:
+                    log.warn("broadcast is not JSON-serialisable: {error}", error=e)
+                    return
+            conn.send_encoded(data)
 
     def send_to_socket(self, socket_id: str, obj: Any) -> bool:
         """Send ``obj`` to one socket by id; False when it is not connected here."""

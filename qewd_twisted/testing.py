@@ -39,8 +39,11 @@ class MemoryConnection(Connection):
         self.frames: list[Any] = []
         self.closed: tuple[int, str] | None = None
 
-    def send(self, frame: Any) -> None:
-        self.frames.append(json.loads(wire.dumps(frame)))
+    def encode(self, frame: Any) -> bytes:
+        return wire.plain_bytes(frame)
+
+    def send_encoded(self, data: bytes) -> None:
+        self.frames.append(json.loads(data))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         self.closed = (code, reason)

@@ -129,15 +129,21 @@ class _ProtocolConnection(Connection):
 class EngineIOConnection(_ProtocolConnection):
     framing = "engine.io"
 
-    def send(self, frame: Any) -> None:
-        self._write(wire.event_bytes(frame))  # may raise: the node answers then
+    def encode(self, frame: Any) -> bytes:
+        return wire.event_bytes(frame)  # may raise: the node answers then
+
+    def send_encoded(self, data: bytes) -> None:
+        self._write(data)
 
 
 class PlainConnection(_ProtocolConnection):
     framing = "plain"
 
-    def send(self, frame: Any) -> None:
-        self._write(wire.plain_bytes(frame))
+    def encode(self, frame: Any) -> bytes:
+        return wire.plain_bytes(frame)
+
+    def send_encoded(self, data: bytes) -> None:
+        self._write(data)
 
 
 class _NodeProtocol(QuietFraming, WebSocketServerProtocol):

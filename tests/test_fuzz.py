@@ -141,8 +141,10 @@ class WireConnection(MemoryConnection):
 
     framing = "memory-engine.io"
 
-    def send(self, frame: Any) -> None:
-        data = wire.event_bytes(frame)
+    def encode(self, frame: Any) -> bytes:
+        return wire.event_bytes(frame)
+
+    def send_encoded(self, data: bytes) -> None:
         packet = wire.decode(data.decode("utf-8"))
         assert packet.kind == "event" and packet.name == "ewdjs", packet
         self.frames.append(packet.args[0])

@@ -32,6 +32,7 @@ def crash(messageObj, session, send, finished):
 
 
 def blocked(messageObj, session, send, finished):
+    send({"blocked": True})  # tells a test the handler is running
     release.wait(30)
     finished({"released": True})
 

@@ -27,9 +27,17 @@ class MaxConnectionsTests(TestCase):
         yield self.assertFailure(c.opened, ConnectionError)
         code, reason = yield c.closed
         self.assertIn("503", str(reason))
+        seen: defer.Deferred[None] = defer.Deferred()
+        original = node.node.connection_lost
+
+        def connection_lost(conn):
+            original(conn)
+            if not seen.called:
+                seen.callback(None)
+
+        node.node.connection_lost = connection_lost
         yield a.close()
-        while len(node.node.connections) > 1:  # the server has seen the close
-            yield _next_turn()
+        yield seen  # the server has seen the close
         d = EIOClient(eio_url(node))
         self.addCleanup(d.close)
         yield defer.ensureDeferred(d.handshake())
@@ -78,13 +86,6 @@ class SlowReaderTests(TestCase):
         self.assertEqual((frames, f["message"]["sent"]), (1500, 1500))
 
 
-def _next_turn() -> defer.Deferred[None]:
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, 0.01, lambda: None)
-
-
 class StuckHandlerTests(TestCase):
     @defer.inlineCallbacks
     def test_blocked_thread_does_not_starve_other_requests(self):
@@ -105,6 +106,8 @@ class StuckHandlerTests(TestCase):
         ta = (yield defer.ensureDeferred(a.message()))["message"]["token"]
         tb = (yield defer.ensureDeferred(b.message()))["message"]["token"]
         a.emit({"type": "blocked", "token": ta})
+        running = yield defer.ensureDeferred(a.message())
+        self.assertEqual(running["message"], {"blocked": True})
         timed_out = yield defer.ensureDeferred(a.message())
         self.assertEqual(timed_out["message"]["status"], {"code": 504})
         # a's thread is still blocked; without a spare, b would wait behind it (and time out)

@@ -162,9 +162,8 @@ class GracefulStopTests(TestCase):
         c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
         token = (yield defer.ensureDeferred(c.message()))["message"]["token"]
         c.emit({"type": "blocked", "token": token})
-        # wait until the handler is really running in the pool
-        while node.node.in_flight == 0:
-            yield deferLater(0)
+        running = yield defer.ensureDeferred(c.message())  # the handler is running in the pool
+        self.assertEqual(running["message"], {"blocked": True})
         stopped = node.stopService()
         # no longer listening
         late = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
@@ -176,12 +175,6 @@ class GracefulStopTests(TestCase):
         code, _ = yield c.closed
         self.assertEqual(code, 1001)
         yield stopped
-
-
-def deferLater(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet.task import deferLater as _later
-
-    return _later(reactor, seconds, lambda: None)
 
 
 def load_config_dict(**overrides):

@@ -37,6 +37,8 @@ import time
 import urllib.request
 from typing import Any
 
+from bench.loadgen import handshake_request, ws_frame
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "churnSecret123"
 PASSWORD = "churn-status-password"
@@ -115,19 +117,6 @@ class Node:
 
 # -- one client cycle ------------------------------------------------------------------------
 
-def _frame(payload: bytes, opcode: int = 1) -> bytes:
-    """One masked client frame (RFC 6455 §5.2)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0xFF)) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     b0, b1 = await reader.readexactly(2)
     n = b1 & 0x7F
@@ -142,11 +131,7 @@ async def cycle(port: int, jwt: bool) -> None:
     """connect, handshake, ewd-register, close; raises on anything unexpected."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((
-            "GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        writer.write(handshake_request("127.0.0.1", port, "/socket.io/?EIO=3&transport=websocket"))
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 101 " not in head.split(b"\r\n", 1)[0] + b" ":
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1"))
@@ -155,11 +140,11 @@ async def cycle(port: int, jwt: bool) -> None:
         opcode, data = await _read_frame(reader)
         assert data == b"40", data
         register = {"type": "ewd-register", "application": "bench", "jwt": jwt}
-        writer.write(_frame(b"42" + json.dumps(["ewdjs", register]).encode()))
+        writer.write(ws_frame(b"42" + json.dumps(["ewdjs", register]).encode()))
         opcode, data = await _read_frame(reader)
         reply = json.loads(data[2:])[1]
         assert reply["type"] == "ewd-register" and "token" in reply["message"], reply
-        writer.write(_frame((1000).to_bytes(2, "big"), opcode=8))
+        writer.write(ws_frame((1000).to_bytes(2, "big"), opcode=8))
         while True:  # until the server's close frame, then its end of the TCP connection
             opcode, data = await _read_frame(reader)
             if opcode == 8:

@@ -53,7 +53,7 @@ class StatusPageTests(BrowserTestCase):
         yield self.start_browser()
         page = yield self.in_browser(_open, self.bt.browser, base_url(master) + "/status")
         row = f'#links tr[data-url="{link_url}"]'
-        yield self.in_browser(_reload_until, page, f'{row}[data-state="up"]')
+        yield self.in_browser(_shows, page, f'{row}[data-state="up"]')
         cells = yield self.in_browser(_cells, page, "#requests-recent tbody tr")
         self.assertEqual(cells, [["jwt", "login", "1", "0", "0.017", cells[0][5]]])
         summary = yield self.in_browser(lambda: page.text_content("#connections"))
@@ -63,7 +63,8 @@ class StatusPageTests(BrowserTestCase):
         for conn in list(ms.node.connections.values()):
             conn.close(4000, "test: drop the link")
         yield ms.stopService()
-        yield self.in_browser(_reload_until, page, f'{row}[data-state="down"]')
+        yield link_state(master, link_url, "down")
+        yield self.in_browser(_shows, page, f'{row}[data-state="down"]')
         events = yield self.in_browser(lambda: page.text_content("#events"))
         self.assertIn(f"link {link_url} is down", events)
         readiness = yield self.in_browser(lambda: page.text_content("#readiness"))
@@ -76,7 +77,8 @@ class StatusPageTests(BrowserTestCase):
 
         # back on the same port: the link re-registers and the page shows it
         start_ms(self, listen=f"tcp:{ms_port}:interface=127.0.0.1")
-        yield self.in_browser(_reload_until, page, f'{row}[data-state="up"]')
+        yield link_state(master, link_url, "up")
+        yield self.in_browser(_shows, page, f'{row}[data-state="up"]')
         cells = yield self.in_browser(_cells, page, f"{row}")
         self.assertEqual(cells[0][6], "1 / 1")  # registered once, re-registered once
 
@@ -113,14 +115,28 @@ def _open(browser: Any, url: str) -> Any:
     return page
 
 
-def _reload_until(page: Any, selector: str, attempts: int = 100) -> None:
-    """Reload (rather than wait for the page's own refresh) until ``selector`` is there."""
-    for _ in range(attempts):
-        if page.query_selector(selector) is not None:
-            return
-        page.wait_for_timeout(100)
-        page.reload()
-    raise AssertionError(f"{selector} never appeared; page:\n{page.text_content('body')}")
+def link_state(master: Any, url: str, state: str) -> defer.Deferred[None]:
+    """Fires when the master's link to ``url`` is in ``state`` (at once if it already is)."""
+    link = master.micro_services.links[url]
+    d: defer.Deferred[None] = defer.Deferred()
+    if link.state.value == state:
+        d.callback(None)
+        return d
+
+    def changed(_link: Any, new: Any) -> None:
+        if new.value == state and not d.called:
+            unsubscribe()
+            d.callback(None)
+
+    unsubscribe = link.on_state_change(changed)
+    return d
+
+
+def _shows(page: Any, selector: str) -> None:
+    """Reload once (the node's state has already changed) and require ``selector``."""
+    page.reload()
+    if page.query_selector(selector) is None:
+        raise AssertionError(f"{selector} is not on the page:\n{page.text_content('body')}")
 
 
 def _cells(page: Any, rows: str) -> list[list[str]]:

@@ -32,15 +32,52 @@ def write_startup(test: TestCase, config_source: str) -> str:
     return path
 
 
-class TwistdProcess(protocol.ProcessProtocol):
-    """One node process. ``wait_for(text)`` fires when ``text`` appears in its output after
-    the point where wait_for was called (or after ``mark()``); nothing polls or sleeps."""
+class OutputWatcher:
+    """Collected text output; ``wait_for(text)`` fires once ``text`` appears after ``since``
+    (default: the output's length when called). Nothing polls or sleeps."""
+
+    label = "output"
+
+    def __init__(self) -> None:
+        self.output = ""
+        self._waiters: list[tuple[str, int, defer.Deferred[None]]] = []
+
+    def mark(self) -> int:
+        return len(self.output)
+
+    def wait_for(self, text: str, since: int | None = None) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append((text, self.mark() if since is None else since, d))
+        self._check()
+        return d
+
+    def _append(self, text: str) -> None:
+        self.output += text
+        self._check()
+
+    def _check(self) -> None:
+        for entry in list(self._waiters):
+            text, start, d = entry
+            if text in self.output[start:]:
+                self._waiters.remove(entry)
+                d.callback(None)
+
+    def _fail_waiters(self, why: str) -> None:
+        waiters, self._waiters = self._waiters, []
+        for text, _, d in waiters:
+            d.errback(RuntimeError(f"{self.label}: {why} before {text!r} appeared; "
+                                   f"output:\n{self.output[-4000:]}"))
+
+
+class TwistdProcess(OutputWatcher, protocol.ProcessProtocol):
+    """One ``twistd -n qewd`` node process, its output collected for ``wait_for``."""
+
+    label = "twistd node"
 
     def __init__(self, test: TestCase, startup: str) -> None:
+        OutputWatcher.__init__(self)
         self.test = test
         self.startup = startup
-        self.output = b""
-        self._waiters: list[tuple[bytes, int, defer.Deferred[None]]] = []
         self.ended: defer.Deferred[Any] = defer.Deferred()
         self.transport: Any = None
 
@@ -52,34 +89,14 @@ class TwistdProcess(protocol.ProcessProtocol):
         self.test.addCleanup(self.kill)
         return self
 
-    def wait_for(self, text: str, since: int | None = None) -> defer.Deferred[None]:
-        start = len(self.output) if since is None else since
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append((text.encode(), start, d))
-        self._check()
-        return d
-
-    def mark(self) -> int:
-        return len(self.output)
-
     def outReceived(self, data: bytes) -> None:
-        self.output += data
-        self._check()
+        self._append(data.decode("utf-8", "replace"))
 
     errReceived = outReceived
 
-    def _check(self) -> None:
-        for entry in list(self._waiters):
-            text, start, d = entry
-            if text in self.output[start:]:
-                self._waiters.remove(entry)
-                d.callback(None)
-
     def processEnded(self, reason: Any) -> None:
         self.transport = None
-        for _, _, d in self._waiters:
-            d.errback(RuntimeError("process ended; output:\n" + self.output.decode(errors="replace")))
-        self._waiters = []
+        self._fail_waiters("process ended")
         self.ended.callback(reason.value)
 
     def signal(self, name: str) -> defer.Deferred[Any]:

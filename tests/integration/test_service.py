@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 from twisted.application.service import IServiceMaker, MultiService
-from twisted.internet import defer, error, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import TestCase
@@ -21,23 +21,18 @@ from twisted.trial.unittest import TestCase
 from qewd_twisted import QEWDService, load_config
 from tests.apps import demo
 from tests.integration.nodes import eio_url, port_of, start_node
+from tests.integration.processes import (
+    REPO,
+    TWISTD,
+    TwistdProcess,
+    free_port,
+    write_startup,
+)
 from tests.wsclient import EIOClient
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def twistd_args(*args: str) -> list[str]:
-    # twistd itself (``python -m twisted`` is the newer ``twist`` runner)
-    return ["-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "--logfile=-", *args]
+    return [*TWISTD, *args]
 
 
 class PluginTests(TestCase):
@@ -89,63 +84,28 @@ class PluginTests(TestCase):
         self.assertIn(b"/nonexistent/startup.py", err)
 
 
-class _Watch(protocol.ProcessProtocol):
-    """Collects a child's output; fires `seen` when a given text appears."""
-
-    def __init__(self, text: bytes) -> None:
-        self.text = text
-        self.out = b""
-        self.seen: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[int] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-        if not self.seen.called and self.text in self.out:
-            self.seen.callback(None)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        if not self.seen.called:
-            self.seen.errback(RuntimeError(self.out.decode(errors="replace")))
-        # twistd re-raises the signal it stopped on, so a SIGTERM stop ends by that signal
-        self.ended.callback(getattr(reason.value, "signal", None) or reason.value.exitCode)
-
-
 class TwistdProcessTests(TestCase):
     @defer.inlineCallbacks
     def test_runs_and_stops_on_sigterm(self):
-        d = os.path.abspath(self.mktemp())
-        os.makedirs(d)
         port = free_port()
-        path = os.path.join(d, "startup.py")
-        with open(path, "w") as f:
-            f.write(f'config = {{"listen": "tcp:{port}:interface=127.0.0.1", '
-                    f'"jwt": {{"secret": "x"}}, "moduleMap": {{"demo": "tests.apps.demo"}}}}\n')
-        watch = _Watch(b"started: listening")
-        env = dict(os.environ, PYTHONPATH=REPO)
-        proc = reactor.spawnProcess(watch, sys.executable,
-                                    [sys.executable, *twistd_args("qewd", "--config", path)],
-                                    env=env, path=REPO)
-
-        def kill():
-            if proc.pid:
-                proc.signalProcess("KILL")
-                return watch.ended
-
-        self.addCleanup(kill)
-        yield watch.seen
+        path = write_startup(self, f'{{"listen": "tcp:{port}:interface=127.0.0.1", '
+                                   f'"jwt": {{"secret": "x"}}, "moduleMap": {{"demo": "tests.apps.demo"}}}}')
+        node = TwistdProcess(self, path)
+        listening = node.wait_for("started: listening")
+        node.start()
+        yield listening
         c = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
         yield defer.ensureDeferred(c.handshake())
         c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
         reg = yield defer.ensureDeferred(c.message())
         self.assertIn("token", reg["message"])
-        proc.signalProcess(signal.SIGTERM)
+        stopped = node.signal("TERM")
         code, _ = yield c.closed
         self.assertEqual(code, 1001)  # told: going away
-        status = yield watch.ended
-        self.assertIn(status, (0, signal.SIGTERM), watch.out.decode())
-        self.assertIn(b"stopped", watch.out)
+        reason = yield stopped
+        # twistd re-raises the signal it stopped on, so a SIGTERM stop ends by that signal
+        self.assertIn(reason.signal or reason.exitCode, (0, signal.SIGTERM), node.output)
+        self.assertIn("stopped", node.output)
 
 
 class GracefulStopTests(TestCase):

@@ -25,7 +25,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.integration.nodes import eio_url as our_eio_url
 from tests.integration.nodes import start_node
-from tests.integration.processes import REPO, free_port
+from tests.integration.processes import REPO, OutputWatcher, free_port
 from tests.wsclient import EIOClient
 
 KIT = os.path.abspath(
@@ -122,44 +122,7 @@ def require_peer(test: TestCase, spawn: bool = False) -> None:
         raise SkipTest(why)
 
 
-class _Output:
-    """Collected text output; ``wait_for(text)`` fires once ``text`` appears after ``since``
-    (default: the output's length when called). Nothing polls or sleeps."""
-
-    label = "output"
-
-    def __init__(self) -> None:
-        self.output = ""
-        self._waiters: list[tuple[str, int, defer.Deferred[None]]] = []
-
-    def mark(self) -> int:
-        return len(self.output)
-
-    def wait_for(self, text: str, since: int | None = None) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append((text, self.mark() if since is None else since, d))
-        self._check()
-        return d
-
-    def _append(self, text: str) -> None:
-        self.output += text
-        self._check()
-
-    def _check(self) -> None:
-        for entry in list(self._waiters):
-            text, start, d = entry
-            if text in self.output[start:]:
-                self._waiters.remove(entry)
-                d.callback(None)
-
-    def _fail_waiters(self, why: str) -> None:
-        waiters, self._waiters = self._waiters, []
-        for text, _, d in waiters:
-            d.errback(RuntimeError(f"{self.label}: {why} before {text!r} appeared; "
-                                   f"output:\n{self.output[-4000:]}"))
-
-
-class LogWatcher(_Output):
+class LogWatcher(OutputWatcher):
     """Our in-process nodes' twisted.logger events, as text, for ``wait_for``."""
 
     label = "our log"
@@ -198,7 +161,7 @@ def _kill_worker(pid: int) -> None:
         pass
 
 
-class PeerProcess(_Output, protocol.ProcessProtocol):
+class PeerProcess(OutputWatcher, protocol.ProcessProtocol):
     """A QEWD.js node we start (``node <script>`` in the peer's run folder) and stop, with its
     worker processes. Its stdout and stderr are collected for ``wait_for``.
 
@@ -207,7 +170,7 @@ class PeerProcess(_Output, protocol.ProcessProtocol):
     killed, and only then do the pipes close (``processEnded``)."""
 
     def __init__(self, test: TestCase, script: str, env: dict[str, str], label: str) -> None:
-        _Output.__init__(self)
+        OutputWatcher.__init__(self)
         self.test = test
         self.script = script
         self.env = env

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
 import re
 from typing import Any
@@ -19,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from . import _json
 
 __all__ = ["GCMSecretCipher", "SecretCipher", "evp_bytes_to_key"]
 
@@ -40,21 +41,10 @@ def evp_bytes_to_key(secret: bytes, key_len: int = 32, iv_len: int = 16) -> tupl
     return out[:key_len], out[key_len : key_len + iv_len]
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity; JSON.parse does not, and NaN would defeat exp checks.
-    raise ValueError("non-standard JSON constant")
-
-
-# Built once: json.loads/dumps with non-default options construct a codec per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
 def _load_json(data: bytes) -> Any:
     """Strict JSON from UTF-8 bytes; ValueError on anything JSON.parse would refuse."""
     try:
-        return _DECODER.decode(data.decode("utf-8"))
+        return _json.loads_strict(data.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -65,11 +55,11 @@ def _js_json(obj: Any) -> bytes:
     A string with a lone surrogate cannot be UTF-8; like ES2019 ``JSON.stringify`` we then
     escape it (ensure_ascii escapes all non-ASCII, which parses back to the same value).
     """
-    text = _ENCODER.encode(obj)
+    text = _json.dumps(obj)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return _ASCII_ENCODER.encode(obj).encode("ascii")
+        return _json.dumps_ascii(obj).encode("ascii")
 
 
 def _b64url(data: bytes) -> str:
@@ -89,6 +79,20 @@ def _b64url_decode(segment: str) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return raw if _b64url(raw) == segment else None
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat(obj: Any) -> dict[str, Any] | None:
+    """``obj`` if it is a dict of str keys and scalar values (a shallow copy of it is then a
+    full copy, and it is exactly what parsing its JSON gives back), else None."""
+    if type(obj) is not dict:
+        return None
+    for key, value in obj.items():
+        if type(key) is not str or type(value) not in _SCALARS:
+            return None
+    return obj
 
 
 def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
@@ -167,15 +171,19 @@ class SecretCipher:
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(iv))
         # Deterministic cipher: a session whose secrets did not change since the last token
         # re-encrypts to the same hex. Both maps hold only pairs this cipher made or opened.
+        # _plain_by_hex also keeps the parsed object when it is flat (``_flat``): a client
+        # sends back the claim we gave it, and a dict copy is cheaper than parsing the JSON.
         self._hex_by_plain: dict[bytes, str] = {}
-        self._plain_by_hex: dict[str, bytes] = {}
+        self._plain_by_hex: dict[str, tuple[bytes, dict[str, Any] | None]] = {}
         self.cache_size = cache_size
 
-    def _remember(self, plain: bytes, hexed: str) -> None:
+    def _remember(self, plain: bytes, hexed: str, obj: Any = None) -> None:
         if self.cache_size <= 0:
             return
+        flat = _flat(obj)
         _bounded_put(self._hex_by_plain, plain, hexed, self.cache_size)
-        _bounded_put(self._plain_by_hex, hexed, plain, self.cache_size)
+        _bounded_put(self._plain_by_hex, hexed,
+                     (plain, None if flat is None else dict(flat)), self.cache_size)
 
     def encrypt(self, obj: Any) -> str:
         """Lowercase hex of the encrypted ``JSON.stringify``-style JSON of ``obj``.
@@ -190,7 +198,7 @@ class SecretCipher:
         data = padder.update(plain) + padder.finalize()
         encryptor = self._cipher.encryptor()
         hexed = (encryptor.update(data) + encryptor.finalize()).hex()
-        self._remember(plain, hexed)
+        self._remember(plain, hexed, obj)
         return hexed
 
     def decrypt(self, ciphertext: str) -> Any:
@@ -201,7 +209,7 @@ class SecretCipher:
             raise TypeError("ciphertext must be a hex string")
         known = self._plain_by_hex.get(ciphertext)
         if known is not None:
-            return _load_json(known)
+            return dict(known[1]) if known[1] is not None else _load_json(known[0])
         try:
             raw = bytes.fromhex(ciphertext)
         except ValueError:
@@ -219,5 +227,5 @@ class SecretCipher:
             obj = _load_json(plain)
         except ValueError:
             raise ValueError("decrypted data is not JSON") from None
-        self._remember(plain, ciphertext)
+        self._remember(plain, ciphertext, obj)
         return obj

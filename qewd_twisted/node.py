@@ -15,7 +15,9 @@ echoed on every frame, intermediate ones included, so the master can correlate e
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterable
+import types
+from collections.abc import Coroutine
+from typing import Any, Callable, Generator, Iterable
 
 from twisted.internet import defer
 from twisted.internet.threads import blockingCallFromThread
@@ -32,9 +34,33 @@ from ._requests import (
 )
 from .apps import Application, Applications, AppLoadError, runs_on_reactor
 from .observe import NodeObserver, outcome_of
+from .sessions import SessionError
+from .tokens import NO_APPLICATION, TokenError
 from .workers import PoolFull
 
 log = Logger()
+
+
+@types.coroutine
+def _resume(coro: Coroutine, awaited: Any) -> Generator[Any, Any, Any]:
+    """Go on driving ``coro``, which has already run up to awaiting ``awaited``: hands that
+    to whoever drives this (Twisted's coroutine runner), and its result or failure back in."""
+    while True:
+        try:
+            value = yield awaited
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:
+            try:
+                awaited = coro.throw(e)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                awaited = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 class Node:
@@ -225,8 +251,6 @@ class Node:
 
     def _jwt_message(self, conn: Connection, obj: dict, mtype: str, token: Any,
                      started: float, rid: Any) -> None:
-        from .tokens import NO_APPLICATION, TokenError
-
         try:
             payload = self.tokens.decode(token)
             application = payload.get("application")
@@ -237,7 +261,7 @@ class Node:
             if route is not None:
                 req = Request(conn, obj, mtype, started, rid, True, payload, application)
                 return self._forward(req, *route)
-            session = self.tokens.session_from_payload(payload)
+            session = self.tokens.session_from_payload(payload, token)
         except TokenError as e:
             return self._jwt_rejected(conn, mtype, str(e), rid)
         req = Request(conn, obj, mtype, started, rid, True, session, application)
@@ -245,8 +269,6 @@ class Node:
 
     def _session_message(self, conn: Connection, obj: dict, mtype: str, token: Any,
                          started: float, rid: Any) -> None:
-        from .sessions import SessionError
-
         try:
             session = self.sessions.authenticate(token if isinstance(token, str) else "")
         except SessionError as e:
@@ -257,8 +279,6 @@ class Node:
     # -- built-ins (PROTOCOL.md §2) -----------------------------------------------------
 
     def _register(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
-        from .sessions import SessionError
-
         mtype = "ewd-register"
         application = obj.get("application")
         if (not isinstance(application, str) or not application
@@ -290,9 +310,6 @@ class Node:
         self._reply(conn, mtype, message, started, rid)
 
     def _reregister(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
-        from .sessions import SessionError
-        from .tokens import TokenError
-
         mtype = "ewd-reregister"
         token = obj.get("token")
         if not token or not isinstance(token, str):
@@ -373,12 +390,38 @@ class Node:
         target = handler if handler is not None else app.before_handler
         if runs_on_reactor(target):
             send, finished = self._callbacks(req, threaded=False)
+            if app.before_handler is None and app.after_handler is None:
+                return self._call_on_reactor(handler, req, send, finished)
             d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
         else:
             send, finished = self._callbacks(req, threaded=True)
             req.in_thread = True
             d = self.pool.run(self._chain_sync, app, handler, req, send, finished)
             d.addBoth(self._thread_returned, req)
+        d.addErrback(self._handler_failed, req)
+
+    def _call_on_reactor(self, handler: Callable, req: Request, send: Callable,
+                         finished: Callable) -> None:
+        """A reactor handler with no before/after hooks, without a Deferred when it can.
+
+        Most ``async def`` handlers finish without awaiting anything: the first ``send(None)``
+        runs them to the end, and wrapping them in ``ensureDeferred`` would cost more than the
+        handler itself. One that does await is handed to Twisted where it stopped.
+        """
+        try:
+            result = handler(req.message, req.session, send, finished)
+            if isinstance(result, Coroutine):
+                try:
+                    awaited = result.send(None)
+                except StopIteration:
+                    return
+                d = defer.Deferred.fromCoroutine(_resume(result, awaited))
+            elif inspect.isawaitable(result):  # @inlineCallbacks: a Deferred
+                d = defer.ensureDeferred(result)
+            else:  # @on_reactor: a plain function
+                return
+        except Exception:
+            return self._handler_failed(Failure(), req)
         d.addErrback(self._handler_failed, req)
 
     def _thread_returned(self, result: Any, req: Request) -> Any:
@@ -549,8 +592,6 @@ class Node:
         link.send_request(out, lambda frame: self._relay(req, frame), self.micro_service_timeout)
 
     def _relay(self, req: Request, frame: dict) -> None:
-        from .tokens import TokenError
-
         if req.done:
             log.debug("late frame for {type} dropped", type=req.type)
             return

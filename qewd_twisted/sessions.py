@@ -85,8 +85,11 @@ class JWTSession(_SessionMapping):
         JWTSession({"application": "x", "timeout": 300}, secret_names={"username"})
     """
 
-    __slots__ = ("_secrets",)
+    __slots__ = ("_secrets", "_origin")
     _secrets: dict[str, None]
+    # (token, its flat payload) when the session came from a token the codec could re-issue
+    # unchanged (TokenCodec.session_from_payload / issue); None otherwise.
+    _origin: tuple[str, dict[str, Any]] | None
 
     def __init__(
         self,
@@ -100,8 +103,19 @@ class JWTSession(_SessionMapping):
         # An insertion-ordered dict used as an ordered set: the secrets are re-encrypted in the
         # order QEWD would write them, so an unchanged session gives a bit-identical ``qewd``.
         object.__setattr__(self, "_secrets", {})
+        object.__setattr__(self, "_origin", None)
         for name in secret_names:
             self.make_secret(name)
+
+    @classmethod
+    def _verified(cls, claims: dict[str, Any], secret_names: list[str]) -> JWTSession:
+        """The token layer's constructor: ``claims`` hold no internal claim and
+        ``secret_names`` no reserved name (both already filtered)."""
+        session = cls.__new__(cls)
+        dict.update(session, claims)
+        object.__setattr__(session, "_secrets", dict.fromkeys(secret_names))
+        object.__setattr__(session, "_origin", None)
+        return session
 
     # QEWD's helpers (§3.4 step 4), with Python names and the camelCase ones ported code uses.
 

@@ -51,6 +51,7 @@ from ._ciphers import (
     _b64url,
     _b64url_decode,
     _bounded_put,
+    _flat,
     _js_json,
     _load_json,
     evp_bytes_to_key,
@@ -154,6 +155,36 @@ def _parse_segment(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
+class _Seen:
+    """What the token cache keeps per token: the payload's JSON, the payload itself when it is
+    flat (``_flat``: copying it is cheaper than parsing), and whether the token is exactly
+    what ``encode`` would write for that payload (our header, current key, our JSON layout).
+
+    For such a token ``issue`` can return the token itself when a handler leaves the session
+    as it was and the second (``iat``) has not changed: same claims, same bytes, same
+    signature, without the JSON encoding, base64 and HMAC.
+    """
+
+    __slots__ = ("json", "flat", "ours")
+
+    def __init__(self, json: bytes, flat: dict[str, Any] | None, ours: bool) -> None:
+        self.json = json
+        self.flat = flat
+        self.ours = ours and flat is not None
+
+
+def _same_claims(claims: dict[str, Any], known: dict[str, Any]) -> bool:
+    """Whether ``claims`` would encode to the same JSON as ``known`` (a flat payload): same
+    names in the same order, same values of the same types. Floats are never taken as the
+    same (``0.0 == -0.0`` but they encode differently), nor ``True`` as ``1``."""
+    if claims != known or list(claims) != list(known):
+        return False
+    for value, other in zip(claims.values(), known.values()):
+        if type(value) is not type(other) or type(value) is float:
+            return False
+    return True
+
+
 def _is_number(value: Any) -> bool:
     # ints are compared exactly (math.isnan would overflow on a 400-digit JSON integer)
     return type(value) is int or (type(value) is float and not math.isnan(value))
@@ -227,10 +258,10 @@ class TokenCodec:
         # Claims in the GCM format are read whatever ``cipher`` says (a mesh can migrate);
         # ``cipher`` chooses what this codec writes.
         self._gcm_ciphers = [GCMSecretCipher(s, cache_size) for s in secrets]
-        # Tokens this codec signed, or whose signature it has verified, with their payload
-        # JSON: a client sends back the token we gave it, so most verifications are a lookup.
-        # exp/nbf are still checked on every use. Bounded; oldest entries go first.
-        self._seen: dict[str, bytes] = {}
+        # Tokens this codec signed, or whose signature it has verified: a client sends back
+        # the token we gave it, so most verifications are a lookup (exp/nbf are still checked
+        # on every use). Bounded; oldest entries go first. See ``_Seen``.
+        self._seen: dict[str, _Seen] = {}
         self._cache_size = cache_size
         self._cipher: SecretCipher | GCMSecretCipher = (
             self._gcm_ciphers[0] if cipher == "aes-256-gcm" else self._ciphers[0])
@@ -265,7 +296,7 @@ class TokenCodec:
             raise TokenError(TOO_LONG)
         known = self._seen.get(token)
         if known is not None:
-            payload = _load_json(known)
+            payload = dict(known.flat) if known.flat is not None else _load_json(known.json)
             if check_times:
                 self._check_times(payload)
             return payload
@@ -281,25 +312,33 @@ class TokenCodec:
             raise TokenError(ALGORITHM_NOT_SUPPORTED)
         if _b64url_decode(segments[2]) is None:
             raise TokenError(BAD_SIGNATURE)  # jwt-simple: a string that is not the signature
-        self._check_signature(token)
-        self._remember(token, _b64url_decode(segments[1]) or b"")
+        key_index = self._check_signature(token)
+        payload_json = _b64url_decode(segments[1]) or b""
+        # Byte for byte what encode() would write for these claims (our header, our current
+        # key, our JSON layout): issue() may hand the same token out again (see _Seen).
+        ours = (key_index == 0 and segments[0] == _HS256_HEADER
+                and _flat(payload) is not None and _js_json(payload) == payload_json)
+        self._remember(token, payload_json, payload, ours)
         if check_times:
             self._check_times(payload)
         return payload
 
-    def _remember(self, token: str, payload_json: bytes) -> None:
+    def _remember(self, token: str, payload_json: bytes, payload: Any, ours: bool) -> None:
         # bounded in count by cache_size and per entry by max_token_length
         if self._cache_size > 0 and payload_json and len(token) <= self.max_token_length:
-            _bounded_put(self._seen, token, payload_json, self._cache_size)
+            flat = _flat(payload)
+            entry = _Seen(payload_json, None if flat is None else dict(flat), ours)
+            _bounded_put(self._seen, token, entry, self._cache_size)
 
-    def _check_signature(self, token: str) -> None:
+    def _check_signature(self, token: str) -> int:
+        """The index in ``_keys`` of the secret that signed ``token``; TokenError if none."""
         # PyJWT's JWS layer checks the signature only (it has no claim checks to turn off).
         # Segments and algorithm were validated above, so anything else it refuses is a header
         # field jwt-simple would ignore but PyJWT will not (kid, crit, b64).
-        for key in self._keys:
+        for index, key in enumerate(self._keys):
             try:
                 self._jws.decode_complete(token, key=key, algorithms=list(self.algorithms))
-                return
+                return index
             except InvalidSignatureError:
                 continue
             except InvalidAlgorithmError:
@@ -342,10 +381,17 @@ class TokenCodec:
         Secret claims with a reserved name (``exp``, ``application``...) are dropped: they would
         contradict the claims the token layer reads. Raises TokenError.
         """
-        return self.session_from_payload(self.decode(token))
+        return self.session_from_payload(self.decode(token), token)
 
-    def session_from_payload(self, payload: Mapping[str, Any]) -> JWTSession:
-        """``session`` for claims ``decode`` has already verified (no second verification)."""
+    def session_from_payload(
+        self, payload: Mapping[str, Any], token: str | None = None
+    ) -> JWTSession:
+        """``session`` for claims ``decode`` has already verified (no second verification).
+
+        ``token`` is the token they came from, if the caller has it: when ``issue`` later
+        finds the session unchanged within the same second, it returns that token again
+        instead of encoding and signing identical claims.
+        """
         secrets = self._decrypt_qewd(payload.get("qewd"))
         claims = {k: v for k, v in payload.items() if k not in INTERNAL_CLAIMS}
         names = []
@@ -353,7 +399,12 @@ class TokenCodec:
             if name not in RESERVED_CLAIMS:
                 claims[name] = value
                 names.append(name)
-        return JWTSession(claims, secret_names=names)
+        session = JWTSession._verified(claims, names)
+        if token is not None:
+            seen = self._seen.get(token)
+            if seen is not None and seen.ours:
+                session._origin = (token, seen.flat)
+        return session
 
     # -- issuing ------------------------------------------------------------------------
 
@@ -373,7 +424,7 @@ class TokenCodec:
         mac = self._mac.copy()
         mac.update(signing_input.encode("ascii"))
         token = signing_input + "." + _b64url(mac.digest())
-        self._remember(token, payload_json)
+        self._remember(token, payload_json, payload, True)
         return token
 
     def register_token(
@@ -425,11 +476,13 @@ class TokenCodec:
         timeout = session.get("timeout")
         timeout = self.initial_timeout if timeout is None else check_timeout(timeout)
         iat = int(self._now())
-        return self.encode(
-            self._session_claims(
-                session, exp=iat + timeout, iat=iat, iss=session.get("iss", ISSUER), timeout=timeout
-            )
+        claims = self._session_claims(
+            session, exp=iat + timeout, iat=iat, iss=session.get("iss", ISSUER), timeout=timeout
         )
+        origin = session._origin
+        if origin is not None and _same_claims(claims, origin[1]):
+            return origin[0]  # what encode(claims) would return, byte for byte (see _Seen)
+        return self.encode(claims)
 
     def with_application(
         self, payload_or_session: Mapping[str, Any] | JWTSession, application: str

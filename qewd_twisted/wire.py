@@ -14,9 +14,10 @@ default namespace: ``42["ewdjs",{...}]``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import _json
 
 EVENT_NAME = "ewdjs"
 
@@ -31,13 +32,9 @@ SIO_CONNECT = "40"
 SIO_DISCONNECT = "41"
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
 def dumps(obj: Any) -> str:
     """JSON the way JavaScript's ``JSON.stringify`` writes it: compact, UTF-8 kept as is."""
-    return _ENCODER.encode(obj)
+    return _json.dumps(obj)
 
 
 def to_utf8(text: str, obj: Any) -> bytes:
@@ -47,7 +44,7 @@ def to_utf8(text: str, obj: Any) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return _ASCII_ENCODER.encode(obj).encode("ascii")
+        return _json.dumps_ascii(obj).encode("ascii")
 
 
 def event_bytes(message: Any, name: str = EVENT_NAME) -> bytes:
@@ -67,7 +64,7 @@ class WireError(ValueError):
 def loads(text: str | bytes) -> Any:
     """Parse JSON, turning every failure (syntax, nesting too deep, bad UTF-8) into WireError."""
     try:
-        return json.loads(text)
+        return _json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except RecursionError:
         raise WireError("Invalid JSON: nested too deeply") from None
     except (ValueError, TypeError) as e:

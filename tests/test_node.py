@@ -315,6 +315,103 @@ class HandlerTests(Base):
         self.assertEqual(h.node.in_flight, 0)
 
 
+class ReactorHandlerTests(SynchronousTestCase):
+    """Reactor handlers without before/after hooks are called directly (no Deferred unless
+    they await): every outcome must be what the Deferred path gave."""
+
+    def run_handler(self, handler, *, advance=0.0):
+        self.flushLoggedErrors()
+        h = NodeHarness({"a": app(handlers={"h": handler})})
+        c = h.connect()
+        frames = h.send(c, {"type": "h", "token": h.register(c, "a")})
+        h.clock.advance(advance)
+        frames += c.take()
+        self.assertEqual(h.node.in_flight, 0)
+        return frames
+
+    def test_finishes_without_awaiting(self) -> None:
+        async def h(m, session, send, finished):
+            send({"step": 1})
+            finished({"ok": True})
+
+        frames = self.run_handler(h)
+        self.assertEqual([f["finished"] for f in frames], [False, True])
+        self.assertIn("token", frames[1]["message"])
+
+    def test_raises_before_awaiting(self) -> None:
+        async def h(m, session, send, finished):
+            raise KeyError("boom")
+
+        [f] = self.run_handler(h)
+        self.assertEqual((f["type"], f["message"]), ("error", "'boom'"))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_raises_after_awaiting(self) -> None:
+        clock_holder = {}
+
+        async def h(m, session, send, finished):
+            d: defer.Deferred[None] = defer.Deferred()
+            clock_holder["d"] = d
+            await d
+            raise ValueError("late")
+
+        h_ = NodeHarness({"a": app(handlers={"h": h})})
+        c = h_.connect()
+        self.assertEqual(h_.send(c, {"type": "h", "token": h_.register(c, "a")}), [])
+        self.assertEqual(h_.node.in_flight, 1)
+        clock_holder["d"].callback(None)
+        [f] = c.take()
+        self.assertEqual((f["type"], f["message"]), ("error", "late"))
+        self.assertEqual(h_.node.in_flight, 0)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_awaits_several_times_and_catches_a_failure(self) -> None:
+        async def h(m, session, send, finished):
+            total = 0
+            for i in range(3):
+                d: defer.Deferred[int] = defer.Deferred()
+                h_.clock.callLater(1, d.callback, i)
+                total += await d
+            failing: defer.Deferred[None] = defer.Deferred()
+            h_.clock.callLater(1, failing.errback, RuntimeError("caught"))
+            try:
+                await failing
+            except RuntimeError as e:
+                finished({"total": total, "caught": str(e)})
+
+        h_ = NodeHarness({"a": app(handlers={"h": h})})
+        c = h_.connect()
+        self.assertEqual(h_.send(c, {"type": "h", "token": h_.register(c, "a")}), [])
+        for _ in range(4):
+            h_.clock.advance(1)
+        [f] = c.take()
+        self.assertEqual((f["message"]["total"], f["message"]["caught"]), (3, "caught"))
+
+    def test_awaited_result_already_there(self) -> None:
+        async def h(m, session, send, finished):
+            value = await defer.succeed(5)
+            finished({"v": value})
+
+        [f] = self.run_handler(h)
+        self.assertEqual(f["message"]["v"], 5)
+
+    def test_inline_callbacks_handler(self) -> None:
+        @defer.inlineCallbacks
+        def h(m, session, send, finished):
+            value = yield defer.succeed(7)
+            finished({"v": value})
+
+        [f] = self.run_handler(h)
+        self.assertEqual(f["message"]["v"], 7)
+
+    def test_returns_without_finishing_times_out(self) -> None:
+        async def h(m, session, send, finished):
+            return None
+
+        [f] = self.run_handler(h, advance=60)
+        self.assertEqual(f["message"]["status"], {"code": E.STATUS_HANDLER_TIMEOUT})
+
+
 class MicroServiceRequestTests(Base):
     def test_ms_request_id_echoed_on_every_frame(self) -> None:
         token = self.register()

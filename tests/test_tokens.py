@@ -988,3 +988,122 @@ class GCMCipherTests(SynchronousTestCase):
     def test_unknown_cipher_refused(self) -> None:
         with self.assertRaises(ValueError):
             TokenCodec("s", cipher="rot13")
+
+
+def _fresh_issue(codec: TokenCodec, session: JWTSession) -> str:
+    """What issue() must return: the claims encoded and signed now, with no reuse."""
+    timeout = session.get("timeout", codec.initial_timeout)
+    iat = int(codec._now())
+    return codec.encode(codec._session_claims(
+        session, exp=iat + timeout, iat=iat, iss=session.get("iss", "qewd.jwt"), timeout=timeout))
+
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.0, -0.0, 1.0]),
+                    st.sampled_from(["", "x", "é"]))
+
+
+class IssueReuseTests(SynchronousTestCase):
+    """issue() hands back the incoming token when nothing changed in the same second; it must
+    always be exactly the token a fresh encode would give."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.codec = TokenCodec(SECRET, clock=self.clock)
+
+    def _round(self, token: str) -> tuple[JWTSession, str]:
+        session = self.codec.session(token)
+        return session, self.codec.issue(session)
+
+    def test_unchanged_session_same_second_gives_same_token(self) -> None:
+        token = self.codec.register_token("app", {"socketId": "s"})
+        first = self.codec.issue(self.codec.session(token))
+        session, again = self._round(first)
+        self.assertIs(again, first)
+        self.assertEqual(again, _fresh_issue(self.codec, session))
+
+    def test_next_second_gives_new_token(self) -> None:
+        token = self.codec.issue(self.codec.session(self.codec.register_token("app", {})))
+        self.clock.advance(1)
+        session, again = self._round(token)
+        self.assertNotEqual(again, token)
+        self.assertEqual(self.codec.decode(again)["iat"], 1_700_000_001)
+
+    def test_lookalike_values_are_not_the_same(self) -> None:
+        """True == 1 and 0.0 == -0.0 in Python, but not in JSON."""
+        for before, after in [(1, True), (True, 1), (0.0, -0.0), (0, 0.0)]:
+            base = self.codec.register_token("app", {})
+            session = self.codec.session(base)
+            session["v"] = before
+            token = self.codec.issue(session)
+            session = self.codec.session(token)
+            session["v"] = after
+            reissued = self.codec.issue(session)
+            self.assertEqual(reissued, _fresh_issue(self.codec, session), (before, after))
+            self.assertIs(type(self.codec.decode(reissued)["v"]), type(after))
+
+    def test_claim_order_matters(self) -> None:
+        session = self.codec.session(self.codec.register_token("app", {}))
+        session["a"], session["b"] = 1, 2
+        token = self.codec.issue(session)
+        session = self.codec.session(token)
+        a = session.pop("a")
+        session["a"] = a  # same claims, other order: other JSON
+        self.assertNotEqual(self.codec.issue(session), token)
+        self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))
+
+    def test_secret_changes_are_seen(self) -> None:
+        session = self.codec.session(self.codec.register_token("app", {"u": "rob"}))
+        session["p"] = 1
+        token = self.codec.issue(session)
+        for change in (lambda s: s.make_public("u"), lambda s: s.make_secret("p"),
+                       lambda s: s.__setitem__("u", "bob")):
+            session = self.codec.session(token)
+            change(session)
+            self.assertNotEqual(self.codec.issue(session), token)
+            self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))
+
+    def test_previous_secret_token_is_resigned(self) -> None:
+        old = TokenCodec("oldSecret", clock=self.clock)
+        codec = TokenCodec(SECRET, clock=self.clock, previous_secrets=["oldSecret"])
+        token = old.issue(old.session(old.register_token("app", {"u": 1})))
+        reissued = codec.issue(codec.session(token))
+        self.assertNotEqual(reissued, token)
+        TokenCodec(SECRET, clock=self.clock).decode(reissued)  # signed with the current one
+
+    def test_other_header_is_resigned(self) -> None:
+        """A token with the same claims but another header (here HS512, or another field
+        order) is not what encode() writes: it is never handed back."""
+        codec = TokenCodec(SECRET, clock=self.clock, algorithms=("HS256", "HS512"))
+        payload = codec.decode(codec.register_token("app", {}))
+        token = pyjwt.encode(payload, SECRET, algorithm="HS512")
+        reissued = codec.issue(codec.session(token))
+        self.assertNotEqual(reissued, token)
+        self.assertTrue(reissued.startswith(codec.encode({"a": 1}).split(".")[0] + "."))
+
+    def test_other_json_layout_is_resigned(self) -> None:
+        """A QEWD.js-style token whose JSON has spaces: same claims, other bytes."""
+        payload = self.codec.decode(self.codec.register_token("app", {}))
+        head = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"HS256"}').rstrip(b"=")
+        body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
+        signing = head + b"." + body
+        sig = base64.urlsafe_b64encode(
+            hmac.new(SECRET.encode(), signing, hashlib.sha256).digest()).rstrip(b"=")
+        token = (signing + b"." + sig).decode()
+        reissued = self.codec.issue(self.codec.session(token))
+        self.assertNotEqual(reissued, token)
+        self.assertEqual(self.codec.decode(reissued), payload)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),
+           st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),
+           st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=2))
+    def test_always_what_a_fresh_encode_gives(self, first, second, secret) -> None:
+        session = self.codec.session(self.codec.register_token("app", {"socketId": "s"}))
+        session.update(first)
+        for name in secret:
+            session.make_secret(name)
+        token = self.codec.issue(session)
+        session = self.codec.session(token)
+        session.update(second)
+        self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))

@@ -98,6 +98,7 @@ class Node:
         self._drained: list[defer.Deferred[None]] = []
         self._all_closed: list[defer.Deferred[None]] = []
         self._arity: dict[Any, int] = {}
+        self._on_reactor: dict[Any, bool] = {}  # handler -> runs_on_reactor(handler)
         # metrics, status page, request log (observe.py, ops.py); the default does nothing
         self.observer: NodeObserver = NodeObserver()
 
@@ -388,7 +389,10 @@ class Node:
         if self.handler_timeout:
             req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
         target = handler if handler is not None else app.before_handler
-        if runs_on_reactor(target):
+        on_reactor = self._on_reactor.get(target)
+        if on_reactor is None:
+            on_reactor = self._on_reactor[target] = runs_on_reactor(target)
+        if on_reactor:
             send, finished = self._callbacks(req, threaded=False)
             if app.before_handler is None and app.after_handler is None:
                 return self._call_on_reactor(handler, req, send, finished)
@@ -410,7 +414,7 @@ class Node:
         """
         try:
             result = handler(req.message, req.session, send, finished)
-            if isinstance(result, Coroutine):
+            if type(result) is types.CoroutineType or isinstance(result, Coroutine):
                 try:
                     awaited = result.send(None)
                 except StopIteration:

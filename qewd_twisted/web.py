@@ -24,7 +24,7 @@ from twisted.web.static import File
 
 from . import errors as E
 from . import wire
-from ._autobahn import QuietFraming
+from ._autobahn import QuietFraming, SmallFrameUnmasking
 from .node import Connection, Node
 
 log = Logger()
@@ -146,7 +146,7 @@ class PlainConnection(_ProtocolConnection):
         self._write(data)
 
 
-class _NodeProtocol(QuietFraming, WebSocketServerProtocol):
+class _NodeProtocol(SmallFrameUnmasking, QuietFraming, WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
 
     def _admit(self) -> None:
@@ -304,6 +304,8 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
         openHandshakeTimeout=30,
         closeHandshakeTimeout=5,
         failByDrop=False,
+        # our protocols unmask small client frames themselves (_autobahn.SmallFrameUnmasking)
+        applyMask=not issubclass(protocol, SmallFrameUnmasking),
     )
     return factory
 

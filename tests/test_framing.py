@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_framing -*-
+"""
+Our changes to Autobahn's per-frame path (qewd_twisted/_autobahn.py), byte by byte: client
+frames are unmasked by us up to SMALL_FRAME bytes and by Autobahn above, in whatever pieces TCP
+delivers them, fragmented messages and control frames included.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+
+from autobahn.websocket.xormasker import create_xor_masker
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from qewd_twisted import _autobahn
+from qewd_twisted.testing import NodeHarness
+from qewd_twisted.web import PlainProtocol, make_factory
+
+
+def echo(messageObj, session, send, finished):
+    finished({"you sent": messageObj.get("params")})
+
+
+def client_frame(payload: bytes, opcode: int = 1, fin: bool = True, mask: bytes | None = None):
+    mask = mask or os.urandom(4)
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + create_xor_masker(mask, n).process(payload)
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    out = []
+    while data:
+        opcode, n, i = data[0] & 0x0F, data[1] & 0x7F, 2
+        if n == 126:
+            n, i = struct.unpack("!H", data[2:4])[0], 4
+        elif n == 127:
+            n, i = struct.unpack("!Q", data[2:10])[0], 10
+        out.append((opcode, data[i:i + n]))
+        data = data[i + n:]
+    return out
+
+
+class UnmaskerTests(SynchronousTestCase):
+    def test_same_as_autobahn_in_any_pieces(self) -> None:
+        for size in (1, 3, 4, 5, 131, 1024):
+            mask, data = os.urandom(4), os.urandom(size)
+            expected = create_xor_masker(mask, size).process(data)
+            for piece in (1, 2, 3, 5, 7, size):
+                ours = _autobahn._SmallUnmasker(mask)
+                out = b"".join(ours.process(data[i:i + piece]) for i in range(0, size, piece))
+                self.assertEqual(out, expected, (size, piece))
+                self.assertEqual(ours.pointer(), size)
+
+
+class ServerFramingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = NodeHarness({"demo": type("App", (), {"handlers": {"echo": echo}})})
+        factory = make_factory(PlainProtocol, self.h.node, self.h.clock, 1 << 20)
+        self.assertFalse(factory.applyMask)
+        self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.proto.makeConnection(self.transport)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.proto.dataReceived((
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            % key).encode())
+        self.assertIn(b"101 Switching Protocols", self.transport.value())
+        self.transport.clear()
+        self.send_message({"type": "ewd-register", "application": "demo", "jwt": True})
+        self.token = self.replies()[0]["message"]["token"]
+
+    def deliver(self, data: bytes, piece: int | None = None) -> None:
+        piece = piece or len(data)
+        for i in range(0, len(data), piece):
+            self.proto.dataReceived(data[i:i + piece])
+
+    def send_message(self, obj, piece=None) -> None:
+        self.deliver(client_frame(json.dumps(obj).encode()), piece)
+
+    def replies(self) -> list:
+        frames = server_frames(self.transport.value())
+        self.transport.clear()
+        return [json.loads(p) for op, p in frames if op == 1]
+
+    def test_small_and_large_frames_in_pieces(self) -> None:
+        for size, piece in ((100, 1), (900, 7), (1500, 13), (70000, 4096)):
+            text = "x" * size
+            self.send_message({"type": "echo", "token": self.token, "params": text}, piece)
+            [reply] = self.replies()
+            self.assertEqual(reply["message"]["you sent"], text, (size, piece))
+
+    def test_fragmented_message_with_a_ping_between(self) -> None:
+        body = json.dumps({"type": "echo", "token": self.token, "params": "é" * 700}).encode()
+        parts = [body[:10], body[10:1200], body[1200:]]
+        data = client_frame(parts[0], opcode=1, fin=False)
+        data += client_frame(b"ping-data", opcode=9)
+        data += client_frame(parts[1], opcode=0, fin=False)
+        data += client_frame(parts[2], opcode=0, fin=True)
+        self.deliver(data, 5)
+        frames = server_frames(self.transport.value())
+        self.assertIn((10, b"ping-data"), frames)  # pong with the unmasked ping payload
+        [reply] = [json.loads(p) for op, p in frames if op == 1]
+        self.assertEqual(reply["message"]["you sent"], "é" * 700)
+
+    def test_invalid_utf8_still_closes_1007(self) -> None:
+        self.deliver(client_frame(b'{"type":"\xff"}'), 3)
+        [(opcode, payload)] = server_frames(self.transport.value())
+        self.assertEqual((opcode, struct.unpack("!H", payload[:2])[0]), (8, 1007))

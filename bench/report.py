@@ -30,8 +30,21 @@ def _f(v: Any, nd: int = 0) -> str:
     return f"{v:,.{nd}f}"
 
 
-def _ratio(a: Any, b: Any) -> str:
-    return f"{a / b:.2f}" if a and b else "–"
+def paired_ratio(a: dict | None, b: dict | None) -> float | None:
+    """``a``'s throughput over ``b``'s: the median of the per-round ratios when both cells ran
+    in every round (each round measures both systems a minute or two apart, so drift on a
+    shared machine cancels out), else the ratio of the medians."""
+    if not a or not b or not a.get("rps") or not b.get("rps"):
+        return None
+    ra, rb = a.get("rps_runs") or [], b.get("rps_runs") or []
+    if ra and len(ra) == len(rb) and all(ra) and all(rb):
+        return statistics.median(x / y for x, y in zip(ra, rb))
+    return a["rps"] / b["rps"]
+
+
+def _ratio(a: dict | None, b: dict | None) -> str:
+    r = paired_ratio(a, b)
+    return f"{r:.2f}" if r else "–"
 
 
 def _find(cells: list[dict[str, Any]], scenario: str, system: str, n: int) -> dict | None:
@@ -50,7 +63,8 @@ def render(results: dict[str, Any]) -> str:
     out.append(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
                f"`bash bench/run.sh{' --quick' if o.get('quick') else ''}`: "
                f"{o['rounds']} round(s) of {o['duration']} s per cell after {o['warmup']} s "
-               f"warm-up; every figure is the median of the rounds.")
+               f"warm-up; every figure is the median of the rounds, and every ratio the median "
+               f"of the per-round ratios.")
     out.append("")
     out.append(f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['memory_gb']} GB, Linux "
                f"{m['kernel']}; Python {m['python']}, Twisted {m['twisted']}, Autobahn "
@@ -83,8 +97,7 @@ def render(results: dict[str, Any]) -> str:
             fl = _find(cells, fs, "floor", n)
             q = _find(cells, qs, "qewd", n)
             out.append(f"| {label} | {n} | {_f(fl and fl['rps'])} | {_f(node['rps'])} | "
-                       f"{_f(q and q['rps'])} | {_ratio(node['rps'], fl and fl['rps'])} | "
-                       f"{_ratio(node['rps'], q and q['rps'])} |")
+                       f"{_f(q and q['rps'])} | {_ratio(node, fl)} | {_ratio(node, q)} |")
     out.append("")
     out.append("Floor for the local rows: the bare Autobahn server (canned reply); for the "
                "forwarded rows: the bare relay (front + back). QEWD.js local: the peer's `test` "
@@ -209,24 +222,21 @@ def targets(results: dict[str, Any]) -> list[str]:
     def add(name: str, value: str, ok: bool | None) -> None:
         lines.append(f"| {name} | {value} | {'met' if ok else 'not met' if ok is False else '–'} |")
 
-    def rps(s: str, sys_: str, n: int) -> float | None:
-        c = _find(cells, s, sys_, n)
-        return c["rps"] if c else None
+    def ratio(s: str, sys_: str, n: int, s2: str, sys2: str) -> float | None:
+        return paired_ratio(_find(cells, s, sys_, n), _find(cells, s2, sys2, n))
 
     for n in (1, 32):
-        a, f = rps("local-async", "node", n), rps("local", "floor", n)
+        r = ratio("local-async", "node", n, "local", "floor")
         add(f"local async ≥ 70% of the floor, {n} client(s)",
-            f"{a / f:.0%}" if a and f else "–", (a / f >= 0.70) if a and f else None)
+            f"{r:.0%}" if r else "–", (r >= 0.70) if r else None)
     for n in (1, 32, 200):
-        a, f = rps("forwarded", "node", n), rps("forwarded", "floor", n)
-        if a and f:
-            add(f"forwarded ≥ 60% of the bare relay, {n} client(s)", f"{a / f:.0%}", a / f >= 0.6)
-    a, q = rps("local-async", "node", 1), rps("local", "qewd", 1)
-    add("local ≥ 3x QEWD.js, 1 client", f"{a / q:.2f}x" if a and q else "–",
-        (a / q >= 3) if a and q else None)
-    a, q = rps("forwarded", "node", 1), rps("forwarded", "qewd", 1)
-    add("forwarded ≥ 5x QEWD.js, 1 client", f"{a / q:.2f}x" if a and q else "–",
-        (a / q >= 5) if a and q else None)
+        r = ratio("forwarded", "node", n, "forwarded", "floor")
+        if r:
+            add(f"forwarded ≥ 60% of the bare relay, {n} client(s)", f"{r:.0%}", r >= 0.6)
+    r = ratio("local-async", "node", 1, "local", "qewd")
+    add("local ≥ 3x QEWD.js, 1 client", f"{r:.2f}x" if r else "–", (r >= 3) if r else None)
+    r = ratio("forwarded", "node", 1, "forwarded", "qewd")
+    add("forwarded ≥ 5x QEWD.js, 1 client", f"{r:.2f}x" if r else "–", (r >= 5) if r else None)
     mis = [c for c in cells if c["system"] == "node" and c["clients"] in (32, 200)]
     total = sum(c["misdelivered"] for c in mis)
     add("zero misdelivered replies at 32 and 200 clients (node)", str(total) if mis else "–",

@@ -140,12 +140,17 @@ def _syntax(reason: str) -> TokenError:
 
 
 _HS256_HEADER = _b64url(b'{"typ":"JWT","alg":"HS256"}')  # §3.1, byte for byte
+_STANDARD_HEADER = {"typ": "JWT", "alg": "HS256"}
 
 
 def _parse_segment(segment: str, what: str) -> dict[str, Any]:
     raw = _b64url_decode(segment)
     if raw is None:
         raise _syntax(BAD_BASE64)
+    return _parse_json(raw, what)
+
+
+def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = _load_json(raw)
     except ValueError:
@@ -266,7 +271,8 @@ class TokenCodec:
         self._cipher: SecretCipher | GCMSecretCipher = (
             self._gcm_ciphers[0] if cipher == "aes-256-gcm" else self._ciphers[0])
         # HMAC with the key already absorbed; encode() copies it instead of re-keying.
-        self._mac = hmac.new(self._keys[0], digestmod=hashlib.sha256)
+        self._macs = [hmac.new(k, digestmod=hashlib.sha256) for k in self._keys]
+        self._mac = self._macs[0]
         self._jws = PyJWS(algorithms=list(algs))
         for alg in algs:
             self._jws.unregister_algorithm(alg)
@@ -303,17 +309,26 @@ class TokenCodec:
         segments = token.split(".")
         if len(segments) != 3:
             raise TokenError(BAD_SEGMENTS)
-        header = _parse_segment(segments[0], "header")
-        payload = _parse_segment(segments[1], "payload")
+        # QEWD's own header (every QEWD.js and qewd-twisted token has it, byte for byte) needs
+        # no parsing; any other goes through JSON and, below, PyJWT.
+        standard = segments[0] == _HS256_HEADER
+        header = _STANDARD_HEADER if standard else _parse_segment(segments[0], "header")
+        payload_json = _b64url_decode(segments[1])
+        if payload_json is None:
+            raise _syntax(BAD_BASE64)
+        payload = _parse_json(payload_json, "payload")
         # The allow-list is checked before the signature, so ``alg: none`` (or HS512 when only
         # HS256 is allowed) gets jwt-simple's text (§3.1), whatever the signature segment holds.
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise TokenError(ALGORITHM_NOT_SUPPORTED)
-        if _b64url_decode(segments[2]) is None:
+        signature = _b64url_decode(segments[2])
+        if signature is None:
             raise TokenError(BAD_SIGNATURE)  # jwt-simple: a string that is not the signature
-        key_index = self._check_signature(token)
-        payload_json = _b64url_decode(segments[1]) or b""
+        if standard:
+            key_index = self._check_hs256(token, signature)
+        else:
+            key_index = self._check_signature(token)
         # Byte for byte what encode() would write for these claims (our header, our current
         # key, our JSON layout): issue() may hand the same token out again (see _Seen).
         ours = (key_index == 0 and segments[0] == _HS256_HEADER
@@ -329,6 +344,18 @@ class TokenCodec:
             flat = _flat(payload)
             entry = _Seen(payload_json, None if flat is None else dict(flat), ours)
             _bounded_put(self._seen, token, entry, self._cache_size)
+
+    def _check_hs256(self, token: str, signature: bytes) -> int:
+        """``_check_signature`` for QEWD's standard header: HMAC-SHA256 of the signing input
+        under each secret, compared in constant time (what PyJWT does for this header, without
+        its header parsing and key preparation per call)."""
+        signing_input = token[: token.rindex(".")].encode("ascii")
+        for index, base in enumerate(self._macs):
+            mac = base.copy()
+            mac.update(signing_input)
+            if hmac.compare_digest(mac.digest(), signature):
+                return index
+        raise TokenError(BAD_SIGNATURE)
 
     def _check_signature(self, token: str) -> int:
         """The index in ``_keys`` of the secret that signed ``token``; TokenError if none."""

@@ -13,6 +13,10 @@ What our WebSocket protocols (server and link client) change in Autobahn's per-f
   still get Autobahn's own masker. Nothing else changes: with ``applyMask=False`` a server
   protocol only skips unmasking incoming frames (it never masks what it sends), and this
   mixin puts the unmasking back.
+* ``DirectTextSend`` (server only): ``sendMessage`` for the common case (an unfragmented,
+  uncompressed text message to an open socket) builds the frame header itself, with the same
+  bytes and traffic counters as Autobahn's ``sendMessage`` + ``sendFrame`` and without their
+  per-call assertions and generic framing; every other case goes to Autobahn.
 """
 
 from __future__ import annotations
@@ -87,3 +91,30 @@ class SmallFrameUnmasking:
             else:
                 self.current_frame_masker = create_xor_masker(frame.mask, frame.length)
         return super().onFrameBegin()  # type: ignore[misc]
+
+
+class DirectTextSend:
+    """Mix in before Autobahn's server protocol class (see the module docstring)."""
+
+    def sendMessage(self: Any, payload: bytes, isBinary: bool = False,
+                    fragmentSize: int | None = None, sync: bool = False,
+                    doNotCompress: bool = False) -> None:
+        n = len(payload)
+        if (isBinary or fragmentSize is not None or sync or type(payload) is not bytes
+                or self.state != _OPEN or self._perMessageCompress is not None
+                or self.autoFragmentSize > 0 or self.maskServerFrames or self.logFrames
+                or self.trackedTimings or 0 < self.maxMessagePayloadSize < n):
+            return super().sendMessage(  # type: ignore[misc]
+                payload, isBinary, fragmentSize, sync, doNotCompress)
+        if n <= 125:
+            header = bytes((0x81, n))
+        elif n <= 0xFFFF:
+            header = b"\x81\x7e" + n.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + n.to_bytes(8, "big")
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += n
+        stats.outgoingOctetsWebSocketLevel += n
+        stats.outgoingWebSocketFrames += 1
+        self.sendData(header + payload)

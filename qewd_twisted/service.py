@@ -35,6 +35,22 @@ class _QuietSite(Site):
         pass
 
 
+#: The listen queue for TCP and TLS endpoints that do not set one. Twisted's default is 50: when
+#: thousands of clients reconnect at once (a node restarted), the kernel drops the SYNs past it
+#: and each dropped one waits a 1 s retransmit (docs/performance.md). The kernel caps it at
+#: net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=DEFAULT_BACKLOG`` added for tcp/tcp6/ssl endpoints that
+    have none (an explicit ``backlog=`` is kept)."""
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={DEFAULT_BACKLOG}"
+
+
 class QEWDService(MultiService):
     """A QEWD node: listeners, worker pool, micro-service links and the router between them.
 
@@ -104,7 +120,7 @@ class QEWDService(MultiService):
                             max_buffered_bytes=config.max_buffered_bytes))
         self.listeners: list[Service] = []
         for description in config.listen:
-            listener = strports.service(description, self.site, reactor=reactor)
+            listener = strports.service(with_backlog(description), self.site, reactor=reactor)
             # Fail startup on "address in use" instead of only logging it.
             listener._raiseSynchronously = True  # type: ignore[attr-defined]
             listener.setServiceParent(self)

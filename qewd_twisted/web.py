@@ -24,7 +24,7 @@ from twisted.web.static import File
 
 from . import errors as E
 from . import wire
-from ._autobahn import QuietFraming, SmallFrameUnmasking
+from ._autobahn import DirectTextSend, QuietFraming, SmallFrameUnmasking
 from .node import Connection, Node
 
 log = Logger()
@@ -146,7 +146,7 @@ class PlainConnection(_ProtocolConnection):
         self._write(data)
 
 
-class _NodeProtocol(SmallFrameUnmasking, QuietFraming, WebSocketServerProtocol):
+class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
 
     def _admit(self) -> None:

@@ -64,7 +64,9 @@ class UnmaskerTests(SynchronousTestCase):
                 self.assertEqual(ours.pointer(), size)
 
 
-class ServerFramingTests(SynchronousTestCase):
+class _ServerBase(SynchronousTestCase):
+    """A node's /ws protocol on a StringTransport, past the opening handshake and registered."""
+
     def setUp(self) -> None:
         self.h = NodeHarness({"demo": type("App", (), {"handlers": {"echo": echo}})})
         factory = make_factory(PlainProtocol, self.h.node, self.h.clock, 1 << 20)
@@ -95,6 +97,9 @@ class ServerFramingTests(SynchronousTestCase):
         self.transport.clear()
         return [json.loads(p) for op, p in frames if op == 1]
 
+
+
+class ServerFramingTests(_ServerBase):
     def test_small_and_large_frames_in_pieces(self) -> None:
         for size, piece in ((100, 1), (900, 7), (1500, 13), (70000, 4096)):
             text = "x" * size
@@ -119,3 +124,45 @@ class ServerFramingTests(SynchronousTestCase):
         self.deliver(client_frame(b'{"type":"\xff"}'), 3)
         [(opcode, payload)] = server_frames(self.transport.value())
         self.assertEqual((opcode, struct.unpack("!H", payload[:2])[0]), (8, 1007))
+
+
+class DirectTextSendTests(_ServerBase):
+    """Our sendMessage writes what Autobahn's would, bytes and counters alike."""
+
+    def autobahn_send(self, payload: bytes, **kw) -> tuple[bytes, dict]:
+        from autobahn.websocket.protocol import WebSocketProtocol
+
+        before = dict(vars(self.proto.trafficStats))
+        WebSocketProtocol.sendMessage(self.proto, payload, **kw)
+        return self.transport.value(), before
+
+    def ours_send(self, payload: bytes, **kw) -> bytes:
+        self.proto.sendMessage(payload, **kw)
+        return self.transport.value()
+
+    def test_same_bytes_and_counters(self) -> None:
+        for n in (0, 1, 125, 126, 65535, 65536, 70000):
+            payload = os.urandom(n).hex()[:n].encode()
+            theirs, before = self.autobahn_send(payload)
+            their_stats = dict(vars(self.proto.trafficStats))
+            self.transport.clear()
+            for k, v in before.items():
+                setattr(self.proto.trafficStats, k, v)
+            ours = self.ours_send(payload)
+            self.transport.clear()
+            self.assertEqual(ours, theirs, n)
+            self.assertEqual(dict(vars(self.proto.trafficStats)), their_stats, n)
+            self.assertEqual(server_frames(ours), [(1, payload)])
+
+    def test_other_cases_go_to_autobahn(self) -> None:
+        theirs, _ = self.autobahn_send(b"\x00\x01", isBinary=True)
+        self.transport.clear()
+        self.assertEqual(self.ours_send(b"\x00\x01", isBinary=True), theirs)
+        self.transport.clear()
+        self.assertEqual(server_frames(self.ours_send(b"abcdef", fragmentSize=4)),
+                         [(1, b"abcd"), (0, b"ef")])
+        self.transport.clear()
+        self.proto.maxMessagePayloadSize = 10
+        from autobahn.websocket.protocol import PayloadExceededError
+
+        self.assertRaises(PayloadExceededError, self.proto.sendMessage, b"x" * 11)

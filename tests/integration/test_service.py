@@ -179,3 +179,22 @@ class EmbeddingTests(TestCase):
             self.assertTrue(cfg.listen, name)
         node = start_node  # imported for the module's other tests
         self.assertTrue(callable(node))
+
+
+class BacklogTests(TestCase):
+    def test_default_backlog_added(self) -> None:
+        from qewd_twisted.service import DEFAULT_BACKLOG, with_backlog
+
+        self.assertEqual(with_backlog("tcp:8080"), f"tcp:8080:backlog={DEFAULT_BACKLOG}")
+        self.assertEqual(with_backlog("ssl:443:privateKey=k:certKey=c"),
+                         f"ssl:443:privateKey=k:certKey=c:backlog={DEFAULT_BACKLOG}")
+        for kept in ("tcp:1:backlog=5", "unix:/tmp/qewd.sock", "systemd:domain=INET:index=0"):
+            self.assertEqual(with_backlog(kept), kept)
+
+    def test_service_listens_with_it(self) -> None:
+        from qewd_twisted.service import DEFAULT_BACKLOG
+
+        node = QEWDService(load_config_dict(listen=["tcp:0:interface=127.0.0.1",
+                                                    "tcp:0:interface=127.0.0.1:backlog=7"]),
+                           reactor)
+        self.assertEqual([s.endpoint._backlog for s in node.listeners], [DEFAULT_BACKLOG, 7])

@@ -88,9 +88,8 @@ SCENARIOS = {
 
 def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
                 qewd: bool) -> list[Cell]:
-    floor, relay_front, relay_back, master, ms = (sys_[k] for k in
-                                                  ("floor", "relay_front", "relay_back",
-                                                   "master", "ms"))
+    floor, floor_tuned, relay_front, relay_back, master, ms = (
+        sys_[k] for k in ("floor", "floor_tuned", "relay_front", "relay_back", "master", "ms"))
     peer: Peer = sys_["peer"]
     cells: list[Cell] = []
 
@@ -104,6 +103,9 @@ def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
             cells.append(Cell("local", "floor", n, lambda: eio_url(floor.port),
                               ["--app", "bench", "--type", "echo", "--echo", "none"],
                               lambda: [floor.pid]))
+            cells.append(Cell("local", "floor-tuned", n, lambda: eio_url(floor_tuned.port),
+                              ["--app", "bench", "--type", "echo", "--echo", "none"],
+                              lambda: [floor_tuned.pid]))
             if qewd:
                 cells.append(Cell("local", "qewd", n, qm,
                                   ["--app", "jwt", "--setup-login", "rob:secret", "--type",
@@ -305,6 +307,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             return server.start()
 
         floor = up(Server("floor", logdir))
+        floor_tuned = up(Server("floor-tuned", logdir))
         relay_back = up(Server("relay-back", logdir))
         relay_front = up(Server("relay-front", logdir, "--backend",
                                 f"ws://127.0.0.1:{relay_back.port}/socket.io/"))
@@ -312,7 +315,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         master = up(Server("node-master", logdir, "--ms-url", f"http://127.0.0.1:{ms.port}"))
         if qewd:
             peer.pin(SERVER_CPU)
-        systems = {"floor": floor, "relay_front": relay_front, "relay_back": relay_back,
+        systems = {"floor": floor, "floor_tuned": floor_tuned, "relay_front": relay_front, "relay_back": relay_back,
                    "master": master, "ms": ms, "peer": peer}
         only = set(opts.only) if opts.only else None
         cells = build_cells(systems, opts.clients, only, qewd)

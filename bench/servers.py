@@ -9,6 +9,10 @@ Floors (our own stack with nothing of QEWD in the request path):
   first event (the client's ``ewd-register``) with a token made once for the connection, and
   every later event with one canned final reply that carries that token. No JSON parsing, no
   JWT verification, no handler.
+* ``floor-tuned``: the floor with the node's own changes to Autobahn's per-frame path
+  (``qewd_twisted._autobahn``: no debug-log formatting, small frames unmasked with one XOR, text
+  frames built directly). A second reference: the issue's floor is stock Autobahn, which pays
+  costs our node has removed; against this one the ratio is the cost of QEWD's own work alone.
 * ``relay-back``: the same server, answering each frame ``<id>|...`` with two canned frames,
   ``<id>|I<intermediate>`` and ``<id>|F<final>`` (a micro-service that does no work).
 * ``relay-front``: the floor, except that every event after registration is passed, prefixed
@@ -131,6 +135,15 @@ class FloorProtocol(WebSocketServerProtocol):
         self.sendMessage(self.reply)
 
 
+def _tuned(base: type) -> type:
+    """``base`` with the node's own changes to Autobahn's per-frame path (qewd_twisted/
+    _autobahn.py): the floor as our node's stack runs it, for the "tuned floor" reference."""
+    from qewd_twisted._autobahn import DirectTextSend, QuietFraming, SmallFrameUnmasking
+
+    return type("Tuned" + base.__name__,
+                (DirectTextSend, SmallFrameUnmasking, QuietFraming, base), {})
+
+
 class RelayFrontProtocol(FloorProtocol):
     def answer(self, payload: bytes) -> None:
         f = self.factory
@@ -179,8 +192,9 @@ def _listen(reactor: Any, site: Site, port: int) -> int:
     return reactor.listenTCP(port, site, interface="127.0.0.1").getHost().port
 
 
-def start_floor(reactor: Any, port: int, cross: bool = False) -> Any:
-    site, _ = _site(FloorProtocol, reactor, codec=_codec(), cross=cross, last=None)
+def start_floor(reactor: Any, port: int, cross: bool = False, tuned: bool = False) -> Any:
+    protocol = _tuned(FloorProtocol) if tuned else FloorProtocol
+    site, _ = _site(protocol, reactor, codec=_codec(), cross=cross, last=None)
     return _listen(reactor, site, port)
 
 
@@ -240,8 +254,8 @@ def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="bench servers")
-    p.add_argument("kind", choices=("floor", "relay-back", "relay-front", "node-master",
-                                    "node-ms"))
+    p.add_argument("kind", choices=("floor", "floor-tuned", "relay-back", "relay-front",
+                                    "node-master", "node-ms"))
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--backend", help="relay-front: ws://127.0.0.1:PORT/socket.io/")
     p.add_argument("--ms-url", help="node-master: http://127.0.0.1:PORT of node-ms")
@@ -267,8 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         redirectStandardIO=False)
 
     def started() -> Any:
-        if args.kind == "floor":
-            return start_floor(reactor, args.port, args.cross)
+        if args.kind in ("floor", "floor-tuned"):
+            return start_floor(reactor, args.port, args.cross, args.kind == "floor-tuned")
         if args.kind == "relay-back":
             return start_relay_back(reactor, args.port)
         if args.kind == "relay-front":

@@ -160,6 +160,9 @@ def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+_SCALAR_TYPES = frozenset({str, int, bool, type(None)})
+
+
 class _Seen:
     """What the token cache keeps per token: the payload's JSON, the payload itself when it is
     flat (``_flat``: copying it is cheaper than parsing), and whether the token is exactly
@@ -167,27 +170,33 @@ class _Seen:
 
     For such a token ``issue`` can return the token itself when a handler leaves the session
     as it was and the second (``iat``) has not changed: same claims, same bytes, same
-    signature, without the JSON encoding, base64 and HMAC.
+    signature, without the JSON encoding, base64 and HMAC. ``names`` and ``types`` (the
+    payload's claim names and value types, in order) make that comparison cheap.
+
+    ``issued_from`` is set once ``issue`` has returned this token for a session: ``(iat,
+    secret names, items, value types)`` of that session. A later session equal to it, item for
+    item and type for type, in the same second, re-issues to this very token without even
+    building its claims (see ``TokenCodec.issue``).
     """
 
-    __slots__ = ("json", "flat", "ours")
+    __slots__ = ("json", "flat", "ours", "names", "types", "issued_from")
 
     def __init__(self, json: bytes, flat: dict[str, Any] | None, ours: bool) -> None:
         self.json = json
         self.flat = flat
-        self.ours = ours and flat is not None
+        self.issued_from: tuple[Any, ...] | None = None
+        types = tuple(map(type, flat.values())) if flat is not None else ()
+        # floats never count as the same: 0.0 == -0.0, but they encode differently
+        self.ours = ours and flat is not None and float not in types
+        self.names = tuple(flat) if self.ours else ()
+        self.types = types if self.ours else ()
 
 
-def _same_claims(claims: dict[str, Any], known: dict[str, Any]) -> bool:
-    """Whether ``claims`` would encode to the same JSON as ``known`` (a flat payload): same
-    names in the same order, same values of the same types. Floats are never taken as the
-    same (``0.0 == -0.0`` but they encode differently), nor ``True`` as ``1``."""
-    if claims != known or list(claims) != list(known):
-        return False
-    for value, other in zip(claims.values(), known.values()):
-        if type(value) is not type(other) or type(value) is float:
-            return False
-    return True
+def _same_claims(claims: dict[str, Any], seen: _Seen) -> bool:
+    """Whether ``claims`` would encode to the same JSON as ``seen``'s payload: same names in
+    the same order, equal values of the same types (so ``True`` is not ``1``)."""
+    return (claims == seen.flat and tuple(claims) == seen.names
+            and tuple(map(type, claims.values())) == seen.types)
 
 
 def _is_number(value: Any) -> bool:
@@ -430,7 +439,7 @@ class TokenCodec:
         if token is not None:
             seen = self._seen.get(token)
             if seen is not None and seen.ours:
-                session._origin = (token, seen.flat)
+                session._origin = (token, seen)
         return session
 
     # -- issuing ------------------------------------------------------------------------
@@ -500,16 +509,39 @@ class TokenCodec:
         ValueError if a handler stored an unusable ``timeout`` (QEWD.js would mint a token that
         never expires), TypeError/ValueError if a claim is not JSON-able.
         """
+        iat = int(self._now())
+        origin = session._origin
+        if origin is not None:
+            was = origin[1].issued_from
+            if (was is not None and was[0] == iat and was[1] == tuple(session._secrets)
+                    and was[2] == tuple(session.items())
+                    and was[3] == tuple(map(type, session.values()))):
+                return origin[0]  # the same session, the same second: the same token
         timeout = session.get("timeout")
         timeout = self.initial_timeout if timeout is None else check_timeout(timeout)
-        iat = int(self._now())
         claims = self._session_claims(
             session, exp=iat + timeout, iat=iat, iss=session.get("iss", ISSUER), timeout=timeout
         )
-        origin = session._origin
         if origin is not None and _same_claims(claims, origin[1]):
-            return origin[0]  # what encode(claims) would return, byte for byte (see _Seen)
-        return self.encode(claims)
+            token = origin[0]  # what encode(claims) would return, byte for byte (see _Seen)
+        else:
+            token = self.encode(claims)
+        self._issued_from(token, session, iat)
+        return token
+
+    def _issued_from(self, token: str, session: JWTSession, iat: int) -> None:
+        """Note on ``token``'s cache entry the session it was just issued for (``_Seen``).
+        Only for the deterministic cipher (an AES-GCM ``qewd`` differs on every issue) and
+        sessions of scalar, non-float values (nothing a handler could change in place)."""
+        if self._cipher is not self._ciphers[0]:
+            return
+        seen = self._seen.get(token)
+        if seen is None or seen.issued_from is not None:
+            return
+        types = tuple(map(type, session.values()))
+        if float in types or not _SCALAR_TYPES.issuperset(types):
+            return
+        seen.issued_from = (iat, tuple(session._secrets), tuple(session.items()), types)
 
     def with_application(
         self, payload_or_session: Mapping[str, Any] | JWTSession, application: str

@@ -1094,6 +1094,32 @@ class IssueReuseTests(SynchronousTestCase):
         self.assertNotEqual(reissued, token)
         self.assertEqual(self.codec.decode(reissued), payload)
 
+    def test_nested_values_changed_in_place_are_seen(self) -> None:
+        session = self.codec.session(self.codec.register_token("app", {}))
+        session["cart"] = [1]
+        token = self.codec.issue(session)
+        session = self.codec.session(token)
+        self.assertEqual(self.codec.issue(session), token)  # unchanged: same claims
+        session["cart"].append(2)
+        reissued = self.codec.issue(session)
+        self.assertEqual(self.codec.decode(reissued)["cart"], [1, 2])
+        self.assertEqual(reissued, _fresh_issue(self.codec, session))
+
+    def test_same_session_shortcut_is_recorded_and_used(self) -> None:
+        token = self.codec.issue(self.codec.session(self.codec.register_token("app", {"u": 1})))
+        self.assertIsNotNone(self.codec._seen[token].issued_from)
+        session = self.codec.session(token)
+        session["u"] = 1  # same value, same type: the same token without building claims
+        self.codec._session_claims = None  # would fail if called
+        self.assertIs(self.codec.issue(session), token)
+
+    def test_gcm_tokens_are_not_reused(self) -> None:
+        codec = TokenCodec(SECRET, clock=self.clock, cipher="aes-256-gcm")
+        token = codec.issue(codec.session(codec.register_token("app", {"u": 1})))
+        self.assertIsNone(codec._seen[token].issued_from)
+        again = codec.issue(codec.session(token))
+        self.assertEqual(codec.session(again).secret_claims(), {"u": 1})
+
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),
            st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),

@@ -436,7 +436,9 @@ class Node:
 
     def _callbacks(self, req: Request, threaded: bool) -> tuple[Callable, Callable]:
         if threaded:
-            call = self.reactor.callFromThread
+            # the pool's post() shares reactor wake-ups between finished() and the thread's
+            # return; a pool without it (a user's own) gets callFromThread
+            call = getattr(self.pool, "post", None) or self.reactor.callFromThread
 
             def send(message: Any = None) -> None:
                 call(self._intermediate, req, _snapshot(message))

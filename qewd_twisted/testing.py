@@ -65,6 +65,9 @@ class SyncPool:
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         return defer.maybeDeferred(fn, *args, **kwargs)
 
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        fn(*args)  # every "thread" is the test's
+
     def when_idle(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 

@@ -11,13 +11,14 @@ keep the process alive after the node has stopped.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 log = Logger()
@@ -53,6 +54,9 @@ class WorkerPool(Service):
         # stuck handlers of one application cannot starve every other one.
         self.max_spares = size
         self.spares = 0
+        # post(): calls from pool threads to the reactor thread, in order (see post)
+        self._posted: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._drain_scheduled = False
 
     @property
     def threads(self) -> int:
@@ -92,9 +96,45 @@ class WorkerPool(Service):
         if self._outstanding >= self.threads + self.max_queue:
             return defer.fail(PoolFull("the worker pool queue is full"))
         self._outstanding += 1
-        d = deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._pool.callInThread(self._call, d, fn, args, kwargs)
         d.addBoth(self._done)
         return d
+
+    def _call(self, d: defer.Deferred[Any], fn: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> None:
+        # in a pool thread
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            self.post(d.errback, Failure())
+        else:
+            self.post(d.callback, result)
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From a pool thread: call ``fn(*args)`` on the reactor thread, after everything posted
+        before it (what ``reactor.callFromThread`` does, in the same order).
+
+        Calls posted close together share one reactor wake-up: a handler's ``finished()`` and
+        its thread's return come microseconds apart, and every wake-up is a system call that
+        hands the GIL to the reactor thread and back (docs/performance.md).
+        """
+        self._posted.append((fn, args))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._reactor.callFromThread(self._drain)  # type: ignore[attr-defined]
+
+    def _drain(self) -> None:
+        # Reset first: whatever a thread posts from now on is either taken by this loop or
+        # schedules another drain.
+        self._drain_scheduled = False
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.failure("a call posted from a worker thread raised")
 
     def _done(self, result: Any) -> Any:
         self._outstanding -= 1

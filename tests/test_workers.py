@@ -54,3 +54,49 @@ class WorkerPoolTests(TestCase):
         self.assertFalse(stuck.is_set())
         self.pool.startService()  # tearDown stops it again
         stuck.set()
+
+
+class PostTests(TestCase):
+    """post(): calls from pool threads run on the reactor thread, in order, sharing wake-ups."""
+
+    def setUp(self) -> None:
+        self.pool = WorkerPool(reactor, size=2)
+        self.pool.startService()
+
+    def tearDown(self) -> defer.Deferred:
+        return defer.maybeDeferred(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_order_thread_and_result(self):
+        seen: list[tuple[str, int, bool]] = []
+        main = threading.get_ident()
+
+        def record(label: str, i: int) -> None:
+            seen.append((label, i, threading.get_ident() == main))
+
+        def work(label: str) -> str:
+            for i in range(50):
+                self.pool.post(record, label, i)
+            return label
+
+        results = yield defer.gatherResults([self.pool.run(work, "a"), self.pool.run(work, "b")])
+        self.assertEqual(sorted(results), ["a", "b"])
+        for label in "ab":
+            mine = [(i, on_main) for lbl, i, on_main in seen if lbl == label]
+            # every call ran, on the reactor thread, before its thread's result was delivered
+            self.assertEqual(mine, [(i, True) for i in range(50)])
+
+    @defer.inlineCallbacks
+    def test_a_raising_call_does_not_stop_the_others(self):
+        ran: list[int] = []
+
+        def boom() -> None:
+            raise RuntimeError("posted call failed")
+
+        def work() -> None:
+            self.pool.post(boom)
+            self.pool.post(ran.append, 1)
+
+        yield self.pool.run(work)
+        self.assertEqual(ran, [1])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

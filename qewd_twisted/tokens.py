@@ -523,20 +523,17 @@ class TokenCodec:
             session, exp=iat + timeout, iat=iat, iss=session.get("iss", ISSUER), timeout=timeout
         )
         if origin is not None and _same_claims(claims, origin[1]):
-            token = origin[0]  # what encode(claims) would return, byte for byte (see _Seen)
-        else:
-            token = self.encode(claims)
-        self._issued_from(token, session, iat)
-        return token
+            # what encode(claims) would return, byte for byte (see _Seen)
+            self._issued_from(origin[1], session, iat)
+            return origin[0]
+        return self.encode(claims)
 
-    def _issued_from(self, token: str, session: JWTSession, iat: int) -> None:
-        """Note on ``token``'s cache entry the session it was just issued for (``_Seen``).
+    def _issued_from(self, seen: _Seen, session: JWTSession, iat: int) -> None:
+        """Note on a token's cache entry a session built from that token (so its items are in
+        the order ``session_from_payload`` gives them) that re-issues to the token itself.
         Only for the deterministic cipher (an AES-GCM ``qewd`` differs on every issue) and
         sessions of scalar, non-float values (nothing a handler could change in place)."""
-        if self._cipher is not self._ciphers[0]:
-            return
-        seen = self._seen.get(token)
-        if seen is None or seen.issued_from is not None:
+        if self._cipher is not self._ciphers[0] or seen.issued_from is not None:
             return
         types = tuple(map(type, session.values()))
         if float in types or not _SCALAR_TYPES.issuperset(types):

@@ -1106,7 +1106,11 @@ class IssueReuseTests(SynchronousTestCase):
         self.assertEqual(reissued, _fresh_issue(self.codec, session))
 
     def test_same_session_shortcut_is_recorded_and_used(self) -> None:
-        token = self.codec.issue(self.codec.session(self.codec.register_token("app", {"u": 1})))
+        session = self.codec.session(self.codec.register_token("app", {"u": 1}))
+        session["p"] = 2  # a public claim added after the secrets: other order than rebuilt
+        token = self.codec.issue(session)
+        self.assertIsNone(self.codec._seen[token].issued_from)
+        self.assertIs(self.codec.issue(self.codec.session(token)), token)  # reused: recorded
         self.assertIsNotNone(self.codec._seen[token].issued_from)
         session = self.codec.session(token)
         session["u"] = 1  # same value, same type: the same token without building claims
@@ -1116,6 +1120,7 @@ class IssueReuseTests(SynchronousTestCase):
     def test_gcm_tokens_are_not_reused(self) -> None:
         codec = TokenCodec(SECRET, clock=self.clock, cipher="aes-256-gcm")
         token = codec.issue(codec.session(codec.register_token("app", {"u": 1})))
+        codec.issue(codec.session(token))
         self.assertIsNone(codec._seen[token].issued_from)
         again = codec.issue(codec.session(token))
         self.assertEqual(codec.session(again).secret_claims(), {"u": 1})

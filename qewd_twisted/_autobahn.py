@@ -5,7 +5,9 @@ What our WebSocket protocols (server and link client) change in Autobahn's per-f
   their debug-log arguments (coloured type and value names) on every call, even when nothing
   logs at debug level: about a tenth of the node's CPU per request in the profile
   (docs/performance.md). The mixin does the same work without them: the traffic counters
-  (read by /metrics) and Autobahn's own send queue are kept as they are.
+  (read by /metrics) and Autobahn's own send queue are kept as they are. Its ``onMessageEnd``
+  skips firing Autobahn's "message" event (a Deferred per message) unless something
+  subscribed to it.
 * ``SmallFrameUnmasking`` (server only, with the factory option ``applyMask=False``): Autobahn
   unmasks every client frame through its native masker, whose set-up (a CFFI object and
   buffers per frame) costs three times the XOR itself for the few hundred bytes a QEWD message
@@ -50,6 +52,18 @@ class QuietFraming:
             self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
         if self.logOctets:
             self.logTxOctets(data, False)
+
+    def onMessageEnd(self: Any) -> None:
+        # Autobahn's, minus firing its "message" event (a Deferred and callbacks per message)
+        # when nobody subscribed to it, which is always the case for our protocols.
+        if self._listeners is not None:
+            return super().onMessageEnd()  # type: ignore[misc]
+        if not self.failedByMe:
+            payload = b"".join(self.message_data)
+            if self.trackedTimings:
+                self.trackedTimings.track("onMessage")
+            self._onMessage(payload, self.message_is_binary)
+        self.message_data = None
 
 
 class _SmallUnmasker:

@@ -591,7 +591,7 @@ class Node:
 
     def _forward(self, req: Request, link: Any, remote_application: str) -> None:
         out = {k: v for k, v in req.message.items() if k not in ("ms_requestId", "qewd_twisted")}
-        out["token"] = self.tokens.with_application(req.session, remote_application)
+        out["token"] = self.tokens.rewrite(req.message["token"], remote_application)
         out["jwt"] = True
         req.link = link
         self._begin(req)
@@ -607,8 +607,7 @@ class Node:
         if isinstance(message, dict) and isinstance(message.get("token"), str):
             message = dict(message)
             try:
-                payload = self.tokens.decode(message["token"])
-                message["token"] = self.tokens.with_application(payload, req.application)
+                message["token"] = self.tokens.rewrite(message["token"], req.application)
             except TokenError as e:
                 # Never re-sign what we could not verify; and don't report success while the
                 # session update that came with it is lost.

@@ -166,3 +166,13 @@ class DirectTextSendTests(_ServerBase):
         from autobahn.websocket.protocol import PayloadExceededError
 
         self.assertRaises(PayloadExceededError, self.proto.sendMessage, b"x" * 11)
+
+
+class MessageEventTests(_ServerBase):
+    def test_subscribers_to_autobahns_message_event_still_get_it(self) -> None:
+        got = []
+        self.proto.on("message", lambda payload, is_binary: got.append(payload))
+        self.send_message({"type": "echo", "token": self.token, "params": "x"})
+        [reply] = self.replies()
+        self.assertEqual(reply["message"]["you sent"], "x")
+        self.assertEqual(len(got), 1)

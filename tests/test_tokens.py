@@ -1138,3 +1138,29 @@ class IssueReuseTests(SynchronousTestCase):
         session = self.codec.session(token)
         session.update(second)
         self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))
+
+
+class RewriteTests(SynchronousTestCase):
+    """rewrite(token, app): with_application(decode(token), app), remembered."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.codec = TokenCodec(SECRET, clock=self.clock, initial_timeout=10)
+
+    def test_same_as_with_application_and_remembered(self) -> None:
+        token = self.codec.register_token("app", {"u": 1})
+        first = self.codec.rewrite(token, "remote")
+        self.assertEqual(first, self.codec.with_application(self.codec.decode(token), "remote"))
+        self.assertIs(self.codec.rewrite(token, "remote"), first)
+        self.assertNotEqual(self.codec.rewrite(token, "other"), first)
+
+    def test_still_verified_every_time(self) -> None:
+        token = self.codec.register_token("app", {"u": 1})
+        self.codec.rewrite(token, "remote")
+        self.clock.advance(11)
+        with self.assertRaises(TokenError) as e:
+            self.codec.rewrite(token, "remote")
+        self.assertEqual(e.exception.reason, "Token expired")
+        forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+        self.assertRaises(TokenError, self.codec.rewrite, forged, "remote")

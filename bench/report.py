@@ -180,7 +180,8 @@ def render(results: dict[str, Any]) -> str:
         per = ceiling["gen_us_per_request"]
         out.append("### The load generator is not the bottleneck")
         out.append("")
-        out.append(f"Driving the floor with 32 clients x 8 requests in flight it completed "
+        out.append(f"Driving the tuned floor (the fastest server here) with 32 clients x 8 "
+                   f"requests in flight it completed "
                    f"{_f(ceiling['rps'])} req/s using {_f(ceiling['gen_cpu_frac'] * 100)}% of "
                    f"its CPU ({_f(per)} µs of generator CPU per request): about "
                    f"{_f(cap)} req/s per generator CPU, against {_f(top)} req/s for the fastest "

@@ -1,0 +1,286 @@
+"""
+Running a request with the application's own handler module (PROTOCOL.md §5): where it runs
+(the reactor or a worker pool thread), the ``send`` / ``finished`` it is given, the
+beforeHandler / handler / afterHandler chain, crashes, handler timeouts and the final reply with
+the re-issued token. A mixin of ``node.Node``, which owns the state it uses (``apps``,
+``pool``, ``tokens``, ``reactor``, ``handler_timeout``) and the reply helpers (``_reply``,
+``_error``, ``_send``, ``_begin``, ``_end``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Coroutine
+from typing import Any, Callable, Generator
+
+from twisted.internet import defer
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import errors as E
+from ._requests import Request, _positional_arity, _snapshot
+from .apps import Application, AppLoadError, runs_on_reactor
+from .workers import PoolFull
+
+log = Logger()
+
+
+@types.coroutine
+def _resume(coro: Coroutine, awaited: Any) -> Generator[Any, Any, Any]:
+    """Go on driving ``coro``, which has already run up to awaiting ``awaited``: hands that
+    to whoever drives this (Twisted's coroutine runner), and its result or failure back in."""
+    while True:
+        try:
+            value = yield awaited
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:
+            try:
+                awaited = coro.throw(e)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                awaited = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+
+
+class LocalHandlers:
+    """The local-handler half of ``node.Node`` (see the module docstring)."""
+
+    # provided by Node
+    apps: Any
+    pool: Any
+    tokens: Any
+    reactor: Any
+    observer: Any
+    handler_timeout: float | None
+    _arity: dict[Any, int]
+    _on_reactor: dict[Any, bool]
+    _reply: Callable[..., None]
+    _error: Callable[..., None]
+    _send: Callable[..., None]
+    _begin: Callable[[Request], None]
+    _end: Callable[..., None]
+    _elapsed: Callable[[float], str]
+
+    def _run_local(self, req: Request) -> None:
+        try:
+            app = self.apps.get(req.application)
+        except AppLoadError as e:
+            self.observer.request_finished(req, "error")
+            return self._error(req.conn, req.type, str(e), req.started, req.ms_request_id,
+                               reason=e.reason)
+        req.app = app
+        handler = app.handlers.get(req.type)
+        if handler is None and app.before_handler is None:
+            self.observer.request_finished(req, "error")
+            return self._error(req.conn, req.type,
+                               E.NO_HANDLER.format(application=req.application, type=req.type),
+                               req.started, req.ms_request_id)
+        self._begin(req)
+        if self.handler_timeout:
+            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
+        target = handler if handler is not None else app.before_handler
+        on_reactor = self._on_reactor.get(target)
+        if on_reactor is None:
+            on_reactor = self._on_reactor[target] = runs_on_reactor(target)
+        if on_reactor:
+            send, finished = self._callbacks(req, threaded=False)
+            if app.before_handler is None and app.after_handler is None:
+                return self._call_on_reactor(handler, req, send, finished)
+            d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
+        else:
+            send, finished = self._callbacks(req, threaded=True)
+            req.in_thread = True
+            d = self.pool.run(self._chain_sync, app, handler, req, send, finished)
+            d.addBoth(self._thread_returned, req)
+        d.addErrback(self._handler_failed, req)
+
+    def _call_on_reactor(self, handler: Callable, req: Request, send: Callable,
+                         finished: Callable) -> None:
+        """A reactor handler with no before/after hooks, without a Deferred when it can.
+
+        Most ``async def`` handlers finish without awaiting anything: the first ``send(None)``
+        runs them to the end, and wrapping them in ``ensureDeferred`` would cost more than the
+        handler itself. One that does await is handed to Twisted where it stopped.
+        """
+        try:
+            result = handler(req.message, req.session, send, finished)
+            if type(result) is types.CoroutineType or isinstance(result, Coroutine):
+                try:
+                    awaited = result.send(None)
+                except StopIteration:
+                    return
+                d = defer.Deferred.fromCoroutine(_resume(result, awaited))
+            elif inspect.isawaitable(result):  # @inlineCallbacks: a Deferred
+                d = defer.ensureDeferred(result)
+            else:  # @on_reactor: a plain function
+                return
+        except Exception:
+            return self._handler_failed(Failure(), req)
+        d.addErrback(self._handler_failed, req)
+
+    def _thread_returned(self, result: Any, req: Request) -> Any:
+        if req.spare:
+            req.spare = False
+            self.pool.return_spare()
+        return result
+
+    def _callbacks(self, req: Request, threaded: bool) -> tuple[Callable, Callable]:
+        if threaded:
+            # the pool's post() shares reactor wake-ups between finished() and the thread's
+            # return; a pool without it (a user's own) gets callFromThread
+            call = getattr(self.pool, "post", None) or self.reactor.callFromThread
+
+            def send(message: Any = None) -> None:
+                call(self._intermediate, req, _snapshot(message))
+
+            def finished(message: Any = None) -> None:
+                call(self._finished, req, _snapshot(message))
+        else:
+            def send(message: Any = None) -> None:
+                self._intermediate(req, _snapshot(message))
+
+            def finished(message: Any = None) -> None:
+                self._finished(req, _snapshot(message))
+        return send, finished
+
+    def _no_handler(self, req: Request) -> dict:
+        return {"error": E.NO_HANDLER.format(application=req.application, type=req.type)}
+
+    def _chain_sync(self, app: Application, handler: Any, req: Request,
+                    send: Callable, finished: Callable) -> None:
+        """Runs in a pool thread: beforeHandler, the handler, afterHandler."""
+        msg, session = req.message, req.session
+
+        def resolve(result: Any) -> Any:
+            if inspect.isawaitable(result):  # an async hook called from a sync chain
+                return blockingCallFromThread(self.reactor, defer.ensureDeferred, result)
+            return result
+
+        if app.before_handler is not None:
+            if resolve(app.before_handler(msg, session, send, finished)) is False:
+                return
+        if handler is None:
+            finished(self._no_handler(req))
+            return
+        resolve(handler(msg, session, send, finished))
+        if app.after_handler is not None:
+            resolve(app.after_handler(msg, session, send, finished))
+
+    async def _chain_async(self, app: Application, handler: Any, req: Request,
+                           send: Callable, finished: Callable) -> None:
+        """Runs on the reactor: the same chain, awaiting whatever the hooks return."""
+        msg, session = req.message, req.session
+
+        async def call(fn: Callable) -> Any:
+            result = fn(msg, session, send, finished)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        if app.before_handler is not None and await call(app.before_handler) is False:
+            return
+        if handler is None:
+            finished(self._no_handler(req))
+            return
+        await call(handler)
+        if app.after_handler is not None:
+            await call(app.after_handler)
+
+    def _handler_failed(self, failure: Failure, req: Request) -> None:
+        if failure.check(PoolFull):
+            log.warn("refusing {type}: {why}", type=req.type, why=failure.getErrorMessage())
+            if not req.done:
+                self._end(req, "503")
+                self._error(req.conn, req.type, E.SERVER_BUSY, req.started, req.ms_request_id,
+                            status=E.STATUS_BUSY)
+            return
+        log.failure("handler for {application}/{type} raised", failure,
+                    application=req.application, type=req.type, request_id=req.id)
+        if req.done:
+            return
+        self._end(req, "error")
+        # QEWD's crash reply: type "error", message is the exception's text (§5.4).
+        frame: dict[str, Any] = {"type": "error", "finished": True,
+                                 "message": failure.getErrorMessage() or failure.type.__name__,
+                                 "responseTime": self._elapsed(req.started)}
+        if req.ms_request_id is not None:
+            frame["ms_requestId"] = req.ms_request_id
+        self._send(req.conn, frame)
+
+    def _timed_out(self, req: Request) -> None:
+        req.timer = None
+        if req.done:
+            return
+        log.warn("handler for {application}/{type} did not finish in {seconds}s",
+                 application=req.application, type=req.type, seconds=self.handler_timeout,
+                 request_id=req.id)
+        if req.in_thread and self.pool.lend_spare():
+            req.spare = True  # its thread is still busy: keep the pool's capacity
+        self._end(req, "timeout")
+        self._error(req.conn, req.type,
+                    E.HANDLER_TIMEOUT.format(type=req.type, seconds=f"{self.handler_timeout:g}"),
+                    req.started, req.ms_request_id, status=E.STATUS_HANDLER_TIMEOUT)
+
+    def _intermediate(self, req: Request, message: Any) -> None:
+        if req.done:
+            log.warn("send() after finished() ignored for {type}", type=req.type)
+            return
+        ftype = req.type
+        if isinstance(message, dict) and isinstance(message.get("type"), str):
+            ftype = message.pop("type")  # §5.2: a type in the payload is the frame's type
+        elif message is None:
+            message = {}
+        self._reply(req.conn, ftype, message, req.started, req.ms_request_id, finished=False)
+
+    def _finished(self, req: Request, result: Any) -> None:
+        if req.done:
+            log.warn("finished() called again for {application}/{type}: ignored",
+                     application=req.application, type=req.type)
+            return
+        self._end(req, "error" if isinstance(result, dict) and result.get("error") else "ok")
+        if result is None:
+            result = {}
+        if isinstance(result, dict) and result.get("error"):
+            return self._reply(req.conn, req.type, result, req.started, req.ms_request_id)
+        if req.ms_request_id is not None and isinstance(result, list):
+            result = {"results": result}  # §1.4: arrays are wrapped for micro-service requests
+        if req.jwt and isinstance(result, dict):
+            try:
+                result["token"] = self.tokens.issue(req.session)
+            except (TypeError, ValueError) as e:
+                log.warn("session for {type} could not be encoded: {error}", type=req.type, error=e)
+                return self._error(req.conn, req.type,
+                                   E.BAD_SESSION.format(type=req.type, reason=e),
+                                   req.started, req.ms_request_id)
+        wrh = req.app.worker_response_handlers.get(req.type) if req.app else None
+        if wrh is not None:
+            try:
+                replaced = self._call_wrh(wrh, req, result)
+            except Exception:
+                log.failure("workerResponseHandler for {type} raised", type=req.type)
+                replaced = None
+            if replaced is True:
+                return
+            if replaced is not None:
+                result = replaced
+        if result == {} and not req.jwt:
+            return  # §1.4: an empty reply sends nothing (session mode)
+        self._reply(req.conn, req.type, result, req.started, req.ms_request_id)
+
+    def _call_wrh(self, fn: Callable, req: Request, message: Any) -> Any:
+        n = self._arity.get(fn)
+        if n is None:
+            n = self._arity[fn] = _positional_arity(fn)
+
+        def send(frame: Any) -> None:
+            self._send(req.conn, frame)
+
+        return fn(message, send, self) if n >= 3 else fn(message, send)

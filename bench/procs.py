@@ -223,7 +223,14 @@ class Peer:
         if not self.up():
             log("starting the QEWD.js peer (run-peer.sh)")
             self._script("run-peer.sh", logdir)
+            self.started_here = True
         return self.up()
+
+    started_here = False  # ensure() started it: the run stops it again at the end
+
+    def stop(self, logdir: str) -> None:
+        log("stopping the QEWD.js peer (stop-peer.sh), as it was before the run")
+        self._script("stop-peer.sh", logdir)
 
     def pid(self, name: str) -> int | None:
         try:

@@ -398,9 +398,12 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         for s in reversed(started):
             s.stop()
         if qewd:
-            if not peer.up():
-                peer.ensure(logdir)
-            peer.unpin()
+            if peer.started_here:
+                peer.stop(logdir)  # leave the machine as the run found it
+            else:
+                if not peer.up():
+                    peer.ensure(logdir)
+                peer.unpin()
     info["loadavg_end"] = os.getloadavg()
     with open(os.path.join(logdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

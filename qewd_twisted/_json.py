@@ -53,7 +53,7 @@ _C_DUMPS_ASCII = _c_encoder(True)
 
 
 def _encode(c_encoder: Any, fallback: json.JSONEncoder, obj: Any) -> str:
-    if c_encoder is None or isinstance(obj, str):
+    if c_encoder is None:
         return fallback.encode(obj)
     try:
         return "".join(c_encoder(obj, 0))

@@ -62,6 +62,7 @@ class LocalHandlers:
     handler_timeout: float | None
     _arity: dict[Any, int]
     _on_reactor: dict[Any, bool]
+    _to_reactor: Callable[..., None]
     _reply: Callable[..., None]
     _error: Callable[..., None]
     _send: Callable[..., None]
@@ -134,9 +135,7 @@ class LocalHandlers:
 
     def _callbacks(self, req: Request, threaded: bool) -> tuple[Callable, Callable]:
         if threaded:
-            # the pool's post() shares reactor wake-ups between finished() and the thread's
-            # return; a pool without it (a user's own) gets callFromThread
-            call = getattr(self.pool, "post", None) or self.reactor.callFromThread
+            call = self._to_reactor
 
             def send(message: Any = None) -> None:
                 call(self._intermediate, req, _snapshot(message))

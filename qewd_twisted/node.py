@@ -17,7 +17,7 @@ Running a request with a local handler module lives in ``_local.LocalHandlers``,
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -69,6 +69,11 @@ class Node(LocalHandlers):
         self._all_closed: list[defer.Deferred[None]] = []
         self._arity: dict[Any, int] = {}
         self._on_reactor: dict[Any, bool] = {}  # handler -> runs_on_reactor(handler)
+        # How pool threads hand a call to the reactor: the pool's post() shares reactor
+        # wake-ups between finished() and the thread's return; a pool without it (a user's
+        # own) gets callFromThread.
+        self._to_reactor: Callable[..., None] = (
+            getattr(pool, "post", None) or getattr(reactor, "callFromThread", None))
         # metrics, status page, request log (observe.py, ops.py); the default does nothing
         self.observer: NodeObserver = NodeObserver()
 

@@ -48,6 +48,7 @@ from twisted.internet.interfaces import IReactorTime
 from ._ciphers import (
     GCMSecretCipher,
     SecretCipher,
+    _SCALARS,
     _b64url,
     _b64url_decode,
     _bounded_put,
@@ -160,7 +161,7 @@ def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-_SCALAR_TYPES = frozenset({str, int, bool, type(None)})
+_SCALAR_TYPES = _SCALARS - {float}  # floats never count as the same (see _Seen)
 
 
 class _Seen:

@@ -92,6 +92,8 @@ GOOD_LOGIN = {"username": "rob", "password": "secret"}
 
 
 def login(messageObj, session, send, finished):
+    # Not test_node's login: this one accepts exactly GOOD_LOGIN, which is what the model below
+    # predicts (junk params may hold the right username and password among other keys).
     params = messageObj.get("params")
     send({"text": "checking credentials"})
     if params == GOOD_LOGIN:

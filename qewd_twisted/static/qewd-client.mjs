@@ -155,6 +155,14 @@ export class QEWDClient {
     this.#stopped = true;
     clearTimeout(this.#reconnectTimer);
     if (this.#started && !this.#everRegistered) this.#started.reject(new Error('client stopped'));
+    this.#closeSocket();
+    this.#fail(this.#waiting.splice(0), new Error('client stopped'));
+  }
+
+  // -- the socket --------------------------------------------------------------------------
+
+  /** Close the socket without reconnecting (stop, or a session the server ended). */
+  #closeSocket() {
     const ws = this.#ws;
     this.#ws = null;
     if (ws) {
@@ -162,10 +170,7 @@ export class QEWDClient {
       ws.close(1000);
       this.#lost();
     }
-    this.#fail(this.#waiting.splice(0), new Error('client stopped'));
   }
-
-  // -- the socket --------------------------------------------------------------------------
 
   #log(...args) {
     if (this.#options.log) console.log('[qewd]', ...args);
@@ -347,13 +352,7 @@ export class QEWDClient {
     this.emit('error', frame);
     if (!this.#everRegistered) this.#started.reject(error);
     this.#fail(this.#waiting.splice(0), error);
-    const ws = this.#ws;
-    this.#ws = null;
-    if (ws) {
-      ws.onclose = ws.onmessage = null;
-      ws.close(1000);
-      this.#lost();
-    }
+    this.#closeSocket();
   }
 }
 

@@ -13,7 +13,7 @@ Misdelivery checks (a reply counts once, as the first check that fails):
 * every request carries a unique nonce ``<client>.<seq>``: a local echo handler returns it in
   ``message.text`` (``You sent: <nonce>``), the bench micro-service returns it in
   ``message.nonce``; a nonce from another client is a misdelivery;
-* every token in a reply is verified and decrypted with ``qewd_twisted.tokens.TokenCodec``; its
+* every token in a reply is verified and decrypted with ``qewd_twisted.auth.tokens.TokenCodec``; its
   secret ``socketId`` must be this client's Engine.IO sid, and, when each client logs in as its
   own user, its secret ``username`` must be that user (intermediate frames' ``username`` too).
 
@@ -98,7 +98,7 @@ class Identity:
 
     def __init__(self, secret: str = SECRET) -> None:
         # the node's own codec: the same bits as QEWD.js
-        from qewd_twisted.tokens import TokenCodec
+        from qewd_twisted.auth.tokens import TokenCodec
 
         self._codec = TokenCodec(secret, clock=_WallClock())
         self._cache: dict[str, tuple[Any, Any] | None] = {}
@@ -109,7 +109,7 @@ class Identity:
             return self._cache[token]
         except KeyError:
             pass
-        from qewd_twisted.tokens import TokenError
+        from qewd_twisted.auth.tokens import TokenError
 
         self.decoded += 1
         try:

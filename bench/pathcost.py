@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, os.path.join(REPO, "bench", "apps"))
     import bench_app  # noqa: E402
 
-    from qewd_twisted import wire
-    from qewd_twisted.apps import Applications
-    from qewd_twisted.node import Connection, Node
+    from qewd_twisted.transports import wire
+    from qewd_twisted.apps.modules import Applications
+    from qewd_twisted.core.node import Connection, Node
     from qewd_twisted.testing import SyncPool
-    from qewd_twisted.tokens import TokenCodec
+    from qewd_twisted.auth.tokens import TokenCodec
 
     class Conn(Connection):
         framing = "engine.io"

@@ -59,7 +59,7 @@ _login_final = b'42["ewdjs",{"type":"login","finished":true,"message":{"ok":true
 
 
 def _codec() -> Any:
-    from qewd_twisted.tokens import TokenCodec
+    from qewd_twisted.auth.tokens import TokenCodec
 
     return TokenCodec(SECRET, initial_timeout=LONG)
 
@@ -88,7 +88,7 @@ class _SocketIO(Resource):
 
 
 def _site(protocol: type, reactor: Any, **attrs: Any) -> tuple[Site, Any]:
-    from qewd_twisted.web import make_factory
+    from qewd_twisted.transports.site import make_factory
 
     factory = make_factory(protocol, None, reactor, 1048576)  # the node's own options
     for k, v in attrs.items():
@@ -104,12 +104,12 @@ class FloorProtocol(WebSocketServerProtocol):
     reply: bytes | None = None
 
     def onConnect(self, request: Any) -> None:
-        from qewd_twisted.web import new_socket_id
+        from qewd_twisted.transports.site import new_socket_id
 
         self.sid = new_socket_id()
 
     def onOpen(self) -> None:
-        from qewd_twisted import wire
+        from qewd_twisted.transports import wire
 
         self.sendMessage(wire.open_packet(self.sid).encode())
         self.sendMessage(b"40")
@@ -138,7 +138,7 @@ class FloorProtocol(WebSocketServerProtocol):
 def _tuned(base: type) -> type:
     """``base`` with the node's own changes to Autobahn's per-frame path (qewd_twisted/
     _autobahn.py): the floor as our node's stack runs it, for the "tuned floor" reference."""
-    from qewd_twisted._autobahn import DirectTextSend, QuietFraming, SmallFrameUnmasking
+    from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
 
     return type("Tuned" + base.__name__,
                 (DirectTextSend, SmallFrameUnmasking, QuietFraming, base), {})

@@ -6,8 +6,8 @@ sessions any node sharing the secret can read, and forwards chosen application/t
 other QEWD nodes (Python or QEWD.js) over self-healing links.
 """
 
-from ._version import __version__
-from .config import ConfigError, config_from_dict, load_config
-from .service import QEWDService
+from qewd_twisted._version import __version__
+from qewd_twisted.config import ConfigError, config_from_dict, load_config
+from qewd_twisted.service import QEWDService
 
 __all__ = ["QEWDService", "load_config", "config_from_dict", "ConfigError", "__version__"]

@@ -16,12 +16,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from .apps import Applications
-from .config import Config, ConfigError
-from .node import Node
-from .sessions import MemorySessionStore
-from .web import build_site_root
-from .workers import WorkerPool
+from qewd_twisted.apps.modules import Applications
+from qewd_twisted.config import Config, ConfigError
+from qewd_twisted.core.node import Node
+from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.transports.site import build_site_root
+from qewd_twisted.apps.pool import WorkerPool
 
 log = Logger()
 
@@ -77,7 +77,7 @@ class QEWDService(MultiService):
 
         self.tokens = None
         if config.jwt is not None:
-            from .tokens import TokenCodec
+            from qewd_twisted.auth.tokens import TokenCodec
 
             self.tokens = TokenCodec(
                 config.jwt.secret,
@@ -95,7 +95,7 @@ class QEWDService(MultiService):
         self.micro_services = None
         routes = list(config.micro_services.routes.values()) if config.micro_services else []
         if routes:
-            from .links import MicroServices
+            from qewd_twisted.mesh.links import MicroServices
 
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
             self.micro_services.setServiceParent(self)
@@ -126,7 +126,7 @@ class QEWDService(MultiService):
             listener.setServiceParent(self)
             self.listeners.append(listener)
         # /health, /ready, /metrics, /status and the request log, as configured (ops.py)
-        from .ops import Operations
+        from qewd_twisted.ops.operations import Operations
 
         self.ops = Operations(self)
 

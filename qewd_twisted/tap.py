@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from .config import ConfigError, load_config
+from qewd_twisted.config import ConfigError, load_config
 
 
 class Options(usage.Options):
@@ -43,7 +43,7 @@ def _fail(e: Exception) -> None:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor  # twistd has installed the reactor by now
 
-    from .service import QEWDService
+    from qewd_twisted.service import QEWDService
 
     try:
         return QEWDService(options.loaded, reactor)

@@ -21,10 +21,10 @@ from typing import Any, Callable, Mapping
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from . import wire
-from .apps import Applications
-from .node import Connection, Node
-from .sessions import MemorySessionStore
+from qewd_twisted.transports import wire
+from qewd_twisted.apps.modules import Applications
+from qewd_twisted.core.node import Connection, Node
+from qewd_twisted.auth.sessions import MemorySessionStore
 
 __all__ = ["MemoryConnection", "SyncPool", "FakeReactor", "NodeHarness"]
 
@@ -106,7 +106,7 @@ class NodeHarness:
         self.clock.advance(start_time)
         self.tokens = None
         if jwt_secret is not None:
-            from .tokens import TokenCodec
+            from qewd_twisted.auth.tokens import TokenCodec
 
             self.tokens = TokenCodec(jwt_secret, algorithms=algorithms, clock=self.clock,
                                      initial_timeout=initial_session_timeout)

@@ -14,7 +14,11 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from qewd_twisted import errors, node, sessions, tokens, wire
+from qewd_twisted import errors
+from qewd_twisted.core import node
+from qewd_twisted.auth import sessions
+from qewd_twisted.auth import tokens
+from qewd_twisted.transports import wire
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 

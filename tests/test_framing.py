@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_framing -*-
 """
-Our changes to Autobahn's per-frame path (qewd_twisted/_autobahn.py), byte by byte: client
+Our changes to Autobahn's per-frame path (qewd_twisted/transports/framing.py), byte by byte: client
 frames are unmasked by us up to SMALL_FRAME bytes and by Autobahn above, in whatever pieces TCP
 delivers them, fragmented messages and control frames included.
 """
@@ -17,9 +17,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from qewd_twisted import _autobahn
+from qewd_twisted.transports import framing as _autobahn
 from qewd_twisted.testing import NodeHarness
-from qewd_twisted.web import PlainProtocol, make_factory
+from qewd_twisted.transports.site import PlainProtocol, make_factory
 
 
 def echo(messageObj, session, send, finished):

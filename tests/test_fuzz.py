@@ -64,9 +64,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qewd_twisted import errors as E
-from qewd_twisted import web, wire
+from qewd_twisted.transports import site as web
+from qewd_twisted.transports import wire
 from qewd_twisted.testing import MemoryConnection, NodeHarness
-from qewd_twisted.tokens import SecretCipher, TokenCodec, TokenError
+from qewd_twisted.auth.tokens import SecretCipher, TokenCodec, TokenError
 from tests.integration.nodes import eio_url, plain_url, start_node
 from tests.wsclient import Closed, EIOClient, PlainClient
 

@@ -32,9 +32,9 @@ from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from qewd_twisted import wire
-from qewd_twisted._linkproto import endpoint_for_url
-from qewd_twisted.links import (
+from qewd_twisted.transports import wire
+from qewd_twisted.mesh.protocol import endpoint_for_url
+from qewd_twisted.mesh.links import (
     DOWN_ERROR,
     TIMEOUT_ERROR,
     Link,

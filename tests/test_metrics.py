@@ -17,11 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from qewd_twisted.links import LinkState
-from qewd_twisted.metrics import Labels, NodeMetrics
-from qewd_twisted.observe import FanOut, NodeObserver, combine, outcome_of
+from qewd_twisted.mesh.links import LinkState
+from qewd_twisted.ops.metrics import Labels, NodeMetrics
+from qewd_twisted.ops.observe import FanOut, NodeObserver, combine, outcome_of
 from qewd_twisted.testing import MemoryConnection, NodeHarness
-from qewd_twisted.workers import PoolFull
+from qewd_twisted.apps.pool import PoolFull
 
 
 def echo(messageObj, session, send, finished):

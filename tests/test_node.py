@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from qewd_twisted import errors as E
-from qewd_twisted.apps import on_reactor
+from qewd_twisted.apps.modules import on_reactor
 from qewd_twisted.testing import NodeHarness
 
 
@@ -443,7 +443,7 @@ class AuthTests(Base):
             "error": "Invalid JWT: Error: Token expired", "disconnect": True}})
 
     def test_tampered_and_wrong_secret_jwt(self) -> None:
-        from qewd_twisted.tokens import TokenCodec
+        from qewd_twisted.auth.tokens import TokenCodec
 
         token = self.register()
         head, body, sig = token.split(".")
@@ -599,7 +599,7 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual((session["application"], session["username"]), ("jwt", "rob"))
 
     def test_unverifiable_reply_token_is_an_error_not_a_silent_success(self) -> None:
-        from qewd_twisted.tokens import TokenCodec
+        from qewd_twisted.auth.tokens import TokenCodec
 
         _, on_frame = self.forward()
         foreign = TokenCodec("not-our-secret", clock=self.h.clock).register_token(

@@ -13,15 +13,15 @@ from typing import Any
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from qewd_twisted._status_page import (
+from qewd_twisted.ops.status_page import (
     StatusJSONResource,
     StatusPageResource,
     render_page,
 )
 from qewd_twisted.config import ConfigError, config_from_dict
-from qewd_twisted.links import LinkState
-from qewd_twisted.metrics import Labels
-from qewd_twisted.ops import LinkEvents, RequestLog, RequestRates
+from qewd_twisted.mesh.links import LinkState
+from qewd_twisted.ops.metrics import Labels
+from qewd_twisted.ops.operations import LinkEvents, RequestLog, RequestRates
 from qewd_twisted.testing import FakeReactor, NodeHarness
 
 from .test_metrics import APPS, URL, FakeLink
@@ -117,12 +117,12 @@ class LinkEventsTests(SynchronousTestCase):
     def test_problems_from_link_log_events_only(self) -> None:
         self.events.start()
         self.addCleanup(self.events.stop)
-        links_log = Logger(namespace="qewd_twisted.links")
+        links_log = Logger(namespace="qewd_twisted.mesh.links")
         links_log.info("link {url}: connect failed: {why}", url=URL, why="Connection refused")
         links_log.info("link {url}: reconnecting (attempt {attempt})", url=URL, attempt=2)
         links_log.warn("link {url}: something odd", url="http://elsewhere:1")
-        Logger(namespace="qewd_twisted.node").warn("link {url}: not a link event", url=URL)
-        Logger(namespace="qewd_twisted._linkproto").warn("link {url}: no pong", url=URL)
+        Logger(namespace="qewd_twisted.core.node").warn("link {url}: not a link event", url=URL)
+        Logger(namespace="qewd_twisted.mesh.protocol").warn("link {url}: no pong", url=URL)
         texts = [e["text"] for e in self.events.events]
         self.assertEqual(texts, [f"link {URL}: connect failed: Connection refused",
                                  f"link {URL}: no pong"])
@@ -130,7 +130,7 @@ class LinkEventsTests(SynchronousTestCase):
 
     def test_ring_is_bounded_and_stop_detaches(self) -> None:
         self.events.start()
-        log = Logger(namespace="qewd_twisted.links")
+        log = Logger(namespace="qewd_twisted.mesh.links")
         for i in range(20):
             log.warn("link {url}: problem {i}", url=URL, i=i)
         self.assertEqual([e["text"][-2:] for e in self.events.events],

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from qewd_twisted.sessions import (
+from qewd_twisted.auth.sessions import (
     ISessionStore,
     JWTSession,
     MemorySessionStore,
@@ -130,7 +130,7 @@ class JWTSessionTests(SynchronousTestCase):
 class SessionErrorTests(SynchronousTestCase):
     def test_texts(self) -> None:
         """§2.4: QEWD's three strings, as ``str(e)``."""
-        from qewd_twisted import sessions
+        from qewd_twisted.auth import sessions
 
         self.assertEqual(
             sessions.SESSION_ERRORS,

@@ -27,7 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qewd_twisted import errors as E
 from qewd_twisted.testing import NodeHarness
-from qewd_twisted.tokens import SecretCipher, TokenCodec, TokenError
+from qewd_twisted.auth.tokens import SecretCipher, TokenCodec, TokenError
 from tests.integration.nodes import SECRET, eio_url, start_node
 from tests.wsclient import EIOClient
 

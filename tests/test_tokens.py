@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from qewd_twisted.sessions import JWTSession, check_timeout
-from qewd_twisted.tokens import (
+from qewd_twisted.auth.sessions import JWTSession, check_timeout
+from qewd_twisted.auth.tokens import (
     GCMSecretCipher,
     ERRORS,
     SecretCipher,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from qewd_twisted import wire
+from qewd_twisted.transports import wire
 
 
 def _general(text: str):

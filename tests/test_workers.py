@@ -8,7 +8,7 @@ import threading
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from qewd_twisted.workers import PoolFull, WorkerPool
+from qewd_twisted.apps.pool import PoolFull, WorkerPool
 
 
 class WorkerPoolTests(TestCase):

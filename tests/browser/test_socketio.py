@@ -16,7 +16,7 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet import defer, reactor
 
-from qewd_twisted.web import make_factory
+from qewd_twisted.transports.site import make_factory
 from tests.browser.harness import BrowserTestCase, base_url
 
 

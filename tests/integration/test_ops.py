@@ -24,8 +24,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from qewd_twisted.links import LinkState
-from qewd_twisted.observe import NodeObserver
+from qewd_twisted.mesh.links import LinkState
+from qewd_twisted.ops.observe import NodeObserver
 from tests.integration.nodes import port_of, start_node
 from tests.integration.test_microservices import (
     client,
@@ -224,7 +224,7 @@ class StatusPageTests(TestCase):
         warnings: list[str] = []
 
         def observe(event: dict) -> None:
-            if event.get("log_namespace") == "qewd_twisted.ops":
+            if event.get("log_namespace") == "qewd_twisted.ops.operations":
                 warnings.append(formatEvent(event))
 
         globalLogPublisher.addObserver(observe)

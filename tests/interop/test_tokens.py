@@ -12,7 +12,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from qewd_twisted.tokens import SecretCipher
+from qewd_twisted.auth.tokens import SecretCipher
 from tests.integration.nodes import eio_url as our_eio_url
 from tests.integration.nodes import start_node
 from tests.interop.peer import (

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 The startup file: loading it, and turning its ``config`` dict into a validated `Config`.
 
@@ -30,7 +31,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.testing import MemoryReactor
 
-from qewd_twisted._config_checks import (
+from qewd_twisted.config.checks import (
     Checker,
     Destination,
     MicroServicesConfig,

@@ -36,7 +36,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._linkproto import (
+from qewd_twisted.mesh.protocol import (
     DOWN_ERROR,
     TIMEOUT_ERROR,
     EngineIOClientProtocol,

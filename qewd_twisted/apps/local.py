@@ -19,10 +19,10 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import errors as E
-from ._requests import Request, _positional_arity, _snapshot
-from .apps import Application, AppLoadError, runs_on_reactor
-from .workers import PoolFull
+from qewd_twisted import errors as E
+from qewd_twisted.core.requests import Request, _positional_arity, _snapshot
+from qewd_twisted.apps.modules import Application, AppLoadError, runs_on_reactor
+from qewd_twisted.apps.pool import PoolFull
 
 log = Logger()
 

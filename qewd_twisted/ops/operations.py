@@ -39,9 +39,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from ._version import __version__
-from .metrics import Labels, MetricsResource, NodeMetrics
-from .observe import NodeObserver, combine
+from qewd_twisted._version import __version__
+from qewd_twisted.ops.metrics import Labels, MetricsResource, NodeMetrics
+from qewd_twisted.ops.observe import NodeObserver, combine
 
 __all__ = ["DEFAULT_MANAGEMENT_PASSWORD", "Operations", "RequestLog", "RequestRates"]
 
@@ -54,7 +54,7 @@ DEFAULT_MANAGEMENT_PASSWORD = "keepThisSecret"
 DEFAULT_PASSWORDS = frozenset({DEFAULT_MANAGEMENT_PASSWORD, "keepThisSecret!"})
 
 # Where link events come from, and the ones kept as the status page's "recent errors".
-_LINK_NAMESPACES = frozenset({"qewd_twisted.links", "qewd_twisted._linkproto"})
+_LINK_NAMESPACES = frozenset({"qewd_twisted.mesh.links", "qewd_twisted.mesh.protocol"})
 _PROBLEM_LEVELS = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
 
 
@@ -258,7 +258,7 @@ class Operations(Service):
         root = service.site.resource
         self._mount(root, self.metrics if config.metrics_listen is None else None)
         if self.status_enabled:
-            from ._status_page import StatusJSONResource, StatusPageResource
+            from qewd_twisted.ops.status_page import StatusJSONResource, StatusPageResource
 
             password = config.management_password.encode("utf-8")
             root.putChild(b"status", StatusPageResource(self, password))

@@ -22,13 +22,13 @@ from typing import Any, Callable, Iterable
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from . import errors as E
-from ._local import LocalHandlers
-from ._requests import Connection, Request, _looks_like_jwt
-from .apps import Applications
-from .observe import NodeObserver, outcome_of
-from .sessions import SessionError
-from .tokens import NO_APPLICATION, TokenError
+from qewd_twisted import errors as E
+from qewd_twisted.apps.local import LocalHandlers
+from qewd_twisted.core.requests import Connection, Request, _looks_like_jwt
+from qewd_twisted.apps.modules import Applications
+from qewd_twisted.ops.observe import NodeObserver, outcome_of
+from qewd_twisted.auth.sessions import SessionError
+from qewd_twisted.auth.tokens import NO_APPLICATION, TokenError
 
 log = Logger()
 

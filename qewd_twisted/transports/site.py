@@ -22,14 +22,14 @@ from twisted.logger import Logger
 from twisted.web.resource import NoResource, Resource
 from twisted.web.static import File
 
-from . import errors as E
-from . import wire
-from ._autobahn import DirectTextSend, QuietFraming, SmallFrameUnmasking
-from .node import Connection, Node
+from qewd_twisted import errors as E
+from qewd_twisted.transports import wire
+from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
+from qewd_twisted.core.node import Connection, Node
 
 log = Logger()
 
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
 
 def new_socket_id() -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _json
+from qewd_twisted import _json
 
 EVENT_NAME = "ewdjs"
 

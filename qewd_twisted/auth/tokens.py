@@ -45,7 +45,7 @@ from jwt.exceptions import (
 )
 from twisted.internet.interfaces import IReactorTime
 
-from ._ciphers import (
+from qewd_twisted.auth.ciphers import (
     GCMSecretCipher,
     SecretCipher,
     _SCALARS,
@@ -57,7 +57,7 @@ from ._ciphers import (
     _load_json,
     evp_bytes_to_key,
 )
-from .sessions import INTERNAL_CLAIMS, RESERVED_CLAIMS, JWTSession, check_timeout
+from qewd_twisted.auth.sessions import INTERNAL_CLAIMS, RESERVED_CLAIMS, JWTSession, check_timeout
 
 __all__ = ["ERRORS", "SecretCipher", "TokenCodec", "TokenError", "evp_bytes_to_key"]
 

@@ -45,9 +45,9 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
 
-from ._version import __version__
-from .apps import AppLoadError
-from .observe import OUTCOMES, NodeObserver
+from qewd_twisted._version import __version__
+from qewd_twisted.apps.modules import AppLoadError
+from qewd_twisted.ops.observe import OUTCOMES, NodeObserver
 
 __all__ = ["DURATION_BUCKETS", "Labels", "MetricsResource", "NodeMetrics"]
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import _json
+from qewd_twisted import _json
 
 __all__ = ["GCMSecretCipher", "SecretCipher", "evp_bytes_to_key"]
 

@@ -9,7 +9,7 @@ import inspect
 import itertools
 from typing import Any, Callable
 
-from .apps import Application
+from qewd_twisted.apps.modules import Application
 
 __all__ = ["Connection", "Request"]
 

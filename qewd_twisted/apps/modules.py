@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from twisted.logger import Logger
 
-from .errors import UNABLE_TO_LOAD
+from qewd_twisted.errors import UNABLE_TO_LOAD
 
 log = Logger()
 

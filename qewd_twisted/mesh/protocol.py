@@ -45,8 +45,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import errors, wire
-from ._autobahn import QuietFraming
+from qewd_twisted import errors
+from qewd_twisted.transports import wire
+from qewd_twisted.transports.framing import QuietFraming
 
 log = Logger()
 

@@ -7,6 +7,7 @@ library never imports or runs the global reactor itself. ``twistd qewd`` (tap.py
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application import strports
@@ -14,25 +15,17 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from qewd_twisted.apps.modules import Applications
 from qewd_twisted.config import Config, ConfigError
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.transports.http import NodeSite
 from qewd_twisted.transports.site import build_site_root
+from qewd_twisted.transports.static import own_files_in
 from qewd_twisted.apps.pool import WorkerPool
 
 log = Logger()
-
-
-class _QuietSite(Site):
-    """A Site that does not write an access-log line per request (WebSocket upgrades included)."""
-
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        pass
 
 
 #: The listen queue for TCP and TLS endpoints that do not set one. Twisted's default is 50: when
@@ -49,6 +42,17 @@ def with_backlog(description: str) -> str:
     if kind not in ("tcp", "tcp6", "ssl") or "backlog=" in description:
         return description
     return f"{description}:backlog={DEFAULT_BACKLOG}"
+
+
+def own_files_of(config: Config) -> list[str]:
+    """The files this node loads itself: the startup file, moduleMap modules (files, and the
+    files of dotted modules once imported) and the TLS key. None of them is ever served."""
+    files = list(config.own_files)
+    for spec in config.module_map.values():
+        module = sys.modules.get(spec.module) if spec.module else None
+        if module is not None and getattr(module, "__file__", None):
+            files.append(module.__file__)
+    return files
 
 
 class QEWDService(MultiService):
@@ -71,6 +75,14 @@ class QEWDService(MultiService):
         problems = [f"config.moduleMap.{e.application}: {e.reason}" for e in self.apps.load_all()]
         if problems:
             raise ConfigError(problems)
+        own_files = own_files_of(config)
+        if config.web_server_root is not None:
+            served = own_files_in(config.web_server_root, own_files)
+            if served:
+                from qewd_twisted.config import web_root_problem
+
+                raise ConfigError(["config.webServerRootPath: "
+                                   + web_root_problem(config.web_server_root, served)])
 
         self.pool = WorkerPool(reactor, config.pool_size, config.max_queue_length)
         self.pool.setServiceParent(self)
@@ -113,11 +125,15 @@ class QEWDService(MultiService):
             max_in_flight=config.max_in_flight,
             max_in_flight_link=config.max_in_flight_link,
         )
-        self.site = _QuietSite(
-            build_site_root(self.node, reactor, web_root=config.web_server_root,
-                            max_message_size=config.max_message_size,
-                            max_connections=config.max_connections,
-                            max_buffered_bytes=config.max_buffered_bytes))
+        root = build_site_root(self.node, reactor, web_root=config.web_server_root,
+                               max_message_size=config.max_message_size,
+                               max_connections=config.max_connections,
+                               max_buffered_bytes=config.max_buffered_bytes,
+                               limits=config.http, allowed_origins=config.allowed_origins,
+                               hidden=own_files)
+        self.site = NodeSite(root, reactor=reactor, limits=config.http,
+                             max_connections=config.max_connections,
+                             connections=lambda: len(self.node.connections))
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)

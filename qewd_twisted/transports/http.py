@@ -373,6 +373,13 @@ class NodeSite(server.Site):
             self.by_address.pop(ip, None)
 
 
+def _close_after(request: Any) -> None:
+    """End the connection after this response: a refused upgrade leaves nothing to reuse."""
+    request.setHeader(b"connection", b"close")
+    if request.channel is not None:
+        request.channel.persistent = False
+
+
 @implementer(IRequestBodyLimit)
 class WebSocketEndpoint(Resource):
     """A WebSocket endpoint: checks the origin, then gives the connection to a protocol from
@@ -395,6 +402,7 @@ class WebSocketEndpoint(Resource):
                      origin=clip(request.getHeader(b"origin")))
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            _close_after(request)
             return E.ORIGIN_REFUSED.encode("utf-8") + b"\n"
         channel = request.channel
         transport = channel.transport

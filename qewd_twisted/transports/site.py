@@ -243,6 +243,8 @@ class EngineIOProtocol(_NodeProtocol):
             self._heartbeat.reset((f.ping_interval + f.ping_timeout) / 1000.0)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self.conn.open:
+            return  # the node is closing this socket: nothing more is answered
         self._alive()
         if isBinary:
             return self.conn.send(_error_frame(E.BINARY_FRAME))
@@ -287,6 +289,8 @@ class PlainProtocol(_NodeProtocol):
         self._opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self.conn.open:
+            return  # the node is closing this socket: nothing more is answered
         if isBinary:
             return self.conn.send(_error_frame(E.BINARY_FRAME))
         try:

@@ -492,7 +492,13 @@ class OddRequestTests(TestCase):
                         get(b"/%00" + long),
                         get(b"/", b"", b"X" + long[:8000]),
                         upgrade_request(b"/ws", b"Origin: https://" + long[:8000] + b"\r\n"),
-                        get(b"/ws", b"X-Long: " + long + b"\r\n")):
+                        get(b"/ws", b"X-Long: " + long + b"\r\n"),
+                        get(b"/ws", b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                            b"Sec-WebSocket-Version: " + long[:9000] + b"\r\n"
+                            b"Sec-WebSocket-Key: " + long[:5000] + b"\r\n"),
+                        get(b"/ws", b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                            b"Sec-WebSocket-Version: 13\r\nHost: x:" + long[:9000] + b"\r\n"
+                            b"Sec-WebSocket-Key: " + long[:5000] + b"\r\n")):
             yield defer.ensureDeferred(exchange(port, request, self))
         for text in self.log.texts():
             self.assertNotIn("Z" * (DEFAULT_LIMITS.log_value_chars + 1), text)

@@ -31,7 +31,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
 from qewd_twisted.transports.http import IRequestBodyLimit, WebSocketEndpoint
-from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits
+from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits, clip
 from qewd_twisted.transports.static import StaticFiles
 from qewd_twisted.core.node import Connection, Node
 
@@ -156,6 +156,12 @@ class PlainConnection(_ProtocolConnection):
 
 class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
+
+    def failHandshake(self, reason: str, code: int = 400,  # noqa: N802
+                      responseHeaders: Any = None) -> None:  # noqa: N803
+        # Autobahn's reasons quote the client's header values; it logs them twice and puts
+        # them in the status line: keep them short.
+        super().failHandshake(clip(reason), code, responseHeaders)
 
     def _admit(self) -> None:
         """Refuse the handshake (HTTP 503) when the node is at maxConnections."""

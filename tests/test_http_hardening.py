@@ -21,6 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -168,6 +169,14 @@ class BodyEcho(Resource):
         return b"got %d bytes" % len(request.content.getvalue())
 
 
+class _Pending(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> Any:  # noqa: N802
+        request.write(b"part of a response")
+        return NOT_DONE_YET
+
+
 def memory_site(limits: HTTPLimits = DEFAULT_LIMITS, **kw: Any) -> tuple[NodeSite, Clock]:
     clock = Clock()
     root = Resource()
@@ -222,6 +231,18 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(self.transport.value(), b"")
         self.clock.advance(1.5)
         self.assertEqual(status_of(self.transport.value()), 408)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_response_the_client_does_not_read(self):
+        self.site.resource.putChild(b"slow", _Pending())
+        self.channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.channel.pauseProducing()  # what the transport does when its buffer is full
+        self.clock.advance(DEFAULT_LIMITS.stall_timeout - 1)
+        self.channel.resumeProducing()  # the client read some
+        self.channel.pauseProducing()
+        self.clock.advance(DEFAULT_LIMITS.stall_timeout - 1)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
         self.assertTrue(self.transport.disconnecting)
 
     def test_configured_deadlines(self):

@@ -284,12 +284,36 @@ class NodeChannel(http.HTTPChannel):
             self._start_deadline(self.limits.header_timeout, "headers")
         super().requestDone(request)
 
+    _stall: Any = _NO_CALL
+
+    def pauseProducing(self) -> None:
+        # The transport's buffer is full: the client is not reading what we send. A response
+        # may wait for it, but not for ever (Twisted stops its idle timer during a response).
+        super().pauseProducing()
+        if self._handlingRequest and self._upgraded is None and not self._stall.active():
+            self._stall = self.callLater(self.limits.stall_timeout, self._stalled)
+
+    def resumeProducing(self) -> None:
+        if self._stall.active():
+            self._stall.cancel()
+        self._stall = _NO_CALL
+        super().resumeProducing()
+
+    def _stalled(self) -> None:
+        self._stall = _NO_CALL
+        if self.transport is not None:
+            log.info("aborting {peer}: it read nothing of its response for {seconds} s",
+                     peer=_peer(self), seconds=self.limits.stall_timeout)
+            self.transport.abortConnection()
+
     def hand_over(self, protocol: Any, transport: Any) -> Callable[[], None]:
         """The connection now belongs to ``protocol`` (a WebSocket): stop every HTTP deadline,
         feed it what was read behind the upgrade request, make the socket read again.
         Returns what the protocol calls when its connection is lost (to free the slot)."""
         self._stop_deadline()
         self.setTimeout(None)
+        if self._stall.active():
+            self._stall.cancel()
         self._upgraded = protocol
         buffered, self._dataBuffer = b"".join(self._dataBuffer), []
         self._waitingForTransport = False
@@ -305,6 +329,8 @@ class NodeChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._stop_deadline()
+        if self._stall.active():
+            self._stall.cancel()
         self._release()
         super().connectionLost(reason)
 

@@ -27,6 +27,9 @@ class HTTPLimits:
     #: address may hold; None = no per-address cap (the default: behind a proxy every client
     #: has the proxy's address).
     max_connections_per_address: int | None = None
+    #: A response the client stops reading (the socket's buffer stays full) is abandoned, and
+    #: the connection aborted, after this many seconds without progress.
+    stall_timeout: float = 60.0
     #: ``wsPingInterval``: seconds between the WebSocket pings sent on ``/ws``;
     #: ``wsPingTimeout``: a ``/ws`` client that has not answered within this many seconds of
     #: a ping is dropped. (``/socket.io/`` has Engine.IO's own heartbeat.)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 from io import BytesIO
 from typing import Any
@@ -34,6 +35,7 @@ from qewd_twisted.transports.http import IRequestBodyLimit, NodeSite, WebSocketE
 from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits, clip
 from qewd_twisted.transports.site import EngineIOProtocol, PlainProtocol, make_factory
 from tests.httpclient import (
+    RawClient,
     connect,
     exchange,
     get,
@@ -132,6 +134,27 @@ class GhostConnectionTests(TestCase):
         response.send(upgrade_request(b"/socket.io/?EIO=3&transport=websocket"))
         data = yield response.until(b"\r\n\r\n")
         self.assertEqual(status_of(data), 101)
+
+    @defer.inlineCallbacks
+    def test_over_tls(self):
+        """The same hand-over when the socket is TLS (the transport is a protocol wrapper)."""
+        import twisted.test
+        from twisted.internet import ssl
+        from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        node = start_node(self, listen=f"ssl:0:interface=127.0.0.1:privateKey={pem}")
+        client = yield connectProtocol(
+            SSL4ClientEndpoint(reactor, "127.0.0.1", port_of(node),
+                               ssl.CertificateOptions(verify=False)), RawClient())
+        self.addCleanup(client.close)
+        register = client_frame(json.dumps(
+            {"type": "ewd-register", "application": "demo", "jwt": True}).encode())
+        client.send(upgrade_request(b"/ws") + register + client_frame(b"\x00" * 20000, 2))
+        data = yield client.until(E.BINARY_FRAME.encode())
+        self.assertIn(b"token", data)
+        yield client.close()
+        yield until_no_connections(self, node)
 
     @defer.inlineCallbacks
     def test_closed_after_upgrade_frees_the_slot(self):

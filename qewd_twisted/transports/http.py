@@ -317,7 +317,7 @@ class NodeChannel(http.HTTPChannel):
         self._upgraded = protocol
         buffered, self._dataBuffer = b"".join(self._dataBuffer), []
         self._waitingForTransport = False
-        transport.resumeProducing()
+        self._networkProducer.resumeProducing()  # what rawDataReceived paused
         if buffered:
             protocol.dataReceived(buffered)
         return self._release

@@ -283,7 +283,8 @@ class DeadlineTests(SynchronousTestCase):
 
     def test_bad_deadline_values(self):
         with self.assertRaises(ConfigError) as e:
-            config_from_dict({"headerTimeout": 0, "bodyTimeout": "1", "maxConnectionsPerAddress": 0})
+            config_from_dict({"headerTimeout": 0, "bodyTimeout": "1",
+                              "maxConnectionsPerAddress": 0})
         text = str(e.exception)
         for key in ("headerTimeout", "bodyTimeout", "maxConnectionsPerAddress"):
             self.assertIn(f"config.{key}", text)
@@ -674,7 +675,7 @@ class StatusAuthTests(SynchronousTestCase):
         self.assertEqual(self.events, [])
 
     def test_failures_spread_beyond_the_window_do_not_block(self):
-        for i in range(12):
+        for _ in range(12):
             self.assertEqual(self.get(b"nope")[0], 401)
             self.clock.advance(15)  # at most 4 within any 60 s
         self.assertEqual(self.get(b"right-one")[0], 200)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny

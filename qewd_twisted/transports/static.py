@@ -24,7 +24,8 @@ Imports twisted.web and transports.limits only.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -70,7 +71,7 @@ class StaticFiles(File):
         self.max_ranges = max_ranges
         self.childNotFound = NoResource("No such file")
 
-    def createSimilarFile(self, path: str) -> "StaticFiles":
+    def createSimilarFile(self, path: str) -> StaticFiles:
         return StaticFiles(path, self.defaultType, self.ignoredExts, self.registry,
                            root=self.root, hidden=self.hidden, max_ranges=self.max_ranges)
 

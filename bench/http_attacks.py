@@ -4,6 +4,7 @@ The attacks of issue 20 against a real ``twistd qewd`` node on loopback, with wh
 answered and what it kept (open fds and RSS of the node process, read from /proc).
 
     python -m bench.http_attacks [ghost range slow body odd status static]
+    QEWD_ATTACK_GHOSTS=1100 QEWD_ATTACK_MAXCONN=20000 python -m bench.http_attacks ghost
 
 docs/reliability.md ("HTTP") has the figures before and after the hardening. Plain blocking
 sockets: this is a measurement, not a test.
@@ -19,6 +20,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHICH = sys.argv[1:] or ["ghost", "range", "slow", "body", "odd", "status", "static"]
 tmp = tempfile.mkdtemp(prefix="qewd-attacks-")
+GHOSTS = int(os.environ.get("QEWD_ATTACK_GHOSTS", "60"))  # ghost upgrades to send
+MAXCONN = int(os.environ.get("QEWD_ATTACK_MAXCONN", "50"))  # the node's maxConnections
 os.makedirs(tmp + "/www", exist_ok=True)
 open(tmp + "/www/.env", "w").write("SECRET=1\n")
 open(tmp + "/www/x.unknownext", "w").write("<script>alert(1)</script>")
@@ -28,7 +31,7 @@ with socket.socket() as _s:
     _s.bind(("127.0.0.1", 0))
     port = _s.getsockname()[1]
 open(tmp + "/startup.py", "w").write(f"""
-config = {{"port": {port}, "jwt": {{"secret": "s3cret-xyz"}}, "maxConnections": 50,
+config = {{"port": {port}, "jwt": {{"secret": "s3cret-xyz"}}, "maxConnections": {MAXCONN},
   "managementPassword": "op-pass-123", "webServerRootPath": "www",
   "moduleMap": {{"demo": "tests.apps.demo"}}, "shutdownGracePeriod": 1}}
 """)
@@ -65,11 +68,12 @@ def upgrade(path=b"/ws", extra=b""):
 base_fd, base_rss = fds(), rss()
 print(f"baseline fds={base_fd} rss={base_rss}MB")
 if "ghost" in WHICH:
-    for i in range(60):
+    for i in range(GHOSTS):
         s = socket.create_connection(("127.0.0.1", port)); s.sendall(upgrade() + b"x" * 20000); s.close()
     time.sleep(2)
     r = req(upgrade(), timeout=2)
-    print(f"ghost: after 60 ghosts fds={fds()} (+{fds()-base_fd}); next upgrade -> {status_of(r)}; /health -> {status_of(get(b'/health'))}")
+    print(f"ghost: after {GHOSTS} ghosts fds={fds()} (+{fds()-base_fd}) rss={rss()}MB; "
+          f"next upgrade -> {status_of(r)}; /health -> {status_of(get(b'/health'))}")
 if "range" in WHICH:
     f0 = fds(); t = time.time()
     r = get(b"/ewd-client.js", headers=b"Range: bytes=" + b",".join([b"0-"] * 1500) + b"\r\n", timeout=3)

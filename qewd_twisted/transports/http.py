@@ -30,7 +30,6 @@ from io import BytesIO
 from typing import Any, Callable
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http, server
@@ -129,7 +128,6 @@ class NodeRequest(server.Request):
         super().process()
 
 
-@implementer(IDelayedCall)
 class _NoCall:
     """Stands for "no deadline running" (cancel is a no-op)."""
 

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qewd_twisted import errors as E
+from qewd_twisted.core import envelope
 from qewd_twisted.core.requests import Request, _positional_arity, _snapshot
 from qewd_twisted.apps.modules import Application, AppLoadError, runs_on_reactor
 from qewd_twisted.apps.pool import PoolFull
@@ -207,12 +208,8 @@ class LocalHandlers:
             return
         self._end(req, "error")
         # QEWD's crash reply: type "error", message is the exception's text (§5.4).
-        frame: dict[str, Any] = {"type": "error", "finished": True,
-                                 "message": failure.getErrorMessage() or failure.type.__name__,
-                                 "responseTime": self._elapsed(req.started)}
-        if req.ms_request_id is not None:
-            frame["ms_requestId"] = req.ms_request_id
-        self._send(req.conn, frame)
+        self._send(req.conn, envelope.crash(failure.getErrorMessage() or failure.type.__name__,
+                                            self._elapsed(req.started), req.ms_request_id))
 
     def _timed_out(self, req: Request) -> None:
         req.timer = None

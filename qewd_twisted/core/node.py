@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from qewd_twisted import errors as E
+from qewd_twisted.core import envelope
 from qewd_twisted.apps.local import LocalHandlers
 from qewd_twisted.core.requests import Connection, Request, _looks_like_jwt
 from qewd_twisted.apps.modules import Applications
@@ -134,46 +135,22 @@ class Node(LocalHandlers):
             conn.send(frame)
         except (TypeError, ValueError) as e:
             log.warn("reply to {conn} is not JSON-serialisable: {error}", conn=conn, error=e)
-            ftype = frame.get("type", "error") if isinstance(frame, dict) else "error"
-            finished = frame.get("finished", True) if isinstance(frame, dict) else True
-            fallback = {"type": ftype, "finished": finished,
-                        "message": {"error": E.NOT_JSON_REPLY.format(type=ftype)}}
-            if isinstance(frame, dict):
-                for key in ("responseTime", "ms_requestId"):
-                    if key in frame:
-                        fallback[key] = frame[key]
-            conn.send(fallback)
+            conn.send(envelope.not_json(frame))
 
     def _elapsed(self, started: float) -> str:
-        return f"{max(0, int((self.reactor.seconds() - started) * 1000))}ms"
+        return envelope.response_time(started, self.reactor.seconds())
 
     def _reply(self, conn: Connection, type: str, message: Any, started: float,
                rid: Any = None, finished: bool = True) -> None:
-        frame: dict[str, Any] = {"type": type, "finished": finished, "message": message,
-                                 "responseTime": self._elapsed(started)}
-        if rid is not None:
-            frame["ms_requestId"] = rid
-            if isinstance(message, dict):
-                message["ms_requestId"] = rid
-        self._send(conn, frame)
+        self._send(conn, envelope.reply(type, message, self._elapsed(started), rid, finished))
 
     def _error(self, conn: Connection, type: str, text: str, started: float, rid: Any = None,
                disconnect: bool = False, status: int | None = None, **extra: Any) -> None:
-        message: dict[str, Any] = {"error": text, **extra}
-        if status is not None:
-            message["status"] = {"code": status}
-        if disconnect and rid is None:  # §2.4: with ms_requestId, disconnect is omitted
-            message["disconnect"] = True
-        self._reply(conn, type, message, started, rid)
+        self._send(conn, envelope.error(type, text, self._elapsed(started), rid,
+                                        disconnect=disconnect, status=status, **extra))
 
     def _jwt_rejected(self, conn: Connection, type: str, text: str, rid: Any) -> None:
-        # The QEWD.js master's pre-check shape: no finished, no responseTime (§1.4, peer README).
-        frame: dict[str, Any] = {"type": type, "message": {"error": text}}
-        if rid is None:
-            frame["message"]["disconnect"] = True
-        else:
-            frame["ms_requestId"] = rid
-        self._send(conn, frame)
+        self._send(conn, envelope.jwt_rejection(type, text, rid))
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -184,9 +161,7 @@ class Node(LocalHandlers):
             self._receive(conn, obj, started)
         except Exception:
             log.failure("unexpected error handling a message from {conn}", conn=conn)
-            mtype = obj.get("type") if isinstance(obj, dict) else None
-            self._send(conn, {"type": mtype if isinstance(mtype, str) else "error",
-                              "finished": True, "message": {"error": E.INTERNAL_ERROR}})
+            self._send(conn, envelope.internal_error(obj))
 
     def _receive(self, conn: Connection, obj: Any, started: float) -> None:
         if not isinstance(obj, dict):
@@ -361,7 +336,7 @@ class Node(LocalHandlers):
             log.debug("late frame for {type} dropped", type=req.type)
             return
         frame = dict(frame)
-        final = bool(frame.get("finished", True))
+        final = envelope.is_final(frame)
         message = frame.get("message")
         if isinstance(message, dict) and isinstance(message.get("token"), str):
             message = dict(message)
@@ -374,17 +349,10 @@ class Node(LocalHandlers):
                          "here: {error}", type=req.type, error=e.reason)
                 del message["token"]
                 if final:
-                    message = {"error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}
+                    message = envelope.bad_ms_token()
             frame["message"] = message
-        frame.setdefault("type", req.type)
-        if final and isinstance(frame.get("message"), dict) and "disconnect" in frame["message"]:
-            # A remote's JWT rejection says "disconnect": the client's own socket and token
-            # are fine (the fault is in the mesh), so it gets a plain final error instead.
-            frame["message"] = {k: v for k, v in frame["message"].items() if k != "disconnect"}
-            frame["finished"] = True
-        frame["responseTime"] = self._elapsed(req.started)
-        if req.ms_request_id is not None:
-            frame["ms_requestId"] = req.ms_request_id
+        frame = envelope.relayed(frame, req.type, self._elapsed(req.started),
+                                 req.ms_request_id, final)
         if final:
             self._end(req, outcome_of(frame))
         self._send(req.conn, frame)

@@ -36,24 +36,25 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from qewd_twisted import errors
+from qewd_twisted.core import envelope
+from qewd_twisted.core.envelope import is_final as is_final_frame
 from qewd_twisted.mesh.protocol import (
-    DOWN_ERROR,
-    TIMEOUT_ERROR,
     EngineIOClientProtocol,
     HandshakeGuardEndpoint,
     LinkClientFactory,
     OnFrame,
-    down_frame,
     endpoint_for_url,
-    is_final_frame,
     link_retry_policy,
-    timeout_frame,
 )
 
 __all__ = ["DOWN_ERROR", "TIMEOUT_ERROR", "Link", "LinkState", "MicroServices",
            "RegistrationError", "is_final_frame", "link_retry_policy"]
 
 log = Logger()
+
+DOWN_ERROR = errors.MS_DOWN  # QEWD's text, §4.2 item 4, §4.9
+TIMEOUT_ERROR = errors.MS_TIMEOUT  # ours: QEWD has no deadline (§4.2 item 7)
 
 
 class LinkState(str, Enum):
@@ -370,7 +371,7 @@ class Link(Service):
             return
         self._reg_wait = None
         if kind == "error" and not isinstance(message, dict):
-            frame = {"type": expected, "finished": True, "message": {"error": str(message)}}
+            frame = envelope.final_error(expected, str(message))
         d.callback(frame)
 
     # -- forwarding
@@ -387,7 +388,7 @@ class Link(Service):
         """
         request_type = message.get("type")
         if not self.is_up:
-            self._answer(on_frame, down_frame(request_type), request_type)
+            self._answer(on_frame, envelope.link_down(request_type), request_type)
             return
         self._next_id += 1
         request = _Request(self._next_id, request_type, on_frame, dict(message))
@@ -467,18 +468,7 @@ class Link(Service):
 
     def _deliver(self, request: _Request, frame: dict[str, Any]) -> None:
         final = is_final_frame(frame)
-        out = {k: v for k, v in frame.items() if k != "ms_requestId"}
-        message = out.get("message")
-        if isinstance(message, dict) and "ms_requestId" in message:
-            out["message"] = message = {k: v for k, v in message.items() if k != "ms_requestId"}
-        if out.get("type") == "error" and final and request.type != "error":
-            # A remote worker crash (§1.4, §5.4): the client must see it under its own type.
-            if isinstance(message, dict):
-                out["type"] = request.type
-            else:
-                out = {"type": request.type, "finished": True, "message": {"error": str(message)}}
-        elif "type" not in out:
-            out["type"] = request.type  # e.g. a chained QEWD.js master's type-less 503
+        out = envelope.from_link(frame, request.type)
         if final:
             self._finish(request)
         self._answer(request.on_frame, out, request.type)
@@ -508,7 +498,7 @@ class Link(Service):
             self._resync_call = self._clock.callLater(self._resync_after, self._resync)
         log.warn("link {url}: {type} request {id} timed out", url=self.url,
                  type=request.type, id=request.id)
-        self._answer(request.on_frame, timeout_frame(request.type), request.type)
+        self._answer(request.on_frame, envelope.link_timeout(request.type), request.type)
         self._pump()
 
     def _unblock(self) -> None:
@@ -538,7 +528,7 @@ class Link(Service):
                      url=self.url, n=len(requests), why=why)
         for request in requests:
             self._finish(request)
-            self._answer(request.on_frame, down_frame(request.type), request.type)
+            self._answer(request.on_frame, envelope.link_down(request.type), request.type)
 
     def _answer(self, on_frame: OnFrame, frame: dict[str, Any], request_type: Any) -> None:
         try:

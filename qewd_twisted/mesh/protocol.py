@@ -7,7 +7,7 @@ how to talk to one remote QEWD node over one WebSocket, the way QEWD's own serve
 client does (PROTOCOL.md §1.1: WebSocket transport only, no polling, URL
 ``ws://host:port/socket.io/?EIO=3&transport=websocket``).
 
-It also holds the reply frames a link makes itself (503, 504) and the plumbing a
+It also holds the plumbing a
 ``ClientService`` needs: the reconnect policy, an endpoint built from a ``http(s)://`` /
 ``ws(s)://`` URL, and a guard that keeps ``ClientService`` from seeing a connection that is
 lost before ``prepareConnection`` has finished (see ``HandshakeGuardEndpoint``).
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 from urllib.parse import urlsplit
@@ -45,7 +45,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from qewd_twisted import errors
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.framing import QuietFraming
 
@@ -99,31 +98,7 @@ def endpoint_for_url(
     return endpoint, ws_url
 
 
-# -- reply frames a link makes itself (PROTOCOL.md §1.4, §4.9)
-
-DOWN_ERROR = errors.MS_DOWN  # QEWD's text, §4.2 item 4, §4.9
-TIMEOUT_ERROR = errors.MS_TIMEOUT  # ours: QEWD has no deadline (§4.2 item 7)
-
 OnFrame = Callable[[dict[str, Any]], None]  # a link user's per-request frame callback
-
-
-def is_final_frame(frame: Mapping[str, Any]) -> bool:
-    """True for a reply frame that ends its request: ``finished`` is true, or there is no
-    ``finished`` key at all (QEWD's master-level JWT rejections, §1.4)."""
-    return bool(frame["finished"]) if "finished" in frame else True
-
-
-def down_frame(request_type: Any) -> dict[str, Any]:
-    """The 503 a request gets when its link is (or goes) down. QEWD's has no ``type`` (§1.4);
-    ours carries the request's type so the client's callback fires (DESIGN.md fix list)."""
-    return {"type": request_type, "finished": True,
-            "message": {"error": DOWN_ERROR, "status": {"code": 503}}}
-
-
-def timeout_frame(request_type: Any) -> dict[str, Any]:
-    """The 504 a request gets when its deadline passes."""
-    return {"type": request_type, "finished": True,
-            "message": {"error": TIMEOUT_ERROR, "status": {"code": 504}}}
 
 
 # -- ClientService plumbing

@@ -23,6 +23,7 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.static import File
 
 from qewd_twisted import errors as E
+from qewd_twisted.core import envelope
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
 from qewd_twisted.core.node import Connection, Node
@@ -45,10 +46,6 @@ def peer_ip(peer: str) -> str:
             break
     host, sep, port = peer.rpartition(":")
     return host if sep and port.isdigit() else peer
-
-
-def _error_frame(text: str) -> dict[str, Any]:
-    return {"type": "error", "finished": True, "message": {"error": text}}
 
 
 class _SlowReaderGuard:
@@ -217,11 +214,11 @@ class EngineIOProtocol(_NodeProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._alive()
         if isBinary:
-            return self.conn.send(_error_frame(E.BINARY_FRAME))
+            return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
             packet = wire.decode(payload.decode("utf-8"))
         except (wire.WireError, UnicodeDecodeError) as e:
-            return self.conn.send(_error_frame(str(e)))
+            return self.conn.send(envelope.transport_error(str(e)))
         kind = packet.kind
         if kind == "ping":
             self.sendMessage((wire.EIO_PONG + packet.data).encode("utf-8"))
@@ -229,7 +226,8 @@ class EngineIOProtocol(_NodeProtocol):
             if packet.namespace != "/":
                 self.sendMessage(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
             elif packet.name != wire.EVENT_NAME:
-                self.conn.send(_error_frame(E.UNKNOWN_EVENT.format(name=packet.name[:64])))
+                self.conn.send(envelope.transport_error(
+                    E.UNKNOWN_EVENT.format(name=packet.name[:64])))
             else:
                 self._deliver(packet.args[0] if packet.args else None)
         elif kind == "connect":
@@ -238,7 +236,7 @@ class EngineIOProtocol(_NodeProtocol):
         elif kind == "close" or (kind == "disconnect" and packet.namespace == "/"):
             self.sendClose()  # a disconnect from another namespace concerns nothing here
         elif kind == "binary":
-            self.conn.send(_error_frame(E.BINARY_FRAME))
+            self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         # pong, noop, upgrade, ack, sio-error from a client: nothing to do
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -260,11 +258,11 @@ class PlainProtocol(_NodeProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
-            return self.conn.send(_error_frame(E.BINARY_FRAME))
+            return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
             obj = wire.decode_plain(payload.decode("utf-8"))
         except (wire.WireError, UnicodeDecodeError) as e:
-            return self.conn.send(_error_frame(str(e)))
+            return self.conn.send(envelope.transport_error(str(e)))
         self._deliver(obj)
 
 

@@ -137,7 +137,7 @@ class NodeHarness:
 
     def send(self, conn: MemoryConnection, message: Any) -> list[Any]:
         """Deliver ``message`` and return the frames sent to ``conn`` as a result."""
-        self.node.message_received(conn, message)
+        self.node.receive(conn, message)
         return conn.take()
 
     def register(self, conn: MemoryConnection, application: str, jwt: bool = True) -> str:

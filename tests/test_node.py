@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from qewd_twisted import errors as E
 from qewd_twisted.apps.modules import on_reactor
+from qewd_twisted.core.interfaces import LinkOutcome
 from qewd_twisted.testing import NodeHarness
 
 
@@ -564,8 +565,8 @@ class RelayTests(SynchronousTestCase):
         outer = self
 
         class FakeLink:
-            def send_request(self, message, on_frame, timeout):
-                outer.sent.append((message, on_frame))
+            def send_request(self, message, receiver, timeout):
+                outer.sent.append((message, receiver))
 
         link = FakeLink()
 
@@ -579,8 +580,9 @@ class RelayTests(SynchronousTestCase):
 
     def forward(self) -> Any:
         self.h.send(self.c, {"type": "login", "token": self.token, "params": {}})
-        [(message, on_frame)] = self.sent
-        return message, on_frame
+        [(message, receiver)] = self.sent
+        self.receiver = receiver
+        return message, receiver.frame
 
     def test_outgoing_token_is_for_the_remote_application(self) -> None:
         message, _ = self.forward()
@@ -628,6 +630,31 @@ class RelayTests(SynchronousTestCase):
                          [("progress", False), ("login", True)])
         on_frame({"type": "login", "finished": True, "message": {"late": True}})
         self.assertEqual(self.c.take(), [])  # after the final frame nothing more is relayed
+        self.receiver.failed(LinkOutcome.DOWN)
+        self.assertEqual(self.c.take(), [])
+
+    def test_link_outcomes_become_the_clients_503_and_504(self) -> None:
+        for outcome, text, code in ((LinkOutcome.DOWN, E.MS_DOWN, 503),
+                                    (LinkOutcome.TIMEOUT, E.MS_TIMEOUT, 504)):
+            self.sent.clear()
+            self.forward()
+            self.h.clock.advance(0.25)
+            self.receiver.failed(outcome)
+            self.assertEqual(self.c.take(), [
+                {"type": "login", "finished": True, "responseTime": "250ms",
+                 "message": {"error": text, "status": {"code": code}}}])
+            self.assertEqual(self.h.node.in_flight, 0)
+            self.receiver.failed(outcome)  # once only
+            self.receiver.frame({"type": "login", "finished": True, "message": {}})
+            self.assertEqual(self.c.take(), [])
+
+    def test_link_outcome_keeps_a_masters_request_id(self) -> None:
+        self.h.send(self.c, {"type": "login", "token": self.token, "ms_requestId": 12})
+        [(_, receiver)] = self.sent
+        receiver.failed(LinkOutcome.DOWN)
+        [f] = self.c.take()
+        self.assertEqual(f["ms_requestId"], 12)
+        self.assertEqual(f["message"]["status"], {"code": 503})
 
 
 class FixesTests(SynchronousTestCase):

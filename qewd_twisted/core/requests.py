@@ -86,7 +86,7 @@ class Request:
         self.link: Any = None  # the Link it was forwarded on, if any
 
 
-def _snapshot(value: Any) -> Any:
+def snapshot(value: Any) -> Any:
     # A handler thread may keep mutating what it passed to send(); copy the top level now.
     if isinstance(value, dict):
         return dict(value)
@@ -95,11 +95,11 @@ def _snapshot(value: Any) -> Any:
     return value
 
 
-def _looks_like_jwt(token: Any) -> bool:
+def looks_like_jwt(token: Any) -> bool:
     return isinstance(token, str) and token.count(".") == 2
 
 
-def _positional_arity(fn: Callable[..., Any]) -> int:
+def positional_arity(fn: Callable[..., Any]) -> int:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

@@ -161,7 +161,7 @@ class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocket
         self.factory.node.connection_opened(self.conn)
 
     def _deliver(self, obj: Any) -> None:
-        self.factory.node.message_received(self.conn, obj)
+        self.factory.node.receive(self.conn, obj)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.conn is not None:

@@ -20,9 +20,11 @@ from typing import Any, Callable, Mapping
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from qewd_twisted.transports import wire
 from qewd_twisted.apps.modules import Applications
+from qewd_twisted.core.interfaces import IRoutes, IWorkerPool
 from qewd_twisted.core.node import Connection, Node
 from qewd_twisted.auth.sessions import MemorySessionStore
 
@@ -55,6 +57,7 @@ class MemoryConnection(Connection):
         return frames
 
 
+@implementer(IWorkerPool)
 class SyncPool:
     """A worker pool that runs each call at once in the calling thread."""
 
@@ -96,7 +99,7 @@ class NodeHarness:
         algorithms: tuple[str, ...] = ("HS256",),
         initial_session_timeout: int = 300,
         handler_timeout: float | None = 60,
-        micro_services: Any = None,
+        micro_services: IRoutes | None = None,
         micro_service_timeout: float | None = 30,
         max_in_flight: int = 64,
         max_in_flight_link: int = 1024,

@@ -265,6 +265,26 @@ class HandlerTests(Base):
         self.assertEqual(frames[1]["type"], "b")
         self.assertEqual(other.take(), [{"test": "message 2"}])
 
+    def test_q_is_a_small_surface_not_the_node(self) -> None:
+        seen = []
+
+        def keep(message, send, q):
+            seen.append(q)
+
+        h = NodeHarness({"a": app(handlers={"e": echo}, workerResponseHandlers={"e": keep})})
+        c = h.connect()
+        h.send(c, {"type": "e", "token": h.register(c, "a")})
+        [q] = seen
+        self.assertIs(q, h.node.q)
+        self.assertIsNot(q, h.node)
+        self.assertEqual(sorted(n for n in dir(q) if not n.startswith("_")),
+                         ["db", "send_to_socket", "to_all", "to_application"])
+        self.assertIsNone(q.db)
+        self.assertTrue(q.send_to_socket(c.id, {"hi": 1}))
+        self.assertFalse(q.send_to_socket("nobody", {"hi": 1}))
+        q.to_application({"app": 1}, "a")
+        self.assertEqual(c.take(), [{"hi": 1}, {"app": 1}])
+
     def test_async_handler_runs_on_reactor(self) -> None:
         async def later(m, session, send, finished):
             d: defer.Deferred[None] = defer.Deferred()
@@ -655,6 +675,38 @@ class RelayTests(SynchronousTestCase):
         [f] = self.c.take()
         self.assertEqual(f["ms_requestId"], 12)
         self.assertEqual(f["message"]["status"], {"code": 503})
+
+
+class DispatchTableTests(SynchronousTestCase):
+    """The slots for built-in types (how ``ewd-fragment`` will be added)."""
+
+    def test_session_builtin_gets_an_authenticated_request_and_is_never_forwarded(self) -> None:
+        forwarded = []
+        routes = SimpleNamespace(route=lambda a, t: forwarded.append(t) or (None, "x"))
+        h = NodeHarness({"a": app(handlers={})}, micro_services=routes)
+        got = []
+
+        def builtin(req):
+            got.append((req.type, req.application, req.jwt))
+            h.node.local._reply(req.conn, req.type, {"ok": True}, req.started)
+
+        h.node.session_builtins["my-builtin"] = builtin
+        c = h.connect()
+        [f] = h.send(c, {"type": "my-builtin", "token": h.register(c, "a")})
+        self.assertEqual(f["message"], {"ok": True})
+        s = h.connect()
+        h.send(s, {"type": "my-builtin", "token": h.register(s, "a", jwt=False)})
+        self.assertEqual(got, [("my-builtin", "a", True), ("my-builtin", "a", False)])
+        self.assertEqual(forwarded, [])
+        self.assertEqual(h.send(c, {"type": "my-builtin", "token": "bad.jwt.here"})[0]
+                         ["message"]["disconnect"], True)
+        self.assertEqual(len(got), 2)
+
+    def test_builtin_without_session(self) -> None:
+        h = NodeHarness({})
+        h.node.builtins["ping"] = lambda conn, msg, started, rid: conn.send({"pong": rid})
+        c = h.connect()
+        self.assertEqual(h.send(c, {"type": "ping", "ms_requestId": 3}), [{"pong": 3}])
 
 
 class FixesTests(SynchronousTestCase):

@@ -21,6 +21,7 @@ from collections.abc import Coroutine
 from typing import Any, Callable, Generator
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -69,7 +70,7 @@ class LocalRunner:
     support); ``handler_timeout`` in seconds (None or 0: none).
     """
 
-    def __init__(self, reactor: Any, apps: Applications, pool: IWorkerPool, in_flight: InFlight,
+    def __init__(self, reactor: IReactorTime, apps: Applications, pool: IWorkerPool, in_flight: InFlight,
                  send: Callable[[IConnection, Any], None], q: Q, *,
                  tokens: TokenCodec | None = None,
                  handler_timeout: float | None = 60) -> None:

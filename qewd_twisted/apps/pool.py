@@ -20,6 +20,9 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from qewd_twisted.core.interfaces import IWorkerPool
 
 log = Logger()
 
@@ -34,6 +37,7 @@ def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
     return t
 
 
+@implementer(IWorkerPool)
 class WorkerPool(Service):
     """Runs sync handler calls in ``size`` threads, at most ``max_queue`` waiting."""
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from qewd_twisted import errors as E
@@ -71,7 +72,7 @@ class Node:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         apps: Applications,
         pool: IWorkerPool,
         *,

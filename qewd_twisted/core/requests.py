@@ -9,13 +9,17 @@ import inspect
 import itertools
 from typing import Any, Callable
 
+from zope.interface import implementer
+
 from qewd_twisted.apps.modules import Application
+from qewd_twisted.core.interfaces import IConnection
 
 __all__ = ["Connection", "Request"]
 
 _request_ids = itertools.count(1)  # Request.id: per process, for log correlation
 
 
+@implementer(IConnection)
 class Connection:
     """One client socket, whatever its framing. Subclasses provide ``send`` and ``close``.
 

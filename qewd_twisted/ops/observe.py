@@ -17,6 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from zope.interface import implementer
+
+from qewd_twisted.core.interfaces import INodeObserver
+
 __all__ = ["OUTCOMES", "FanOut", "NodeObserver", "combine"]
 
 # What a request can come to. "503": refused or failed because something was unavailable (a
@@ -25,6 +29,7 @@ __all__ = ["OUTCOMES", "FanOut", "NodeObserver", "combine"]
 OUTCOMES = ("ok", "error", "timeout", "503")
 
 
+@implementer(INodeObserver)
 class NodeObserver:
     """Hooks the node calls; every method is a no-op here. Subclass and override some.
 

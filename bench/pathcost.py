@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     reactor = _Reactor()
     tokens = TokenCodec("someSecret123", clock=reactor)
     node = Node(reactor, Applications.from_objects({"bench": bench_app}), SyncPool(),
-                tokens=tokens, handler_timeout=60)
+                tokens=tokens)
     conn = Conn("benchSocket0001", "127.0.0.1")
     node.connection_opened(conn)
     node.receive(conn, {"type": "ewd-register", "application": "bench", "jwt": True})

@@ -30,6 +30,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.apps.modules import Application, AppLoadError, Applications, runs_on_reactor
 from qewd_twisted.apps.pool import PoolFull
 from qewd_twisted.auth.tokens import TokenCodec
+from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.core.inflight import InFlight
 from qewd_twisted.core.interfaces import IConnection, IWorkerPool
@@ -73,7 +74,7 @@ class LocalRunner:
     def __init__(self, reactor: IReactorTime, apps: Applications, pool: IWorkerPool, in_flight: InFlight,
                  send: Callable[[IConnection, Any], None], q: Q, *,
                  tokens: TokenCodec | None = None,
-                 handler_timeout: float | None = 60) -> None:
+                 handler_timeout: float | None = Limits.handler_timeout) -> None:
         self.reactor = reactor
         self.apps = apps
         self.pool = pool

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_workers -*-
 """
 The worker pool: a bounded Twisted ThreadPool of ``poolSize`` threads, owned by a service.
 
@@ -195,6 +196,5 @@ class WorkerPool(Service):
             return defer.succeed(None)
         log.warn("stopping with {n} handler call(s) still running", n=self._outstanding)
         threading.Thread(target=join, name="qewd-pool-stop", daemon=True).start()
-        timer = clock.callLater(self.join_timeout, fire)
-        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        d.addTimeout(self.join_timeout, clock, onTimeoutCancel=lambda result, timeout: None)
         return d

@@ -13,6 +13,7 @@ The node core: admission, authentication, dispatch, the QEWD envelope and the co
 - `forwarding`: `Forwarder`, a request sent over an ``ILink`` and its reply relayed;
 - `q`: `Q`, the small surface application code gets.
 
-May import: ``qewd_twisted.errors``, ``qewd_twisted.auth``, ``qewd_twisted.apps`` and
+May import: ``qewd_twisted.errors``, ``qewd_twisted.auth``, ``qewd_twisted.apps``,
+``qewd_twisted.config.limits`` and
 ``qewd_twisted.ops.observe``. Never a transport, never the mesh (links are ``ILink``s).
 """

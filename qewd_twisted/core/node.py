@@ -28,7 +28,7 @@ that needs an authenticated session (``ewd-fragment``) goes in ``self.session_bu
 the type out of ``errors.UNSUPPORTED_TYPES`` and list it in docs/errors.md if it has errors.
 
 May import: ``qewd_twisted.errors``, ``qewd_twisted.core``, ``qewd_twisted.auth``,
-``qewd_twisted.apps`` and ``qewd_twisted.ops.observe`` (the do-nothing observer). Never a
+``qewd_twisted.apps``, ``qewd_twisted.config.limits`` and ``qewd_twisted.ops.observe`` (the do-nothing observer). Never a
 transport, never the mesh (links and routes are ``ILink`` / ``IRoutes``).
 """
 
@@ -45,6 +45,7 @@ from qewd_twisted.apps.local import LocalRunner
 from qewd_twisted.apps.modules import Applications
 from qewd_twisted.auth.sessions import ISessionStore, SessionError
 from qewd_twisted.auth.tokens import NO_APPLICATION, TokenCodec, TokenError
+from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.core.forwarding import Forwarder
 from qewd_twisted.core.inflight import InFlight
@@ -68,6 +69,8 @@ class Node:
 
     Composed of: an `InFlight` set, a `LocalRunner` (local handlers) and a `Forwarder`
     (links; only with ``micro_services`` and ``tokens``). ``q`` is what application code gets.
+    ``limits``: ``maxInFlight``, ``maxInFlightPerLink``, the handler and micro-service
+    deadlines and the initial session timeout are read from it.
     """
 
     def __init__(
@@ -79,11 +82,7 @@ class Node:
         tokens: TokenCodec | None = None,
         sessions: ISessionStore | None = None,
         micro_services: IRoutes | None = None,
-        initial_session_timeout: int = 300,
-        handler_timeout: float | None = 60,
-        micro_service_timeout: float | None = 30,
-        max_in_flight: int = 64,
-        max_in_flight_link: int = 1024,
+        limits: Limits = Limits(),
     ) -> None:
         self.reactor = reactor
         self.apps = apps
@@ -91,9 +90,11 @@ class Node:
         self.tokens = tokens
         self.sessions = sessions
         self.micro_services = micro_services
-        self.initial_session_timeout = initial_session_timeout
-        self.max_in_flight = max_in_flight
-        self.max_in_flight_link = max_in_flight_link
+        self.limits = limits
+        # read per message: kept as plain attributes
+        self.initial_session_timeout = limits.initial_session_timeout
+        self.max_in_flight = limits.max_in_flight
+        self.max_in_flight_link = limits.max_in_flight_link
         self.connections: dict[str, IConnection] = {}
         self.accepting = True
         self._all_closed: list[defer.Deferred[None]] = []
@@ -102,11 +103,11 @@ class Node:
         self.requests = InFlight(reactor, self._observer)
         self.q = Q(self)
         self.local = LocalRunner(reactor, apps, pool, self.requests, self._send, self.q,
-                                 tokens=tokens, handler_timeout=handler_timeout)
+                                 tokens=tokens, handler_timeout=limits.handler_timeout)
         self.forwarder: Forwarder | None = None
         if micro_services is not None and tokens is not None:
             self.forwarder = Forwarder(reactor, tokens, self.requests, self._send,
-                                       micro_service_timeout)
+                                       limits.micro_service_timeout)
         self.builtins: dict[str, Builtin] = {
             "ewd-register": self._register,
             "ewd-reregister": self._reregister,

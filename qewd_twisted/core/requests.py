@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_node -*-
 """
 What the node works on: a ``Connection`` (one client socket, whatever its framing) and a
 ``Request`` (one message being handled). Both are re-exported by node.py, their public home.

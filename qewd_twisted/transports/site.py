@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_websocket -*-
 """
 The web layer: a twisted.web resource tree serving the WebSocket endpoints and static files.
 
@@ -23,6 +24,7 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.static import File
 
 from qewd_twisted import errors as E
+from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
@@ -284,8 +286,8 @@ class _ReactorTimer:
 def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int,
                  ping_interval: int = wire.PING_INTERVAL_MS,
                  ping_timeout: int = wire.PING_TIMEOUT_MS,
-                 max_connections: int = 20000,
-                 max_buffered_bytes: int = 4194304) -> WebSocketServerFactory:
+                 max_connections: int = Limits.max_connections,
+                 max_buffered_bytes: int = Limits.max_buffered_bytes) -> WebSocketServerFactory:
     """An Autobahn server factory bound to ``node``; oversize messages close with 1009."""
     factory = WebSocketServerFactory(reactor=reactor)
     factory.protocol = protocol
@@ -348,8 +350,8 @@ class _EngineError(Resource):
 
 
 def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
-                    max_message_size: int, max_connections: int = 20000,
-                    max_buffered_bytes: int = 4194304) -> Resource:
+                    max_message_size: int, max_connections: int = Limits.max_connections,
+                    max_buffered_bytes: int = Limits.max_buffered_bytes) -> Resource:
     """The resource tree for one node."""
     limits = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes}
     eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size,

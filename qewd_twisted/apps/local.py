@@ -71,7 +71,8 @@ class LocalRunner:
     support); ``handler_timeout`` in seconds (None or 0: none).
     """
 
-    def __init__(self, reactor: IReactorTime, apps: Applications, pool: IWorkerPool, in_flight: InFlight,
+    def __init__(self, reactor: IReactorTime, apps: Applications, pool: IWorkerPool,
+                 in_flight: InFlight,
                  send: Callable[[IConnection, Any], None], q: Q, *,
                  tokens: TokenCodec | None = None,
                  handler_timeout: float | None = Limits.handler_timeout) -> None:

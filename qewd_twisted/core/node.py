@@ -28,8 +28,9 @@ that needs an authenticated session (``ewd-fragment``) goes in ``self.session_bu
 the type out of ``errors.UNSUPPORTED_TYPES`` and list it in docs/errors.md if it has errors.
 
 May import: ``qewd_twisted.errors``, ``qewd_twisted.core``, ``qewd_twisted.auth``,
-``qewd_twisted.apps``, ``qewd_twisted.config.limits`` and ``qewd_twisted.ops.observe`` (the do-nothing observer). Never a
-transport, never the mesh (links and routes are ``ILink`` / ``IRoutes``).
+``qewd_twisted.apps``, ``qewd_twisted.config.limits`` and ``qewd_twisted.ops.observe`` (the
+do-nothing observer). Never a transport, never the mesh (links and routes are ``ILink`` /
+``IRoutes``).
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ class Node:
         if mtype in E.UNSUPPORTED_TYPES:
             return self._error(conn, mtype, E.NOT_SUPPORTED.format(type=mtype), started, rid)
         if not self.accepting:
-            return self._error(conn, mtype, E.SHUTTING_DOWN, started, rid, status=503)
+            return self._error(conn, mtype, E.SHUTTING_DOWN, started, rid, status=E.STATUS_BUSY)
         limit = self.max_in_flight_link if conn.is_link else self.max_in_flight
         if conn.in_flight >= limit:
             return self._error(conn, mtype, E.TOO_MANY_IN_FLIGHT, started, rid,
@@ -308,7 +309,7 @@ class Node:
                 session = self.sessions.create(
                     application, self.initial_session_timeout, conn.id, conn.ip)
             except SessionError as e:
-                return self._error(conn, mtype, str(e), started, rid, status=503)
+                return self._error(conn, mtype, str(e), started, rid, status=E.STATUS_BUSY)
             token = session.token
             conn.jwt = False
         conn.application = application
@@ -377,7 +378,7 @@ class Node:
         """End every request still running: its client gets a 503 instead of silence."""
         for req in self.requests.abort("503"):
             self._error(req.conn, req.type, E.SHUTTING_DOWN, req.started, req.ms_request_id,
-                        status=503)
+                        status=E.STATUS_BUSY)
 
     def close_all(self, code: int = 1001, reason: str = "server shutting down",
                   timeout: float = 5.0) -> defer.Deferred[None]:

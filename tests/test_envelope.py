@@ -24,6 +24,12 @@ class ReplyTests(SynchronousTestCase):
                          {"type": "login", "finished": True, "message": {"ok": True},
                           "responseTime": "3ms"})
 
+    def test_reply_since_is_reply_with_its_response_time(self) -> None:
+        for rid in (None, 4):
+            self.assertEqual(envelope.reply_since("t", {"a": 1}, 10.0, 10.0123, rid, False),
+                             envelope.reply("t", {"a": 1}, "12ms", rid, False))
+        self.assertEqual(envelope.reply_since("t", None, 10.0, 9.0)["responseTime"], "0ms")
+
     def test_intermediate(self) -> None:
         frame = envelope.reply("login", {"n": 1}, "1ms", finished=False)
         self.assertIs(frame["finished"], False)

@@ -99,7 +99,8 @@ class LocalRunner:
 
     def _reply(self, conn: IConnection, type: str, message: Any, started: float,
                rid: Any = None, finished: bool = True) -> None:
-        self._send(conn, envelope.reply(type, message, self._elapsed(started), rid, finished))
+        self._send(conn, envelope.reply_since(type, message, started, self.reactor.seconds(),
+                                              rid, finished))
 
     def _error(self, conn: IConnection, type: str, text: str, started: float, rid: Any = None,
                status: int | None = None, **extra: Any) -> None:

@@ -23,7 +23,7 @@ from qewd_twisted import errors as E
 
 __all__ = [
     "bad_ms_token", "crash", "error", "final_error", "from_link", "internal_error", "is_final",
-    "jwt_rejection", "link_down", "link_timeout", "not_json", "relayed", "reply",
+    "jwt_rejection", "link_down", "link_timeout", "not_json", "relayed", "reply", "reply_since",
     "response_time", "transport_error",
 ]
 
@@ -48,6 +48,19 @@ def reply(type: str, message: Any, response_time: str, rid: Any = None,
     request's ``ms_requestId`` is echoed on the frame and in an object message (§4.5)."""
     frame: dict[str, Any] = {"type": type, "finished": finished, "message": message,
                              "responseTime": response_time}
+    if rid is not None:
+        frame["ms_requestId"] = rid
+        if isinstance(message, dict):
+            message["ms_requestId"] = rid
+    return frame
+
+
+def reply_since(type: str, message: Any, started: float, now: float, rid: Any = None,
+                finished: bool = True) -> dict[str, Any]:
+    """`reply` with its ``responseTime`` computed from ``started`` and ``now``: the same frame,
+    in one call (a handler's every reply comes through here)."""
+    frame: dict[str, Any] = {"type": type, "finished": finished, "message": message,
+                             "responseTime": f"{max(0, int((now - started) * 1000))}ms"}
     if rid is not None:
         frame["ms_requestId"] = rid
         if isinstance(message, dict):

@@ -101,8 +101,9 @@ class Forwarder:
                 if final:
                     message = envelope.bad_ms_token()
             frame["message"] = message
-        frame = envelope.relayed(frame, req.type, self._response_time(req), req.ms_request_id,
-                                 final)
+        frame = envelope.relayed(
+            frame, req.type, envelope.response_time(req.started, self._clock.seconds()),
+            req.ms_request_id, final)
         if final:
             message = frame.get("message")
             self._in_flight.end(req, "error" if isinstance(message, dict) and "error" in message
@@ -115,7 +116,6 @@ class Forwarder:
             return
         build, observed = _FAILURES[outcome]
         self._in_flight.end(req, observed)
-        self._send(req.conn, build(req.type, self._response_time(req), req.ms_request_id))
-
-    def _response_time(self, req: Request) -> str:
-        return envelope.response_time(req.started, self._clock.seconds())
+        self._send(req.conn, build(req.type,
+                                   envelope.response_time(req.started, self._clock.seconds()),
+                                   req.ms_request_id))

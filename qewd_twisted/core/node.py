@@ -114,6 +114,7 @@ class Node:
             "ewd-reregister": self._reregister,
         }
         self.session_builtins: dict[str, SessionBuiltin] = {}
+        self._run_local = self.local.run  # per request: one bound method, looked up once
 
     @property
     def observer(self) -> INodeObserver:
@@ -232,9 +233,8 @@ class Node:
         if conn.in_flight >= limit:
             return self._error(conn, mtype, E.TOO_MANY_IN_FLIGHT, started, rid,
                                status=E.STATUS_TOO_MANY)
-        builtin = self.builtins.get(mtype)
-        if builtin is not None:
-            return builtin(conn, obj, started, rid)
+        if mtype in self.builtins:
+            return self.builtins[mtype](conn, obj, started, rid)
 
         token = obj.get("token")
         use_jwt = conn.jwt or bool(obj.get("jwt")) or looks_like_jwt(token)
@@ -267,7 +267,10 @@ class Node:
             session = tokens.session_from_payload(payload, token)
         except TokenError as e:
             return self._send(conn, envelope.jwt_rejection(mtype, str(e), rid))
-        self._dispatch(Request(conn, obj, mtype, started, rid, True, session, application))
+        req = Request(conn, obj, mtype, started, rid, True, session, application)
+        if self.session_builtins and mtype in self.session_builtins:
+            return self.session_builtins[mtype](req)
+        self._run_local(req)
 
     def _session_message(self, conn: IConnection, obj: dict, mtype: str, token: Any,
                          started: float, rid: Any) -> None:
@@ -276,16 +279,10 @@ class Node:
                 token if isinstance(token, str) else "")
         except SessionError as e:
             return self._error(conn, mtype, str(e), started, rid, disconnect=True)
-        self._dispatch(Request(conn, obj, mtype, started, rid, False, session,
-                               session.application))
-
-    def _dispatch(self, req: Request) -> None:
-        """An authenticated request that stays here: a session built-in or the handler."""
-        if self.session_builtins:
-            builtin = self.session_builtins.get(req.type)
-            if builtin is not None:
-                return builtin(req)
-        self.local.run(req)
+        req = Request(conn, obj, mtype, started, rid, False, session, session.application)
+        if self.session_builtins and mtype in self.session_builtins:
+            return self.session_builtins[mtype](req)
+        self._run_local(req)
 
     # -- built-ins (PROTOCOL.md §2) -----------------------------------------------------
 

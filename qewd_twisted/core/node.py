@@ -203,7 +203,15 @@ class Node:
 
     def receive(self, conn: IConnection, message: Any) -> None:
         """Handle one decoded ``message`` (any JSON value) from ``conn``, whatever carried
-        it. Never raises: every failure is answered through ``conn``."""
+        it. Never raises: every failure is answered through ``conn``.
+
+        The one entry for every transport: a WebSocket frame, an Engine.IO long-poll packet,
+        a ``POST /ajax`` body or a REST request. An HTTP transport keeps one ``IConnection``
+        per client (a polling session) or per request (``/ajax``, REST), opened with
+        ``connection_opened``; its ``send(frame)`` queues the frame for, or writes it to, the
+        pending HTTP response, and a one-shot request is answered once a final frame
+        (``envelope.is_final``) has been sent, then ``connection_lost``. See the module
+        docstring."""
         started = self.reactor.seconds()
         try:
             self._receive(conn, message, started)

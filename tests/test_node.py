@@ -550,6 +550,42 @@ class DrainTests(Base):
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
 
+    def test_drain_fires_once_the_last_request_ends(self) -> None:
+        held = []
+        h = NodeHarness({"a": app(handlers={"hold": lambda m, s, send, f: held.append(f)})})
+        c = h.connect()
+        h.send(c, {"type": "hold", "token": h.register(c, "a")})
+        d = h.node.drain(10)
+        held[0]({"ok": True})
+        self.assertNoResult(d)  # the final frame goes out first: next reactor turn
+        self.assertEqual(c.take()[0]["message"]["ok"], True)
+        h.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_drain_with_nothing_in_flight(self) -> None:
+        h = NodeHarness({})
+        self.successResultOf(h.node.drain(10))
+        self.assertFalse(h.node.accepting)
+
+    def test_close_all_waits_for_the_closes_or_its_timeout(self) -> None:
+        h = NodeHarness({})
+        a, b = h.connect(), h.connect()
+        d = h.node.close_all(timeout=5)
+        self.assertEqual((a.closed, b.closed), ((1001, "server shutting down"),) * 2)
+        h.disconnect(a)
+        self.assertNoResult(d)
+        h.disconnect(b)
+        self.successResultOf(d)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        c = h.connect()
+        d = h.node.close_all(timeout=5)
+        h.clock.advance(5)  # c never reports its close
+        self.successResultOf(d)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertIsNotNone(c.closed)
+
+
 class LimitTests(SynchronousTestCase):
     def test_in_flight_per_connection(self) -> None:
         h = NodeHarness({"a": app(handlers={"never": lambda m, s, send, f: None, "echo": echo})},

@@ -87,7 +87,6 @@ class Node:
     ) -> None:
         self.reactor = reactor
         self.apps = apps
-        self.pool = pool
         self.tokens = tokens
         self.sessions = sessions
         self.micro_services = micro_services

@@ -291,7 +291,7 @@ class Node:
             return self.session_builtins[mtype](req)
         self._run_local(req)
 
-    # -- built-ins (PROTOCOL.md §2) -----------------------------------------------------
+    # -- built-ins (docs/protocol.md §2) -----------------------------------------------------
 
     def _register(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
         mtype = "ewd-register"

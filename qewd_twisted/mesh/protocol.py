@@ -53,7 +53,7 @@ class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
     """One WebSocket to a remote QEWD node, framed as Engine.IO 3 / socket.io 2.
 
     ``when_ready()`` fires once the server's OPEN packet (``0{...}``) and socket.io CONNECT
-    (``40``) have both arrived (PROTOCOL.md §1.1, qewd-peer README "Wire protocol"). From
+    (``40``) have both arrived (docs/protocol.md §1.1, qewd-peer README "Wire protocol"). From
     then on every ``42["ewdjs",{...}]`` event goes to the receiver. The client pings (``2``) every
     ``pingInterval`` and drops the connection when no pong (``3``) comes within
     ``pingTimeout``, as socket.io-client 2 does; a dead TCP peer is noticed that way.
@@ -138,7 +138,7 @@ class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
         finally:
             self._gone(reason)
 
-    # -- Engine.IO / socket.io packets (PROTOCOL.md §1.1)
+    # -- Engine.IO / socket.io packets (docs/protocol.md §1.1)
 
     def _on_open(self, packet: wire.Packet) -> None:
         data = packet.data if isinstance(packet.data, dict) else {}

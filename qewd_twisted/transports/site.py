@@ -304,7 +304,7 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
         openHandshakeTimeout=30,
         closeHandshakeTimeout=5,
         failByDrop=False,
-        # our protocols unmask small client frames themselves (_autobahn.SmallFrameUnmasking)
+        # our protocols unmask small client frames themselves (framing.SmallFrameUnmasking)
         applyMask=not issubclass(protocol, SmallFrameUnmasking),
     )
     return factory

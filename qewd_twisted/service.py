@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_service -*-
 """
 ``QEWDService``: one QEWD node as a Twisted ``MultiService``, built from a ``Config``.
 
@@ -84,7 +85,8 @@ class QEWDService(MultiService):
                 raise ConfigError(["config.webServerRootPath: "
                                    + web_root_problem(config.web_server_root, served)])
 
-        self.pool = WorkerPool(reactor, config.pool_size, config.max_queue_length)
+        limits = config.limits
+        self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length)
         self.pool.setServiceParent(self)
 
         self.tokens = None
@@ -119,20 +121,16 @@ class QEWDService(MultiService):
             tokens=self.tokens,
             sessions=self.sessions,
             micro_services=self.micro_services,
-            initial_session_timeout=config.initial_session_timeout,
-            handler_timeout=config.handler_timeout,
-            micro_service_timeout=config.micro_service_timeout,
-            max_in_flight=config.max_in_flight,
-            max_in_flight_link=config.max_in_flight_link,
+            limits=limits,
         )
         root = build_site_root(self.node, reactor, web_root=config.web_server_root,
-                               max_message_size=config.max_message_size,
-                               max_connections=config.max_connections,
-                               max_buffered_bytes=config.max_buffered_bytes,
-                               limits=config.http, allowed_origins=config.allowed_origins,
+                               max_message_size=limits.max_message_size,
+                               max_connections=limits.max_connections,
+                               max_buffered_bytes=limits.max_buffered_bytes,
+                               limits=limits, allowed_origins=config.allowed_origins,
                                hidden=own_files)
-        self.site = NodeSite(root, reactor=reactor, limits=config.http,
-                             max_connections=config.max_connections,
+        self.site = NodeSite(root, reactor=reactor, limits=limits,
+                             max_connections=limits.max_connections,
                              connections=lambda: len(self.node.connections))
         self.listeners: list[Service] = []
         for description in config.listen:

@@ -29,10 +29,16 @@ from zope.interface.verify import verifyObject
 
 from qewd_twisted import errors as E
 from qewd_twisted.config import ConfigError, config_from_dict
+from qewd_twisted.config.limits import Limits
 from qewd_twisted.ops.status_page import AuthThrottle, StatusPageResource
 from qewd_twisted.testing import NodeHarness
-from qewd_twisted.transports.http import IRequestBodyLimit, NodeSite, WebSocketEndpoint
-from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits, clip
+from qewd_twisted.transports.http import (
+    LOGGED_CHARS,
+    IRequestBodyLimit,
+    NodeSite,
+    WebSocketEndpoint,
+    clip,
+)
 from qewd_twisted.transports.site import EngineIOProtocol, PlainProtocol, make_factory
 from tests.httpclient import (
     RawClient,
@@ -200,7 +206,7 @@ class _Pending(Resource):
         return NOT_DONE_YET
 
 
-def memory_site(limits: HTTPLimits = DEFAULT_LIMITS, **kw: Any) -> tuple[NodeSite, Clock]:
+def memory_site(limits: Limits = Limits(), **kw: Any) -> tuple[NodeSite, Clock]:
     clock = Clock()
     root = Resource()
     root.putChild(b"echo", BodyEcho())
@@ -231,7 +237,7 @@ class DeadlineTests(SynchronousTestCase):
         self.assertTrue(self.transport.disconnecting)
 
     def test_idle_connection_is_closed_without_an_answer(self):
-        self.clock.advance(DEFAULT_LIMITS.header_timeout)
+        self.clock.advance(Limits.header_timeout)
         self.assertEqual(self.transport.value(), b"")
         self.assertTrue(self.transport.disconnecting)
 
@@ -260,10 +266,10 @@ class DeadlineTests(SynchronousTestCase):
         self.site.resource.putChild(b"slow", _Pending())
         self.channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         self.channel.pauseProducing()  # what the transport does when its buffer is full
-        self.clock.advance(DEFAULT_LIMITS.stall_timeout - 1)
+        self.clock.advance(Limits.stall_timeout - 1)
         self.channel.resumeProducing()  # the client read some
         self.channel.pauseProducing()
-        self.clock.advance(DEFAULT_LIMITS.stall_timeout - 1)
+        self.clock.advance(Limits.stall_timeout - 1)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(1)
         self.assertTrue(self.transport.disconnecting)
@@ -271,10 +277,10 @@ class DeadlineTests(SynchronousTestCase):
     def test_configured_deadlines(self):
         config = config_from_dict({"headerTimeout": 5, "bodyTimeout": 7, "registerTimeout": 9,
                                    "wsPingInterval": 11, "wsPingTimeout": 3})
-        self.assertEqual((config.http.header_timeout, config.http.body_timeout,
-                          config.http.register_timeout, config.http.ws_ping_interval,
-                          config.http.ws_ping_timeout), (5, 7, 9, 11, 3))
-        site, clock = memory_site(config.http)
+        self.assertEqual((config.limits.header_timeout, config.limits.body_timeout,
+                          config.limits.register_timeout, config.limits.ws_ping_interval,
+                          config.limits.ws_ping_timeout), (5, 7, 9, 11, 3))
+        site, clock = memory_site(config.limits)
         _, transport = memory_connection(site)
         clock.advance(4.9)
         self.assertFalse(transport.disconnecting)
@@ -307,7 +313,7 @@ def echo(messageObj, session, send, finished):
 
 
 class WebSocketDeadlineTests(SynchronousTestCase):
-    limits = HTTPLimits(ws_ping_interval=10, ws_ping_timeout=5, register_timeout=60)
+    limits = Limits(ws_ping_interval=10, ws_ping_timeout=5, register_timeout=60)
 
     def setUp(self) -> None:
         self.h = NodeHarness({"demo": type("App", (), {"handlers": {"echo": echo}})})
@@ -352,7 +358,7 @@ class WebSocketDeadlineTests(SynchronousTestCase):
 
     def test_unregistered_ws_client_is_closed(self):
         limits = self.limits
-        self.limits = HTTPLimits(ws_ping_interval=1000, register_timeout=limits.register_timeout)
+        self.limits = Limits(ws_ping_interval=1000, register_timeout=limits.register_timeout)
         proto, transport = self.connect()
         self.h.clock.advance(59)
         self.assertEqual(transport.value(), b"")
@@ -423,8 +429,8 @@ class AdmissionTests(TestCase):
         self.assertEqual(status_of(served), 200)
 
     def test_per_address_cap_is_off_by_default(self):
-        self.assertIsNone(DEFAULT_LIMITS.max_connections_per_address)
-        self.assertIsNone(config_from_dict({}).http.max_connections_per_address)
+        self.assertIsNone(Limits.max_connections_per_address)
+        self.assertIsNone(config_from_dict({}).limits.max_connections_per_address)
 
 
 # -- 4. bodies (real sockets) --------------------------------------------------------------------
@@ -546,13 +552,13 @@ class OddRequestTests(TestCase):
                             b"Sec-WebSocket-Key: " + long[:5000] + b"\r\n")):
             yield defer.ensureDeferred(exchange(port, request, self))
         for text in self.log.texts():
-            self.assertNotIn("Z" * (DEFAULT_LIMITS.log_value_chars + 1), text)
+            self.assertNotIn("Z" * (LOGGED_CHARS + 1), text)
         self.assertEqual(self.log.critical(), [])
 
     def test_clip(self):
         self.assertEqual(clip(b"abc"), "abc")
         self.assertEqual(clip(b"a\x00\n"), "a\\x00\\n")
-        self.assertEqual(clip("x" * 500), "x" * DEFAULT_LIMITS.log_value_chars + "...")
+        self.assertEqual(clip("x" * 500), "x" * LOGGED_CHARS + "...")
 
 
 # -- 6. origins ----------------------------------------------------------------------------------
@@ -635,7 +641,7 @@ def auth_request(password: bytes | None, ip: str = "10.0.0.7") -> DummyRequest:
 class StatusAuthTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.limits = HTTPLimits(auth_failures=5, auth_window=60)
+        self.limits = Limits(auth_failures=5, auth_window=60)
         ops = type("Ops", (), {"status": staticmethod(sample_status)})()
         self.page = StatusPageResource(ops, b"right-one", AuthThrottle(self.clock, self.limits))
         self.events: list[dict[str, Any]] = []
@@ -681,7 +687,8 @@ class StatusAuthTests(SynchronousTestCase):
         self.assertEqual(self.get(b"right-one")[0], 200)
 
     def test_tracked_addresses_are_bounded(self):
-        throttle = AuthThrottle(self.clock, HTTPLimits(auth_failures=3, auth_tracked=100))
+        throttle = AuthThrottle(self.clock, Limits(auth_failures=3))
+        throttle.tracked = 100
         for i in range(1000):
             throttle.failed(f"10.1.{i // 256}.{i % 256}")
         self.assertLessEqual(len(throttle._failures), 100)
@@ -695,9 +702,9 @@ class StatusAuthOnTheWireTests(TestCase):
         node = start_node(self, managementPassword="op-secret-1")
         port = port_of(node)
         codes = []
-        for i in range(DEFAULT_LIMITS.auth_failures + 3):
+        for i in range(Limits.auth_failures + 3):
             credentials = base64.b64encode(b"x:guess-%d" % i)
             response = yield defer.ensureDeferred(exchange(port, get(
                 b"/status.json", b"Authorization: Basic " + credentials + b"\r\n"), self))
             codes.append(status_of(response))
-        self.assertEqual(codes, [401] * DEFAULT_LIMITS.auth_failures + [429] * 3)
+        self.assertEqual(codes, [401] * Limits.auth_failures + [429] * 3)

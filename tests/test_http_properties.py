@@ -11,7 +11,6 @@ the node is alive and its open files and memory are back near where they started
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -127,8 +126,7 @@ class HTTPPropertyTests(TestCase):
                                allowedOrigins=["https://app.example"],
                                managementPassword="op-secret-1", headerTimeout=HEADER_TIMEOUT,
                                bodyTimeout=BODY_TIMEOUT)
-        site = self.node.site
-        site.limits = dataclasses.replace(site.limits, linger=LINGER)
+        self.node.site.linger = LINGER
         self.port = port_of(self.node)
         self.log = _Collect(self)
 

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qewd_twisted import QEWDService
 from qewd_twisted.config import ConfigError, config_from_dict, load_config
-from qewd_twisted.transports.limits import DEFAULT_LIMITS
+from qewd_twisted.config.limits import Limits
 from qewd_twisted.transports.site import STATIC_DIR
 from qewd_twisted.transports.static import StaticFiles, own_files_in
 from tests.httpclient import connect, exchange, get, head_and_body, open_fds, status_of
@@ -226,4 +226,4 @@ class OwnFilesTests(SynchronousTestCase):
 
     def test_defaults(self):
         self.assertEqual(StaticFiles(self.dir.path).defaultType, "application/octet-stream")
-        self.assertEqual(DEFAULT_LIMITS.max_ranges, 16)
+        self.assertEqual(Limits.max_ranges, 16)

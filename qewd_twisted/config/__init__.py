@@ -32,8 +32,6 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.testing import MemoryReactor
 
-from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits
-
 from qewd_twisted.config.checks import (
     Checker,
     Destination,
@@ -44,12 +42,14 @@ from qewd_twisted.config.checks import (
     show,
     suggest,
 )
+from qewd_twisted.config.limits import CONFIG_KEYS, Limits
 
 __all__ = [
     "Config",
     "ConfigError",
     "Destination",
     "JWTConfig",
+    "Limits",
     "MicroServicesConfig",
     "ModuleSpec",
     "Route",
@@ -71,9 +71,10 @@ SUPPORTED_KEYS = (
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
     "maxInFlightPerLink",
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
-    # the HTTP layer's limits (transports/limits.py, docs/reliability.md)
+    # the HTTP layer's limits (config/limits.py, docs/reliability.md)
     *("headerTimeout", "bodyTimeout", "wsPingInterval", "wsPingTimeout", "registerTimeout"),
-    *("maxConnectionsPerAddress", "allowedOrigins"),
+    *("maxConnectionsPerAddress", "allowedOrigins", "stallTimeout", "maxRanges"),
+    *("statusAuthFailures", "statusAuthWindow"),
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
@@ -141,32 +142,46 @@ class Config:
     pool_size: int = 2
     jwt: JWTConfig | None = None
     module_map: dict[str, ModuleSpec] = field(default_factory=dict)
-    initial_session_timeout: int = 300
+    initial_session_timeout: int = Limits.initial_session_timeout
     web_server_root: str | None = None
     server_name: str = "qewd"
     management_password: str = field(default="keepThisSecret", repr=False)
     cors: bool = False
-    handler_timeout: float = 60.0
-    micro_service_timeout: float = 30.0
-    max_message_size: int = 1048576
-    max_queue_length: int = 20000
-    shutdown_grace: float = 20.0
-    max_connections: int = 20000
-    max_in_flight: int = 64
-    max_in_flight_link: int = 1024
-    max_buffered_bytes: int = 4194304
+    handler_timeout: float = Limits.handler_timeout  # type: ignore[assignment]
+    micro_service_timeout: float = Limits.micro_service_timeout  # type: ignore[assignment]
+    max_message_size: int = Limits.max_message_size
+    max_queue_length: int = Limits.max_queue_length
+    shutdown_grace: float = Limits.shutdown_grace
+    max_connections: int = Limits.max_connections
+    max_in_flight: int = Limits.max_in_flight
+    max_in_flight_link: int = Limits.max_in_flight_link
+    max_buffered_bytes: int = Limits.max_buffered_bytes
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
     log_requests: bool = False  # one log event per finished request
-    http: HTTPLimits = DEFAULT_LIMITS  # deadlines and limits of the HTTP layer
+    header_timeout: float = Limits.header_timeout
+    body_timeout: float = Limits.body_timeout
+    max_connections_per_address: int | None = Limits.max_connections_per_address
+    ws_ping_interval: float = Limits.ws_ping_interval
+    ws_ping_timeout: float = Limits.ws_ping_timeout
+    register_timeout: float = Limits.register_timeout
+    stall_timeout: float = Limits.stall_timeout
+    max_ranges: int = Limits.max_ranges
+    auth_failures: int = Limits.auth_failures
+    auth_window: float = Limits.auth_window
     allowed_origins: frozenset[str] | None = None  # browser origins allowed to upgrade (None: any)
     # files the node loads itself (startup file, moduleMap files, TLS key): never served
     own_files: tuple[str, ...] = ()
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def limits(self) -> Limits:
+        """The node's limits from this config, as one object (node, site, pool)."""
+        return Limits(**{name: getattr(self, name) for name in CONFIG_KEYS})
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -260,24 +275,27 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         pool_size=c.get_int(d, "poolSize", 2, 1),
         jwt=jwt,
         module_map=_module_map(c, d),
-        initial_session_timeout=c.get_int(d, "initialSessionTimeout", 300, 1),
+        initial_session_timeout=c.get_int(d, "initialSessionTimeout",
+                                          Limits.initial_session_timeout, 1),
         web_server_root=_web_server_root(c, d),
         server_name=c.get_str(d, "serverName", "config") or "qewd",
         management_password=c.get_str(d, "managementPassword", "config", secret=True)
         or "keepThisSecret",
         cors=c.get_bool(d, "cors", False),
-        handler_timeout=c.get_seconds(d, "handlerTimeout", 60.0),
-        micro_service_timeout=c.get_seconds(d, "microServiceTimeout", 30.0),
-        max_message_size=c.get_int(d, "maxMessageSize", 1048576, 1024),
-        max_queue_length=c.get_int(d, "max_queue_length", 20000, 1),
-        shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", 20.0, zero_ok=True),
-        max_connections=c.get_int(d, "maxConnections", 20000, 1),
-        max_in_flight=c.get_int(d, "maxInFlight", 64, 1),
-        max_in_flight_link=c.get_int(d, "maxInFlightPerLink", 1024, 1),
-        max_buffered_bytes=c.get_int(d, "maxBufferedBytes", 4194304, 65536),
+        handler_timeout=c.get_seconds(d, "handlerTimeout", Limits.handler_timeout),
+        micro_service_timeout=c.get_seconds(d, "microServiceTimeout",
+                                            Limits.micro_service_timeout),
+        max_message_size=c.get_int(d, "maxMessageSize", Limits.max_message_size, 1024),
+        max_queue_length=c.get_int(d, "max_queue_length", Limits.max_queue_length, 1),
+        shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", Limits.shutdown_grace,
+                                     zero_ok=True),
+        max_connections=c.get_int(d, "maxConnections", Limits.max_connections, 1),
+        max_in_flight=c.get_int(d, "maxInFlight", Limits.max_in_flight, 1),
+        max_in_flight_link=c.get_int(d, "maxInFlightPerLink", Limits.max_in_flight_link, 1),
+        max_buffered_bytes=c.get_int(d, "maxBufferedBytes", Limits.max_buffered_bytes, 65536),
         micro_services=micro_services,
         **_operations(c, d, listen),
-        http=_http_limits(c, d),
+        **_http_limits(c, d),
         allowed_origins=_allowed_origins(c, d),
         ignored_keys=ignored,
         base_dir=base_dir,
@@ -526,21 +544,23 @@ def _operations(c: Checker, d: dict[str, Any], listen: list[str]) -> dict[str, A
     }
 
 
-def _http_limits(c: Checker, d: dict[str, Any]) -> HTTPLimits:
-    """The HTTP layer's keys → `HTTPLimits` (defaults from transports/limits.py)."""
-    base = DEFAULT_LIMITS
+def _http_limits(c: Checker, d: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP layer's keys → `Config` fields (defaults from `Limits`)."""
     per_address = d.get("maxConnectionsPerAddress")
     if per_address is not None:
         per_address = c.get_int(d, "maxConnectionsPerAddress", 0, 1) or None
-    return dataclasses.replace(
-        base,
-        header_timeout=c.get_seconds(d, "headerTimeout", base.header_timeout),
-        body_timeout=c.get_seconds(d, "bodyTimeout", base.body_timeout),
-        ws_ping_interval=c.get_seconds(d, "wsPingInterval", base.ws_ping_interval),
-        ws_ping_timeout=c.get_seconds(d, "wsPingTimeout", base.ws_ping_timeout),
-        register_timeout=c.get_seconds(d, "registerTimeout", base.register_timeout),
-        max_connections_per_address=per_address,
-    )
+    return {
+        "header_timeout": c.get_seconds(d, "headerTimeout", Limits.header_timeout),
+        "body_timeout": c.get_seconds(d, "bodyTimeout", Limits.body_timeout),
+        "max_connections_per_address": per_address,
+        "ws_ping_interval": c.get_seconds(d, "wsPingInterval", Limits.ws_ping_interval),
+        "ws_ping_timeout": c.get_seconds(d, "wsPingTimeout", Limits.ws_ping_timeout),
+        "register_timeout": c.get_seconds(d, "registerTimeout", Limits.register_timeout),
+        "stall_timeout": c.get_seconds(d, "stallTimeout", Limits.stall_timeout),
+        "max_ranges": c.get_int(d, "maxRanges", Limits.max_ranges, 1),
+        "auth_failures": c.get_int(d, "statusAuthFailures", Limits.auth_failures, 1),
+        "auth_window": c.get_seconds(d, "statusAuthWindow", Limits.auth_window),
+    }
 
 
 _ORIGIN = re.compile(r"^(https?)://[^/?#\s]+$")

@@ -24,9 +24,11 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from qewd_twisted import errors as E
-from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits, clip
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.transports.http import clip
 
 log = Logger()
+_DEFAULTS = Limits()
 
 REFRESH_SECONDS = 5
 _REALM = b'Basic realm="qewd status", charset="UTF-8"'
@@ -44,11 +46,13 @@ class AuthThrottle:
 
     `blocked(ip)` gives the seconds left while the address is blocked (else 0):
     `failed(ip)` records a failure and blocks the address for ``auth_window`` seconds once it
-    reaches ``auth_failures`` failures within that window. At most ``auth_tracked`` addresses
-    are remembered (the least recently failing are forgotten first).
+    reaches ``auth_failures`` failures within that window. At most ``tracked`` addresses are
+    remembered (the least recently failing are forgotten first).
     """
 
-    def __init__(self, clock: Any, limits: HTTPLimits = DEFAULT_LIMITS) -> None:
+    tracked = 10000
+
+    def __init__(self, clock: Any, limits: Limits = _DEFAULTS) -> None:
         self._clock = clock
         self.limits = limits
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
@@ -73,9 +77,9 @@ class AuthThrottle:
             self._blocked_until[ip] = now + window
             return True
         self._failures[ip] = times
-        while len(self._failures) > self.limits.auth_tracked:
+        while len(self._failures) > self.tracked:
             self._failures.popitem(last=False)
-        if len(self._blocked_until) > self.limits.auth_tracked:
+        if len(self._blocked_until) > self.tracked:
             self._blocked_until = {k: v for k, v in self._blocked_until.items() if v > now}
         return False
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_wire -*-
 """
 The edge: how clients reach the node.
 
@@ -7,8 +8,7 @@ The edge: how clients reach the node.
 - `http`: the HTTP layer under every resource: `NodeSite` (the node's one Site), its channel's
   deadlines, admission and body limits, the WebSocket hand-over, ``allowedOrigins``;
 - `static`: static files (web root and the browser clients) and the start-up check of the web
-  root;
-- `limits`: `HTTPLimits`, every HTTP default written once.
+  root. Their defaults are in ``config.limits.Limits``.
 
 A transport turns bytes into messages for ``Node.receive(conn, message)`` and gives the node a
 `Connection` to answer through. May import: ``qewd_twisted.core`` (Connection and the node's

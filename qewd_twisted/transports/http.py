@@ -21,7 +21,7 @@ bytes that arrived behind the upgrade request are fed to it as frames and the so
 again (Twisted pauses it past 16 KiB of pipelined bytes and nothing else would resume it).
 `origin_allowed` is the ``allowedOrigins`` check for WebSocket and socket.io upgrades.
 
-Imports twisted.web, autobahn's transport plumbing and transports.limits only.
+Imports twisted.web, errors and config.limits only.
 """
 
 from __future__ import annotations
@@ -37,27 +37,49 @@ from twisted.web.resource import Resource
 from zope.interface import Interface, implementer
 
 from qewd_twisted import errors as E
-from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits, clip
+from qewd_twisted.config.limits import Limits
 
 __all__ = [
     "KNOWN_METHODS",
+    "LINGER",
+    "LOGGED_CHARS",
     "IRequestBodyLimit",
     "NodeChannel",
     "NodeRequest",
     "NodeSite",
     "WebSocketEndpoint",
     "body_limit_of",
+    "clip",
     "origin_allowed",
 ]
 
 log = Logger()
+_DEFAULTS = Limits()
 
+#: After an early answer (408, 413, 503...), how long the channel reads and discards what the
+#: client still sends before it aborts, so that the answer is not lost to a reset.
+LINGER = 2.0
 #: The methods any resource here may handle; anything else is answered 501 by the channel.
 KNOWN_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE"})
 _CONTROL = bytes(range(0x20)) + b"\x7f"
 _REASONS = {400: b"Bad Request", 403: b"Forbidden", 408: b"Request Timeout",
             413: b"Content Too Large", 501: b"Not Implemented", 503: b"Service Unavailable"}
+
+
+#: Characters of a client-supplied value (header, path, method) written to the log.
+LOGGED_CHARS = 120
+
+
+def clip(value: bytes | str | None, n: int = LOGGED_CHARS) -> str:
+    """A client-supplied value as it may be logged: decoded, repr-escaped, cut to ``n``
+    characters."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    text = repr(value[: n + 1])[1:-1]
+    return text[:n] + "..." if len(value) > n else text
 
 
 class IRequestBodyLimit(Interface):
@@ -152,8 +174,8 @@ class NodeChannel(http.HTTPChannel):
     _heard = False  # bytes of a request arrived since the current header deadline started
 
     @property
-    def limits(self) -> HTTPLimits:
-        return getattr(self.site, "limits", DEFAULT_LIMITS)
+    def limits(self) -> Limits:
+        return getattr(self.site, "limits", _DEFAULTS)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -205,7 +227,7 @@ class NodeChannel(http.HTTPChannel):
         why = bad_path(target)
         if why is not None:
             log.info("refusing a request from {peer}: {why}: {target}", peer=_peer(self),
-                     why=why, target=clip(target, self.limits))
+                     why=why, target=clip(target))
             return self.answer_early(400, E.BAD_REQUEST_PATH)
         if self.length != 0:  # a Content-Length above zero, or a chunked body
             limit = self._declared_limit(req, method, target)
@@ -249,7 +271,7 @@ class NodeChannel(http.HTTPChannel):
         if half_close is None:
             return self.loseConnection()
         half_close()
-        self._deadline = self.callLater(self.limits.linger, self._linger_over)
+        self._deadline = self.callLater(getattr(self.site, "linger", LINGER), self._linger_over)
 
     def _linger_over(self) -> None:
         self._deadline = _NO_CALL
@@ -352,10 +374,11 @@ class NodeSite(server.Site):
 
     noisy = False
     displayTracebacks = False
+    linger = LINGER
     protocol = NodeChannel
     requestFactory = NodeRequest
 
-    def __init__(self, resource: Any, *, reactor: Any, limits: HTTPLimits = DEFAULT_LIMITS,
+    def __init__(self, resource: Any, *, reactor: Any, limits: Limits = _DEFAULTS,
                  max_connections: int | None = None,
                  connections: Callable[[], int] | None = None) -> None:
         super().__init__(resource, reactor=reactor)

@@ -29,14 +29,16 @@ from twisted.web.resource import NoResource, Resource
 from zope.interface import implementer
 
 from qewd_twisted import errors as E
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.core import envelope
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
-from qewd_twisted.transports.http import IRequestBodyLimit, WebSocketEndpoint
-from qewd_twisted.transports.limits import DEFAULT_LIMITS, HTTPLimits, clip
+from qewd_twisted.transports.http import IRequestBodyLimit, WebSocketEndpoint, clip
 from qewd_twisted.transports.static import StaticFiles
 from qewd_twisted.core.node import Connection, Node
 
 log = Logger()
+_DEFAULTS = Limits()
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
@@ -54,10 +56,6 @@ def peer_ip(peer: str) -> str:
             break
     host, sep, port = peer.rpartition(":")
     return host if sep and port.isdigit() else peer
-
-
-def _error_frame(text: str) -> dict[str, Any]:
-    return {"type": "error", "finished": True, "message": {"error": text}}
 
 
 class _SlowReaderGuard:
@@ -195,7 +193,7 @@ class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocket
         conn.close(1008, E.NOT_REGISTERED.format(seconds=f"{seconds:g}"))
 
     def _deliver(self, obj: Any) -> None:
-        self.factory.node.message_received(self.conn, obj)
+        self.factory.node.receive(self.conn, obj)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.conn is not None:
@@ -254,11 +252,11 @@ class EngineIOProtocol(_NodeProtocol):
             return  # the node is closing this socket: nothing more is answered
         self._alive()
         if isBinary:
-            return self.conn.send(_error_frame(E.BINARY_FRAME))
+            return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
             packet = wire.decode(payload.decode("utf-8"))
         except (wire.WireError, UnicodeDecodeError) as e:
-            return self.conn.send(_error_frame(str(e)))
+            return self.conn.send(envelope.transport_error(str(e)))
         kind = packet.kind
         if kind == "ping":
             self.sendMessage((wire.EIO_PONG + packet.data).encode("utf-8"))
@@ -266,7 +264,8 @@ class EngineIOProtocol(_NodeProtocol):
             if packet.namespace != "/":
                 self.sendMessage(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
             elif packet.name != wire.EVENT_NAME:
-                self.conn.send(_error_frame(E.UNKNOWN_EVENT.format(name=packet.name[:64])))
+                self.conn.send(envelope.transport_error(
+                    E.UNKNOWN_EVENT.format(name=packet.name[:64])))
             else:
                 self._deliver(packet.args[0] if packet.args else None)
         elif kind == "connect":
@@ -275,7 +274,7 @@ class EngineIOProtocol(_NodeProtocol):
         elif kind == "close" or (kind == "disconnect" and packet.namespace == "/"):
             self.sendClose()  # a disconnect from another namespace concerns nothing here
         elif kind == "binary":
-            self.conn.send(_error_frame(E.BINARY_FRAME))
+            self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         # pong, noop, upgrade, ack, sio-error from a client: nothing to do
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -299,11 +298,11 @@ class PlainProtocol(_NodeProtocol):
         if not self.conn.open:
             return  # the node is closing this socket: nothing more is answered
         if isBinary:
-            return self.conn.send(_error_frame(E.BINARY_FRAME))
+            return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
             obj = wire.decode_plain(payload.decode("utf-8"))
         except (wire.WireError, UnicodeDecodeError) as e:
-            return self.conn.send(_error_frame(str(e)))
+            return self.conn.send(envelope.transport_error(str(e)))
         self._deliver(obj)
 
 
@@ -325,9 +324,9 @@ class _ReactorTimer:
 def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int,
                  ping_interval: int = wire.PING_INTERVAL_MS,
                  ping_timeout: int = wire.PING_TIMEOUT_MS,
-                 max_connections: int = 20000,
-                 max_buffered_bytes: int = 4194304,
-                 limits: HTTPLimits = DEFAULT_LIMITS) -> WebSocketServerFactory:
+                 max_connections: int = Limits.max_connections,
+                 max_buffered_bytes: int = Limits.max_buffered_bytes,
+                 limits: Limits = _DEFAULTS) -> WebSocketServerFactory:
     """An Autobahn server factory bound to ``node``; oversize messages close with 1009.
 
     ``/ws`` (PlainProtocol) gets WebSocket pings every ``limits.ws_ping_interval`` seconds;
@@ -351,7 +350,7 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
         openHandshakeTimeout=30,
         closeHandshakeTimeout=5,
         failByDrop=False,
-        # our protocols unmask small client frames themselves (_autobahn.SmallFrameUnmasking)
+        # our protocols unmask small client frames themselves (framing.SmallFrameUnmasking)
         applyMask=not issubclass(protocol, SmallFrameUnmasking),
     )
     return factory
@@ -392,8 +391,9 @@ class _EngineError(Resource):
 
 
 def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
-                    max_message_size: int, max_connections: int = 20000,
-                    max_buffered_bytes: int = 4194304, limits: HTTPLimits = DEFAULT_LIMITS,
+                    max_message_size: int, max_connections: int = Limits.max_connections,
+                    max_buffered_bytes: int = Limits.max_buffered_bytes,
+                    limits: Limits = _DEFAULTS,
                     allowed_origins: frozenset[str] | None = None,
                     hidden: Iterable[str] = ()) -> Resource:
     """The resource tree for one node. ``hidden``: files never served (the node's own)."""

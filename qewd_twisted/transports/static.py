@@ -18,7 +18,7 @@ Static files: the web root (``webServerRootPath``) and the browser clients the n
 `own_files_in` is the start-up check: a web root that holds any of the node's own files is
 refused with a `ConfigError`.
 
-Imports twisted.web and transports.limits only.
+Imports twisted.web, config.limits and transports.http only.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from twisted.web import http
 from twisted.web.resource import NoResource, Resource
 from twisted.web.static import File, StaticProducer
 
-from qewd_twisted.transports.limits import DEFAULT_LIMITS, clip
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.transports.http import clip
 
 __all__ = ["StaticFiles", "own_files_in"]
 
@@ -64,7 +65,7 @@ class StaticFiles(File):
     def __init__(self, path: str, defaultType: str = OCTET_STREAM,  # noqa: N803
                  ignoredExts: Any = (), registry: Any = None, *,  # noqa: N803
                  root: str | None = None, hidden: Iterable[str] = (),
-                 max_ranges: int = DEFAULT_LIMITS.max_ranges) -> None:
+                 max_ranges: int = Limits.max_ranges) -> None:
         super().__init__(path, defaultType, ignoredExts, registry)
         self.root = os.path.realpath(root if root is not None else path)
         self.hidden = frozenset(os.path.realpath(h) for h in hidden)

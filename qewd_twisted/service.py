@@ -18,12 +18,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from qewd_twisted.apps.modules import Applications
-from qewd_twisted.config import Config, ConfigError
+from qewd_twisted.config import Config, ConfigError, own_files_in, web_root_problem
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
 from qewd_twisted.transports.http import NodeSite
 from qewd_twisted.transports.site import build_site_root
-from qewd_twisted.transports.static import own_files_in
 from qewd_twisted.apps.pool import WorkerPool
 
 log = Logger()
@@ -80,8 +79,6 @@ class QEWDService(MultiService):
         if config.web_server_root is not None:
             served = own_files_in(config.web_server_root, own_files)
             if served:
-                from qewd_twisted.config import web_root_problem
-
                 raise ConfigError(["config.webServerRootPath: "
                                    + web_root_problem(config.web_server_root, served)])
 

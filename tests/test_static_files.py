@@ -16,10 +16,10 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qewd_twisted import QEWDService
-from qewd_twisted.config import ConfigError, config_from_dict, load_config
+from qewd_twisted.config import ConfigError, config_from_dict, load_config, own_files_in
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.transports.site import STATIC_DIR
-from qewd_twisted.transports.static import StaticFiles, own_files_in
+from qewd_twisted.transports.static import StaticFiles
 from tests.httpclient import connect, exchange, get, head_and_body, open_fds, status_of
 from tests.integration.nodes import port_of, start_node
 

@@ -22,6 +22,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.endpoints import (
@@ -307,14 +308,19 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         own.append(c.resolve(ssl["keyFilePath"]))
     config = dataclasses.replace(config, own_files=tuple(f for f in own if f))
     if config.web_server_root is not None:
-        from qewd_twisted.transports.static import own_files_in
-
         served = own_files_in(config.web_server_root, config.own_files)
         if served:
             c.add("config.webServerRootPath", web_root_problem(config.web_server_root, served))
     if c.problems:
         raise ConfigError(_in_file_order(c.problems, d), source)
     return config
+
+
+def own_files_in(web_root: str, own_files: Iterable[str]) -> list[str]:
+    """The node's own files (real paths, symlinks resolved) that ``web_root`` would serve."""
+    root = os.path.realpath(web_root).rstrip(os.sep) + os.sep
+    reals = {os.path.realpath(f) for f in own_files if f}
+    return sorted(real for real in reals if real.startswith(root))
 
 
 def web_root_problem(web_root: str, served: list[str]) -> str:

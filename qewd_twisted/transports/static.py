@@ -15,8 +15,8 @@ Static files: the web root (``webServerRootPath``) and the browser clients the n
   whole file (RFC 9110 §14.2 lets a server ignore a Range header), so a response is never
   larger than the file and the file is always closed.
 
-`own_files_in` is the start-up check: a web root that holds any of the node's own files is
-refused with a `ConfigError`.
+(The start-up check that refuses a web root holding the node's own files is
+``config.own_files_in``.)
 
 Imports twisted.web, config.limits and transports.http only.
 """
@@ -35,7 +35,7 @@ from twisted.web.static import File, StaticProducer
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.transports.http import clip
 
-__all__ = ["StaticFiles", "own_files_in"]
+__all__ = ["StaticFiles"]
 
 log = Logger()
 
@@ -44,13 +44,6 @@ OCTET_STREAM = "application/octet-stream"
 
 def _inside(real: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def own_files_in(web_root: str, own_files: Iterable[str]) -> list[str]:
-    """The node's own files (real paths) that a web root would serve, sorted."""
-    root = os.path.realpath(web_root)
-    reals = {os.path.realpath(f) for f in own_files if f}
-    return sorted(real for real in reals if _inside(real, root))
 
 
 class StaticFiles(File):

@@ -276,10 +276,15 @@ class DeadlineTests(SynchronousTestCase):
 
     def test_configured_deadlines(self):
         config = config_from_dict({"headerTimeout": 5, "bodyTimeout": 7, "registerTimeout": 9,
-                                   "wsPingInterval": 11, "wsPingTimeout": 3})
-        self.assertEqual((config.limits.header_timeout, config.limits.body_timeout,
-                          config.limits.register_timeout, config.limits.ws_ping_interval,
-                          config.limits.ws_ping_timeout), (5, 7, 9, 11, 3))
+                                   "wsPingInterval": 11, "wsPingTimeout": 3, "stallTimeout": 13,
+                                   "maxRanges": 4, "statusAuthFailures": 3,
+                                   "statusAuthWindow": 30, "maxConnectionsPerAddress": 8})
+        limits = config.limits
+        self.assertEqual((limits.header_timeout, limits.body_timeout, limits.register_timeout,
+                          limits.ws_ping_interval, limits.ws_ping_timeout, limits.stall_timeout,
+                          limits.max_ranges, limits.auth_failures, limits.auth_window,
+                          limits.max_connections_per_address),
+                         (5, 7, 9, 11, 3, 13, 4, 3, 30, 8))
         site, clock = memory_site(config.limits)
         _, transport = memory_connection(site)
         clock.advance(4.9)

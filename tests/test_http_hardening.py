@@ -274,6 +274,24 @@ class DeadlineTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_refusals_are_answered_and_logged_once_per_period(self):
+        site, clock = memory_site(max_connections=1)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        memory_connection(site)
+        refused = [memory_connection(site) for _ in range(5)]
+        for channel, transport in refused:
+            channel.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(status_of(transport.value()), 503)
+        clock.advance(10)
+        memory_connection(site)
+        reports = [formatEvent(e) for e in events if "refused" in (e.get("log_format") or "")]
+        self.assertEqual(len(reports), 2)
+        self.assertIn("refused 1 connection(s)", reports[0])
+        self.assertIn("refused 5 connection(s)", reports[1])  # 4 quiet ones + this one
+        self.assertEqual(site.open_connections, 1)
+
     def test_configured_deadlines(self):
         config = config_from_dict({"headerTimeout": 5, "bodyTimeout": 7, "registerTimeout": 9,
                                    "wsPingInterval": 11, "wsPingTimeout": 3, "stallTimeout": 13,

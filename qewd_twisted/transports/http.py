@@ -59,6 +59,8 @@ _DEFAULTS = Limits()
 #: After an early answer (408, 413, 503...), how long the channel reads and discards what the
 #: client still sends before it aborts, so that the answer is not lost to a reset.
 LINGER = 2.0
+#: Refused connections are logged at most once per this many seconds, with their count.
+REFUSAL_REPORT = 10.0
 #: The methods any resource here may handle; anything else is answered 501 by the channel.
 KNOWN_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE"})
@@ -398,17 +400,29 @@ class NodeSite(server.Site):
         others = self._connections() if self._connections is not None else 0
         if self.max_connections is not None and max(self.open_connections, others) \
                 >= self.max_connections:
-            log.warn("refusing a connection: {n} open (maxConnections)",
-                     n=max(self.open_connections, others))
+            self._refused("maxConnections", max(self.open_connections, others))
             return E.TOO_MANY_CONNECTIONS
         if cap is not None and self.by_address.get(ip, 0) >= cap:
-            log.warn("refusing a connection from {ip}: {n} open (maxConnectionsPerAddress)",
-                     ip=ip, n=self.by_address[ip])
+            self._refused("maxConnectionsPerAddress", self.by_address[ip])
             return E.TOO_MANY_FROM_ADDRESS
         channel.counted_ip = ip
         self.open_connections += 1
         self.by_address[ip] = self.by_address.get(ip, 0) + 1
         return None
+
+    _refusals = 0
+    _next_report = 0.0
+
+    def _refused(self, limit: str, n: int) -> None:
+        """Log refusals at most once per ``REFUSAL_REPORT`` seconds (a flood of them is what
+        a limit is for; a line per connection would be a second flood)."""
+        self._refusals += 1
+        now = self.reactor.seconds()
+        if now >= self._next_report:
+            log.warn("refused {count} connection(s) since the last report: {n} open ({limit})",
+                     count=self._refusals, n=n, limit=limit)
+            self._refusals = 0
+            self._next_report = now + REFUSAL_REPORT
 
     def release(self, channel: Any) -> None:
         ip = channel.counted_ip

@@ -12,7 +12,7 @@ Static files: the web root (``webServerRootPath``) and the browser clients the n
   carries ``X-Content-Type-Options: nosniff``, set by the request for every response);
 - byte ranges: one range as twisted.web does it; several, if at most ``max_ranges``, not
   overlapping and smaller than the file, as one multipart/byteranges response; otherwise the
-  whole file (RFC 9110 §14.2 lets a server ignore a Range header), so a response is never
+  whole file (RFC 9110, section 14.2 lets a server ignore a Range header), so a response is never
   larger than the file and the file is always closed.
 
 (The start-up check that refuses a web root holding the node's own files is

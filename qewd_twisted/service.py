@@ -44,6 +44,32 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
+#: Open files a node needs besides its clients' sockets (listeners, logs, pool, links...).
+FD_RESERVE = 64
+
+
+def open_files_limit() -> int | None:
+    """The process's soft limit on open files (None where it can't be read)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def fd_limit_warning(max_connections: int, soft_limit: int | None) -> str | None:
+    """What to warn about when ``maxConnections`` cannot be reached before the process runs
+    out of file descriptors (then slow clients exhaust the fds instead of meeting the limit)."""
+    if soft_limit is None or max_connections + FD_RESERVE <= soft_limit:
+        return None
+    return (f"config.maxConnections is {max_connections} but this process may open only "
+            f"{soft_limit} files: past about {max(soft_limit - FD_RESERVE, 0)} connections it "
+            f"will fail to accept instead of answering 503; raise the limit (ulimit -n) or set "
+            f"maxConnections to at most {max(soft_limit - FD_RESERVE, 1)}")
+
+
 def own_files_of(config: Config) -> list[str]:
     """The files this node loads itself: the startup file, moduleMap modules (files, and the
     files of dotted modules once imported) and the TLS key. None of them is ever served."""
@@ -144,6 +170,9 @@ class QEWDService(MultiService):
     def startService(self) -> None:
         for key in getattr(self.config, "ignored_keys", ()):
             log.warn("config.{key} is a QEWD.js setting this node does not use: ignored", key=key)
+        warning = fd_limit_warning(self.config.limits.max_connections, open_files_limit())
+        if warning:
+            log.warn("{text}", text=warning)
         super().startService()
         log.info("{name} started: listening on {listen}", name=self.config.server_name,
                  listen=", ".join(self.config.listen))

@@ -451,6 +451,15 @@ class AdmissionTests(TestCase):
         served = yield defer.ensureDeferred(exchange(port, get(b"/health"), self))
         self.assertEqual(status_of(served), 200)
 
+    def test_fd_limit_warning(self):
+        from qewd_twisted.service import FD_RESERVE, fd_limit_warning
+
+        self.assertIsNone(fd_limit_warning(1000, 1000 + FD_RESERVE))
+        self.assertIsNone(fd_limit_warning(20000, None))
+        text = fd_limit_warning(20000, 1024)
+        self.assertIn("config.maxConnections is 20000", text)
+        self.assertIn(f"at most {1024 - FD_RESERVE}", text)
+
     def test_per_address_cap_is_off_by_default(self):
         self.assertIsNone(Limits.max_connections_per_address)
         self.assertIsNone(config_from_dict({}).limits.max_connections_per_address)

@@ -212,6 +212,13 @@ class _Pending(Resource):
         return NOT_DONE_YET
 
 
+class _HalfClosing(StringTransport):
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:  # noqa: N802
+        self.write_closed = True
+
+
 def memory_site(limits: Limits = Limits(), **kw: Any) -> tuple[NodeSite, Clock]:
     clock = Clock()
     root = Resource()
@@ -297,6 +304,22 @@ class DeadlineTests(SynchronousTestCase):
         self.assertIn("refused 1 connection(s)", reports[0])
         self.assertIn("refused 5 connection(s)", reports[1])  # 4 quiet ones + this one
         self.assertEqual(site.open_connections, 1)
+
+    def test_what_follows_an_early_answer_is_discarded_within_bounds(self):
+        for more, seconds in ((600000, 1.9), (10, 2.0)):
+            channel = self.site.buildProtocol(ADDR)
+            transport = _HalfClosing(peerAddress=ADDR)
+            channel.makeConnection(transport)
+            channel.dataReceived(b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Length: 5000\r\n\r\n")
+            self.assertEqual(status_of(transport.value()), 413)
+            self.assertTrue(transport.write_closed)
+            channel.dataReceived(b"x" * 500000)
+            self.clock.advance(seconds - 0.1)
+            self.assertFalse(transport.disconnecting)  # still reading, discarding
+            channel.dataReceived(b"x" * more)
+            self.clock.advance(0.1)
+            self.assertTrue(transport.disconnecting)  # past LINGER_BYTES, or past LINGER
 
     def test_configured_deadlines(self):
         config = config_from_dict({"headerTimeout": 5, "bodyTimeout": 7, "registerTimeout": 9,

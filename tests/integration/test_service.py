@@ -21,11 +21,11 @@ from twisted.trial.unittest import TestCase
 from qewd_twisted import QEWDService, load_config
 from tests.apps import demo
 from tests.integration.nodes import eio_url, port_of, start_node
+from tests.ports import reserve_port
 from tests.integration.processes import (
     REPO,
     TWISTD,
     TwistdProcess,
-    free_port,
     write_startup,
 )
 from tests.wsclient import EIOClient
@@ -54,7 +54,7 @@ class PluginTests(TestCase):
         """Every problem is printed with its key path; exit status 1; nothing listens."""
         d = os.path.abspath(self.mktemp())
         os.makedirs(d)
-        port = free_port()
+        port = reserve_port(self)
         path = os.path.join(d, "startup.py")
         with open(path, "w") as f:
             f.write(textwrap.dedent(f"""
@@ -87,7 +87,7 @@ class PluginTests(TestCase):
 class TwistdProcessTests(TestCase):
     @defer.inlineCallbacks
     def test_runs_and_stops_on_sigterm(self):
-        port = free_port()
+        port = reserve_port(self)
         path = write_startup(self, f'{{"listen": "tcp:{port}:interface=127.0.0.1", '
                                    f'"jwt": {{"secret": "x"}}, "moduleMap": {{"demo": "tests.apps.demo"}}}}')
         node = TwistdProcess(self, path)

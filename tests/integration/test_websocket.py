@@ -14,10 +14,11 @@ import sys
 
 from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
 from tests.integration.nodes import eio_url, plain_url, port_of, start_node
+from tests.strict import require
 from tests.wsclient import EIOClient, PlainClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -172,9 +173,8 @@ class SocketIOClientTests(TestCase):
         node_bin = shutil.which("node")
         modules = os.path.join(REPO, "tests", "js", "node_modules", "socket.io-client")
         if not node_bin or not os.path.isdir(modules):
-            if os.environ.get("CI"):
-                self.fail("node and tests/js/node_modules are required in CI")
-            raise SkipTest("node or tests/js/node_modules missing (scripts/test.sh installs them)")
+            require(self, "node", "node or tests/js/node_modules missing "
+                                  "(scripts/test.sh installs them)")
         node = start_node(self)
         out, err, code = yield getProcessOutputAndValue(
             node_bin, [script, f"http://127.0.0.1:{port_of(node)}"], env=dict(os.environ))

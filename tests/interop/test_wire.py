@@ -20,7 +20,7 @@ from tests.interop.peer import (
     PEER_MS,
     connect,
     eio_url,
-    free_port,
+    reserve_port,
     http_url,
     login,
     request,
@@ -119,7 +119,7 @@ class RequestIdTests(TestCase):
         frames, not on ``Handler not defined``, not on the master's JWT rejection, not on
         the crash frame. Our node echoes it on every frame, so our links can correlate
         each one (against QEWD.js they send one request at a time instead)."""
-        port = free_port()
+        port = reserve_port(self)
         _ms, ready = start_peer_ms(self, port)
         yield ready
         peer = yield defer.ensureDeferred(self._frames(eio_url(("127.0.0.1", port))))

@@ -1,8 +1,8 @@
 """A handler module used by the integration tests (loaded by dotted name through moduleMap)."""
 
-import threading
+from tests.apps.gate import Gate
 
-release = threading.Event()  # tests set it to let `blocked` finish
+release = Gate()  # `blocked` waits until the test opens it (release.hold(test) first)
 
 
 def login(messageObj, session, send, finished):

@@ -111,8 +111,7 @@ class TwistdProcessTests(TestCase):
 class GracefulStopTests(TestCase):
     @defer.inlineCallbacks
     def test_stop_drains_in_flight_then_closes(self):
-        demo.release.clear()
-        self.addCleanup(demo.release.set)
+        demo.release.hold(self)
         node = QEWDService(
             load_config_dict(listen="tcp:0:interface=127.0.0.1", shutdownGracePeriod=30), reactor)
         node.startService()
@@ -129,7 +128,7 @@ class GracefulStopTests(TestCase):
         late = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
         yield self.assertFailure(late.opened, ConnectionError)
         self.assertNoResult(stopped)
-        demo.release.set()
+        demo.release.open()
         reply = yield defer.ensureDeferred(c.message())
         self.assertEqual(reply["message"]["released"], True)
         code, _ = yield c.closed
@@ -174,11 +173,25 @@ class EmbeddingTests(TestCase):
         self.assertEqual(node.ports, [])
 
     def test_load_config_of_examples(self):
-        for name in ("embed/startup.py", "jwt/master.py", "jwt/microservice.py"):
+        """Each example's startup file loads with the listener, application and secret its
+        docstring names (the environment's overrides unset)."""
+        expected = {
+            "embed/startup.py": (["tcp:8090:interface=127.0.0.1"], ["hello"], "change-me-please"),
+            "jwt/master.py": (["tcp:8080"], ["jwt"], "someSecret123"),
+            "jwt/microservice.py": (["tcp:3000"], ["test-app"], "someSecret123"),
+        }
+        overrides = ("QEWD_EMBED_LISTEN", "QEWD_EMBED_SECRET", "QEWD_EXAMPLE_MS_URL",
+                     "QEWD_EXAMPLE_PORT", "QEWD_EXAMPLE_SECRET", "QEWD_EXAMPLE_MS_PORT")
+        for var in overrides:
+            if var in os.environ:
+                self.patch(os, "environ", {k: v for k, v in os.environ.items()
+                                           if k not in overrides})
+                break
+        for name, (listen, apps, secret) in expected.items():
             cfg = load_config(os.path.join(REPO, "examples", name))
-            self.assertTrue(cfg.listen, name)
-        node = start_node  # imported for the module's other tests
-        self.assertTrue(callable(node))
+            self.assertEqual([entry.split(":backlog=")[0] for entry in cfg.listen], listen, name)
+            self.assertEqual(sorted(cfg.module_map), apps, name)
+            self.assertEqual(cfg.jwt.secret, secret, name)
 
 
 class BacklogTests(TestCase):

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.apps import users
+from tests.fixtures import log_in
 from tests.integration.nodes import SECRET, ClockedReactor, eio_url, port_of, start_node
 from tests.wsclient import EIOClient
 
@@ -49,12 +50,9 @@ async def client(test: TestCase, node, application: str = "jwt") -> tuple[EIOCli
 
 async def login(c: EIOClient, token: str, username: str = "user-1",
                 password: str | None = None) -> list[dict]:
-    c.emit({"type": "login", "token": token,
-            "params": {"username": username, "password": password or username[::-1]}})
-    frames = [await c.message()]
-    while frames[-1].get("finished") is False:
-        frames.append(await c.message())
-    return frames
+    """tests/apps/users.py's login (password: the name reversed) with the shared client
+    helper (tests/fixtures.py)."""
+    return await log_in(c, token, username, password or username[::-1])
 
 
 class ForwardingTests(TestCase):

@@ -26,6 +26,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration.nodes import eio_url as our_eio_url
 from tests.integration.nodes import start_node
+from tests.fixtures import login_message
 from tests.integration.processes import REPO, OutputWatcher
 from tests.ports import reserve_port
 from tests.strict import require
@@ -401,5 +402,5 @@ async def connect(test: TestCase, node) -> tuple[EIOClient, str]:
 
 
 def login(token: str, password: str = "secret") -> dict[str, Any]:
-    return {"type": "login", "token": token,
-            "params": {"username": "rob", "password": password}}
+    """rob's ``login`` message (the shared fixture, tests/fixtures.py)."""
+    return login_message(token, password=password)

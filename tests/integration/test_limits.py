@@ -24,6 +24,7 @@ class MaxConnectionsTests(TestCase):
         yield defer.ensureDeferred(a.handshake())
         yield defer.ensureDeferred(b.handshake())
         c = EIOClient(eio_url(node))
+        self.addCleanup(c.close)
         yield self.assertFailure(c.opened, ConnectionError)
         code, reason = yield c.closed
         self.assertIn("503", str(reason))
@@ -60,6 +61,7 @@ class SlowReaderTests(TestCase):
 
         node.node.connection_lost = connection_lost
         slow = EIOClient(eio_url(node))
+        self.addCleanup(slow.close)
         hs = yield defer.ensureDeferred(slow.handshake())
         slow_id = hs["sid"]
         slow.emit({"type": "ewd-register", "application": "flood", "jwt": True})

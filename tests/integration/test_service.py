@@ -95,6 +95,7 @@ class TwistdProcessTests(TestCase):
         node.start()
         yield listening
         c = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
+        self.addCleanup(c.close)
         yield defer.ensureDeferred(c.handshake())
         c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
         reg = yield defer.ensureDeferred(c.message())
@@ -114,9 +115,11 @@ class GracefulStopTests(TestCase):
         demo.release.hold(self)
         node = QEWDService(
             load_config_dict(listen="tcp:0:interface=127.0.0.1", shutdownGracePeriod=30), reactor)
+        self.addCleanup(lambda: node.stopService() if node.running else None)
         node.startService()
         port = port_of(node)
         c = EIOClient(eio_url(node))
+        self.addCleanup(c.close)
         yield defer.ensureDeferred(c.handshake())
         c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
         token = (yield defer.ensureDeferred(c.message()))["message"]["token"]
@@ -126,6 +129,7 @@ class GracefulStopTests(TestCase):
         stopped = node.stopService()
         # no longer listening
         late = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
+        self.addCleanup(late.close)
         yield self.assertFailure(late.opened, ConnectionError)
         self.assertNoResult(stopped)
         demo.release.open()
@@ -157,8 +161,10 @@ class EmbeddingTests(TestCase):
         self.assertIsInstance(parent, MultiService)
         node = namespace["node"]
         self.assertIsInstance(node, QEWDService)
+        self.addCleanup(lambda: parent.stopService() if parent.running else None)
         parent.startService()
         c = EIOClient(eio_url(node))
+        self.addCleanup(c.close)
         yield defer.ensureDeferred(c.handshake())
         c.emit({"type": "ewd-register", "application": "hello", "jwt": True})
         token = (yield defer.ensureDeferred(c.message()))["message"]["token"]

@@ -113,6 +113,7 @@ class EngineIOTests(TestCase):
     def test_wrong_protocol_version_and_polling_refused(self):
         node = start_node(self)
         c = EIOClient(f"ws://127.0.0.1:{port_of(node)}/socket.io/?EIO=4&transport=websocket")
+        self.addCleanup(c.close)
         code, _ = yield c.closed
         self.assertFailure(c.opened, ConnectionError)
         yield c.opened.addErrback(lambda f: None)

@@ -195,12 +195,99 @@ class InFlightLimitTests(SynchronousTestCase, Documented):
             "responseTime": frames[0]["responseTime"]}])
         self.assertDocumented(E.TOO_MANY_IN_FLIGHT)
 
+    def test_the_limit_counts_requests_in_flight_not_requests_made(self) -> None:
+        """200 requests one after the other on one connection: each is answered, and the
+        connection can still have 64 in flight afterwards."""
+
+        def echo(m: Any, s: Any, send: Any, finished: Any) -> None:
+            finished({"n": m["params"]})
+
+        h = NodeHarness({"a": SimpleNamespace(handlers={"echo": echo, "never": never})},
+                        handler_timeout=None)
+        c = h.connect()
+        token = h.register(c, "a")
+        for n in range(200):
+            [frame] = h.send(c, {"type": "echo", "token": token, "params": n})
+            self.assertEqual(frame["message"]["n"], n)
+        for _ in range(64):
+            self.assertEqual(h.send(c, {"type": "never", "token": token}), [])
+        [frame] = h.send(c, {"type": "never", "token": token})
+        self.assertEqual(frame["message"]["status"], {"code": 429})
+
     def test_max_in_flight_per_link_1024(self) -> None:
         n, frames = self.fill(link=True)
         self.assertEqual(n, 1024)
         self.assertEqual(frames[0]["message"], {
             "error": "Too many requests in flight on this connection", "status": {"code": 429}})
         self.assertIn("`maxInFlightPerLink` | int ≥ 1 | `1024`", doc("configuration.md"))
+
+
+class RegistrationLimitTests(SynchronousTestCase, Documented):
+    def test_application_name_of_128_characters_and_not_129(self) -> None:
+        """``at most 128 characters``: 128 registers, 129 is refused with the exact text."""
+        h = NodeHarness({})
+        c = h.connect()
+        for length, accepted in ((E.MAX_APPLICATION_LENGTH, True),
+                                 (E.MAX_APPLICATION_LENGTH + 1, False)):
+            [frame] = h.send(c, {"type": "ewd-register", "application": "a" * length,
+                                 "jwt": True})
+            self.assertEqual("token" in frame["message"], accepted, length)
+        self.assertEqual(frame["message"], {"error": "Invalid ewd-register: application must "
+                                            "be a non-empty string of at most 128 characters"})
+        self.assertEqual(E.MAX_APPLICATION_LENGTH, 128)
+        self.assertDocumented(frame["message"]["error"])
+
+    def test_reregister_without_a_string_token(self) -> None:
+        """``ewd-reregister`` without a token, or with one that is not a string: QEWD's
+        ``Missing authorization header`` with ``disconnect``."""
+        h = NodeHarness({})
+        c = h.connect()
+        for token in (None, "", 42, ["a.b.c"]):
+            message = {"type": "ewd-reregister", "jwt": True}
+            if token is not None:
+                message["token"] = token
+            [frame] = h.send(c, message)
+            self.assertEqual((frame["type"], frame["finished"], frame["message"]),
+                             ("ewd-reregister", True,
+                              {"error": "Missing authorization header", "disconnect": True}),
+                             token)
+
+
+class BroadcastTests(SynchronousTestCase):
+    """``q.to_all`` / ``q.to_application`` from a workerResponseHandler (docs/handlers.md)."""
+
+    def harness(self, push: Any) -> NodeHarness:
+        def echo(m: Any, s: Any, send: Any, finished: Any) -> None:
+            finished({"ok": True})
+
+        def wrh(message: Any, send: Any, q: Any) -> None:
+            push(q)
+
+        return NodeHarness({"a": SimpleNamespace(handlers={"go": echo},
+                                                 workerResponseHandlers={"go": wrh}),
+                            "b": SimpleNamespace(handlers={})})
+
+    def test_to_application_reaches_only_that_applications_clients(self) -> None:
+        h = self.harness(lambda q: q.to_application({"news": 1}, "a"))
+        sender, same, other, unregistered = h.connect(), h.connect(), h.connect(), h.connect()
+        token = h.register(sender, "a")
+        h.register(same, "a")
+        h.register(other, "b")
+        frames = h.send(sender, {"type": "go", "token": token})
+        self.assertEqual(frames[0], {"news": 1})
+        self.assertEqual(frames[1]["type"], "go")
+        self.assertEqual(same.take(), [{"news": 1}])
+        self.assertEqual(other.take(), [])
+        self.assertEqual(unregistered.take(), [])
+
+    def test_a_broadcast_that_is_not_json_is_dropped(self) -> None:
+        """Logged, sent to no one; the request is still answered."""
+        h = self.harness(lambda q: q.to_all({"not json": {1, 2}}))
+        sender, other = h.connect(), h.connect()
+        frames = h.send(sender, {"type": "go", "token": h.register(sender, "a")})
+        self.assertEqual([f["type"] for f in frames], ["go"])
+        self.assertIs(frames[0]["message"]["ok"], True)
+        self.assertEqual(other.take(), [])
 
 
 class InitialSessionTimeoutTests(SynchronousTestCase):

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qewd_twisted import errors as E
 from qewd_twisted.config import config_from_dict
-from qewd_twisted.testing import NodeHarness
+from qewd_twisted.testing import MemoryConnection, NodeHarness
 from tests.apps import demo
 from tests.integration.nodes import ClockedReactor, eio_url, port_of, start_node
 from tests.wsclient import EIOClient
@@ -178,7 +178,10 @@ class InFlightLimitTests(SynchronousTestCase, Documented):
         register = {"type": "ewd-register", "application": "a", "jwt": True}
         if link:
             register["qewd_twisted"] = 1
-        token = h.send(c, register)[0]["message"]["token"]
+        reply = h.send(c, register)[0]["message"]
+        token = reply["token"]
+        if link:  # told that every frame will echo ms_requestId (docs/microservices.md)
+            self.assertEqual(reply["qewd_twisted"], 1)
         n = 0
         while True:
             frames = h.send(c, {"type": "never", "token": token})
@@ -288,6 +291,59 @@ class BroadcastTests(SynchronousTestCase):
         self.assertEqual([f["type"] for f in frames], ["go"])
         self.assertIs(frames[0]["message"]["ok"], True)
         self.assertEqual(other.take(), [])
+
+
+class SendToSocketTests(SynchronousTestCase):
+    def test_true_when_connected_false_when_not(self) -> None:
+        """``send_to_socket(socket_id, obj)`` (docs/embedding.md, docs/handlers.md)."""
+        h = NodeHarness({})
+        c = h.connect()
+        self.assertIs(h.node.send_to_socket(c.id, {"hello": 1}), True)
+        self.assertEqual(c.take(), [{"hello": 1}])
+        h.disconnect(c)
+        self.assertIs(h.node.send_to_socket(c.id, {"hello": 2}), False)
+        self.assertEqual(c.take(), [])
+
+
+class ShutdownTests(SynchronousTestCase, Documented):
+    """Graceful shutdown as docs/reliability.md lists it, on the node."""
+
+    def test_new_and_unfinished_requests_get_503_server_is_shutting_down(self) -> None:
+        h = NodeHarness({"a": SimpleNamespace(handlers={"never": never})}, handler_timeout=None)
+        c = h.connect()
+        token = h.register(c, "a")
+        self.assertEqual(h.send(c, {"type": "never", "token": token}), [])
+        drained = h.node.drain(20)
+        [refused] = h.send(c, {"type": "never", "token": token})
+        expected = {"error": "Server is shutting down", "status": {"code": 503}}
+        self.assertEqual((refused["type"], refused["finished"], refused["message"]),
+                         ("never", True, expected))
+        self.assertNoResult(drained)
+        h.clock.advance(20)  # shutdownGracePeriod: the one still running gets the same 503
+        [ended] = c.take()
+        self.assertEqual((ended["type"], ended["message"]), ("never", expected))
+        self.successResultOf(drained)
+        self.assertDocumented("Server is shutting down")
+
+    def test_close_all_waits_for_every_socket(self) -> None:
+        """Every socket is told 1001 "server shutting down"; the Deferred fires when the last
+        has gone, even when closing one of them raised (logged)."""
+
+        class Broken(MemoryConnection):
+            def close(self, code: int = 1000, reason: str = "") -> None:
+                raise RuntimeError("close failed")
+
+        h = NodeHarness({})
+        a, b = h.connect(), h.connect()
+        broken = Broken("brokenSocket00000001")
+        h.node.connection_opened(broken)
+        done = h.node.close_all()
+        self.assertEqual((a.closed, b.closed), ((1001, "server shutting down"),) * 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertNoResult(done)
+        for conn in (a, b, broken):
+            h.disconnect(conn)
+        self.successResultOf(done)
 
 
 class InitialSessionTimeoutTests(SynchronousTestCase):

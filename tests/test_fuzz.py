@@ -153,13 +153,12 @@ class WireConnection(MemoryConnection):
         self.frames.append(packet.args[0])
 
 
-_n = 0
-
-
 def wire_connection(h: NodeHarness, ip: str = "127.0.0.1") -> WireConnection:
-    global _n
-    _n += 1
-    conn = WireConnection(f"fuzzSocket{_n:010d}", ip)
+    """A new connection on ``h``'s node; ids count per harness, so no state is left in the
+    module from one test to the next."""
+    n = h.__dict__.get("_fuzz_sockets", 0) + 1
+    h.__dict__["_fuzz_sockets"] = n
+    conn = WireConnection(f"fuzzSocket{n:010d}", ip)
     h.node.connection_opened(conn)
     return conn
 

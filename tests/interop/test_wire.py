@@ -62,7 +62,10 @@ class EngineIOTests(TestCase):
         peer, _ = yield defer.ensureDeferred(self._open(eio_url(PEER_MASTER)))
         peer.send_text("41")
         peer.send_text("2")
-        self.assertEqual((yield peer.next()), "3")
+        frame = yield peer.next()
+        while isinstance(frame, str) and frame.startswith("42"):  # another test's broadcast
+            frame = yield peer.next()
+        self.assertEqual(frame, "3")
         self.assertFalse(peer.closed.called)
         peer.proto.sendClose()  # what socket.io-client does next: a close without a code
         code, _ = yield peer.closed

@@ -266,15 +266,15 @@ class BroadcastTests(SynchronousTestCase):
         def wrh(message: Any, send: Any, q: Any) -> None:
             push(q)
 
-        return NodeHarness({"a": SimpleNamespace(handlers={"go": echo},
+        return NodeHarness({"news-app": SimpleNamespace(handlers={"go": echo},
                                                  workerResponseHandlers={"go": wrh}),
                             "b": SimpleNamespace(handlers={})})
 
     def test_to_application_reaches_only_that_applications_clients(self) -> None:
-        h = self.harness(lambda q: q.to_application({"news": 1}, "a"))
+        h = self.harness(lambda q: q.to_application({"news": 1}, "news-app"))
         sender, same, other, unregistered = h.connect(), h.connect(), h.connect(), h.connect()
-        token = h.register(sender, "a")
-        h.register(same, "a")
+        token = h.register(sender, "news-app")
+        h.register(same, "-".join(["news", "app"]))  # equal, not the same object: as off a socket
         h.register(other, "b")
         frames = h.send(sender, {"type": "go", "token": token})
         self.assertEqual(frames[0], {"news": 1})
@@ -287,7 +287,7 @@ class BroadcastTests(SynchronousTestCase):
         """Logged, sent to no one; the request is still answered."""
         h = self.harness(lambda q: q.to_all({"not json": {1, 2}}))
         sender, other = h.connect(), h.connect()
-        frames = h.send(sender, {"type": "go", "token": h.register(sender, "a")})
+        frames = h.send(sender, {"type": "go", "token": h.register(sender, "news-app")})
         self.assertEqual([f["type"] for f in frames], ["go"])
         self.assertIs(frames[0]["message"]["ok"], True)
         self.assertEqual(other.take(), [])

@@ -13,11 +13,16 @@ import base64
 import hashlib
 import hmac
 import json
+from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase
 
 from qewd_twisted.auth.tokens import TokenCodec
+from qewd_twisted.mesh.links import LinkState
+from tests.test_links import MemoryLinkMixin
 
 NOW = 1_700_000_000
 
@@ -87,3 +92,102 @@ class TokenEdgeTests(SynchronousTestCase):
         second = codec.issue(session)
         self.assertIs(segment(second, 1)["n"], True)
         self.assertIs(codec.session(second)["n"], True)
+
+
+class LinkEdgeTests(MemoryLinkMixin, unittest.TestCase):
+    """The link's registration, in memory (tests/test_links.py's fake remote and Clock)."""
+
+    def handshake_failures(self) -> list[str]:
+        failures: list[str] = []
+
+        def observe(event: dict) -> None:
+            if "handshake failed" in (event.get("log_format") or ""):
+                failures.append(event["why"])
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return failures
+
+    def register_reply(self, message: Any, **frame: Any) -> None:
+        self.remote.emit({"type": "ewd-register", "finished": True, "message": message,
+                          "responseTime": "1ms", **frame})
+        self.flush()
+
+    def test_other_frames_while_registering_are_not_the_reply(self) -> None:
+        """Pushes of any type (before and after ``ewd-register`` in sort order), and a
+        type-less frame without an error, that come before the register reply are ignored."""
+        link = self.make_link(start=False)
+        self.remote.answer_registration = False
+        self.assertFalse(link.echoes_request_ids)  # nothing known before a registration
+        link.startService()
+        self.flush()
+        self.assertFalse(link.echoes_request_ids)
+        for push in ({"type": "announce", "finished": False, "message": {"n": 1}},
+                     {"type": "zebra", "finished": False, "message": {"n": 2}},
+                     {"message": {"n": 3}}):
+            self.remote.emit(push)
+            self.flush()
+            self.assertEqual(link.state, LinkState.REGISTERING, push)
+        self.register_reply({"token": "t1", "qewd_twisted": 1})
+        self.assertTrue(link.is_up)
+        self.assertEqual((link.registrations, link.reregistrations), (1, 0))
+
+    def test_a_crash_frame_refuses_the_registration_with_its_text(self) -> None:
+        """QEWD's crash shape (``type: "error"``, ``message`` a string) in answer to
+        ``ewd-register``: refused, the connection closed, the text logged; the next attempt
+        registers."""
+        failures = self.handshake_failures()
+        link = self.make_link(start=False)
+        self.remote.answer_registration = False
+        link.startService()
+        self.flush()
+        self.remote.emit({"type": "error", "finished": True, "message": "worker crashed"})
+        self.flush()
+        self.assertEqual(link.state, LinkState.DOWN)
+        self.assertEqual(self.remote.closed, 1)
+        self.assertEqual(failures, ["worker crashed"])
+        self.remote.answer_registration = True
+        self.advance(1.0)
+        self.assertTrue(link.is_up)
+
+    def test_an_error_reply_is_logged_with_its_text(self) -> None:
+        failures = self.handshake_failures()
+        self.make_link(start=False)
+        self.remote.register_replies = [{"error": "no JWT support"}]
+        self.link.startService()
+        self.flush()
+        self.assertEqual(failures, ["no JWT support"])
+
+    def test_a_reply_without_a_message(self) -> None:
+        failures = self.handshake_failures()
+        link = self.make_link(start=False)
+        self.remote.answer_registration = False
+        link.startService()
+        self.flush()
+        self.remote.emit({"type": "ewd-register", "finished": True})
+        self.flush()
+        self.assertEqual(link.state, LinkState.DOWN)
+        self.assertEqual(failures, ["no token in the register reply"])
+
+    def test_connection_lost_while_registering(self) -> None:
+        """The remote goes away before answering ``ewd-register``: the link is down, nothing
+        is logged as an error, and it registers on the next attempt."""
+        link = self.make_link(start=False)
+        self.remote.answer_registration = False
+        link.startService()
+        self.flush()
+        self.remote.drop_all()
+        self.flush()
+        self.assertEqual(link.state, LinkState.DOWN)
+        self.remote.answer_registration = True
+        self.advance(1.0)
+        self.assertTrue(link.is_up)
+
+    def test_reregistrations_are_counted(self) -> None:
+        link = self.make_link()
+        self.assertEqual((link.registrations, link.reregistrations), (1, 0))
+        self.remote.drop_all()
+        self.flush()
+        self.advance(1.0)
+        self.assertTrue(link.is_up)
+        self.assertEqual((link.registrations, link.reregistrations), (1, 1))

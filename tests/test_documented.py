@@ -155,7 +155,7 @@ class SessionLimitTests(SynchronousTestCase, Documented):
         c = h.connect()
         register = {"type": "ewd-register", "application": "a"}
         for _ in range(bound):
-            h.node.message_received(c, register)
+            h.node.receive(c, register)
         self.assertEqual(len(c.take()), bound)
         [frame] = h.send(c, register)
         self.assertEqual((frame["type"], frame["finished"]), ("ewd-register", True))

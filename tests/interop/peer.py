@@ -100,6 +100,24 @@ def peer_home() -> str | None:
     return None
 
 
+def run_folder(test: TestCase, home: str) -> str:
+    """A folder of this test's own to run a QEWD.js node from: links to ``home``'s files, and
+    a ``node_modules`` of links to ``home``'s packages. QEWD writes its worker loader
+    (``node_modules/ewd-qoper8-worker.js``) into the folder it runs from and forks workers
+    from that file later; nodes started by tests in other trial workers must not rewrite it
+    under this one's feet."""
+    folder = os.path.abspath(test.mktemp())
+    os.makedirs(os.path.join(folder, "node_modules"))
+    for name in os.listdir(home):
+        if name not in ("node_modules", "run", "logs", "data"):
+            os.symlink(os.path.join(home, name), os.path.join(folder, name))
+    modules = os.path.join(home, "node_modules")
+    for name in os.listdir(modules):
+        if os.path.isdir(os.path.join(modules, name)):
+            os.symlink(os.path.join(modules, name), os.path.join(folder, "node_modules", name))
+    return folder
+
+
 def _listening(address: tuple[str, int]) -> bool:
     try:
         with socket.create_connection(address, timeout=2):
@@ -190,7 +208,8 @@ class PeerProcess(OutputWatcher, protocol.ProcessProtocol):
         home = peer_home()
         assert NODE is not None and home is not None  # require_peer(spawn=True) checked
         env = dict(os.environ, QEWD_REDIS_PORT=REDIS_PORT, **self.env)
-        reactor.spawnProcess(self, NODE, [NODE, self.script], env=env, path=home)
+        reactor.spawnProcess(self, NODE, [NODE, self.script], env=env,
+                             path=run_folder(self.test, home))
         self.pid = self.transport.pid
         self.test.addCleanup(self.stop, "KILL")
         return self

@@ -169,7 +169,7 @@ class SessionLimitTests(SynchronousTestCase, Documented):
 class InFlightLimitTests(SynchronousTestCase, Documented):
     """``maxInFlight`` and ``maxInFlightPerLink`` at their real sizes (the config defaults)."""
 
-    def fill(self, link: bool) -> tuple[int, list[Any]]:
+    def fill(self, link: bool, reregister: bool = False) -> tuple[int, list[Any]]:
         defaults = config_from_dict({})
         h = NodeHarness({"a": SimpleNamespace(handlers={"never": never})},
                         max_in_flight=defaults.max_in_flight,
@@ -180,6 +180,12 @@ class InFlightLimitTests(SynchronousTestCase, Documented):
             register["qewd_twisted"] = 1
         reply = h.send(c, register)[0]["message"]
         token = reply["token"]
+        if reregister:  # a link back after a reconnect: a new socket, ewd-reregister
+            c = h.connect()
+            reply = h.send(c, {"type": "ewd-reregister", "token": token, "jwt": True,
+                               **({"qewd_twisted": 1} if link else {})})[0]["message"]
+            self.assertIs(reply["ok"], True)
+            token = reply["token"]
         if link:  # told that every frame will echo ms_requestId (docs/microservices.md)
             self.assertEqual(reply["qewd_twisted"], 1)
         n = 0
@@ -216,6 +222,12 @@ class InFlightLimitTests(SynchronousTestCase, Documented):
             self.assertEqual(h.send(c, {"type": "never", "token": token}), [])
         [frame] = h.send(c, {"type": "never", "token": token})
         self.assertEqual(frame["message"]["status"], {"code": 429})
+
+    def test_a_link_that_reregisters_keeps_1024(self) -> None:
+        n, _frames = self.fill(link=True, reregister=True)
+        self.assertEqual(n, 1024)
+        n, _frames = self.fill(link=False, reregister=True)
+        self.assertEqual(n, 64)
 
     def test_max_in_flight_per_link_1024(self) -> None:
         n, frames = self.fill(link=True)

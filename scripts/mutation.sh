@@ -4,6 +4,7 @@
 # unit test modules that cover that file; a mutant no test notices "survives".
 #
 #   bash scripts/mutation.sh [SAMPLE] [SEED]     # SAMPLE mutants per file (default 60), seeded
+#   MUTATION_ONLY="node links" bash scripts/mutation.sh   # only those files (by base name)
 #
 # CPU-bounded on purpose (a shared 2-core machine): only those four files, only their fast
 # test modules as the runner (trial -x: it stops at the first failure), a random sample of the
@@ -27,8 +28,8 @@ mkdir -p "$OUT"
 # file | the test modules that run for each of its mutants
 targets=(
   "qewd_twisted/core/node.py|tests.test_node tests.test_token_attacks tests.test_documented"
-  "qewd_twisted/auth/tokens.py|tests.test_tokens tests.test_token_attacks"
-  "qewd_twisted/mesh/links.py|tests.test_links"
+  "qewd_twisted/auth/tokens.py|tests.test_tokens tests.test_token_attacks tests.test_edges.TokenEdgeTests"
+  "qewd_twisted/mesh/links.py|tests.test_links tests.test_edges.LinkEdgeTests"
   "qewd_twisted/transports/site.py|tests.test_framing tests.integration.test_websocket tests.test_documented.WebSocketEndpointTests tests.test_token_attacks.SocketTests"
 )
 
@@ -36,6 +37,7 @@ cd "$work"
 for target in "${targets[@]}"; do
   file="${target%%|*}"; tests="${target#*|}"
   name="$(basename "$file" .py)"
+  if [[ -n "${MUTATION_ONLY:-}" && " $MUTATION_ONLY " != *" $name "* ]]; then continue; fi
   [[ -f "$file" ]] || { echo "[mutation] $file not found: skipped"; continue; }
   cat >"$name.toml" <<TOML
 [cosmic-ray]

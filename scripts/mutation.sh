@@ -76,7 +76,10 @@ def annotation_lines(source_path):
     return lines
 
 with use_db(path, WorkDB.Mode.open) as db:
-    items = sorted(db.pending_work_items, key=lambda item: item.job_id)
+    # job ids are random: order by place and operator so a seed always draws the same sample
+    items = sorted(db.pending_work_items, key=lambda item: (
+        item.mutations[0].start_pos, item.mutations[0].operator_name,
+        item.mutations[0].occurrence))
     notes = annotation_lines(items[0].mutations[0].module_path) if items else set()
     live = [i for i in items if i.mutations[0].start_pos[0] not in notes]
     keep = set(i.job_id for i in random.Random(seed).sample(live, min(sample, len(live))))

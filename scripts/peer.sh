@@ -5,8 +5,9 @@
 #   bash scripts/peer.sh stop     # stop what the kit's pid files name
 #   bash scripts/peer.sh status   # exit 0 when redis, micro-service and master all answer
 # The kit is ${QEWD_PEER_KIT:-<repo>/../shared/qewd-peer}. Its run-peer.sh installs the Node
-# packages (npm ci) and redis-server (Debian) if missing, and runs from a writable copy
-# (${QEWD_PEER_HOME:-${TMPDIR:-/tmp}/qewd-peer}) when the kit folder is read-only.
+# packages (npm ci) and redis-server (Debian) if missing. A kit laid without write bits is never
+# written to (not even by root): start/stop then run a private copy in
+# ${QEWD_PEER_RUN:-$TMPDIR/qewd-peer-run} (see private-start below).
 # Ports: QEWD_MASTER_PORT (18080), QEWD_MS_PORT (13000), QEWD_REDIS_PORT (16379).
 #
 # The test suite's own peer (scripts/test.sh), never writing inside the kit:
@@ -34,9 +35,18 @@ kit_ok() {
   return 1
 }
 
-# Where run-peer.sh runs the peer from (same rule as the kit's scripts).
+# A kit laid without write bits (as CI lays ../shared) is never written to, even by root, for
+# whom the kit's own `-w` test is always true: start/stop then use a private copy instead.
+kit_read_only() {
+  local perm
+  perm="$(stat -c %A "$KIT" 2>/dev/null)" || return 1
+  [[ ! -w "$KIT" || "${perm:2:1}" != w ]]
+}
+RUN_COPY="${QEWD_PEER_RUN:-${TMPDIR:-/tmp}/qewd-peer-run}"
+
+# Where the peer runs from.
 run_dir() {
-  if [[ -w "$KIT" ]]; then (cd "$KIT" && pwd); else echo "${QEWD_PEER_HOME:-${TMPDIR:-/tmp}/qewd-peer}"; fi
+  if kit_read_only; then echo "$RUN_COPY"; else (cd "$KIT" && pwd); fi
 }
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -129,12 +139,23 @@ case "${1:-}" in
       say "node is missing: installing nodejs and npm (Debian)"
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
     fi
-    bash "$KIT/run-peer.sh" all || { say "run-peer.sh failed (logs in $(run_dir)/logs)" >&2; exit 1; }
+    if kit_read_only; then
+      if status >/dev/null 2>&1; then say "already running"; status; exit 0; fi
+      private_start "$RUN_COPY" || { say "could not start the peer (logs in $RUN_COPY/logs)" >&2; exit 1; }
+    else
+      bash "$KIT/run-peer.sh" all || { say "run-peer.sh failed (logs in $(run_dir)/logs)" >&2; exit 1; }
+    fi
     status
     ;;
   stop)
     kit_ok || exit 1
-    bash "$KIT/stop-peer.sh" all
+    if kit_read_only; then
+      [[ -f "$RUN_COPY/stop-peer.sh" ]] && bash "$RUN_COPY/stop-peer.sh" all
+      # a peer an older peer.sh ran from inside the kit (as root) is stopped too
+      if compgen -G "$KIT/run/*.pid" >/dev/null; then bash "$KIT/stop-peer.sh" all; fi
+    else
+      bash "$KIT/stop-peer.sh" all
+    fi
     ;;
   status)
     status

@@ -2,9 +2,8 @@
 """
 Edge cases found by the mutation check (scripts/mutation.sh, docs/testing.md): each test here
 fails for a deliberately broken line that every other test let through. Grouped by the layer
-they pin down: tokens (auth/tokens.py), links (mesh/links.py), the web layer
-(transports/site.py). The node's are in tests/test_documented.py, next to the texts they
-concern.
+they pin down: tokens (auth/tokens.py), links (mesh/links.py), the node (core/node.py; those
+about a documented text are in tests/test_documented.py, next to the text).
 """
 
 from __future__ import annotations
@@ -13,15 +12,22 @@ import base64
 import hashlib
 import hmac
 import json
+from types import SimpleNamespace
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase
 
+from zope.interface.verify import verifyObject
+
 from qewd_twisted.auth.tokens import TokenCodec
+from qewd_twisted.core.interfaces import INodeObserver
 from qewd_twisted.mesh.links import LinkState
+from qewd_twisted.ops.observe import NodeObserver
+from qewd_twisted.testing import MemoryConnection, NodeHarness
 from tests.test_links import MemoryLinkMixin
 
 NOW = 1_700_000_000
@@ -191,3 +197,93 @@ class LinkEdgeTests(MemoryLinkMixin, unittest.TestCase):
         self.advance(1.0)
         self.assertTrue(link.is_up)
         self.assertEqual((link.registrations, link.reregistrations), (1, 1))
+
+
+class Recording(NodeObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def connection_opened(self, conn: Any) -> None:
+        self.events.append(("opened", conn.id))
+
+    def connection_closed(self, conn: Any) -> None:
+        self.events.append(("closed", conn.id))
+
+    def registered(self, conn: Any, application: str, jwt: bool, reregister: bool) -> None:
+        self.events.append(("registered", application, jwt, reregister))
+
+
+class NodeEdgeTests(SynchronousTestCase):
+    """The node's observer hooks (what /metrics and /status count), a session built-in's
+    slot, and the safety net for a bug in the node (core/node.py)."""
+
+    def test_observer_sees_each_connection_and_registration_once(self) -> None:
+        h = NodeHarness({"a": SimpleNamespace(handlers={})})
+        seen = Recording()
+        verifyObject(INodeObserver, seen)
+        h.node.observer = seen
+        c = h.connect()
+        token = h.register(c, "a")
+        h.disconnect(c)
+        h.disconnect(c)  # a second report of the same close is not a second close
+        h.node.connection_lost(MemoryConnection("neverOpened000000001"))
+        again = h.connect()
+        [frame] = h.send(again, {"type": "ewd-reregister", "token": token, "jwt": True})
+        self.assertIs(frame["message"]["ok"], True)
+        self.assertEqual(seen.events, [
+            ("opened", c.id), ("registered", "a", True, False), ("closed", c.id),
+            ("opened", again.id), ("registered", "a", True, True)])
+
+    def test_nothing_is_sent_to_a_client_that_has_gone(self) -> None:
+        """A request still running when its client leaves: its reply goes nowhere."""
+        d: defer.Deferred[None] = defer.Deferred()
+
+        async def slow(m: Any, s: Any, send: Any, finished: Any) -> None:
+            await d
+            finished({"late": True})
+
+        h = NodeHarness({"a": SimpleNamespace(handlers={"slow": slow})})
+        c = h.connect()
+        self.assertEqual(h.send(c, {"type": "slow", "token": h.register(c, "a")}), [])
+        h.disconnect(c)
+        d.callback(None)
+        self.assertEqual(c.take(), [])
+        self.assertEqual(h.node.in_flight, 0)
+
+    def test_a_session_built_in_takes_only_its_own_type(self) -> None:
+        """``session_builtins`` (where ``ewd-fragment`` goes): a built-in for one type leaves
+        every other type to the application's handlers, in both session modes."""
+
+        def echo(m: Any, s: Any, send: Any, finished: Any) -> None:
+            finished({"handler": m["type"]})
+
+        for jwt in (True, False):
+            h = NodeHarness({"a": SimpleNamespace(handlers={"echo": echo})})
+            calls: list[Any] = []
+            h.node.session_builtins["x-builtin"] = calls.append
+            c = h.connect()
+            token = h.register(c, "a", jwt=jwt)
+            [frame] = h.send(c, {"type": "echo", "token": token})
+            self.assertEqual(frame["message"]["handler"], "echo", jwt)
+            self.assertEqual(h.send(c, {"type": "x-builtin", "token": token}), [])
+            self.assertEqual(len(calls), 1, jwt)
+
+    def test_a_bug_in_the_node_answers_internal_server_error(self) -> None:
+        """Whatever fails inside the node while it handles a message (here: an observer that
+        raises), the client gets ``Internal server error`` under its type, the failure is
+        logged, and the node serves on."""
+
+        class Broken(NodeObserver):
+            def registered(self, *args: Any) -> None:
+                raise RuntimeError("observer bug")
+
+        h = NodeHarness({"a": SimpleNamespace(handlers={})})
+        h.node.observer = Broken()
+        c = h.connect()
+        [frame] = h.send(c, {"type": "ewd-register", "application": "a", "jwt": True})
+        self.assertEqual(frame, {"type": "ewd-register", "finished": True,
+                                 "message": {"error": "Internal server error"}})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        h.node.observer = NodeObserver()
+        [frame] = h.send(c, {"type": "ewd-register", "application": "a", "jwt": True})
+        self.assertIn("token", frame["message"])

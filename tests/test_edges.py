@@ -100,6 +100,40 @@ class TokenEdgeTests(SynchronousTestCase):
         self.assertIs(codec.session(second)["n"], True)
 
 
+    def test_a_claim_made_secret_is_reissued_secret(self) -> None:
+        """A handler that makes an existing public claim secret within the same second gets a
+        token where that claim is encrypted, not the old token with it in clear."""
+        c = clock()
+        codec = TokenCodec("someSecret123", clock=c)
+        session = codec.session(codec.register_token("app", {}))
+        session["userText"] = "Rob"
+        first = codec.issue(session)
+        self.assertEqual(segment(first, 1)["userText"], "Rob")
+        session = codec.session(first)
+        self.assertEqual(codec.issue(session), first)  # unchanged: the same token
+        session = codec.session(first)
+        session.make_secret("userText")
+        second = codec.issue(session)
+        self.assertNotIn("userText", segment(second, 1))
+        reread = codec.session(second)
+        self.assertEqual(reread["userText"], "Rob")
+        self.assertTrue(reread.is_secret("userText"))
+
+    def test_float_times_are_numbers(self) -> None:
+        """``exp`` and ``nbf`` may be floats (JavaScript numbers): a float ``exp`` in the
+        future and ``nbf`` in the past are accepted, as jwt-simple does."""
+        c = clock()
+        codec = TokenCodec("someSecret123", clock=c)
+        payload = codec.decode(codec.register_token("app", {}))
+        token = codec.encode({**payload, "exp": NOW + 60.5, "nbf": NOW - 0.5})
+        self.assertEqual(codec.decode(token)["exp"], NOW + 60.5)
+
+    def test_no_algorithm_is_refused_by_name(self) -> None:
+        with self.assertRaises(ValueError) as caught:
+            TokenCodec("s", algorithms=())
+        self.assertTrue(str(caught.exception).endswith("got 'nothing'"), str(caught.exception))
+
+
 class LinkEdgeTests(MemoryLinkMixin, unittest.TestCase):
     """The link's registration, in memory (tests/test_links.py's fake remote and Clock)."""
 
@@ -188,6 +222,40 @@ class LinkEdgeTests(MemoryLinkMixin, unittest.TestCase):
         self.remote.answer_registration = True
         self.advance(1.0)
         self.assertTrue(link.is_up)
+
+    def test_a_reregister_reply_without_ok_means_register_afresh(self) -> None:
+        link = self.make_link()
+        self.remote.reregister_replies = [{"token": "no-ok-here"}]
+        self.remote.drop_all()
+        self.flush()
+        self.advance(1.0)
+        self.assertTrue(link.is_up)
+        self.assertEqual([f["type"] for f in self.remote.registration_frames()],
+                         ["ewd-register", "ewd-reregister", "ewd-register"])
+        self.assertEqual(link.reregistrations, 0)
+
+    def test_stop_while_never_connected_or_registering(self) -> None:
+        """Stopping a link that has no connection, or one still registering, just stops it
+        (no socket.io disconnect is sent before a registration)."""
+        self.make_link(start=False)
+        self.endpoint.refuse = True
+        self.link.startService()
+        self.flush()
+        self.assertEqual(self.link.state, LinkState.DOWN)
+        d = self.link.stopService()
+        self.flush()
+        self.successResultOf(d)
+        self.assertEqual(self.link.state, LinkState.STOPPED)
+
+        link = self.make_link(start=False)
+        self.remote.answer_registration = False
+        link.startService()
+        self.flush()
+        self.assertEqual(link.state, LinkState.REGISTERING)
+        d = link.stopService()
+        self.flush()
+        self.successResultOf(d)
+        self.assertNotIn("41", self.remote.raw)
 
     def test_reregistrations_are_counted(self) -> None:
         link = self.make_link()

@@ -1,21 +1,25 @@
 # -*- test-case-name: tests.test_strict -*-
 """
-The suite's own rules: what is required (tests/strict.py) and how a test holds a port
-(tests/ports.py), issue 18 items 1 and 4.
+The suite's own rules: what is required (tests/strict.py), how a test holds a port
+(tests/ports.py), and what CI accepts (.ci/run), issue 18 items 1 and 4.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 
-from twisted.internet import protocol, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests import strict
 from tests.ports import hold_port, reserve_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class StrictTests(SynchronousTestCase):
@@ -88,3 +92,39 @@ def hold_port_at(port: int) -> socket.socket:
         s.close()
         raise
     return s
+
+
+class CIRunTests(TestCase):
+    """.ci/run against a stand-in scripts/test.sh: any skip fails CI, and the opt-out never
+    reaches the suite (issue 18 item 1)."""
+
+    def run_ci(self, summary: str, status: int = 0) -> defer.Deferred:
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(root, ".ci"))
+        os.makedirs(os.path.join(root, "scripts"))
+        shutil.copy(os.path.join(REPO, ".ci", "run"), os.path.join(root, ".ci", "run"))
+        with open(os.path.join(root, "scripts", "test.sh"), "w") as f:
+            f.write("echo \"allow=[${QEWD_TEST_ALLOW_SKIP:-}]\"\n"
+                    f"echo '[SKIPPED] tests.x.Y.test_z'\necho '{summary}'\nexit {status}\n")
+        env = dict(os.environ, QEWD_TEST_ALLOW_SKIP="interop")
+        return getProcessOutputAndValue("/bin/bash", [os.path.join(root, ".ci", "run")],
+                                        env=env, path=root)
+
+    async def test_a_skip_fails_ci(self) -> None:
+        out, _err, code = await self.run_ci("530 passed, 0 failed, 1 skipped")
+        self.assertEqual(code, 1, out)
+        self.assertIn(b"1 test(s) skipped, 0 expected", out)
+        self.assertIn(b"allow=[]", out)  # .ci/run cleared the opt-out
+
+    async def test_no_skip_passes(self) -> None:
+        out, _err, code = await self.run_ci("531 passed, 0 failed, 0 skipped")
+        self.assertEqual(code, 0, out)
+
+    async def test_a_failure_fails_ci(self) -> None:
+        out, _err, code = await self.run_ci("530 passed, 1 failed, 0 skipped", status=1)
+        self.assertEqual(code, 1, out)
+
+    async def test_no_summary_fails_ci(self) -> None:
+        out, _err, code = await self.run_ci("trial crashed")
+        self.assertEqual(code, 1, out)
+        self.assertIn(b"no summary line", out)

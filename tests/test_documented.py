@@ -409,7 +409,8 @@ class WebSocketEndpointTests(TestCase, Documented):
 
     async def test_eio_4_refused_400(self) -> None:
         line = await self.status_line("EIO=4&transport=websocket")
-        self.assertEqual(line, "HTTP/1.1 400 Unsupported protocol version: this server speaks EIO=3")
+        self.assertEqual(line,
+                         "HTTP/1.1 400 Unsupported protocol version: this server speaks EIO=3")
         self.assertDocumented(line.split(" ", 1)[1])
 
     async def test_polling_upgrade_refused_400(self) -> None:

@@ -6,6 +6,7 @@ test (``self.backend`` / ``self.db``). Redis classes share one real redis-server
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 
@@ -18,7 +19,22 @@ try:
 except ImportError:  # the [redis] extra is part of [test]; without it the Redis tests skip
     _redis_py = None
 
-__all__ = ["MemoryBackend", "RedisBackend", "SQLiteBackend"]
+__all__ = ["MemoryBackend", "RedisBackend", "SQLiteBackend", "shared_redis_server"]
+
+_shared: RedisServer | None = None
+
+
+def shared_redis_server() -> RedisServer:
+    """One redis-server for the whole test run (trial has no per-class set-up): started on
+    first use, stopped when the test process exits. Tests that stop it (faults) restart it."""
+    global _shared
+    if _shared is None:
+        _shared = RedisServer()
+        _shared.start()
+        atexit.register(_shared.cleanup)
+    elif _shared.proc is None or _shared.proc.poll() is not None:
+        _shared.start(_shared.port)
+    return _shared
 
 
 class MemoryBackend:
@@ -63,21 +79,12 @@ class RedisBackend:
     if _redis_py is None or redis_server_path() is None:
         skip = "needs redis-py (pip install .[redis]) and redis-server (apt-get install redis-server)"
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = RedisServer()
-        cls.server.start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        if cls.server is not None:
-            cls.server.cleanup()
-
     def make_backend(self, **kw):
         from qewd_twisted.documents.redis import RedisStore
         return RedisStore(host="127.0.0.1", port=self.server.port, **kw)
 
     def setUp(self) -> None:
+        self.server = shared_redis_server()
         client = _redis_py.Redis(host="127.0.0.1", port=self.server.port)
         client.flushall()
         client.close()

@@ -37,6 +37,9 @@ NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
 BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
+SESSION_STORE_DOWN = "Session store unavailable"
+DATABASE_DOWN = "Database unavailable: {reason}"
+STATUS_DATABASE_DOWN = 503
 
 # Status codes carried in message.status.code (QEWD's convention for MS_DOWN, §4.2)
 STATUS_MS_DOWN = 503

@@ -51,6 +51,19 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
+class _Closer(Service):
+    """Closes the document store when the node stops (after in-flight requests ended)."""
+
+    name = "documents"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.store.close()
+
+
 class QEWDService(MultiService):
     """A QEWD node: listeners, worker pool, micro-service links and the router between them.
 
@@ -67,10 +80,18 @@ class QEWDService(MultiService):
         self.config = config
         self.reactor = reactor
 
+        # Documents (q.db) and, with a database configured, session-token sessions: opened
+        # now so that an unusable database stops the node before it listens.
+        from qewd_twisted.documents import DatabaseUnavailable, DocumentStore, open_backend
+
+        try:
+            backend = open_backend(config.database)
+        except DatabaseUnavailable as e:
+            raise ConfigError([f"config.database: {e}"]) from e
+        self.documents = DocumentStore(backend, reactor)
+        _Closer(self.documents).setServiceParent(self)  # first in, last stopped
+
         self.apps = Applications(config.module_map)
-        problems = [f"config.moduleMap.{e.application}: {e.reason}" for e in self.apps.load_all()]
-        if problems:
-            raise ConfigError(problems)
 
         self.pool = WorkerPool(reactor, config.pool_size, config.max_queue_length)
         self.pool.setServiceParent(self)
@@ -87,8 +108,15 @@ class QEWDService(MultiService):
                 previous_secrets=config.jwt.previous_secrets,
                 cipher=config.jwt.cipher,
             )
-        self.sessions = MemorySessionStore(reactor)
-        gc = TimerService(60, self.sessions.collect_garbage)
+        if config.database is None:
+            self.sessions = MemorySessionStore(reactor)
+            gc = TimerService(60, self.sessions.collect_garbage)
+        else:
+            from qewd_twisted.documents.sessions import DocumentSessionStore
+
+            self.sessions = DocumentSessionStore(self.documents, reactor,
+                                                 config.session_document_name)
+            gc = TimerService(60, self.sessions.sweep)
         gc.clock = reactor
         gc.setServiceParent(self)
 
@@ -112,7 +140,13 @@ class QEWDService(MultiService):
             micro_service_timeout=config.micro_service_timeout,
             max_in_flight=config.max_in_flight,
             max_in_flight_link=config.max_in_flight_link,
+            db=self.documents,
         )
+        problems = [f"config.moduleMap.{e.application}: {e.reason}"
+                    for e in self.apps.load_all(self.node.q)]
+        if problems:
+            self.documents.close()
+            raise ConfigError(problems)
         self.site = _QuietSite(
             build_site_root(self.node, reactor, web_root=config.web_server_root,
                             max_message_size=config.max_message_size,

@@ -50,8 +50,11 @@ class Node(LocalHandlers):
         micro_service_timeout: float | None = 30,
         max_in_flight: int = 64,
         max_in_flight_link: int = 1024,
+        db: Any = None,
     ) -> None:
         self.reactor = reactor
+        # QEWD's document store (documents.DocumentStore): handlers reach it as q.db
+        self.db = db
         self.apps = apps
         self.pool = pool
         self.tokens = tokens
@@ -249,8 +252,37 @@ class Node(LocalHandlers):
             session = self.sessions.authenticate(token if isinstance(token, str) else "")
         except SessionError as e:
             return self._error(conn, mtype, str(e), started, rid, disconnect=True)
+        if isinstance(session, defer.Deferred):  # a store in a database (documents/sessions.py)
+            return self._when_session(
+                session, conn, mtype, started, rid,
+                lambda s: self._session_message_ready(conn, obj, mtype, s, started, rid))
+        self._session_message_ready(conn, obj, mtype, session, started, rid)
+
+    def _session_message_ready(self, conn: Connection, obj: dict, mtype: str, session: Any,
+                               started: float, rid: Any) -> None:
         req = Request(conn, obj, mtype, started, rid, False, session, session.application)
         self._run_local(req)
+
+    def _when_session(self, d: defer.Deferred, conn: Connection, mtype: str, started: float,
+                      rid: Any, then: Callable[[Any], None], disconnect: bool = True,
+                      status: int | None = None) -> None:
+        """Go on with ``then(session)`` once a database-backed session store answers; its
+        SessionError (or the database's failure) is answered like a synchronous one."""
+
+        def failed(f: Any) -> None:
+            if f.check(SessionError):
+                return self._error(conn, mtype, f.getErrorMessage(), started, rid,
+                                   disconnect=disconnect, status=status)
+            log.warn("session store failed for {type}: {error}", type=mtype,
+                     error=f.getErrorMessage())
+            self._error(conn, mtype, E.SESSION_STORE_DOWN, started, rid, status=503)
+
+        def ready(session: Any) -> None:
+            if conn.open:
+                then(session)
+
+        d.addCallbacks(ready, failed)
+        d.addErrback(lambda f: log.failure("handling {type}", f, type=mtype))
 
     # -- built-ins (PROTOCOL.md §2) -----------------------------------------------------
 
@@ -275,8 +307,18 @@ class Node(LocalHandlers):
                     application, self.initial_session_timeout, conn.id, conn.ip)
             except SessionError as e:
                 return self._error(conn, mtype, str(e), started, rid, status=503)
+            if isinstance(session, defer.Deferred):
+                return self._when_session(
+                    session, conn, mtype, started, rid,
+                    lambda s: self._registered(conn, obj, application, s.token, False, started,
+                                               rid), disconnect=False, status=503)
             token = session.token
-            conn.jwt = False
+        self._registered(conn, obj, application, token, bool(obj.get("jwt")), started, rid)
+
+    def _registered(self, conn: Connection, obj: dict, application: str, token: str,
+                    jwt: bool, started: float, rid: Any) -> None:
+        mtype = "ewd-register"
+        conn.jwt = jwt
         conn.application = application
         message: dict[str, Any] = {"token": token}
         if obj.get("qewd_twisted"):
@@ -309,9 +351,23 @@ class Node(LocalHandlers):
                 server_session = self.sessions.authenticate(token)
             except SessionError as e:
                 return self._error(conn, mtype, str(e), started, rid, disconnect=True)
-            server_session["socketId"] = conn.id
-            conn.jwt = False
-            conn.application = server_session.application
+            if isinstance(server_session, defer.Deferred):
+                return self._when_session(
+                    server_session, conn, mtype, started, rid,
+                    lambda s: self._reregistered(conn, obj, message, s, started, rid))
+            return self._reregistered(conn, obj, message, server_session, started, rid)
+        self._reregistered_done(conn, obj, message, started, rid)
+
+    def _reregistered(self, conn: Connection, obj: dict, message: dict, server_session: Any,
+                      started: float, rid: Any) -> None:
+        server_session["socketId"] = conn.id
+        conn.jwt = False
+        conn.application = server_session.application
+        self._reregistered_done(conn, obj, message, started, rid)
+
+    def _reregistered_done(self, conn: Connection, obj: dict, message: dict, started: float,
+                           rid: Any) -> None:
+        mtype = "ewd-reregister"
         if obj.get("qewd_twisted"):
             message["qewd_twisted"] = 1
             conn.is_link = True

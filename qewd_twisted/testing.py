@@ -101,6 +101,7 @@ class NodeHarness:
         max_in_flight: int = 64,
         max_in_flight_link: int = 1024,
         start_time: float = 1_700_000_000.0,
+        db: Any = None,
     ) -> None:
         self.clock = FakeReactor()
         self.clock.advance(start_time)
@@ -113,7 +114,7 @@ class NodeHarness:
         self.sessions = MemorySessionStore(self.clock)
         self.node = Node(
             self.clock,
-            Applications.from_objects(apps),
+            Applications({}),
             SyncPool(),
             tokens=self.tokens,
             sessions=self.sessions,
@@ -123,7 +124,10 @@ class NodeHarness:
             micro_service_timeout=micro_service_timeout,
             max_in_flight=max_in_flight,
             max_in_flight_link=max_in_flight_link,
+            db=db,
         )
+        # handler modules are loaded once the node exists: init(application, q) gets its q
+        self.node.apps = Applications.from_objects(apps, self.node.q)
         self._n = 0
 
     def connect(self, ip: str = "127.0.0.1") -> MemoryConnection:

@@ -32,6 +32,8 @@ import uuid
 from typing import Any, Callable
 
 import redis as redis_py
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from zope.interface import implementer
 
 from qewd_twisted.documents.collation import check_subscript
@@ -257,7 +259,11 @@ class RedisStore:
         self.lock_lease = lock_lease
         self.client = redis_py.Redis(
             host=host, port=port, password=password, db=db, socket_timeout=timeout,
-            socket_connect_timeout=timeout, decode_responses=False, max_connections=64)
+            socket_connect_timeout=timeout, decode_responses=False, max_connections=64,
+            # No silent retries: a retried script could run twice (an increment counted twice),
+            # and with Redis down the caller should hear so at once. Connections found dead
+            # when taken from the pool are re-made, so a Redis that is back is used at once.
+            retry=Retry(NoBackoff(), 0))
         self._set = self.client.register_script(_SET)
         self._set_many = self.client.register_script(_SET_MANY)
         self._delete = self.client.register_script(_DELETE)

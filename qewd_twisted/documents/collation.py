@@ -148,6 +148,8 @@ def to_stored(value: Any) -> str:
     raise TypeError(f"cannot store a {t.__name__} as a node's value")
 
 
+# the first characters of anything convert() changes (numbers, whitespace, true/false)
+_MAY_CONVERT = frozenset("0123456789+-. \t\n\r\x0b\x0c\u00a0\ufefftf")
 _NUMERIC = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _RADIX = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)\Z")
 
@@ -168,6 +170,8 @@ def convert(stored: str | None) -> Any:
         return n if n <= MAX_SAFE_INTEGER else stored
     if not stored:
         return ""
+    if stored[0] not in _MAY_CONVERT:
+        return stored
     if stored == "true":
         return True
     if stored == "false":

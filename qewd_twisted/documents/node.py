@@ -71,6 +71,9 @@ def _build(tree: dict, use_arrays: bool) -> Any:
             for s, (v, sub) in tree.items()}
 
 
+_new = object.__new__
+
+
 class DocumentNode:
     """A node of document ``document_name`` at ``path`` (a tuple of subscripts)."""
 
@@ -160,8 +163,21 @@ class DocumentNode:
             raise TypeError("prefix is a str")
         subs = self._backend.children(self.document_name, self.path, bool(reverse), start,
                                       stop, prefix or None, None)
-        base = self.path
-        return [self._at(base + (s,)) for s in subs]
+        return self._many(subs)
+
+    def _many(self, subs: list) -> list[DocumentNode]:
+        """Child nodes for ``subs``, made without __init__ (children() of big nodes)."""
+        base, store, backend, name = self.path, self._store, self._backend, self.document_name
+        new = _new
+        out = []
+        for s in subs:
+            node = new(DocumentNode)
+            node._store = store
+            node._backend = backend
+            node.document_name = name
+            node.path = base + (s,)
+            out.append(node)
+        return out
 
     def __iter__(self) -> Iterator[DocumentNode]:
         return iter(self.children())

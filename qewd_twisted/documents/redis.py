@@ -270,6 +270,7 @@ class RedisStore:
         self._tree = self.client.register_script(_TREE)
         self._unlock = self.client.register_script(_UNLOCK)
         self._names: dict[str, bytes] = {}
+        self._suffixes: dict[tuple, bytes] = {}
         self._guard = threading.Lock()
 
     def ping(self) -> None:
@@ -285,9 +286,17 @@ class RedisStore:
         return b
 
     def _suffix(self, name: str, path: tuple) -> bytes:
-        if not path:
-            return self._name(name)
-        return self._name(name) + SEP + SEP.join([_sub_bytes(s) for s in path])
+        """``g\x01s1\x01s2``: the part of a node's keys after ``node:`` / ``children:``."""
+        cache = self._suffixes
+        suffix = cache.get((name, path))
+        if suffix is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            suffix = self._name(name)
+            if path:
+                suffix += SEP + SEP.join([_sub_bytes(s) for s in path])
+            cache[(name, path)] = suffix
+        return suffix
 
     def _ancestry(self, name: str, path: tuple) -> tuple[list[bytes], list[bytes]]:
         """(keys, members) of every ancestor, nearest first: node key, children key pairs."""
@@ -304,9 +313,14 @@ class RedisStore:
 
     # -- IDocumentStore ----------------------------------------------------------------
 
-    @_translated
     def get(self, name: str, path: tuple) -> str | None:
-        v = self.client.hget(b"node:" + self._suffix(name, path), b"value")
+        try:
+            v = self.client.hget(b"node:" + self._suffix(name, path), b"value")
+        except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
+            raise DatabaseUnavailable(
+                f"Redis at {self.host}:{self.port} is unavailable: {e}") from e
+        except redis_py.RedisError as e:
+            raise DocumentStoreError(f"Redis at {self.host}:{self.port}: {e}") from e
         return None if v is None else decode_text(v)
 
     @_translated

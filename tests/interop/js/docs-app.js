@@ -34,6 +34,37 @@ module.exports = {
     increment: function(messageObj, session, send, finished) {
       finished({value: node(this, messageObj.params).increment()});
     },
+    // bench/documents.py: params.n times one operation, timed inside the worker
+    bench: function(messageObj, session, send, finished) {
+      var p = messageObj.params;
+      var base = node(this, p);
+      var n = p.n;
+      var leaf = base.$('value');
+      var doc = {};
+      for (var k = 0; k < 50; k++) doc['field' + k] = 'value ' + k;
+      var i;
+      if (p.op === 'prepare') {
+        base.delete();
+        for (i = 0; i < 1000; i++) base.$('kids').$('k' + i).value = i;
+        base.$('doc').setDocument(doc);
+        leaf.value = 'x';
+        return finished({ok: true});
+      }
+      var t0 = process.hrtime.bigint();
+      if (p.op === 'set') for (i = 0; i < n; i++) leaf.value = i;
+      else if (p.op === 'get') for (i = 0; i < n; i++) leaf.value;
+      else if (p.op === 'set_document') for (i = 0; i < n; i++) base.$('doc').setDocument(doc);
+      else if (p.op === 'get_document') for (i = 0; i < n; i++) base.$('doc').getDocument(true);
+      else if (p.op === 'increment') for (i = 0; i < n; i++) base.$('counter').increment();
+      else if (p.op === 'children') {
+        for (i = 0; i < n; i++) {
+          var subs = [];
+          base.$('kids').forEachChild(function(sub) { subs.push(sub); });
+        }
+      }
+      else return finished({error: 'unknown op ' + p.op});
+      finished({ns: Number(process.hrtime.bigint() - t0), n: n});
+    },
     remove: function(messageObj, session, send, finished) {
       node(this, messageObj.params).delete();
       finished({ok: true});

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.documents -*-
 """
 Documents: QEWD's persistent JSON store (ewd-document-store) for handlers and sessions.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_docs -*-
 """
 Every error text a client can see, in one place (docs/errors.md lists them; a test keeps the two
 in step). QEWD's own strings are kept exactly (PROTOCOL.md §2-§5); ours are marked ``ours``.
@@ -37,7 +38,7 @@ NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
 BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
-SESSION_STORE_DOWN = "Session store unavailable"
+SESSION_STORE_DOWN = "Session store unavailable"  # ours: a database-backed session store
 DATABASE_DOWN = "Database unavailable: {reason}"
 STATUS_DATABASE_DOWN = 503
 
@@ -72,3 +73,12 @@ INTERNAL_TYPES = frozenset(
 UNSUPPORTED_TYPES = frozenset(
     {"ewd-fragment", "restRequest", "ewd-dump-documents", "ewd-save-documents"}
 )
+
+
+class ServiceUnavailable(Exception):
+    """Raised by something a handler depends on (a database) that cannot be reached now.
+
+    A handler that lets it through is answered with ``DATABASE_DOWN`` (this text as the
+    reason) and status 503 under the request's type, not with a crash frame.
+    ``documents.DatabaseUnavailable`` is one.
+    """

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_node -*-
 """
 Handler modules: found through ``moduleMap`` only, loaded once, wrapped as ``Application``.
 
@@ -166,12 +167,16 @@ class Applications:
     def from_objects(cls, apps: Mapping[str, Any], q: Any = None) -> "Applications":
         """Build from already imported modules or objects (embedding and tests)."""
         self = cls({})
+        self.add_objects(apps, q)
+        return self
+
+    def add_objects(self, apps: Mapping[str, Any], q: Any = None) -> None:
+        """Add already imported modules or objects and run their ``init``."""
         for name, obj in apps.items():
             self.add(name, obj)
             init = getattr(obj, "init", None)
             if callable(init) and not isinstance(obj, Application):
                 _call_init(init, name, q)
-        return self
 
     def add(self, name: str, module: Any) -> Application:
         app = module if isinstance(module, Application) else Application.from_module(name, module)
@@ -190,7 +195,7 @@ class Applications:
                 continue
             try:
                 mod = load_module(name, getattr(spec, "path", None), getattr(spec, "module", None))
-                app = self.add(name, mod)
+                self.add(name, mod)
                 init = getattr(mod, "init", None)
                 if callable(init):
                     _call_init(init, name, q)

@@ -5,12 +5,14 @@ The global-storage contract every back-end (memory, SQLite, Redis) provides, and
 A back-end stores trees of string values addressed by ``(document name, path)``, where a path
 is a tuple of canonical subscripts (collation.py has already checked them). Every method is
 synchronous and may block: ``DocumentStore`` calls them from worker threads, never from the
-reactor. Imports only zope.interface.
+reactor. Imports zope.interface and qewd_twisted.errors.
 """
 
 from __future__ import annotations
 
 from zope.interface import Attribute, Interface
+
+from qewd_twisted.errors import ServiceUnavailable
 
 __all__ = [
     "DatabaseUnavailable",
@@ -24,8 +26,9 @@ class DocumentStoreError(Exception):
     """A document store could not do what was asked (the text says why)."""
 
 
-class DatabaseUnavailable(DocumentStoreError):
-    """The database cannot be reached now (Redis down, SQLite file unwritable...)."""
+class DatabaseUnavailable(DocumentStoreError, ServiceUnavailable):
+    """The database cannot be reached now (Redis down, SQLite file unwritable...). A handler
+    that lets it through gets a 503 reply (errors.DATABASE_DOWN), not a crash frame."""
 
 
 class LockTimeout(DocumentStoreError, TimeoutError):

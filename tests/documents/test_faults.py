@@ -58,7 +58,7 @@ class RedisOutageTests(RedisBackend, TestCase):
         tokens = TokenCodec("someSecret123", clock=reactor)
         node = Node(reactor, Applications.from_objects({"a": SimpleNamespace(handlers={
             "count": count, "hello": hello})}), self.pool, tokens=tokens,
-            sessions=DocumentSessionStore(self.db, reactor), db=self.db, handler_timeout=60)
+            sessions=DocumentSessionStore(self.db, reactor), db=self.db)
         conn = EventConnection("c1", "127.0.0.1")
         node.connection_opened(conn)
 

@@ -225,7 +225,9 @@ class DocumentSessionStore:
         if sid == "" or type(sid) is not int:
             raise SessionError(INVALID_TOKEN)
         node = self._doc.use("session", sid)
-        document = node.get_document()
+        document = node.get_document(True)
+        if not isinstance(document, dict):  # subscripts 0..n-1 only: no ewd-session record
+            raise SessionError(INVALID_TOKEN)
         record = document.pop("ewd-session", None)
         if not isinstance(record, dict) or record.get("token") != token:
             raise SessionError(INVALID_TOKEN)

@@ -77,7 +77,7 @@ class SessionStoreMixin:
         self.assertIs(s.data.use("ewd-session", "authenticated").value, True)
         again = result_of(self.sessions.authenticate(s.token))
         self.assertEqual(again["username"], "rob")
-        self.assertEqual(again["prefs"], {"colour": "blue", "sizes": {"0": 1, "1": 2}})
+        self.assertEqual(again["prefs"], {"colour": "blue", "sizes": [1, 2]})
         self.assertIs(again["authenticated"], True)
         del again["username"]
         self.assertFalse(s.data.use("username").exists)

@@ -107,11 +107,16 @@ if ARGV[1] == 'incr' then
   local n = tonumber(string.match(cur, '^%s*([+-]?%d+)')) or 0
   value = string.format('%d', n + tonumber(ARGV[2]))
 end
-local existed = redis.call('EXISTS', KEYS[1]) == 1
+local d = redis.call('HGET', KEYS[1], 'data')
+if d == '1' or d == '11' then
+  -- it had a value: it is in the leaves set, and its ancestors exist
+  redis.call('HSET', KEYS[1], 'value', value)
+  return value
+end
 local kids = redis.call('EXISTS', KEYS[2]) == 1
 redis.call('HSET', KEYS[1], 'data', kids and '11' or '1', 'value', value)
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], 0, ARGV[3]) end
-if existed then return value end
+if d then return value end
 local levels = (#KEYS - 3) / 2
 for i = 1, levels do
   local nk, ck = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
@@ -271,6 +276,7 @@ class RedisStore:
         self._unlock = self.client.register_script(_UNLOCK)
         self._names: dict[str, bytes] = {}
         self._suffixes: dict[tuple, bytes] = {}
+        self._set_args: dict[tuple, tuple[list, list]] = {}  # (name, path) -> script keys, args
         self._guard = threading.Lock()
 
     def ping(self) -> None:
@@ -333,11 +339,18 @@ class RedisStore:
         return (1 if has_value else 0) + (10 if has_kids else 0)
 
     def _write(self, mode: str, name: str, path: tuple, arg: str) -> bytes:
-        suffix = self._suffix(name, path)
-        keys, members = self._ancestry(name, path)
-        return self._set(keys=[b"node:" + suffix, b"children:" + suffix,
-                               b"leaves:" + self._name(name), *keys],
-                         args=[mode, encode_text(arg), self._leaf(path), *members])
+        cache = self._set_args
+        found = cache.get((name, path))
+        if found is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            suffix = self._suffix(name, path)
+            keys, members = self._ancestry(name, path)
+            found = cache[(name, path)] = (
+                [b"node:" + suffix, b"children:" + suffix, b"leaves:" + self._name(name), *keys],
+                [self._leaf(path), *members])
+        keys, tail = found
+        return self._set(keys=keys, args=[mode, encode_text(arg), *tail])
 
     @_translated
     def set(self, name: str, path: tuple, value: str) -> None:

@@ -8,6 +8,9 @@ synchronously (``run=defer.maybeDeferred``) except where the node's own path is 
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -17,7 +20,7 @@ from zope.interface.verify import verifyObject
 from qewd_twisted.apps.modules import Applications
 from qewd_twisted.auth.sessions import SessionError
 from qewd_twisted.core.node import Node
-from qewd_twisted.documents import DocumentNode
+from qewd_twisted.documents import DatabaseUnavailable, DocumentNode
 from qewd_twisted.documents.sessions import (
     DEFAULT_SESSION_DOCUMENT,
     DocumentSession,
@@ -138,6 +141,34 @@ class SessionStoreMixin:
         self.assertEqual([n.name for n in doc.use("sessionsByToken").children()], [long.token])
         self.assertEqual(len(self.sessions), 1)
         self.assertEqual(short.id + 1, long.id)
+
+    def test_periodic_sweep(self) -> None:
+        """The service's TimerService(60, store.sweep), driven by a Clock: expired sessions go
+        at the next tick, and a sweep that fails (database down) does not stop the timer."""
+        down = [False]
+
+        def run(fn: Any, *args: Any) -> defer.Deferred:
+            if down[0]:
+                return defer.fail(DatabaseUnavailable("Redis at 127.0.0.1:1 is unavailable"))
+            return defer.maybeDeferred(fn, *args)
+
+        sessions = DocumentSessionStore(self.db, self.clock, run=run)
+        timer = TimerService(60, sessions.sweep)
+        timer.clock = self.clock
+        timer.startService()
+        self.addCleanup(timer.stopService)
+        s = result_of(sessions.create("app", 30))
+        keep = result_of(sessions.create("app", 300))
+        self.clock.advance(60)
+        doc = self.db.use("CacheTempEWDSession", "session")
+        self.assertEqual([n.name for n in doc.children()], [keep.id])
+        self.assertFalse(s.data.exists)
+        down[0] = True
+        self.clock.advance(60)  # logged, not raised
+        down[0] = False
+        self.clock.advance(300)
+        self.assertEqual(doc.children(), [])
+        self.assertTrue(timer.running)
 
     def test_max_sessions(self) -> None:
         sessions = DocumentSessionStore(self.db, self.clock, "small", max_sessions=2,

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.documents.test_sessions -*-
 """
 Session-token mode sessions kept in a document store, in ewd-session's layout, so every node
-(Python or QEWD.js) sharing the database serves the same sessions (PROTOCOL.md §2.1, §2.4).
+(Python or QEWD.js) sharing the database serves the same sessions (docs/protocol.md §2.1, §2.4).
 
 Under the document ``sessionDocumentName`` (QEWD's default ``CacheTempEWDSession``):
 

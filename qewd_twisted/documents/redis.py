@@ -26,7 +26,6 @@ the bytes are valid UTF-8, else Latin-1. Imports redis-py (the ``[redis]`` extra
 from __future__ import annotations
 
 import functools
-import threading
 import time
 import uuid
 from typing import Any, Callable
@@ -277,7 +276,6 @@ class RedisStore:
         self._names: dict[str, bytes] = {}
         self._suffixes: dict[tuple, bytes] = {}
         self._set_args: dict[tuple, tuple[list, list]] = {}  # (name, path) -> script keys, args
-        self._guard = threading.Lock()
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the server answers."""

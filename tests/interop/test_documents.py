@@ -81,6 +81,7 @@ class QEWDjsSharesDocumentsTests(TestCase):
         c = EIOClient(eio_url(("127.0.0.1", port)))
         self.addCleanup(c.close)
         token = yield defer.ensureDeferred(register(c, "docs"))
+        self.js_port = port
         return c, token
 
     def js(self, c: EIOClient, token: str, type: str, **params: Any) -> defer.Deferred:
@@ -148,3 +149,44 @@ class QEWDjsSharesDocumentsTests(TestCase):
         seen = yield self.js(c, token, "read", subscripts=["pyText"])
         self.assertEqual(seen["value"], "日本".encode("utf-8").decode("latin-1"))
         self.assertEqual(self.db.use(self.name, "pyText").value, "日本")
+
+    @defer.inlineCallbacks
+    def test_sessions_shared(self) -> None:
+        """Session-token sessions in ewd-session's layout: QEWD.js uses a session our store
+        created, and our store reads one QEWD.js created (same sessionDocumentName)."""
+        from twisted.internet import reactor
+
+        from qewd_twisted.documents.sessions import DocumentSessionStore
+
+        sessions = DocumentSessionStore(self.db, reactor, "qewdDocsInteropSession",
+                                        run=defer.maybeDeferred)
+        created: list = []
+        self.addCleanup(lambda: [self.db.use("qewdDocsInteropSession", "session", s.id).delete()
+                                 for s in created])
+        self.addCleanup(lambda: [self.db.use("qewdDocsInteropSession", "sessionsByToken",
+                                             s.token).delete() for s in created])
+        yield self.start_js()
+        c = EIOClient(eio_url(("127.0.0.1", self.js_port)))  # a session-token mode socket
+        self.addCleanup(c.close)
+        yield defer.ensureDeferred(c.handshake())
+
+        # ours, used by QEWD.js
+        ours = yield sessions.create("docs", 300, "pySocket", "127.0.0.1")
+        created.append(ours)
+        ours["username"] = "rob"
+        seen = yield self.js(c, ours.token, "whoami", set="hello from QEWD.js")
+        self.assertEqual((seen["id"], seen["application"], seen["username"]),
+                         (ours.id, "docs", "rob"))
+        self.assertEqual(seen["record"]["token"], ours.token)
+        again = yield sessions.authenticate(ours.token)
+        self.assertEqual(again["fromJS"], "hello from QEWD.js")
+
+        # QEWD.js's, used by us
+        frames = yield defer.ensureDeferred(request(c, {"type": "ewd-register",
+                                                        "application": "docs"}))
+        token = frames[-1]["message"]["token"]
+        theirs = yield sessions.authenticate(token)
+        created.append(theirs)
+        self.assertEqual((theirs.application, theirs["authenticated"]), ("docs", False))
+        self.assertEqual(theirs.timeout, 300)
+

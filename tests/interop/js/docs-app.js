@@ -65,6 +65,18 @@ module.exports = {
       else return finished({error: 'unknown op ' + p.op});
       finished({ns: Number(process.hrtime.bigint() - t0), n: n});
     },
+    // session-token mode: QEWD.js's own view of the session (ewd-session's Session)
+    whoami: function(messageObj, session, send, finished) {
+      if (messageObj.params && messageObj.params.set) {
+        session.data.$('fromJS').value = messageObj.params.set;
+      }
+      finished({
+        id: session.id,
+        application: session.application,
+        username: session.data.$('username').value,
+        record: session.data.$('ewd-session').getDocument(true)
+      });
+    },
     remove: function(messageObj, session, send, finished) {
       node(this, messageObj.params).delete();
       finished({ok: true});

@@ -348,7 +348,13 @@ class RedisStore:
                 [b"node:" + suffix, b"children:" + suffix, b"leaves:" + self._name(name), *keys],
                 [self._leaf(path), *members])
         keys, tail = found
-        return self._set(keys=keys, args=[mode, encode_text(arg), *tail])
+        # EVALSHA straight through the client (the hot path); a server that lost its script
+        # cache (restarted) gets the script again once
+        try:
+            return self.client.execute_command("EVALSHA", self._set.sha, len(keys), *keys,
+                                               mode, encode_text(arg), *tail)
+        except redis_py.exceptions.NoScriptError:
+            return self._set(keys=keys, args=[mode, encode_text(arg), *tail])
 
     @_translated
     def set(self, name: str, path: tuple, value: str) -> None:

@@ -121,6 +121,12 @@ class NodeHarness:
             self.tokens = TokenCodec(jwt_secret, algorithms=algorithms, clock=self.clock,
                                      initial_timeout=initial_session_timeout)
         self.sessions = MemorySessionStore(self.clock)
+        if db is None:  # like QEWDService: documents in memory unless told otherwise
+            from qewd_twisted.documents import DocumentStore
+            from qewd_twisted.documents.memory import MemoryStore
+
+            db = DocumentStore(MemoryStore(), self.clock)
+        self.db = db
         registry = Applications({})
         self.node = Node(
             self.clock,

@@ -58,3 +58,47 @@ class SQLiteNodeRestartTests(TestCase):
 
     def test_documents_and_sessions_survive_a_restart(self) -> defer.Deferred:
         return defer.ensureDeferred(self.scenario())
+
+
+class ExampleTests(TestCase):
+    """examples/documents runs as written (copied to a temporary folder: its SQLite file is
+    made beside the startup file)."""
+
+    timeout = 60
+
+    async def scenario(self) -> None:
+        import shutil
+
+        from qewd_twisted import load_config
+
+        here = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "examples", "documents")
+        folder = os.path.abspath(self.mktemp())
+        shutil.copytree(here, folder)
+        config = load_config(os.path.join(folder, "startup.py"))
+        config = config_from_dict({**config.raw, "port": 0}, folder)
+        service = QEWDService(config, reactor)
+        service.startService()
+        try:
+            c = EIOClient(eio_url(service))
+            await c.handshake()
+            c.emit({"type": "ewd-register", "application": "people", "jwt": True})
+            token = (await c.message())["message"]["token"]
+
+            async def ask(type: str, **params: Any) -> Any:
+                c.emit({"type": type, "token": token, "params": params})
+                return (await c.message())["message"]
+
+            self.assertEqual((await ask("save", id=7, name="Rob", tags=["a", "b"]))["count"], 1)
+            person = await ask("load", id=7)
+            self.assertEqual((person["name"], person["tags"]), ("Rob", ["a", "b"]))
+            self.assertEqual((await ask("load", id=8))["error"], "no such person")
+            self.assertEqual((await ask("visits"))["visits"], 1)
+            self.assertTrue(os.path.exists(os.path.join(folder, "qewd.sqlite")))
+            await c.close()
+        finally:
+            await service.stopService()
+
+    def test_people_example(self) -> defer.Deferred:
+        return defer.ensureDeferred(self.scenario())
+

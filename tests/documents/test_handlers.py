@@ -117,8 +117,10 @@ class EventConnection(MemoryConnection):
                 self._waiting.remove((pred, d))
                 d.callback(frame)
 
-    def wait_for(self, pred: Any) -> defer.Deferred:
-        for frame in self.log:
+    def wait_for(self, pred: Any, since: int = 0) -> defer.Deferred:
+        """The first frame from position ``since`` on (in arrival order) that ``pred``
+        accepts: one already here, or the next one to arrive."""
+        for frame in self.log[since:]:
             if pred(frame):
                 return defer.succeed(frame)
         d: defer.Deferred = defer.Deferred()

@@ -34,7 +34,13 @@ setup(
     ],
     # mutation: scripts/mutation.sh (issue 18 item 2); cosmic-ray runs any test command, so the
     # suite stays on trial, and its session database lets the script sample mutants.
-    extras_require={"test": ["hypothesis>=6"], "mutation": ["cosmic-ray>=8.3,<9"]},
+    extras_require={
+        # config["database"] = {"type": "redis", ...}: redis-py, the Redis project's own
+        # maintained client (connection pool, reconnects, Lua scripts), not a hand-written RESP
+        "redis": ["redis>=5"],
+        "test": ["hypothesis>=6", "redis>=5"],
+        "mutation": ["cosmic-ray>=8.3,<9"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -38,6 +38,9 @@ NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
 BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
+SESSION_STORE_DOWN = "Session store unavailable"  # ours: a database-backed session store
+DATABASE_DOWN = "Database unavailable: {reason}"
+STATUS_DATABASE_DOWN = 503
 
 # ours: plain-text HTTP answers from the web layer (docs/reliability.md, "HTTP")
 TOO_MANY_FROM_ADDRESS = "Server busy: too many connections from this address"
@@ -81,3 +84,12 @@ INTERNAL_TYPES = frozenset(
 UNSUPPORTED_TYPES = frozenset(
     {"ewd-fragment", "restRequest", "ewd-dump-documents", "ewd-save-documents"}
 )
+
+
+class ServiceUnavailable(Exception):
+    """Raised by something a handler depends on (a database) that cannot be reached now.
+
+    A handler that lets it through is answered with ``DATABASE_DOWN`` (this text as the
+    reason) and status 503 under the request's type, not with a crash frame.
+    ``documents.DatabaseUnavailable`` is one.
+    """

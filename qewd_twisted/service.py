@@ -81,6 +81,19 @@ def own_files_of(config: Config) -> list[str]:
     return files
 
 
+class _Closer(Service):
+    """Closes the document store when the node stops (after in-flight requests ended)."""
+
+    name = "documents"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.store.close()
+
+
 class QEWDService(MultiService):
     """A QEWD node: listeners, worker pool, micro-service links and the router between them.
 
@@ -97,16 +110,18 @@ class QEWDService(MultiService):
         self.config = config
         self.reactor = reactor
 
+        # Documents (q.db) and, with a database configured, session-token sessions: opened
+        # now so that an unusable database stops the node before it listens.
+        from qewd_twisted.documents import DatabaseUnavailable, DocumentStore, open_backend
+
+        try:
+            backend = open_backend(config.database)
+        except DatabaseUnavailable as e:
+            raise ConfigError([f"config.database: {e}"]) from e
+        self.documents = DocumentStore(backend, reactor)
+        _Closer(self.documents).setServiceParent(self)  # first in, last stopped
+
         self.apps = Applications(config.module_map)
-        problems = [f"config.moduleMap.{e.application}: {e.reason}" for e in self.apps.load_all()]
-        if problems:
-            raise ConfigError(problems)
-        own_files = own_files_of(config)
-        if config.web_server_root is not None:
-            served = own_files_in(config.web_server_root, own_files)
-            if served:
-                raise ConfigError(["config.webServerRootPath: "
-                                   + web_root_problem(config.web_server_root, served)])
 
         limits = config.limits
         self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length)
@@ -124,8 +139,15 @@ class QEWDService(MultiService):
                 previous_secrets=config.jwt.previous_secrets,
                 cipher=config.jwt.cipher,
             )
-        self.sessions = MemorySessionStore(reactor)
-        gc = TimerService(60, self.sessions.collect_garbage)
+        if config.database is None:
+            self.sessions = MemorySessionStore(reactor)
+            gc = TimerService(60, self.sessions.collect_garbage)
+        else:
+            from qewd_twisted.documents.sessions import DocumentSessionStore
+
+            self.sessions = DocumentSessionStore(self.documents, reactor,
+                                                 config.session_document_name)
+            gc = TimerService(60, self.sessions.sweep)
         gc.clock = reactor
         gc.setServiceParent(self)
 
@@ -145,7 +167,21 @@ class QEWDService(MultiService):
             sessions=self.sessions,
             micro_services=self.micro_services,
             limits=limits,
+            db=self.documents,
         )
+        # handler modules are imported once the node exists: init(application, q) gets its q
+        problems = [f"config.moduleMap.{e.application}: {e.reason}"
+                    for e in self.apps.load_all(self.node.q)]
+        if problems:
+            self.documents.close()
+            raise ConfigError(problems)
+        own_files = own_files_of(config)
+        if config.web_server_root is not None:
+            served = own_files_in(config.web_server_root, own_files)
+            if served:
+                self.documents.close()
+                raise ConfigError(["config.webServerRootPath: "
+                                   + web_root_problem(config.web_server_root, served)])
         root = build_site_root(self.node, reactor, web_root=config.web_server_root,
                                max_message_size=limits.max_message_size,
                                max_connections=limits.max_connections,

@@ -106,6 +106,7 @@ class NodeHarness:
         max_in_flight: int = Limits.max_in_flight,
         max_in_flight_link: int = Limits.max_in_flight_link,
         start_time: float = 1_700_000_000.0,
+        db: Any = None,
     ) -> None:
         self.limits = Limits(initial_session_timeout=initial_session_timeout,
                              handler_timeout=handler_timeout,
@@ -120,15 +121,25 @@ class NodeHarness:
             self.tokens = TokenCodec(jwt_secret, algorithms=algorithms, clock=self.clock,
                                      initial_timeout=initial_session_timeout)
         self.sessions = MemorySessionStore(self.clock)
+        if db is None:  # like QEWDService: documents in memory unless told otherwise
+            from qewd_twisted.documents import DocumentStore
+            from qewd_twisted.documents.memory import MemoryStore
+
+            db = DocumentStore(MemoryStore(), self.clock)
+        self.db = db
+        registry = Applications({})
         self.node = Node(
             self.clock,
-            Applications.from_objects(apps),
+            registry,
             SyncPool(),
             tokens=self.tokens,
             sessions=self.sessions,
             micro_services=micro_services,
             limits=self.limits,
+            db=db,
         )
+        # modules are added once the node exists: init(application, q) gets its q
+        registry.add_objects(apps, self.node.q)
         self._n = 0
 
     def connect(self, ip: str = "127.0.0.1") -> MemoryConnection:

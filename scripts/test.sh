@@ -18,6 +18,12 @@ bash scripts/setup.sh || exit 1
 bash scripts/setup-browser.sh || allowed browser || exit 1
 bash scripts/setup-node.sh || allowed node || exit 1
 
+# A real redis-server for tests/documents (each test run starts its own on a free loopback port).
+if ! command -v redis-server >/dev/null 2>&1 && [[ ! -x /usr/bin/redis-server ]]; then
+  { apt-get install -y -q redis-server >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }; } \
+    || { echo "[test] could not install redis-server"; exit 1; }
+fi
+
 mkdir -p test-artifacts
 peer_dir="$PWD/test-artifacts/peer"
 holder=""

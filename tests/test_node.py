@@ -269,7 +269,7 @@ class HandlerTests(Base):
         self.assertIsNot(q, h.node)
         self.assertEqual(sorted(n for n in dir(q) if not n.startswith("_")),
                          ["db", "send_to_socket", "to_all", "to_application"])
-        self.assertIsNone(q.db)
+        self.assertIs(q.db, h.db)  # the harness's in-memory document store
         self.assertTrue(q.send_to_socket(c.id, {"hi": 1}))
         self.assertFalse(q.send_to_socket("nobody", {"hi": 1}))
         q.to_application({"app": 1}, "a")

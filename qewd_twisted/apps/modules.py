@@ -136,6 +136,20 @@ def load_module(application: str, path: str | None = None, module: str | None = 
     return mod
 
 
+def _call_init(init: Callable[..., Any], name: str, q: Any) -> None:
+    """QEWD's ``init``: ``init(application, q)`` when it takes two positional parameters."""
+    try:
+        params = inspect.signature(init).parameters.values()
+        n = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):
+        n, varargs = 1, False
+    if n >= 2 or varargs:
+        init(name, q)
+    else:
+        init(name)
+
+
 class Applications:
     """The node's applications: only those the operator named in ``moduleMap``.
 
@@ -150,15 +164,19 @@ class Applications:
         self._errors: dict[str, AppLoadError] = {}
 
     @classmethod
-    def from_objects(cls, apps: Mapping[str, Any]) -> "Applications":
+    def from_objects(cls, apps: Mapping[str, Any], q: Any = None) -> "Applications":
         """Build from already imported modules or objects (embedding and tests)."""
         self = cls({})
+        self.add_objects(apps, q)
+        return self
+
+    def add_objects(self, apps: Mapping[str, Any], q: Any = None) -> None:
+        """Add already imported modules or objects and run their ``init``."""
         for name, obj in apps.items():
             self.add(name, obj)
             init = getattr(obj, "init", None)
             if callable(init) and not isinstance(obj, Application):
-                init(name)
-        return self
+                _call_init(init, name, q)
 
     def add(self, name: str, module: Any) -> Application:
         app = module if isinstance(module, Application) else Application.from_module(name, module)
@@ -166,7 +184,12 @@ class Applications:
         self._errors.pop(name, None)
         return app
 
-    def load_all(self) -> list[AppLoadError]:
+    def load_all(self, q: Any = None) -> list[AppLoadError]:
+        """Import every module not loaded yet and run its ``init(application)``, or
+        ``init(application, q)`` when it takes two parameters."""
+        if q is not None:
+            self._q = q
+        q = getattr(self, "_q", None)
         for name, spec in self._specs.items():
             if name in self._apps:
                 continue
@@ -175,7 +198,7 @@ class Applications:
                 self.add(name, mod)
                 init = getattr(mod, "init", None)
                 if callable(init):
-                    init(name)
+                    _call_init(init, name, q)
             except AppLoadError as e:
                 self._errors[name] = e
             except Exception as e:

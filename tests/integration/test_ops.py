@@ -268,7 +268,7 @@ class SecretsNeverLoggedTests(TestCase):
         username = "secret-user-9d1f"
         password = username[::-1]  # tests/apps/users accepts the reversed name
         common = {"jwt": {"secret": secret}, "managementPassword": management,
-                  "logRequests": True, "metrics": True, "database": {"type": "redis"}}
+                  "logRequests": True, "metrics": True, "webServer": "express"}
         ms = start_ms(self, **common)
         master = start_master(self, ms, **common)
         await link_up(master)
@@ -314,7 +314,7 @@ class SecretsNeverLoggedTests(TestCase):
 
         captured = out.getvalue() + "\n".join(texts)
         # the capture saw what we think it saw
-        self.assertIn("config.database is a QEWD.js setting", captured)
+        self.assertIn("config.webServer is a QEWD.js setting", captured)
         self.assertIn("re-registered", captured)
         self.assertIn('"log_namespace": "qewd_twisted.requests"', captured)
         self.assertIn('"outcome": "ok"', captured)

@@ -113,11 +113,15 @@ class QEWDService(MultiService):
             max_in_flight=config.max_in_flight,
             max_in_flight_link=config.max_in_flight_link,
         )
-        self.site = _QuietSite(
-            build_site_root(self.node, reactor, web_root=config.web_server_root,
-                            max_message_size=config.max_message_size,
-                            max_connections=config.max_connections,
-                            max_buffered_bytes=config.max_buffered_bytes))
+        root = build_site_root(self.node, reactor, web_root=config.web_server_root,
+                               max_message_size=config.max_message_size,
+                               max_connections=config.max_connections,
+                               max_buffered_bytes=config.max_buffered_bytes)
+        # REST: the startup file's routes, the micro-service REST routes, POST /ajax
+        from qewd_twisted.rest import install_rest
+
+        self.rest = install_rest(self.node, root, reactor, config, self.micro_services)
+        self.site = _QuietSite(root)
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)

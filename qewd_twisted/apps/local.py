@@ -103,6 +103,32 @@ class LocalHandlers:
             d.addBoth(self._thread_returned, req)
         d.addErrback(self._handler_failed, req)
 
+    def run_handler(self, req: Request, target: Callable, call: Callable) -> None:
+        """Run ``call(send, finished)`` for ``req`` as a handler runs: in the pool, or on the
+        reactor when ``target`` (the user's function) is ``async def`` / ``@on_reactor``; with
+        the handler timeout, and crashes answered. REST routes (rest/dispatch.py) use this."""
+        self._begin(req)
+        if self.handler_timeout:
+            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
+        on_reactor = self._on_reactor.get(target)
+        if on_reactor is None:
+            on_reactor = self._on_reactor[target] = runs_on_reactor(target)
+        if on_reactor:
+            send, finished = self._callbacks(req, threaded=False)
+            try:
+                result = call(send, finished)
+            except Exception:
+                return self._handler_failed(Failure(), req)
+            if not inspect.isawaitable(result):
+                return
+            d = defer.ensureDeferred(result)
+        else:
+            send, finished = self._callbacks(req, threaded=True)
+            req.in_thread = True
+            d = self.pool.run(call, send, finished)
+            d.addBoth(self._thread_returned, req)
+        d.addErrback(self._handler_failed, req)
+
     def _call_on_reactor(self, handler: Callable, req: Request, send: Callable,
                          finished: Callable) -> None:
         """A reactor handler with no before/after hooks, without a Deferred when it can.
@@ -270,8 +296,8 @@ class LocalHandlers:
                 return
             if replaced is not None:
                 result = replaced
-        if result == {} and not req.jwt:
-            return  # §1.4: an empty reply sends nothing (session mode)
+        if result == {} and not req.jwt and not getattr(req.conn, "needs_reply", False):
+            return  # §1.4: an empty reply sends nothing (session mode; HTTP always answers)
         self._reply(req.conn, req.type, result, req.started, req.ms_request_id)
 
     def _call_wrh(self, fn: Callable, req: Request, message: Any) -> Any:

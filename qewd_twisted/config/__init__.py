@@ -31,6 +31,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.testing import MemoryReactor
 
+from qewd_twisted.config.rest import RestMount, check_routes
 from qewd_twisted.config.checks import (
     Checker,
     Destination,
@@ -49,6 +50,7 @@ __all__ = [
     "JWTConfig",
     "MicroServicesConfig",
     "ModuleSpec",
+    "RestMount",
     "Route",
     "config_from_dict",
     "load_config",
@@ -66,7 +68,7 @@ SUPPORTED_KEYS = (
     *("initialSessionTimeout", "webServerRootPath", "serverName", "managementPassword"),
     *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
-    "maxInFlightPerLink",
+    "maxInFlightPerLink", "maxBodySize",
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
@@ -150,6 +152,8 @@ class Config:
     max_in_flight_link: int = 1024
     max_buffered_bytes: int = 4194304
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
+    rest_mounts: tuple[RestMount, ...] = ()  # the startup file's routes (config/rest.py)
+    max_body_size: int = 1048576  # REST and /ajax request bodies (maxBodySize)
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
@@ -206,19 +210,22 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     if not isinstance(module.config, dict):
         kind = type(module.config).__name__
         raise ConfigError([f"{source}: 'config' must be a dict, not {kind}"], source)
-    return _build(module.config, base_dir, source)
+    return _build(module.config, base_dir, source, getattr(module, "routes", None))
 
 
-def config_from_dict(d: dict[str, Any], base_dir: str | None = None) -> Config:
+def config_from_dict(d: dict[str, Any], base_dir: str | None = None,
+                     routes: list[dict[str, Any]] | None = None) -> Config:
     """Validate a config dict given directly (embedding). Relative paths are resolved against
-    ``base_dir`` (default: the current directory). Raises `ConfigError` listing every problem."""
-    return _build(d, os.path.abspath(base_dir if base_dir is not None else os.getcwd()), None)
+    ``base_dir`` (default: the current directory); ``routes``: the REST mount points a startup
+    file would define. Raises `ConfigError` listing every problem."""
+    return _build(d, os.path.abspath(base_dir if base_dir is not None else os.getcwd()), None,
+                  routes)
 
 
 # -- the top level ---------------------------------------------------------------------------
 
 
-def _build(d: Any, base_dir: str, source: str | None) -> Config:
+def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Config:
     if not isinstance(d, dict):
         raise ConfigError([f"config: must be a dict, got {show(d)}"], source)
     c = Checker(base_dir)
@@ -249,7 +256,9 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         port=port,
         pool_size=c.get_int(d, "poolSize", 2, 1),
         jwt=jwt,
-        module_map=_module_map(c, d),
+        module_map=(module_map := _module_map(c, d)),
+        rest_mounts=check_routes(c, routes, module_map, ModuleSpec, _is_dotted_name),
+        max_body_size=c.get_int(d, "maxBodySize", 1048576, 0),
         initial_session_timeout=c.get_int(d, "initialSessionTimeout", 300, 1),
         web_server_root=_web_server_root(c, d),
         server_name=c.get_str(d, "serverName", "config") or "qewd",

@@ -76,6 +76,8 @@ class Node(LocalHandlers):
             getattr(pool, "post", None) or getattr(reactor, "callFromThread", None))
         # metrics, status page, request log (observe.py, ops.py); the default does nothing
         self.observer: NodeObserver = NodeObserver()
+        # what handles restRequest messages (rest/dispatch.py RestDispatcher); None: refused
+        self.rest: Any = None
 
     # -- connections ---------------------------------------------------------------------
 
@@ -207,6 +209,10 @@ class Node(LocalHandlers):
         if conn.in_flight >= limit:
             return self._error(conn, mtype, E.TOO_MANY_IN_FLIGHT, started, rid,
                                status=E.STATUS_TOO_MANY)
+        if mtype == "restRequest":
+            if self.rest is None:
+                return self._error(conn, mtype, E.NOT_SUPPORTED.format(type=mtype), started, rid)
+            return self.rest.receive(conn, obj, started, rid)
         if mtype == "ewd-register":
             return self._register(conn, obj, started, rid)
         if mtype == "ewd-reregister":

@@ -238,3 +238,52 @@ class ConventionsTests(TestCase):
         r = yield HTTPClient(self, base_url(node)).get("/api/never")
         self.assertEqual(r.status, 504)
         self.assertIn("did not finish", r.json["error"])
+
+
+class AjaxTests(TestCase):
+    """``POST /ajax`` (issue 13 item 3, docs/protocol.md §1.7): any QEWD message over HTTP, the
+    same registration, tokens, handlers and error texts as over a WebSocket."""
+
+    timeout = 30
+
+    def setUp(self):
+        self.node = start_rest_node(self, moduleMap={"demo": "tests.apps.demo"})
+        self.http = HTTPClient(self, base_url(self.node))
+
+    @defer.inlineCallbacks
+    def test_jwt_register_and_messages(self):
+        r = yield self.http.post("/ajax", {"type": "ewd-register", "application": "demo",
+                                           "jwt": True})
+        self.assertEqual(r.status, 200)
+        token = r.json["token"]
+        self.assertEqual(self.node.tokens.session(token)["application"], "demo")
+        r = yield self.http.post("/ajax", {"type": "login", "token": token,
+                                           "params": {"username": "rob", "password": "secret"}})
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertIs(r.json["ok"], True)
+        session = self.node.tokens.session(r.json["token"])
+        self.assertEqual(session["username"], "rob")
+        r = yield self.http.post("/ajax", {"type": "login", "token": token,
+                                           "params": {"username": "rob", "password": "x"}})
+        self.assertEqual((r.status, r.json), (400, {"error": "Invalid login"}))
+
+    @defer.inlineCallbacks
+    def test_session_mode_and_errors(self):
+        r = yield self.http.post("/ajax", {"type": "ewd-register", "application": "demo"})
+        token = r.json["token"]
+        r = yield self.http.post("/ajax", {"type": "nope", "token": token})
+        self.assertEqual((r.status, r.json),
+                         (400, {"error": "Handler not defined for demo messages of type nope"}))
+        r = yield self.http.post("/ajax", {"type": "x", "token": "garbage.gar.bage"})
+        self.assertEqual(r.status, 400)
+        self.assertTrue(r.json["error"].startswith("Invalid JWT"), r.json)
+        r = yield self.http.post("/ajax", [1])
+        self.assertEqual((r.status, r.json), (400, {"error": "Invalid message: expected a JSON "
+                                                             "object"}))
+        r = yield self.http.post("/ajax", {"type": "ewd-jwt-encode"})
+        self.assertEqual(r.json, {"error": "Message type ewd-jwt-encode is reserved for "
+                                           "internal use"})
+        r = yield self.http.get("/ajax")
+        self.assertEqual((r.status, r.header("allow")), (405, "POST"))
+        r = yield self.http.request("POST", "/ajax", raw=b"{")
+        self.assertEqual(r.status, 400)

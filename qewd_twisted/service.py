@@ -94,7 +94,7 @@ class QEWDService(MultiService):
 
         self.micro_services = None
         routes = list(config.micro_services.routes.values()) if config.micro_services else []
-        if routes:
+        if routes or (config.micro_services and config.micro_services.rest_routes):
             from qewd_twisted.mesh.links import MicroServices
 
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)

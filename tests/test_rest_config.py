@@ -52,3 +52,48 @@ class RoutesConfigTests(TestCase):
             f.write("config = {'port': 0}\nroutes = {'path': '/api'}\n")
         e = self.assertRaises(ConfigError, load_config, os.path.join(path, "startup.py"))
         self.assertIn("routes: must be a list", str(e))
+
+
+class RestMicroServiceConfigTests(TestCase):
+    def base(self, routes, destinations=None):
+        return {"port": 0, "jwt": {"secret": "s"}, "u_services": {
+            "destinations": destinations or {
+                "a": {"host": "http://127.0.0.1:1001", "application": "appA"},
+                "g": {"destinations": ["a"]}},
+            "routes": routes}}
+
+    def test_rest_routes(self):
+        def hook(*a):
+            return False
+
+        c = config_from_dict(self.base([
+            {"path": "/api/x/:id", "method": "get", "destination": "a", "bypassJWTCheck": True,
+             "onRequest": hook, "onResponse": hook},
+            {"path": "/api/s/:destination"},
+            {"path": "/api/g", "destination": "g"},
+            {"application": "jwt", "types": {"login": {"destination": "a"}}},
+        ]))
+        rest = c.micro_services.rest_routes
+        self.assertEqual([(r.path, r.method, r.destination, r.bypass_jwt_check) for r in rest],
+                         [("/api/x/:id", "GET", "a", True), ("/api/s/:destination", None, None,
+                                                             False), ("/api/g", None, "g", False)])
+        self.assertIs(rest[0].on_request, hook)
+        self.assertEqual(list(c.micro_services.routes), [("jwt", "login")])
+
+    def test_problems(self):
+        e = self.assertRaises(ConfigError, config_from_dict, self.base([
+            {"path": "api"},
+            {"path": "/api/x", "destination": "nope", "method": 3},
+            {"path": "/api/y"},
+            {"path": "/api/z", "destination": "a", "onRequest": 1, "bypassJWTCheck": "yes",
+             "extra": 1},
+        ]))
+        text = "\n".join(e.problems)
+        for expected in ("routes[0].path: must be a path template",
+                         "routes[1].destination: unknown destination 'nope'",
+                         "routes[1].method: must be an HTTP method",
+                         "routes[2]: needs a destination, a :destination variable",
+                         "routes[3].onRequest: must be a function",
+                         "routes[3].bypassJWTCheck: must be True or False",
+                         "routes[3].extra: unknown key"):
+            self.assertIn(expected, text)

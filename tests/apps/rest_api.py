@@ -1,6 +1,9 @@
 """A REST module for the REST tests (mounted at /api; served to primaries as application api)."""
 
 from twisted.internet import defer
+from twisted.logger import Logger
+
+log = Logger()
 
 from qewd_twisted.rest import create_rest_session, validate_rest_request
 
@@ -71,7 +74,7 @@ def silent(args, finished):
 
 
 def never(args, finished):
-    pass
+    log.info("rest_api: holding {path}", path=args["req"].get("path"))
 
 
 routes = [

@@ -15,10 +15,12 @@ import os
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from qewd_twisted.config import RestServiceRoute
+from qewd_twisted.rest.routing import PathTemplate
 from tests.httpclient import HTTPClient
 from tests.integration.nodes import port_of
 from tests.interop.peer import PeerProcess, free_port, peer_home, require_peer
-from tests.test_rest_http import start_rest_node
+from tests.test_rest_http import base_url, start_rest_node
 
 JS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
 
@@ -90,3 +92,72 @@ class QEWDPrimaryToPythonMicroServiceTests(TestCase):
                                 headers={"authorization": f"Bearer {token[:-4]}AAAA"})
         self.assertEqual(r.status, 400)
         self.assertEqual(r.json["error"], "Invalid JWT: Error: Signature verification failed")
+
+
+def start_qewd_rest_ms(test: TestCase, port: int):
+    env = {"QEWD_REST_MS_PORT": str(port), "NODE_PATH": os.path.join(peer_home(), "node_modules")}
+    ms = PeerProcess(test, os.path.join(JS, "rest_ms.js"), env, f"QEWD.js REST MS :{port}")
+    ready = ms.wait_for(f"QEWD.js is listening on port {port}")
+    return ms.start(), ready
+
+
+class PythonPrimaryToQEWDMicroServiceTests(TestCase):
+    """Our primary forwards REST routes to a QEWD.js micro-service whose module uses
+    qewd-router's ``addMicroServiceHandler`` (tests/interop/js/rest_ms_app.js)."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_peer(self, spawn=True)
+        port = free_port()
+        self.qjs, ready = start_qewd_rest_ms(self, port)
+        yield ready
+        self.primary = start_rest_node(self, routes=[{"path": "/api", "module": "rest_api.py"}],
+                                       u_services={
+            "destinations": {"qjs": {"host": f"http://127.0.0.1:{port}", "application": "api"}},
+            "routes": [{"path": "/qjs/users/:id", "method": "GET", "destination": "qjs"},
+                       {"path": "/qjs/login", "method": "POST", "destination": "qjs"},
+                       {"path": "/qjs/crash", "destination": "qjs"}]})
+        yield self.primary.micro_services.links[f"http://127.0.0.1:{port}"].when_up()
+        self.http = HTTPClient(self, base_url(self.primary))
+
+    @defer.inlineCallbacks
+    def test_routes_and_tokens_both_ways(self):
+        r = yield self.http.get("/qjs/users/3")
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertEqual((r.json["id"], r.json["user"], r.json["from"]), ("3", None, "qewd.js"))
+        # a token the QEWD.js micro-service issues ...
+        r = yield self.http.post("/qjs/login", {"username": "rob", "password": "secret"})
+        self.assertEqual(r.status, 200, r.raw)
+        token = r.json["token"]
+        session = self.primary.tokens.session(token)  # verifies and decrypts here
+        self.assertEqual((session["application"], session["username"]), ("api", "rob"))
+        auth = {"authorization": f"Bearer {token}"}
+        # ... is accepted by our primary for forwarded routes and by our own local routes
+        r = yield self.http.get("/qjs/users/4", headers=auth)
+        self.assertEqual((r.status, r.json["user"]), (200, "rob"))
+        r = yield self.http.get("/api/users/4", headers=auth)
+        self.assertEqual((r.status, r.json["user"]), (200, "rob"))
+        # errors keep their status through our primary (QEWD.js's own loses none here)
+        r = yield self.http.post("/qjs/login", {"username": "rob", "password": "x"})
+        self.assertEqual((r.status, r.json), (401, {"error": "Invalid login"}))
+
+    @defer.inlineCallbacks
+    def test_remote_crash_ends_the_request(self):
+        """A QEWD.js worker crash answers without ms_requestId (§4.5 item 8: a QEWD.js primary
+        hangs); ours ends the request with the crash text."""
+        r = yield self.http.get("/qjs/crash")
+        self.assertEqual(r.status, 400, r.raw)
+        self.assertEqual(r.json, {"error": "Cannot read properties of null (reading 'boom')"})
+        r = yield self.http.get("/qjs/users/5")  # QEWD.js forks a new worker; all goes on
+        self.assertEqual(r.status, 200, r.raw)
+
+    @defer.inlineCallbacks
+    def test_unknown_template_error_text(self):
+        """qewd-router's own text for a pathTemplate its routes object does not have."""
+        self.primary.rest.forwarder.routes.append(
+            (PathTemplate.compile("/qjs/other"), RestServiceRoute("/qjs/other", None, "qjs")))
+        r = yield self.http.get("/qjs/other")
+        self.assertEqual((r.status, r.json), (400, {
+            "error": "No routes defined for handling REST MicroService requests"}))

@@ -238,3 +238,40 @@ class AggregateTests(TestCase):
         self.assertEqual(leaves("all", {"all": ("ab", "a", "c"), "ab": ("a", "b")}),
                          ["a", "b", "c"])
         self.assertEqual(leaves("x", {}), ["x"])
+
+
+class UseMicroServiceTests(TestCase):
+    """§4.7: a WebSocket handler hands its request on to a REST micro-service route."""
+
+    def setUp(self):
+        import types
+
+        mod = types.ModuleType("ws_app")
+
+        def lookup(messageObj, session, send, finished):
+            finished({"use_microservice": True,
+                      "request": {"path": "/api/users/" + messageObj["params"]["id"]}})
+
+        mod.handlers = {"lookup": lookup}
+        self.h = NodeHarness({"web": mod})
+        config = config_from_dict({"jwt": {"secret": SECRET}, "port": 0,
+                                   "u_services": u_services()})
+        self.ms = FakeMicroServices()
+        forwarder = RestForwarder(self.h.node, config.micro_services, self.ms, timeout=5)
+        self.h.node.rest = RestDispatcher(self.h.node, forwarder=forwarder)
+        self.a = self.ms.links["http://127.0.0.1:1001"]
+
+    def test_reply_comes_back_under_the_original_type(self):
+        conn = self.h.connect()
+        token = self.h.register(conn, "web")
+        frames = self.h.send(conn, {"type": "lookup", "token": token, "params": {"id": "8"}})
+        self.assertEqual(frames, [])
+        [(msg, _, _)] = self.a.sent
+        self.assertEqual((msg["path"], msg["args"]), ("/api/users/8", {"id": "8"}))
+        self.assertEqual(self.h.tokens.session(msg["token"])["application"], "appA")
+        self.assertEqual(msg["headers"]["authorization"][:10], "Bearer eyJ")
+        self.a.reply(found=True, token=self.h.tokens.register_token("appA", {}))
+        [frame] = conn.take()
+        self.assertEqual((frame["type"], frame["finished"], frame["message"]["found"]),
+                         ("lookup", True, True))
+        self.assertEqual(self.h.tokens.session(frame["message"]["token"])["application"], "web")

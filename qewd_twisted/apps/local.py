@@ -285,6 +285,10 @@ class LocalHandlers:
                 return self._error(req.conn, req.type,
                                    E.BAD_SESSION.format(type=req.type, reason=e),
                                    req.started, req.ms_request_id)
+        rest = getattr(self, "rest", None)
+        if (isinstance(result, dict) and result.get("use_microservice") is True
+                and rest is not None):
+            return rest.use_microservice(req, result)  # §4.7: the reply goes on via REST
         wrh = req.app.worker_response_handlers.get(req.type) if req.app else None
         if wrh is not None:
             try:

@@ -217,6 +217,18 @@ class RestDispatcher:
         args["session"] = session
         self._run(req, route.handler, args, local=False)
 
+    # -- use_microservice (§4.7) -------------------------------------------------------------
+
+    def use_microservice(self, req: Request, result: dict) -> None:
+        """A WebSocket handler's ``finished({use_microservice: True, request: {...}})``: the
+        request goes through the REST micro-service routes; the reply reaches the client
+        under the original type, its token back in the original application."""
+        if self.forwarder is None:
+            return self.node._error(req.conn, req.type, E.BAD_REST_REQUEST.format(
+                reason="use_microservice needs REST routes in u_services"), req.started,
+                req.ms_request_id)
+        self.forwarder.use_microservice(req, result)
+
     # -- running a handler ------------------------------------------------------------------
 
     def _args(self) -> RestArgs:

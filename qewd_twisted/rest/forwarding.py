@@ -125,6 +125,48 @@ class RestForwarder:
         self._route(req, obj, route, variables, self._answerer(req))
         return True
 
+    def use_microservice(self, req: Request, result: dict) -> None:
+        """§4.7: ``result["request"]`` (``path``, ``method``, ``body``...) through the REST
+        routes, with ``Authorization: Bearer <the reply's token>`` unless it has headers."""
+        node = self.node
+        request = result.get("request")
+        if not isinstance(request, Mapping) or not isinstance(request.get("path"), str):
+            return node._error(req.conn, req.type, E.BAD_REST_REQUEST.format(
+                reason="use_microservice needs request.path"), req.started, req.ms_request_id)
+        headers = request.get("headers")
+        if not isinstance(headers, Mapping):
+            headers = {}
+            if isinstance(result.get("token"), str):
+                headers = {"authorization": "Bearer " + result["token"]}
+        method = str(request.get("method") or "GET").upper()
+        obj = {"type": REST_TYPE, "method": method, "path": request["path"],
+               "headers": dict(headers), "query": request.get("query") or {},
+               "body": request.get("body") or {}, "ip": req.conn.ip, "ips": [req.conn.ip]}
+        found = self.match(obj["path"], method)
+        if found is None:
+            return node._error(req.conn, req.type, E.REST_NOT_FOUND, req.started,
+                               req.ms_request_id, status=404)
+        fwd = Request(req.conn, obj, req.type, req.started, req.ms_request_id, False, None,
+                      req.application)
+        node._begin(fwd)
+
+        def answer(frame: Any) -> None:
+            if fwd.done:
+                return
+            node._end(fwd, "error" if _is_error(frame) else "ok")
+            message = frame.get("message") if isinstance(frame, Mapping) else None
+            if not isinstance(message, Mapping):
+                message = {"error": str(message) if message is not None else E.BAD_REPLY}
+            message = dict(message)
+            if isinstance(message.get("token"), str):
+                try:
+                    message["token"] = node.tokens.rewrite(message["token"], req.application)
+                except TokenError:
+                    message = {"error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}
+            node._reply(req.conn, req.type, message, req.started, req.ms_request_id)
+
+        self._route(fwd, obj, found[0], found[1], answer)
+
     def _answerer(self, req: Request) -> Callable[[Any], None]:
         def answer(frame: Any) -> None:
             if req.done:

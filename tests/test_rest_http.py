@@ -287,3 +287,33 @@ class AjaxTests(TestCase):
         self.assertEqual((r.status, r.header("allow")), (405, "POST"))
         r = yield self.http.request("POST", "/ajax", raw=b"{")
         self.assertEqual(r.status, 400)
+
+
+class ExampleTests(TestCase):
+    """examples/rest (the node docs/rest.md's curl session runs against) works as written."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_example_session(self):
+        import dataclasses
+
+        from qewd_twisted.config import load_config
+
+        example = os.path.join(os.path.dirname(APPS), os.pardir, "examples", "rest", "startup.py")
+        config = dataclasses.replace(load_config(example),
+                                     listen=["tcp:0:interface=127.0.0.1"], shutdown_grace=1)
+        node = QEWDService(config, reactor)
+        node.startService()
+        self.addCleanup(node.stopService)
+        http = HTTPClient(self, base_url(node))
+        r = yield http.get("/api/users/1")
+        self.assertEqual(r.json, {"id": "1", "name": "Rob"})
+        r = yield http.post("/api/login", {"username": "rob", "password": "secret"})
+        auth = {"authorization": "Bearer " + r.json["token"]}
+        r = yield http.post("/api/users", {"name": "Ann"}, headers=auth)
+        self.assertEqual((r.status, r.json["name"], r.json["by"]), (200, "Ann", "rob"))
+        r = yield http.post("/api/users", {"name": "Ann"})
+        self.assertEqual(r.status, 401)
+        r = yield http.get("/api/whoami", headers=auth)
+        self.assertEqual(r.json["username"], "rob")

@@ -34,6 +34,7 @@ __all__ = [
     "RestArgs",
     "RestDispatcher",
     "RestResource",
+    "attach",
     "create_rest_session",
     "get_claim",
     "get_rest_jwt",
@@ -41,6 +42,14 @@ __all__ = [
     "issue_token",
     "validate_rest_request",
 ]
+
+
+def attach(node: Any, dispatcher: RestDispatcher) -> None:
+    """Make ``dispatcher`` the node's handler of ``restRequest`` messages."""
+    node.rest = dispatcher  # also reached by use_microservice replies
+    builtins = getattr(node, "builtins", None)
+    if isinstance(builtins, dict):
+        builtins["restRequest"] = dispatcher.receive
 
 
 def install_rest(node: Any, root: Any, reactor: Any, config: Any,
@@ -57,7 +66,7 @@ def install_rest(node: Any, root: Any, reactor: Any, config: Any,
         forwarder = RestForwarder(node, config.micro_services, micro_services,
                                   timeout=config.micro_service_timeout)
     dispatcher = RestDispatcher(node, mounts, forwarder)
-    node.rest = dispatcher
+    attach(node, dispatcher)
     receive = getattr(node, "receive", None) or node.message_received
     options = {"cors": config.cors, "max_body": config.max_body_size}
     resource = RestResource(receive, reactor, **options)

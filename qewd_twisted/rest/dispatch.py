@@ -32,6 +32,7 @@ from qewd_twisted.apps.modules import AppLoadError, Application
 from qewd_twisted.auth.sessions import JWTSession
 from qewd_twisted.auth.tokens import NO_APPLICATION, TokenError
 from qewd_twisted.core.requests import Request, _positional_arity
+from qewd_twisted.rest.bridge import NodeBridge
 from qewd_twisted.rest.jwt import RestArgs
 from qewd_twisted.rest.mapping import bearer_token
 from qewd_twisted.rest.routing import (
@@ -65,7 +66,7 @@ class RestDispatcher:
 
     def __init__(self, node: Any, mounts: MountTable | None = None,
                  forwarder: Any = None) -> None:
-        self.node = node
+        self.node = NodeBridge(node)
         self.mounts = mounts or MountTable(())
         self.forwarder = forwarder
         self._tables: dict[str, tuple[Any, Any]] = {}  # application -> (module, table)
@@ -81,7 +82,7 @@ class RestDispatcher:
 
     def _fail(self, conn: Any, text: str, started: float, rid: Any = None,
               status: int = 400, **extra: Any) -> None:
-        self.node._error(conn, REST_TYPE, text, started, rid, status=status, **extra)
+        self.node.fail(conn, REST_TYPE, text, started, rid, status=status, **extra)
 
     # -- route tables ---------------------------------------------------------------------
 
@@ -192,7 +193,7 @@ class RestDispatcher:
                               started, rid, status=500)
         if table is _SIMPLE:
             # a module with its own handlers.restRequest(messageObj, session, send, finished)
-            return self.node._run_local(req)
+            return self.node.run_local(req)
         template = obj.get("pathTemplate")
         method = obj.get("method")
         if isinstance(template, str) and template:
@@ -224,7 +225,7 @@ class RestDispatcher:
         request goes through the REST micro-service routes; the reply reaches the client
         under the original type, its token back in the original application."""
         if self.forwarder is None:
-            return self.node._error(req.conn, req.type, E.BAD_REST_REQUEST.format(
+            return self.node.fail(req.conn, req.type, E.BAD_REST_REQUEST.format(
                 reason="use_microservice needs REST routes in u_services"), req.started,
                 req.ms_request_id)
         self.forwarder.use_microservice(req, result)
@@ -241,7 +242,7 @@ class RestDispatcher:
         n = self._arity.get(handler)
         if n is None:
             n = self._arity[handler] = _positional_arity(handler)
-        q = getattr(self.node, "q", self.node)
+        q = self.node.q
 
         def call(send: Callable, finished: Callable) -> Any:
             def fin(result: Any = None) -> None:

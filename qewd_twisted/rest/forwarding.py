@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from qewd_twisted import errors as E
 from qewd_twisted.auth.tokens import TokenError
 from qewd_twisted.core.requests import Request
+from qewd_twisted.rest.bridge import NodeBridge
 from qewd_twisted.rest.dispatch import REST_TYPE
 from qewd_twisted.rest.mapping import bearer_token
 from qewd_twisted.rest.routing import PathTemplate
@@ -92,7 +93,7 @@ class RestForwarder:
 
     def __init__(self, node: Any, config: Any, micro_services: Any,
                  timeout: float | None) -> None:
-        self.node = node
+        self.node = NodeBridge(node)
         self.config = config
         self.timeout = timeout
         self.routes = [(PathTemplate.compile(r.path), r) for r in config.rest_routes]
@@ -121,7 +122,7 @@ class RestForwarder:
             return False
         route, variables = found
         req = Request(conn, obj, REST_TYPE, started, None, False, None, "")
-        self.node._begin(req)
+        self.node.begin(req)
         self._route(req, obj, route, variables, self._answerer(req))
         return True
 
@@ -131,7 +132,7 @@ class RestForwarder:
         node = self.node
         request = result.get("request")
         if not isinstance(request, Mapping) or not isinstance(request.get("path"), str):
-            return node._error(req.conn, req.type, E.BAD_REST_REQUEST.format(
+            return node.fail(req.conn, req.type, E.BAD_REST_REQUEST.format(
                 reason="use_microservice needs request.path"), req.started, req.ms_request_id)
         headers = request.get("headers")
         if not isinstance(headers, Mapping):
@@ -144,16 +145,16 @@ class RestForwarder:
                "body": request.get("body") or {}, "ip": req.conn.ip, "ips": [req.conn.ip]}
         found = self.match(obj["path"], method)
         if found is None:
-            return node._error(req.conn, req.type, E.REST_NOT_FOUND, req.started,
+            return node.fail(req.conn, req.type, E.REST_NOT_FOUND, req.started,
                                req.ms_request_id, status=404)
         fwd = Request(req.conn, obj, req.type, req.started, req.ms_request_id, False, None,
                       req.application)
-        node._begin(fwd)
+        node.begin(fwd)
 
         def answer(frame: Any) -> None:
             if fwd.done:
                 return
-            node._end(fwd, "error" if _is_error(frame) else "ok")
+            node.end(fwd, "error" if _is_error(frame) else "ok")
             message = frame.get("message") if isinstance(frame, Mapping) else None
             if not isinstance(message, Mapping):
                 message = {"error": str(message) if message is not None else E.BAD_REPLY}
@@ -163,7 +164,7 @@ class RestForwarder:
                     message["token"] = node.tokens.rewrite(message["token"], req.application)
                 except TokenError:
                     message = {"error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}
-            node._reply(req.conn, req.type, message, req.started, req.ms_request_id)
+            node.reply(req.conn, req.type, message, req.started, req.ms_request_id)
 
         self._route(fwd, obj, found[0], found[1], answer)
 
@@ -171,13 +172,13 @@ class RestForwarder:
         def answer(frame: Any) -> None:
             if req.done:
                 return
-            self.node._end(req, "error" if _is_error(frame) else "ok")
+            self.node.end(req, "error" if _is_error(frame) else "ok")
             if isinstance(frame, dict):
                 frame = dict(frame)
                 frame.setdefault("type", REST_TYPE)
                 frame["finished"] = True
-                frame["responseTime"] = self.node._elapsed(req.started)
-            self.node._send(req.conn, frame)
+                frame["responseTime"] = self.node.elapsed(req.started)
+            self.node.send(req.conn, frame)
         return answer
 
     def _route(self, req: Request, obj: dict, route: Any, variables: dict[str, str],

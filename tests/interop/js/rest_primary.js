@@ -33,10 +33,11 @@ var config = {
       {path: '/api/users', method: 'POST', destination: 'py'},
       {path: '/api/login', method: 'POST', destination: 'py', bypassJWTCheck: true},
       {path: '/api/crash', destination: 'py'},
-      {path: '/api/store/:destination/stock', method: 'GET'}
+      {path: '/api/store/:destination/stock', method: 'GET'},
+      {path: '/qjs/users/:id', method: 'GET', destination: 'py'}  // bench/rest.py: to rest_ms.js
     ]
   }
 };
 
-var routes = [{path: '/api', module: 'api'}];
+var routes = [{path: '/api', module: 'api'}, {path: '/qjs', module: 'api'}];
 require('qewd').master.start(config, routes);

@@ -120,8 +120,10 @@ class QEWDService(MultiService):
         # REST: the startup file's routes, the micro-service REST routes, POST /ajax
         from qewd_twisted.rest import install_rest
 
+        from qewd_twisted.rest.resource import FormlessRequest
+
         self.rest = install_rest(self.node, root, reactor, config, self.micro_services)
-        self.site = _QuietSite(root)
+        self.site = _QuietSite(root, requestFactory=FormlessRequest)
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)

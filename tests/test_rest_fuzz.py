@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from qewd_twisted.rest import AjaxResource, RestDispatcher, RestResource
+from qewd_twisted.rest.resource import FormlessRequest
 from qewd_twisted.rest.mapping import BodyError, parse_body, reply_from_frame
 from qewd_twisted.rest.routing import Mount, MountTable, PathTemplate, RouteError, RouteTable
 from qewd_twisted.testing import NodeHarness
@@ -75,13 +76,12 @@ class _Node:
                              handler_timeout=5)
         self.h.node.rest = RestDispatcher(
             self.h.node, MountTable([Mount("/api", "api"), Mount("/simple", "simple")]))
-        receive = self.h.node.message_received
         root = Resource()
-        rest = RestResource(receive, self.h.clock, cors=True, max_body=LIMIT)
+        rest = RestResource(self.h.node, self.h.clock, cors=True, max_body=LIMIT)
         root.putChild(b"api", rest)
         root.putChild(b"simple", rest)
-        root.putChild(b"ajax", AjaxResource(receive, self.h.clock, max_body=LIMIT))
-        self.site = Site(root, reactor=self.h.clock)
+        root.putChild(b"ajax", AjaxResource(self.h.node, self.h.clock, max_body=LIMIT))
+        self.site = Site(root, requestFactory=FormlessRequest, reactor=self.h.clock)
         self.token = self.h.tokens.register_token("api", {"authenticated": True})
 
     def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -135,7 +135,7 @@ class HTTPPropertyTests(SynchronousTestCase):
         if method == "HEAD" or status == 204:
             return
         self.assertTrue(rheaders.get("content-type", "").startswith("application/json"),
-                        (method, path, raw[:300]))
+                        (method, path, headers, body[:80], raw[:300]))
         json.loads(rbody)
         if status >= 400:
             self.assertIn("error", json.loads(rbody))
@@ -145,6 +145,7 @@ class HTTPPropertyTests(SynchronousTestCase):
         status, _, rbody = _parse(self.node.request("GET", "/api/users/7", {}, b""))
         self.assertEqual((status, json.loads(rbody)["id"]), (200, "7"))
         self.assertEqual(self.node.h.node.in_flight, 0)
+        self.assertEqual(self.node.h.node.connections, {})  # every HTTP connection ended
 
 
 class PurePropertyTests(SynchronousTestCase):

@@ -317,3 +317,32 @@ class ExampleTests(TestCase):
         self.assertEqual(r.status, 401)
         r = yield http.get("/api/whoami", headers=auth)
         self.assertEqual(r.json["username"], "rob")
+
+
+class ShutdownTests(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_in_flight_request_answered_503_on_stop(self):
+        from tests.interop.peer import LogWatcher
+
+        logs = LogWatcher(self)
+        node = start_rest_node(self, shutdownGracePeriod=0.2)
+        holding = logs.wait_for("rest_api: holding")
+        pending = HTTPClient(self, base_url(node)).get("/api/never")
+        yield holding
+        self.assertEqual(len(node.node.connections), 1)  # the HTTP request's connection
+        yield node.stopService()
+        r = yield pending
+        self.assertEqual((r.status, r.json), (503, {"error": "Server is shutting down"}))
+        self.assertEqual(node.node.connections, {})
+
+
+class MultipartTests(TestCase):
+    @defer.inlineCallbacks
+    def test_malformed_multipart_reaches_the_route_as_text(self):
+        """Found by tests/test_rest_fuzz.py: twisted.web's form parsing answered a bare 400."""
+        node = start_rest_node(self)
+        r = yield HTTPClient(self, base_url(node)).request(
+            "POST", "/api/echo/x", raw=b"\x00", headers={"content-type": "multipart/form-data"})
+        self.assertEqual((r.status, r.json["body"]), (200, "\x00"))

@@ -67,13 +67,12 @@ def install_rest(node: Any, root: Any, reactor: Any, config: Any,
                                   timeout=config.micro_service_timeout)
     dispatcher = RestDispatcher(node, mounts, forwarder)
     attach(node, dispatcher)
-    receive = getattr(node, "receive", None) or node.message_received
     options = {"cors": config.cors, "max_body": config.max_body_size}
-    resource = RestResource(receive, reactor, **options)
+    resource = RestResource(node, reactor, **options)
     segments = mounts.first_segments()
     if forwarder is not None:
         segments |= forwarder.first_segments()
     for segment in sorted(segments):
         root.putChild(segment.encode("utf-8"), resource)
-    root.putChild(b"ajax", AjaxResource(receive, reactor, **options))
+    root.putChild(b"ajax", AjaxResource(node, reactor, **options))
     return dispatcher

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import Request as _WebRequest
 
 from qewd_twisted import _json
 from qewd_twisted import errors as E
@@ -37,11 +38,25 @@ from qewd_twisted.rest.mapping import (
     reply_from_frame,
 )
 
-__all__ = ["AjaxResource", "HttpConnection", "RestResource"]
+__all__ = ["AjaxResource", "FormlessRequest", "HttpConnection", "RestResource"]
 
 log = Logger()
 
 Receive = Callable[[Connection, Any], None]
+
+
+class _Door:
+    """The node's entry for a transport: ``receive`` and the connection hooks."""
+
+    def __init__(self, node: Any) -> None:
+        self.receive: Receive = getattr(node, "receive", None) or node.message_received
+        self.opened = getattr(node, "connection_opened", None)
+        self.lost = getattr(node, "connection_lost", None)
+
+    def deliver(self, conn: Connection, message: Any) -> None:
+        if self.opened is not None:
+            self.opened(conn)
+        self.receive(conn, message)
 
 
 def _new_id() -> str:
@@ -51,15 +66,17 @@ def _new_id() -> str:
 class HttpConnection(Connection):
     """One HTTP request as the node's connection: its final frame is the HTTP response.
 
-    Intermediate frames (``send()``) are dropped, as QEWD does over HTTP (§1.7). The node never
-    lists it among its connections, so broadcasts do not reach it.
+    Intermediate frames (``send()``) are dropped, as QEWD does over HTTP (§1.7), and so are
+    broadcasts. The node counts it among its connections from the request to the response
+    (so shutdown closes it with a 503).
     """
 
     framing = HTTP_FRAMING
     needs_reply = True  # an empty reply is still an HTTP response
 
     def __init__(self, request: Any, ip: str, started: float, clock: Any, cors: bool,
-                 error_status: int = 400, framing: str = HTTP_FRAMING) -> None:
+                 error_status: int = 400, framing: str = HTTP_FRAMING,
+                 lost: Callable[[Connection], None] | None = None) -> None:
         super().__init__(_new_id(), ip)
         self.framing = framing
         self._request = request
@@ -67,11 +84,16 @@ class HttpConnection(Connection):
         self._clock = clock
         self._cors = cors
         self._error_status = error_status
+        self._lost = lost
         self.answered = False
         request.notifyFinish().addBoth(self._gone)
 
     def _gone(self, _: Any) -> None:
+        """The response is written, or the client went away: the connection ends."""
         self.open = False
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            lost(self)
 
     def encode(self, frame: Any) -> bytes:
         return _json.dumps(frame).encode("utf-8")
@@ -120,6 +142,16 @@ def write_json(request: Any, reply: HttpReply, body: bytes, cors: bool, elapsed_
     request.finish()
 
 
+class FormlessRequest(_WebRequest):
+    """The Site's request class: bodies are parsed by the resources that take them (REST,
+    /ajax). twisted.web's own form parsing would read every POST form into ``args`` and answer
+    a malformed multipart body with a bare, non-JSON 400 before any resource saw it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parsePOSTFormSubmission", False)
+        super().__init__(*args, **kwargs)
+
+
 def _headers(request: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, values in request.requestHeaders.getAllRawHeaders():
@@ -133,10 +165,10 @@ class _JsonResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, receive: Receive, clock: Any, *, cors: bool = False,
+    def __init__(self, node: Any, clock: Any, *, cors: bool = False,
                  max_body: int = 1048576) -> None:
         super().__init__()
-        self._receive = receive
+        self._door = _Door(node)
         self._clock = clock
         self.cors = cors
         self.max_body = max_body
@@ -207,8 +239,9 @@ class RestResource(_JsonResource):
             "ip": ip,
             "ips": [ip],
         }
-        conn = HttpConnection(request, ip, started, self._clock, self.cors)
-        self._receive(conn, message)
+        conn = HttpConnection(request, ip, started, self._clock, self.cors,
+                              lost=self._door.lost)
+        self._door.deliver(conn, message)
         return NOT_DONE_YET
 
 
@@ -234,6 +267,7 @@ class AjaxResource(_JsonResource):
         except BodyError as e:
             return self._early(request, error_reply(400, str(e)), started)
         ip = request.getClientAddress().host if hasattr(request, "getClientAddress") else ""
-        conn = HttpConnection(request, ip, started, self._clock, self.cors, framing="ajax")
-        self._receive(conn, body)
+        conn = HttpConnection(request, ip, started, self._clock, self.cors, framing="ajax",
+                              lost=self._door.lost)
+        self._door.deliver(conn, body)
         return NOT_DONE_YET

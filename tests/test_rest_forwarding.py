@@ -275,3 +275,11 @@ class UseMicroServiceTests(TestCase):
         self.assertEqual((frame["type"], frame["finished"], frame["message"]["found"]),
                          ("lookup", True, True))
         self.assertEqual(self.h.tokens.session(frame["message"]["token"])["application"], "web")
+
+
+class HeadTests(TestCase):
+    def test_head_is_forwarded_as_get(self):
+        t = ForwardingTests("test_forwarded_message_shape_and_reply")
+        t.setUp()
+        t.request("/api/users/3", method="HEAD")
+        self.assertEqual(t.a.sent[-1][0]["method"], "GET")

@@ -216,7 +216,9 @@ class RestDispatcher:
         args.update(variables)
         args["req"] = {k: v for k, v in obj.items() if k != "args"}
         args["session"] = session
-        self._run(req, route.handler, args, local=False)
+        before = getattr(app.module, "beforeMicroServiceHandler", None)
+        self._run(req, route.handler, args, local=False,
+                  before=before if callable(before) else None)
 
     # -- use_microservice (§4.7) -------------------------------------------------------------
 
@@ -238,7 +240,8 @@ class RestDispatcher:
         args.initial_timeout = self.node.initial_session_timeout
         return args
 
-    def _run(self, req: Request, handler: Callable, args: RestArgs, local: bool) -> None:
+    def _run(self, req: Request, handler: Callable, args: RestArgs, local: bool,
+             before: Callable | None = None) -> None:
         n = self._arity.get(handler)
         if n is None:
             n = self._arity[handler] = _positional_arity(handler)
@@ -263,6 +266,9 @@ class RestDispatcher:
                      "status": {"code": 500}})
 
             try:
+                # a module's beforeMicroServiceHandler(args, finished): False stops (§5.2)
+                if before is not None and before(args, fin) is False:
+                    return None
                 result = handler(args, fin, q) if n >= 3 else handler(args, fin)
             except Exception as e:
                 return crashed(e)

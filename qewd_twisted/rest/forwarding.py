@@ -106,10 +106,11 @@ class RestForwarder:
 
     def match(self, path: str, method: str) -> tuple[Any, dict[str, str]] | None:
         """The first route matching (qewd-router's ``hasRoute``: method compared exactly, a
-        route without one matches any)."""
+        route without one matches any; HEAD matches a GET route)."""
         for template, route in self.routes:
             args = template.match(path)
-            if args is not None and (route.method is None or route.method == method):
+            if args is not None and (route.method is None or route.method == method
+                                     or (method == "HEAD" and route.method == "GET")):
                 return route, args
         return None
 
@@ -272,7 +273,9 @@ class RestForwarder:
         message = {
             "application": dest.application, "type": REST_TYPE,
             "path": obj.get("path"), "pathTemplate": obj.get("pathTemplate"),
-            "method": obj.get("method"), "headers": obj.get("headers") or {},
+            # HEAD is forwarded as the GET it stands for (twisted.web drops the body)
+            "method": "GET" if obj.get("method") == "HEAD" else obj.get("method"),
+            "headers": obj.get("headers") or {},
             "params": dict(variables), "query": obj.get("query") or {},
             "body": obj.get("body"), "ip": obj.get("ip"), "ips": obj.get("ips"),
             "token": token, "args": dict(variables), "jwt": True,

@@ -110,22 +110,21 @@ def get_claim(args: Any, name: str, token: str | None = None) -> Any:
 
 def validate_rest_request(args: RestArgs, finished: Callable[[Any], None], bearer: bool = True,
                           check_authenticated: bool = True) -> bool:
-    """QEWD's ``validateRestRequest``: the ``Authorization`` JWT must verify (and, unless
-    ``check_authenticated`` is False, carry ``authenticated: true``). On failure it calls
+    """QEWD's ``validateRestRequest``: the ``Authorization`` header's JWT must verify (and,
+    unless ``check_authenticated`` is False, carry ``authenticated: true``); on a forwarded
+    request that is the client's header, not the primary's ``token``. On failure it calls
     ``finished`` with QEWD's error and returns False; on success ``args["session"]`` is the
     session and it returns True."""
-    session = args.get("session")
-    if not isinstance(session, JWTSession):
-        token = get_rest_jwt(args, bearer)
-        if not token:
-            finished({"error": E.AUTH_HEADER_MISSING, "status": {"code": 401}})
-            return False
-        try:
-            session = _codec(args).session(token)
-        except TokenError as e:
-            finished({"error": str(e), "status": {"code": 403}})
-            return False
-        args["session"] = session
+    token = get_rest_jwt(args, bearer)
+    if not token:
+        finished({"error": E.AUTH_HEADER_MISSING, "status": {"code": 401}})
+        return False
+    try:
+        session = _codec(args).session(token)
+    except TokenError as e:
+        finished({"error": str(e), "status": {"code": 403}})
+        return False
+    args["session"] = session
     if check_authenticated and not session.get("authenticated"):
         finished({"error": E.NOT_AUTHENTICATED, "status": {"code": 403}})
         return False

@@ -4,7 +4,7 @@ REST benchmark (issue 13 item 8): keep-alive HTTP clients against
 - ``floor``: the node's own twisted.web Site class with a Resource answering canned JSON;
 - ``node-async`` / ``node-sync``: a local REST route (bench/apps/rest_bench.py), ``async def``
   on the reactor / plain ``def`` in the worker pool;
-- ``qewd-local``: a local QEWD.js REST route (tests/interop/js/rest_local.js ``users``);
+- ``qewd-local``: a local QEWD.js REST route (tests/interop/js/rest_local.js ``item``);
 - ``node-fwd``: our primary forwarding to our micro-service node;
 - ``qewd-fwd``: a QEWD.js primary forwarding to a QEWD.js micro-service
   (tests/interop/js/rest_primary.js -> rest_ms.js), both on the peer's Redis.
@@ -212,8 +212,8 @@ def main() -> None:
                                                "QEWD_REST_MS_URL": f"http://127.0.0.1:{qms_port}"},
                            qp_port)
             procs.append(qp)
-            systems += [("qewd-local", qp.port, "/api/users/"), ("qewd-fwd", qp.port,
-                                                                 "/qjs/users/")]
+            systems += [("qewd-local", qp.port, "/api/item/"), ("qewd-fwd", qp.port,
+                                                                "/qjs/users/")]
         # warm up (QEWD.js forks its workers lazily; links register)
         for name, port, path in systems:
             for _ in range(3):

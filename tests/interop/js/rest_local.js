@@ -6,7 +6,7 @@ module.exports = {
       finished({local: true});
     },
     // bench/rest.py: the same canned answer as the other systems, from a local QEWD.js route
-    users: function(messageObj, finished) {
+    item: function(messageObj, finished) {
       finished({id: messageObj.path.split('/')[3], ok: true});
     }
   }

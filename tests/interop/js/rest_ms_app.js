@@ -6,7 +6,7 @@ var router = require('qewd-router');
 var routes = {
   '/qjs/users/:id': {
     GET: function(args, finished) {
-      finished({id: args.id, user: args.session.username || null, from: 'qewd.js'});
+      finished({id: args.id, user: args.session.username || null, from: 'qewd.js', ok: true});
     }
   },
   '/qjs/login': {

@@ -39,5 +39,6 @@ var config = {
   }
 };
 
-var routes = [{path: '/api', module: 'api'}, {path: '/qjs', module: 'api'}];
+var local = path.join(__dirname, 'rest_local.js');
+var routes = [{path: '/api', module: local}, {path: '/qjs', module: local}];
 require('qewd').master.start(config, routes);

@@ -117,11 +117,19 @@ class LocalHandlers:
             send, finished = self._callbacks(req, threaded=False)
             try:
                 result = call(send, finished)
+                if isinstance(result, Coroutine):
+                    # most finish without awaiting: run them to the end before a Deferred
+                    try:
+                        awaited = result.send(None)
+                    except StopIteration:
+                        return
+                    d = defer.Deferred.fromCoroutine(_resume(result, awaited))
+                elif inspect.isawaitable(result):
+                    d = defer.ensureDeferred(result)
+                else:
+                    return
             except Exception:
                 return self._handler_failed(Failure(), req)
-            if not inspect.isawaitable(result):
-                return
-            d = defer.ensureDeferred(result)
         else:
             send, finished = self._callbacks(req, threaded=True)
             req.in_thread = True

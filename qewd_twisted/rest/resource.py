@@ -16,6 +16,7 @@ Imports twisted.web, core.requests and rest.mapping.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 from typing import Any, Callable
 
@@ -59,8 +60,13 @@ class _Door:
         self.receive(conn, message)
 
 
+_PREFIX = "http-" + base64.urlsafe_b64encode(os.urandom(6)).decode("ascii") + "-"
+_ids = itertools.count(1)
+
+
 def _new_id() -> str:
-    return "http-" + base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
+    """Unique in this process (it keys the node's connection table), cheap per request."""
+    return f"{_PREFIX}{next(_ids)}"
 
 
 class HttpConnection(Connection):
@@ -125,14 +131,19 @@ class HttpConnection(Connection):
             self.answer(error_reply(503, E.SHUTTING_DOWN))
 
 
+_JSON = [b"application/json; charset=utf-8"]
+_CORS = [(name.encode(), [value.encode()]) for name, value in CORS_HEADERS]
+
+
 def write_json(request: Any, reply: HttpReply, body: bytes, cors: bool, elapsed_ms: int) -> None:
     request.setResponseCode(reply.status)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    request.setHeader(b"content-length", str(len(body)).encode())
-    request.setHeader(b"x-responsetime", f"{elapsed_ms}ms".encode())
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"content-type", _JSON)
+    headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    headers.setRawHeaders(b"x-responsetime", [b"%dms" % elapsed_ms])
     if cors:
-        for name, value in CORS_HEADERS:
-            request.setHeader(name.encode(), value.encode())
+        for name, values in _CORS:
+            headers.setRawHeaders(name, values)
     for name, value in reply.headers:
         if name.lower() == "set-cookie":
             request.responseHeaders.addRawHeader(b"set-cookie", value.encode("utf-8"))
@@ -234,7 +245,7 @@ class RestResource(_JsonResource):
             "method": method,
             "path": uri,
             "headers": _headers(request),
-            "query": parse_query(uri.partition("?")[2]),
+            "query": parse_query(uri.partition("?")[2]) if "?" in uri else {},
             "body": body,
             "ip": ip,
             "ips": [ip],

@@ -8,10 +8,11 @@ links that record what they are asked to send and answer when the test says.
 from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
 
 from qewd_twisted.config import config_from_dict
-from qewd_twisted.mesh.protocol import down_frame, timeout_frame
-from qewd_twisted.rest import RestDispatcher
+from qewd_twisted.core.interfaces import IReplyReceiver, LinkOutcome
+from qewd_twisted.rest import RestDispatcher, attach
 from qewd_twisted.rest.forwarding import RestForwarder, aggregate, leaves
 from qewd_twisted.testing import MemoryConnection, NodeHarness
 
@@ -19,16 +20,17 @@ SECRET = "someSecret123"
 
 
 class FakeLink:
+    """Records what it is asked to send; ``sent[i][1]`` is the request's IReplyReceiver."""
+
     def __init__(self, url, application):
         self.url, self.application = url, application
         self.sent = []
 
-    def send_request(self, message, on_frame, timeout=None):
-        self.sent.append((message, on_frame, timeout))
+    def send_request(self, message, receiver, timeout=None):
+        self.sent.append((message, receiver, timeout))
 
     def reply(self, i=-1, **message):
-        msg, on_frame, _ = self.sent[i]
-        on_frame({"type": "restRequest", "finished": True, "message": message})
+        self.sent[i][1].frame({"type": "restRequest", "finished": True, "message": message})
 
 
 class FakeMicroServices:
@@ -67,7 +69,7 @@ class ForwardingTests(TestCase):
                                    "u_services": u_services(**route_options)})
         self.ms = FakeMicroServices()
         self.forwarder = RestForwarder(self.h.node, config.micro_services, self.ms, timeout=5)
-        self.h.node.rest = RestDispatcher(self.h.node, forwarder=self.forwarder)
+        attach(self.h.node, RestDispatcher(self.h.node, forwarder=self.forwarder))
         self.a = self.ms.links["http://127.0.0.1:1001"]
         self.b = self.ms.links["http://127.0.0.1:1002"]
 
@@ -75,12 +77,13 @@ class ForwardingTests(TestCase):
         conn = HttpMemoryConnection()
         msg = {"type": "restRequest", "method": method, "path": path, "headers": headers or {},
                "query": {}, "body": {}, "ip": "10.1.1.1", "ips": ["10.1.1.1"], **extra}
-        self.h.node.message_received(conn, msg)
+        self.h.node.receive(conn, msg)
         return conn
 
     def test_forwarded_message_shape_and_reply(self):
         conn = self.request("/api/users/7?x=1")
-        [(msg, _, timeout)] = self.a.sent
+        [(msg, receiver, timeout)] = self.a.sent
+        verifyObject(IReplyReceiver, receiver)
         self.assertEqual(timeout, 5)
         self.assertEqual({k: msg[k] for k in ("application", "type", "path", "pathTemplate",
                                               "method", "params", "args", "jwt", "ip")},
@@ -142,18 +145,18 @@ class ForwardingTests(TestCase):
 
     def test_link_down_and_timeout(self):
         conn = self.request("/api/users/1")
-        self.a.sent[-1][1](down_frame("restRequest"))
+        self.a.sent[-1][1].failed(LinkOutcome.DOWN)
         [frame] = conn.take()
         self.assertEqual(frame["message"], {"error": "MicroService connection is down",
                                             "status": {"code": 503}})
         conn = self.request("/api/users/1")
-        self.a.sent[-1][1](timeout_frame("restRequest"))
+        self.a.sent[-1][1].failed(LinkOutcome.TIMEOUT)
         [frame] = conn.take()
         self.assertEqual(frame["message"]["status"], {"code": 504})
 
     def test_intermediate_frames_are_not_answers(self):
         conn = self.request("/api/users/1")
-        self.a.sent[-1][1]({"type": "restRequest", "finished": False, "message": {"x": 1}})
+        self.a.sent[-1][1].frame({"type": "restRequest", "finished": False, "message": {"x": 1}})
         self.assertEqual(conn.take(), [])
 
     def test_unverifiable_token_in_reply_is_502(self):
@@ -258,7 +261,7 @@ class UseMicroServiceTests(TestCase):
                                    "u_services": u_services()})
         self.ms = FakeMicroServices()
         forwarder = RestForwarder(self.h.node, config.micro_services, self.ms, timeout=5)
-        self.h.node.rest = RestDispatcher(self.h.node, forwarder=forwarder)
+        attach(self.h.node, RestDispatcher(self.h.node, forwarder=forwarder))
         self.a = self.ms.links["http://127.0.0.1:1001"]
 
     def test_reply_comes_back_under_the_original_type(self):

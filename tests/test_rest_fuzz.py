@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from qewd_twisted.rest import AjaxResource, RestDispatcher, RestResource
+from qewd_twisted.rest import AjaxResource, RestDispatcher, RestResource, attach
 from qewd_twisted.rest.resource import FormlessRequest
 from qewd_twisted.rest.mapping import BodyError, parse_body, reply_from_frame
 from qewd_twisted.rest.routing import Mount, MountTable, PathTemplate, RouteError, RouteTable
@@ -74,8 +74,8 @@ class _Node:
     def __init__(self) -> None:
         self.h = NodeHarness({"api": rest_api, "simple": rest_simple},
                              handler_timeout=5)
-        self.h.node.rest = RestDispatcher(
-            self.h.node, MountTable([Mount("/api", "api"), Mount("/simple", "simple")]))
+        attach(self.h.node, RestDispatcher(
+            self.h.node, MountTable([Mount("/api", "api"), Mount("/simple", "simple")])))
         root = Resource()
         rest = RestResource(self.h.node, self.h.clock, cors=True, max_body=LIMIT)
         root.putChild(b"api", rest)

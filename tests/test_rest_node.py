@@ -11,7 +11,7 @@ import types
 
 from twisted.trial.unittest import TestCase
 
-from qewd_twisted.rest import RestDispatcher
+from qewd_twisted.rest import RestDispatcher, attach
 from qewd_twisted.testing import NodeHarness
 from tests.apps import rest_api
 
@@ -44,7 +44,7 @@ class RemoteSideTests(TestCase):
     def setUp(self):
         self.h = NodeHarness({"api": rest_api, "stock": _qewd_style_module(),
                               "own": _own_handler_module()})
-        self.h.node.rest = RestDispatcher(self.h.node)
+        attach(self.h.node, RestDispatcher(self.h.node))
         self.link = self.h.connect()
         self.token = self.h.register(self.link, "api")
 
@@ -129,35 +129,12 @@ class RemoteSideTests(TestCase):
         self.assertEqual(frame["message"]["error"],
                          "Invalid restRequest: pathTemplate or path is needed")
 
-    def test_without_dispatcher_refused(self):
-        self.h.node.rest = None
-        [frame] = self.forward("/api/users/:id")
-        self.assertEqual(frame["message"]["error"],
-                         "Message type restRequest is not supported by this node")
-
-
-class BeforeMicroServiceHandlerTests(TestCase):
-    def test_before_hook_can_refuse(self):
-        from qewd_twisted.rest import validate_rest_request
-
-        mod = types.ModuleType("guarded")
-
-        def before(args, finished):
-            return validate_rest_request(args, finished)  # the Authorization header's JWT
-
-        def get(args, finished):
-            finished({"ok": True, "user": args["session"]["username"]})
-
-        mod.beforeMicroServiceHandler = before
-        mod.routes = [{"url": "/g", "method": "GET", "handler": get}]
-        h = NodeHarness({"guarded": mod})
-        h.node.rest = RestDispatcher(h.node)
+    def test_without_dispatcher_it_is_an_ordinary_message(self):
+        """A node without the REST dispatcher runs restRequest as any other type (QEWD.js:
+        the module's handlers.restRequest)."""
+        h = NodeHarness({"api": rest_api})
         link = h.connect()
-        token = h.tokens.register_token("guarded", {})
-        msg = {"type": "restRequest", "pathTemplate": "/g", "method": "GET", "token": token,
-               "headers": {}, "ms_requestId": 1}
-        [frame] = h.send(link, msg)
-        self.assertEqual(frame["message"]["status"], {"code": 401})
-        user = h.tokens.register_token("guarded", {"username": "rob", "authenticated": True})
-        [frame] = h.send(link, dict(msg, headers={"authorization": "Bearer " + user}))
-        self.assertEqual(frame["message"]["user"], "rob")
+        token = h.register(link, "api")
+        [frame] = h.send(link, {"type": "restRequest", "token": token, "ms_requestId": 3})
+        self.assertEqual(frame["message"]["error"],
+                         "Handler not defined for api messages of type restRequest")

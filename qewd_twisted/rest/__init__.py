@@ -46,10 +46,8 @@ __all__ = [
 
 def attach(node: Any, dispatcher: RestDispatcher) -> None:
     """Make ``dispatcher`` the node's handler of ``restRequest`` messages."""
-    node.rest = dispatcher  # also reached by use_microservice replies
-    builtins = getattr(node, "builtins", None)
-    if isinstance(builtins, dict):
-        builtins["restRequest"] = dispatcher.receive
+    node.builtins["restRequest"] = dispatcher.receive
+    node.local.use_microservice = dispatcher.use_microservice
 
 
 def install_rest(node: Any, root: Any, reactor: Any, config: Any,

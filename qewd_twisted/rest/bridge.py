@@ -4,7 +4,7 @@
 applications, replies (built by the node, so envelopes have one home), the requests-in-flight
 bookkeeping, and running a handler where handlers run (the worker pool or the reactor).
 
-Imports nothing from the package; the node is duck-typed.
+Imports nothing from the package; the node is ``core.node.Node`` (duck-typed).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class NodeBridge:
 
     @property
     def q(self) -> Any:
-        """What handlers taking a third argument get."""
-        return getattr(self.node, "q", self.node)
+        """What handlers taking a third argument get (``core.q.Q``)."""
+        return self.node.q
 
     def elapsed(self, started: float) -> str:
         return self.node._elapsed(started)
@@ -57,14 +57,14 @@ class NodeBridge:
         self.reply(conn, type, message, started, rid)
 
     def begin(self, req: Any) -> None:
-        self.node._begin(req)
+        self.node.requests.begin(req)
 
     def end(self, req: Any, outcome: str = "ok") -> None:
-        self.node._end(req, outcome)
+        self.node.requests.end(req, outcome)
 
     def run_handler(self, req: Any, target: Callable, call: Callable) -> None:
         """Run ``call(send, finished)`` where ``target`` (the user's function) must run."""
-        self.node.run_handler(req, target, call)
+        self.node.local.run_handler(req, target, call)
 
     def run_local(self, req: Any) -> None:
         """``req`` through the application's own ``handlers`` (the WebSocket path)."""

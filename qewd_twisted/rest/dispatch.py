@@ -31,7 +31,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.apps.modules import AppLoadError, Application
 from qewd_twisted.auth.sessions import JWTSession
 from qewd_twisted.auth.tokens import NO_APPLICATION, TokenError
-from qewd_twisted.core.requests import Request, _positional_arity
+from qewd_twisted.core.requests import Request, positional_arity
 from qewd_twisted.rest.bridge import NodeBridge
 from qewd_twisted.rest.jwt import RestArgs
 from qewd_twisted.rest.mapping import bearer_token
@@ -244,7 +244,7 @@ class RestDispatcher:
              before: Callable | None = None) -> None:
         n = self._arity.get(handler)
         if n is None:
-            n = self._arity[handler] = _positional_arity(handler)
+            n = self._arity[handler] = positional_arity(handler)
         q = self.node.q
 
         def call(send: Callable, finished: Callable) -> Any:

@@ -19,8 +19,12 @@ from typing import Any, Callable, Mapping
 
 from twisted.logger import Logger
 
+from zope.interface import implementer
+
 from qewd_twisted import errors as E
 from qewd_twisted.auth.tokens import TokenError
+from qewd_twisted.core import envelope
+from qewd_twisted.core.interfaces import IReplyReceiver, LinkOutcome
 from qewd_twisted.core.requests import Request
 from qewd_twisted.rest.bridge import NodeBridge
 from qewd_twisted.rest.dispatch import REST_TYPE
@@ -281,12 +285,7 @@ class RestForwarder:
             "token": token, "args": dict(variables), "jwt": True,
         }
 
-        def on_frame(frame: dict[str, Any]) -> None:
-            if frame.get("finished") is False:
-                return  # intermediate send(): not carried over HTTP
-            on_final(self._checked(frame))
-
-        self.links[destination].send_request(message, on_frame, self.timeout)
+        self.links[destination].send_request(message, _Receiver(self, on_final), self.timeout)
 
     def _checked(self, frame: dict[str, Any]) -> dict[str, Any]:
         """A remote's final frame, its token verified (never passed on unverified)."""
@@ -297,8 +296,7 @@ class RestForwarder:
             except TokenError as e:
                 log.warn("REST micro-service reply carries a token that does not verify "
                          "here: {error}", error=e.reason)
-                return {"type": REST_TYPE, "message": {
-                    "error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}}
+                return {"type": REST_TYPE, "message": envelope.bad_ms_token()}
         return frame
 
     # -- a group -----------------------------------------------------------------------------
@@ -325,6 +323,26 @@ class RestForwarder:
             else:
                 self._forward(obj, route, variables, leaf,
                               lambda frame, leaf=leaf: collect(leaf, frame))
+
+
+@implementer(IReplyReceiver)
+class _Receiver:
+    """What one forwarded REST request's link reports to: its final frame (intermediate
+    ``send()`` frames are not carried over HTTP), or how it failed."""
+
+    __slots__ = ("_router", "_on_final")
+
+    def __init__(self, router: RestForwarder, on_final: Callable[[Any], None]) -> None:
+        self._router = router
+        self._on_final = on_final
+
+    def frame(self, frame: dict[str, Any]) -> None:
+        if envelope.is_final(frame):
+            self._on_final(self._router._checked(frame))
+
+    def failed(self, outcome: LinkOutcome) -> None:
+        build = envelope.link_timeout if outcome is LinkOutcome.TIMEOUT else envelope.link_down
+        self._on_final(build(REST_TYPE))
 
 
 def _is_error(frame: Any) -> bool:

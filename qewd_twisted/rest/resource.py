@@ -50,13 +50,12 @@ class _Door:
     """The node's entry for a transport: ``receive`` and the connection hooks."""
 
     def __init__(self, node: Any) -> None:
-        self.receive: Receive = getattr(node, "receive", None) or node.message_received
-        self.opened = getattr(node, "connection_opened", None)
-        self.lost = getattr(node, "connection_lost", None)
+        self.receive: Receive = node.receive
+        self.opened = node.connection_opened
+        self.lost = node.connection_lost
 
     def deliver(self, conn: Connection, message: Any) -> None:
-        if self.opened is not None:
-            self.opened(conn)
+        self.opened(conn)
         self.receive(conn, message)
 
 

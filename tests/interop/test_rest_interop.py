@@ -11,18 +11,39 @@ issues are accepted by the QEWD.js primary.
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.internet import defer
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from qewd_twisted.config import RestServiceRoute
 from qewd_twisted.rest.routing import PathTemplate
 from tests.httpclient import HTTPClient
 from tests.integration.nodes import port_of
-from tests.interop.peer import PeerProcess, free_port, peer_home, require_peer
+from tests.interop.peer import NODE, REDIS_PORT, PeerProcess, free_port, peer_home
 from tests.test_rest_http import base_url, start_rest_node
 
 JS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
+
+
+def require_qewd(test: TestCase) -> None:
+    """These tests start their own QEWD.js nodes: they need node, the peer's installed run
+    folder and its Redis (not its master or micro-service). Skip, or fail under ``CI``."""
+    problems = []
+    if NODE is None:
+        problems.append("node is not on PATH")
+    if peer_home() is None:
+        problems.append("no installed QEWD.js peer run folder (bash scripts/peer.sh start)")
+    try:
+        socket.create_connection(("127.0.0.1", int(REDIS_PORT)), timeout=2).close()
+    except OSError:
+        problems.append(f"the peer's Redis 127.0.0.1:{REDIS_PORT} is not reachable "
+                        "(bash scripts/peer.sh start)")
+    if problems:
+        why = "QEWD.js unavailable: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            test.fail(why)
+        raise SkipTest(why)
 
 
 def start_qewd_rest_primary(test: TestCase, port: int, ms_url: str):
@@ -41,7 +62,7 @@ class QEWDPrimaryToPythonMicroServiceTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        require_peer(self, spawn=True)
+        require_qewd(self)
         self.ms = start_rest_node(self, routes=[], moduleMap={"api": "rest_api.py"})
         ms_url = f"http://127.0.0.1:{port_of(self.ms)}"
         port = free_port()
@@ -109,7 +130,7 @@ class PythonPrimaryToQEWDMicroServiceTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        require_peer(self, spawn=True)
+        require_qewd(self)
         port = free_port()
         self.qjs, ready = start_qewd_rest_ms(self, port)
         yield ready

@@ -346,3 +346,25 @@ class MultipartTests(TestCase):
         r = yield HTTPClient(self, base_url(node)).request(
             "POST", "/api/echo/x", raw=b"\x00", headers={"content-type": "multipart/form-data"})
         self.assertEqual((r.status, r.json["body"]), (200, "\x00"))
+
+
+class HttpConnectionTests(TestCase):
+    def test_provides_iconnection(self):
+        from twisted.web.test.requesthelper import DummyRequest
+        from zope.interface.verify import verifyObject
+
+        from qewd_twisted.core.interfaces import IConnection
+        from qewd_twisted.rest import HttpConnection
+
+        lost = []
+        request = DummyRequest([b"api"])
+        conn = HttpConnection(request, "127.0.0.1", 0.0, reactor, False, lost=lost.append)
+        verifyObject(IConnection, conn)
+        conn.send({"type": "restRequest", "finished": False, "message": {"x": 1}})
+        self.assertEqual(request.written, [])  # intermediate frames are not HTTP answers
+        conn.send({"type": "restRequest", "finished": True, "message": {"ok": 1}})
+        self.assertEqual((request.responseCode or 200, b"".join(request.written)),
+                         (200, b'{"ok":1}'))
+        self.assertEqual(lost, [conn])
+        conn.send({"type": "restRequest", "finished": True, "message": {"again": 1}})
+        self.assertEqual(b"".join(request.written), b'{"ok":1}')

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_bench_smoke -*-
 """
 REST benchmark (issue 13 item 8): keep-alive HTTP clients against
 
@@ -14,7 +15,8 @@ Servers run on CPU ``BENCH_SERVER_CPU`` (1), this process (the load generator) o
 median of the rounds. Afterwards 200 concurrent forwarded requests with distinct ids check that
 every reply is the one asked for.
 
-    python -m bench.rest [--rounds 3] [--duration 2] [--clients 1 32] [--no-qewd]
+    bash bench/run.sh rest [--rounds 3] [--duration 2] [--clients 1 32] [--no-qewd]
+    python -m bench.rest ...        (the same, without run.sh's set-up)
 """
 
 from __future__ import annotations

@@ -91,7 +91,10 @@ class HttpConnection(Connection):
         self._error_status = error_status
         self._lost = lost
         self.answered = False
-        request.notifyFinish().addBoth(self._gone)
+        if isinstance(request, FormlessRequest):
+            request.connection = self  # it tells us when it is over (no Deferred per request)
+        else:
+            request.notifyFinish().addBoth(self._gone)
 
     def _gone(self, _: Any) -> None:
         """The response is written, or the client went away: the connection ends."""
@@ -157,9 +160,25 @@ class FormlessRequest(_WebRequest):
     /ajax). twisted.web's own form parsing would read every POST form into ``args`` and answer
     a malformed multipart body with a bare, non-JSON 400 before any resource saw it."""
 
+    #: the HttpConnection answering this request, if any: told when the request is over
+    connection: Any = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(*args, **kwargs)
+
+    def finish(self) -> None:
+        super().finish()
+        self._over()
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 - twisted.web's naming
+        super().connectionLost(reason)
+        self._over()
+
+    def _over(self) -> None:
+        conn, self.connection = self.connection, None
+        if conn is not None:
+            conn._gone(None)
 
 
 def _headers(request: Any) -> dict[str, str]:
@@ -196,21 +215,25 @@ class _JsonResource(Resource):
         """The raw body, or the 413 to answer. ``Content-Length`` is checked first, so an
         oversize body is refused without being read or parsed."""
         length = request.getHeader(b"content-length")
-        too_large = error_reply(413, E.REST_BODY_TOO_LARGE.format(limit=self.max_body))
         if length is not None:
             try:
                 if int(length) > self.max_body:
-                    return too_large
+                    return self._too_large()
             except ValueError:
                 return error_reply(400, E.BAD_JSON_BODY.format(reason="bad Content-Length"))
+        elif request.getHeader(b"transfer-encoding") is None:
+            return b""  # no body (most GETs): nothing to read
         content = request.content
         if content is None:
             return b""
         content.seek(0, 2)
         if content.tell() > self.max_body:
-            return too_large
+            return self._too_large()
         content.seek(0)
         return content.read()
+
+    def _too_large(self) -> HttpReply:
+        return error_reply(413, E.REST_BODY_TOO_LARGE.format(limit=self.max_body))
 
     def _preflight(self, request: Any, started: float) -> bytes:
         request.setResponseCode(204)

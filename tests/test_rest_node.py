@@ -138,3 +138,24 @@ class RemoteSideTests(TestCase):
         [frame] = h.send(link, {"type": "restRequest", "token": token, "ms_requestId": 3})
         self.assertEqual(frame["message"]["error"],
                          "Handler not defined for api messages of type restRequest")
+
+
+class QArgumentTests(TestCase):
+    def test_handler_with_three_parameters_gets_q(self):
+        mod = types.ModuleType("with_q")
+        seen = []
+
+        def get(args, finished, q):
+            seen.append(q)
+            finished({"ok": True})
+
+        mod.routes = [{"url": "/q", "handler": get}]
+        h = NodeHarness({"with_q": mod})
+        attach(h.node, RestDispatcher(h.node))
+        link = h.connect()
+        token = h.tokens.register_token("with_q", {})
+        [frame] = h.send(link, {"type": "restRequest", "pathTemplate": "/q", "method": "GET",
+                                "token": token, "ms_requestId": 1})
+        self.assertIs(frame["message"]["ok"], True)
+        self.assertEqual(seen, [h.node.q])
+        self.assertTrue(callable(seen[0].to_all))

@@ -159,3 +159,30 @@ class QArgumentTests(TestCase):
         self.assertIs(frame["message"]["ok"], True)
         self.assertEqual(seen, [h.node.q])
         self.assertTrue(callable(seen[0].to_all))
+
+
+class BeforeMicroServiceHandlerTests(TestCase):
+    def test_before_hook_can_refuse(self):
+        from qewd_twisted.rest import validate_rest_request
+
+        mod = types.ModuleType("guarded")
+
+        def before(args, finished):
+            return validate_rest_request(args, finished)  # the Authorization header's JWT
+
+        def get(args, finished):
+            finished({"ok": True, "user": args["session"]["username"]})
+
+        mod.beforeMicroServiceHandler = before
+        mod.routes = [{"url": "/g", "method": "GET", "handler": get}]
+        h = NodeHarness({"guarded": mod})
+        attach(h.node, RestDispatcher(h.node))
+        link = h.connect()
+        token = h.tokens.register_token("guarded", {})
+        msg = {"type": "restRequest", "pathTemplate": "/g", "method": "GET", "token": token,
+               "headers": {}, "ms_requestId": 1}
+        [frame] = h.send(link, msg)
+        self.assertEqual(frame["message"]["status"], {"code": 401})
+        user = h.tokens.register_token("guarded", {"username": "rob", "authenticated": True})
+        [frame] = h.send(link, dict(msg, headers={"authorization": "Bearer " + user}))
+        self.assertEqual(frame["message"]["user"], "rob")

@@ -149,12 +149,12 @@ class LocalRunner:
         reactor when ``target`` (the user's function) is ``async def`` / ``@on_reactor``; with
         the handler timeout, and crashes answered. REST routes (rest/dispatch.py) use this."""
         self._begin(req)
-        if self.handler_timeout:
-            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
         on_reactor = self._on_reactor.get(target)
         if on_reactor is None:
             on_reactor = self._on_reactor[target] = runs_on_reactor(target)
         if on_reactor:
+            # The deadline starts only if the handler returns without having finished: most
+            # finish at once, and a timer made and cancelled per request is pure cost.
             send, finished = self._callbacks(req, threaded=False)
             try:
                 result = call(send, finished)
@@ -163,20 +163,27 @@ class LocalRunner:
                     try:
                         awaited = result.send(None)
                     except StopIteration:
-                        return
+                        return self._deadline(req)
                     d = defer.Deferred.fromCoroutine(_resume(result, awaited))
                 elif inspect.isawaitable(result):
                     d = defer.ensureDeferred(result)
                 else:
-                    return
+                    return self._deadline(req)
             except Exception:
                 return self._handler_failed(Failure(), req)
+            self._deadline(req)
         else:
+            self._deadline(req)
             send, finished = self._callbacks(req, threaded=True)
             req.in_thread = True
             d = self.pool.run(call, send, finished)
             d.addBoth(self._thread_returned, req)
         d.addErrback(self._handler_failed, req)
+
+    def _deadline(self, req: Request) -> None:
+        """Start ``req``'s handler deadline, unless it is over already."""
+        if self.handler_timeout and not req.done:
+            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
 
     def _call_on_reactor(self, handler: Callable, req: Request, send: Callable,
                          finished: Callable) -> None:

@@ -161,7 +161,7 @@ class RestDispatcher:
         req = Request(conn, obj, REST_TYPE, started, None, session is not None, session,
                       app.name)
         req.app = app
-        self._run(req, route.handler, args, local=True)
+        self._run(req, route.handler, args)
 
     # -- a request forwarded by a primary ---------------------------------------------------
 
@@ -217,7 +217,7 @@ class RestDispatcher:
         args["req"] = {k: v for k, v in obj.items() if k != "args"}
         args["session"] = session
         before = getattr(app.module, "beforeMicroServiceHandler", None)
-        self._run(req, route.handler, args, local=False,
+        self._run(req, route.handler, args,
                   before=before if callable(before) else None)
 
     # -- use_microservice (§4.7) -------------------------------------------------------------
@@ -240,7 +240,7 @@ class RestDispatcher:
         args.initial_timeout = self.node.initial_session_timeout
         return args
 
-    def _run(self, req: Request, handler: Callable, args: RestArgs, local: bool,
+    def _run(self, req: Request, handler: Callable, args: RestArgs,
              before: Callable | None = None) -> None:
         n = self._arity.get(handler)
         if n is None:
@@ -252,13 +252,8 @@ class RestDispatcher:
                 session = args.get("session")
                 if isinstance(session, JWTSession):
                     req.session, req.jwt = session, True
-                if result is None:
-                    result = {}
-                if local and isinstance(result, dict) and not req.jwt \
-                        and not result.get("error"):
-                    # QEWD's marker (§5.3): a REST reply is never "nothing to send"
-                    result = {**result, "restMessage": True}
-                finished(result)
+                # (an empty reply is still sent: the HTTP connection needs_reply)
+                finished({} if result is None else result)
 
             def crashed(e: BaseException) -> None:
                 log.failure("REST handler for {path} raised", path=args.req.get("path"))

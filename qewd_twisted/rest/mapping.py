@@ -39,6 +39,8 @@ CORS_HEADERS = (
 
 # What never reaches an HTTP client in a successful body (§1.4, §4.5 item 7)
 _STRIPPED = ("ewd_application", "restMessage", "ms_requestId")
+# keys that make a successful message more than its own body
+_SPECIAL = frozenset(_STRIPPED + ("qewd_response_headers", "qewd_send_jwt_as_cookie"))
 
 
 class BodyError(ValueError):
@@ -134,6 +136,9 @@ def reply_from_frame(frame: Any, error_status: int = 400) -> HttpReply:
     if not isinstance(frame, Mapping):
         return error_reply(500, E.BAD_REPLY)
     message = frame.get("message")
+    if (type(message) is dict and not message.get("error") and frame.get("type") != "error"
+            and not (message.keys() & _SPECIAL)):
+        return HttpReply(200, message)  # the common case: a plain success, as it is
     if frame.get("type") == "error" and not isinstance(message, Mapping):
         return error_reply(500, E.UNEXPECTED_EXCEPTION.format(error=message))
     if message is None and "error" in frame:

@@ -46,11 +46,13 @@ def require_qewd(test: TestCase) -> None:
         raise SkipTest(why)
 
 
-def start_qewd_rest_primary(test: TestCase, port: int, ms_url: str):
+def start_qewd_rest_primary(test: TestCase, port: int, ms_url: str, ms2_url: str = ""):
     """The QEWD.js primary of rest_primary.js on ``port``; fires once it has registered with
     the micro-service at ``ms_url``."""
     env = {"QEWD_REST_PRIMARY_PORT": str(port), "QEWD_REST_MS_URL": ms_url,
            "NODE_PATH": os.path.join(peer_home(), "node_modules")}
+    if ms2_url:
+        env["QEWD_REST_MS2_URL"] = ms2_url
     primary = PeerProcess(test, os.path.join(JS, "rest_primary.js"), env,
                           f"QEWD.js REST primary :{port}")
     ready = primary.wait_for(f"{ms_url} micro-service ready")
@@ -113,6 +115,33 @@ class QEWDPrimaryToPythonMicroServiceTests(TestCase):
                                 headers={"authorization": f"Bearer {token[:-4]}AAAA"})
         self.assertEqual(r.status, 400)
         self.assertEqual(r.json["error"], "Invalid JWT: Error: Signature verification failed")
+
+
+class QEWDPrimaryGroupTests(TestCase):
+    """A QEWD.js primary fans a request out to a group of two of our micro-services and
+    aggregates our replies with its own rules (§4.6)."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def test_group_of_python_micro_services(self):
+        require_qewd(self)
+        ms1 = start_rest_node(self, routes=[], moduleMap={"api": "rest_api.py"})
+        ms2 = start_rest_node(self, routes=[], moduleMap={"api": "rest_api.py"})
+        urls = [f"http://127.0.0.1:{port_of(n)}" for n in (ms1, ms2)]
+        port = free_port()
+        primary, ready = start_qewd_rest_primary(self, port, urls[0], urls[1])
+        both_up = primary.wait_for(f"{urls[1]} micro-service ready")
+        yield ready
+        yield both_up
+        http = HTTPClient(self, f"http://127.0.0.1:{port}")
+        r = yield http.get("/api/store/both/stock")
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertEqual(sorted(r.json["results"]), ["py", "py2"])
+        for leaf in ("py", "py2"):
+            self.assertEqual(r.json["results"][leaf]["args"], {"destination": "both"})
+            self.assertNotIn("token", r.json["results"][leaf])
+        ms1.tokens.session(r.json["token"])
 
 
 def start_qewd_rest_ms(test: TestCase, port: int):

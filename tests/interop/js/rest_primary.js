@@ -5,6 +5,7 @@
   node_modules, on ports the test chooses:
     QEWD_REST_PRIMARY_PORT  this node's HTTP port
     QEWD_REST_MS_URL        the Python micro-service (application "api")
+    QEWD_REST_MS2_URL       optional: a second one; destination "both" is the group of the two
     QEWD_REDIS_PORT         the peer's Redis (QEWD.js needs a document store)
 */
 'use strict';
@@ -13,6 +14,7 @@ require(path.join(process.cwd(), 'loopback-only'));
 
 var PORT = parseInt(process.env.QEWD_REST_PRIMARY_PORT, 10);
 var MS_URL = process.env.QEWD_REST_MS_URL;
+var MS2_URL = process.env.QEWD_REST_MS2_URL;  // optional: a second micro-service, group "both"
 var REDIS_PORT = parseInt(process.env.QEWD_REDIS_PORT || '16379', 10);
 
 var config = {
@@ -40,5 +42,10 @@ var config = {
 };
 
 var local = path.join(__dirname, 'rest_local.js');
+if (MS2_URL) {
+  config.u_services.destinations.py2 = {host: MS2_URL, application: 'api'};
+  config.u_services.destinations.both = {destinations: ['py', 'py2']};
+}
+
 var routes = [{path: '/api', module: local}, {path: '/qjs', module: local}];
 require('qewd').master.start(config, routes);

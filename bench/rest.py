@@ -271,10 +271,13 @@ def report(results: dict[str, list[dict[str, float]]], args: Any, mis: dict[str,
     lines.append("")
     for n in args.clients:
         f = med(f"floor/{n}", "rps")
-        parts = [f"node-async/floor {med(f'node-async/{n}', 'rps') / f:.2f}x"]
+        def rps(name: str) -> float:
+            return med(f"{name}/{n}", "rps")
+
+        parts = [f"node-async/floor {rps('node-async') / f:.2f}x"]
         if f"qewd-local/{n}" in results:
-            parts.append(f"node-async/qewd-local {med(f'node-async/{n}', 'rps') / med(f'qewd-local/{n}', 'rps'):.2f}x")
-            parts.append(f"node-fwd/qewd-fwd {med(f'node-fwd/{n}', 'rps') / med(f'qewd-fwd/{n}', 'rps'):.2f}x")
+            parts.append(f"node-async/qewd-local {rps('node-async') / rps('qewd-local'):.2f}x")
+            parts.append(f"node-fwd/qewd-fwd {rps('node-fwd') / rps('qewd-fwd'):.2f}x")
         lines.append(f"- {n} client{'s' * (n > 1)}: " + ", ".join(parts))
     lines.append("- misdelivered replies at 200 concurrent forwarded requests: "
                  + ", ".join(f"{k} {v}" for k, v in mis.items()))

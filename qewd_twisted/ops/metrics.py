@@ -280,7 +280,8 @@ class _Collector:
         node = m.node
         by_framing = _Tally(c.framing for c in list(node.connections.values()))
         connections = GaugeMetricFamily(
-            "qewd_connections", "Client connections open now, by framing (http, ajax: REST and /ajax requests in progress).",
+            "qewd_connections",
+            "Client connections open now, by framing (http, ajax: REST and /ajax requests).",
             labels=["framing"])
         for framing in sorted(set(by_framing) | {"engine.io", "plain"}):
             connections.add_metric([framing], by_framing.get(framing, 0))

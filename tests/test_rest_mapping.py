@@ -51,6 +51,11 @@ class ReplyFromFrameTests(TestCase):
             "name": "c", "directives": ["Secure", "HttpOnly"]}}})
         self.assertEqual(r.headers, [("Set-Cookie", "c=T; Secure; HttpOnly")])
 
+    def test_cookie_directive_cannot_inject_a_header(self):
+        r = reply_from_frame({"message": {"token": "T", "qewd_send_jwt_as_cookie": {
+            "directives": ["Secure\r\nX-Evil: 1"]}}})
+        self.assertEqual((r.headers, r.body), ([], {"token": "T"}))
+
     def test_list_and_garbage(self):
         self.assertEqual(reply_from_frame({"message": [1]}).body, [1])
         self.assertEqual(reply_from_frame("x").status, 500)

@@ -166,7 +166,10 @@ def reply_from_frame(frame: Any, error_status: int = 400) -> HttpReply:
                 headers.append((name, str(value)))
     cookie = body.pop("qewd_send_jwt_as_cookie", None)
     if cookie and isinstance(body.get("token"), str):
-        headers.append(("Set-Cookie", _cookie(cookie, body.pop("token"))))
+        value = _cookie(cookie, body["token"])
+        if _header_safe(value):  # a handler's directive cannot add a header line
+            body.pop("token")
+            headers.append(("Set-Cookie", value))
     return HttpReply(200, body, headers)
 
 

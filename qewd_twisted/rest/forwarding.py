@@ -151,7 +151,7 @@ class RestForwarder:
         found = self.match(obj["path"], method)
         if found is None:
             return node.fail(req.conn, req.type, E.REST_NOT_FOUND, req.started,
-                               req.ms_request_id, status=404)
+                             req.ms_request_id, status=404)
         fwd = Request(req.conn, obj, req.type, req.started, req.ms_request_id, False, None,
                       req.application)
         node.begin(fwd)
@@ -168,7 +168,7 @@ class RestForwarder:
                 try:
                     message["token"] = node.tokens.rewrite(message["token"], req.application)
                 except TokenError:
-                    message = {"error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}
+                    message = envelope.bad_ms_token()
             node.reply(req.conn, req.type, message, req.started, req.ms_request_id)
 
         self._route(fwd, obj, found[0], found[1], answer)

@@ -130,3 +130,29 @@ class KilledMicroServiceTests(TestCase):
         self.assertEqual((r.status, r.json), (503, {"error": "MicroService connection is down"}))
         r = yield http.get("/api/store/nowhere/stock")
         self.assertEqual(r.status, 400)  # the primary goes on
+
+
+class UseMicroServiceTests(TestCase):
+    """A WebSocket handler's use_microservice reply goes through the REST routes over a real
+    link, and the answer reaches the WebSocket client under its own type (§4.7)."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_ws_handler_to_rest_micro_service(self):
+        from tests.integration.nodes import eio_url
+        from tests.interop.peer import register
+        from tests.wsclient import EIOClient
+
+        ms = start_ms(self)
+        primary = start_primary(self, {"one": {"host": url_of(ms), "application": "api"}},
+                                moduleMap={"web": "tests.apps.ws_via_rest"})
+        yield links_up(primary)
+        c = EIOClient(eio_url(primary))
+        self.addCleanup(c.close)
+        token = yield defer.ensureDeferred(register(c, "web"))
+        c.emit({"type": "lookup", "token": token, "params": {"id": 9}})
+        frame = yield c.message()
+        self.assertEqual((frame["type"], frame["finished"]), ("lookup", True))
+        self.assertEqual(frame["message"]["id"], "9")
+        self.assertEqual(primary.tokens.session(frame["message"]["token"])["application"], "web")

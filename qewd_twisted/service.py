@@ -153,7 +153,7 @@ class QEWDService(MultiService):
 
         self.micro_services = None
         routes = list(config.micro_services.routes.values()) if config.micro_services else []
-        if routes:
+        if routes or (config.micro_services and config.micro_services.rest_routes):
             from qewd_twisted.mesh.links import MicroServices
 
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
@@ -191,6 +191,12 @@ class QEWDService(MultiService):
         self.site = NodeSite(root, reactor=reactor, limits=limits,
                              max_connections=limits.max_connections,
                              connections=lambda: len(self.node.connections))
+        # REST: the startup file's routes, the micro-service REST routes, POST /ajax
+        from qewd_twisted.rest import install_rest
+        from qewd_twisted.rest.resource import FormlessRequest
+
+        self.rest = install_rest(self.node, root, reactor, config, self.micro_services)
+        self.site.requestFactory = FormlessRequest
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)

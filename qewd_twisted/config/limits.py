@@ -41,6 +41,7 @@ class Limits:
     max_ranges: int = 16  # byte ranges answered as multipart; more (or overlapping): whole file
     auth_failures: int = 10  # /status: wrong passwords per address within auth_window ...
     auth_window: float = 60.0  # ... past which it gets 429 for this long
+    max_body_size: int = 1048576  # one REST or /ajax request body, bytes
 
 
 #: Limits field -> its key in the startup file's ``config``.
@@ -65,4 +66,5 @@ CONFIG_KEYS = {
     "max_ranges": "maxRanges",
     "auth_failures": "statusAuthFailures",
     "auth_window": "statusAuthWindow",
+    "max_body_size": "maxBodySize",
 }

@@ -232,9 +232,10 @@ class _Collector:
                                 "serverName.", labels=["version", "server_name"])
         info.add_metric([__version__, m.server_name], {})
         yield info
-        opened = CounterMetricFamily("qewd_connections_opened",
-                                     "Client WebSocket connections opened, by framing.",
-                                     labels=["framing"])
+        opened = CounterMetricFamily(
+            "qewd_connections_opened",
+            "Client connections opened, by framing (http, ajax: one per REST or /ajax request).",
+            labels=["framing"])
         for framing, n in sorted(m.connections_opened.items()):
             opened.add_metric([framing], n)
         yield opened
@@ -279,7 +280,8 @@ class _Collector:
         node = m.node
         by_framing = _Tally(c.framing for c in list(node.connections.values()))
         connections = GaugeMetricFamily(
-            "qewd_connections", "Client WebSocket connections open now, by framing.",
+            "qewd_connections",
+            "Client connections open now, by framing (http, ajax: REST and /ajax requests).",
             labels=["framing"])
         for framing in sorted(set(by_framing) | {"engine.io", "plain"}):
             connections.add_metric([framing], by_framing.get(framing, 0))

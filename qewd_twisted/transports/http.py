@@ -71,6 +71,14 @@ _REASONS = {400: b"Bad Request", 403: b"Forbidden", 408: b"Request Timeout",
             413: b"Content Too Large", 501: b"Not Implemented", 503: b"Service Unavailable"}
 
 
+def _reason(code: int, text: str) -> bytes:
+    """The status line's reason: for a refused connection (503) the node's own text, as the
+    WebSocket endpoints have always sent it (docs/reliability.md); else the standard phrase."""
+    if code == 503 and text.isascii() and text.isprintable():
+        return text.encode("ascii")
+    return _REASONS.get(code, b"Error")
+
+
 #: Characters of a client-supplied value (header, path, method) written to the log.
 LOGGED_CHARS = 120
 
@@ -275,7 +283,7 @@ class NodeChannel(http.HTTPChannel):
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
             b"content-length: %d\r\nconnection: close\r\nx-content-type-options: nosniff\r\n\r\n"
-            % (code, _REASONS.get(code, b"Error"), len(body)) + body)
+            % (code, _reason(code, text), len(body)) + body)
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is None:
             return self.loseConnection()

@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from qewd_twisted.rest import AjaxResource, RestDispatcher, RestResource, attach
+from qewd_twisted.transports.http import NodeSite
 from qewd_twisted.rest.resource import FormlessRequest
 from qewd_twisted.rest.mapping import BodyError, parse_body, reply_from_frame
 from qewd_twisted.rest.routing import Mount, MountTable, PathTemplate, RouteError, RouteTable
@@ -81,7 +82,8 @@ class _Node:
         root.putChild(b"api", rest)
         root.putChild(b"simple", rest)
         root.putChild(b"ajax", AjaxResource(self.h.node, self.h.clock, max_body=LIMIT))
-        self.site = Site(root, requestFactory=FormlessRequest, reactor=self.h.clock)
+        self.site = NodeSite(root, reactor=self.h.clock)
+        self.site.requestFactory = FormlessRequest
         self.token = self.h.tokens.register_token("api", {"authenticated": True})
 
     def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -132,14 +134,19 @@ class HTTPPropertyTests(SynchronousTestCase):
         self.assertTrue(raw, f"no answer to {method} {path}")
         status, rheaders, rbody = _parse(raw)
         self.assertTrue(200 <= status <= 599, status)
-        if method == "HEAD" or status == 204:
-            return
-        self.assertTrue(rheaders.get("content-type", "").startswith("application/json"),
-                        (method, path, headers, body[:80], raw[:300]))
-        json.loads(rbody)
-        if status >= 400:
-            self.assertIn("error", json.loads(rbody))
-        self.assertIn("x-responsetime", rheaders)
+        # Refused by the HTTP layer before any resource (transports/http.py: bad path bytes,
+        # unknown method, a body over the declared limit): a plain-text answer, then closed.
+        early = (status in (400, 408, 413, 501)
+                 and rheaders.get("content-type", "").startswith("text/plain"))
+        if method == "HEAD" or status == 204 or early:
+            pass
+        else:
+            self.assertTrue(rheaders.get("content-type", "").startswith("application/json"),
+                            (method, path, headers, body[:80], raw[:300]))
+            json.loads(rbody)
+            if status >= 400:
+                self.assertIn("error", json.loads(rbody))
+            self.assertIn("x-responsetime", rheaders)
         self.flushLoggedErrors(ValueError)  # the app's /api/crash route raises on purpose
         # the node stays up: a well-formed request still works
         status, _, rbody = _parse(self.node.request("GET", "/api/users/7", {}, b""))

@@ -16,7 +16,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.rest_httpclient import HTTPClient
 from tests.integration.nodes import port_of
-from tests.integration.processes import TwistdProcess, free_port
+from tests.integration.processes import TwistdProcess
+from tests.ports import reserve_port
 from tests.test_rest_http import APPS, SECRET, base_url, start_rest_node
 
 
@@ -97,7 +98,7 @@ class LinkDownTests(TestCase):
 
     @defer.inlineCallbacks
     def test_no_micro_service_503(self):
-        primary = start_primary(self, {"one": {"host": f"http://127.0.0.1:{free_port()}",
+        primary = start_primary(self, {"one": {"host": f"http://127.0.0.1:{reserve_port(self)}",
                                                "application": "api"}})
         r = yield HTTPClient(self, base_url(primary)).get("/api/users/1")
         self.assertEqual((r.status, r.json), (503, {"error": "MicroService connection is down"}))
@@ -108,7 +109,7 @@ class KilledMicroServiceTests(TestCase):
 
     @defer.inlineCallbacks
     def test_killed_mid_request_ends_the_request(self):
-        port = free_port()
+        port = reserve_port(self)
         d = os.path.abspath(self.mktemp())
         os.makedirs(d)
         startup = os.path.join(d, "startup.py")

@@ -20,6 +20,7 @@ from qewd_twisted.apps.modules import Applications
 from qewd_twisted.config import Config, ConfigError
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.transports.polling import BoundedBodyRequest
 from qewd_twisted.transports.site import build_site_root
 from qewd_twisted.apps.pool import WorkerPool
 
@@ -30,6 +31,7 @@ class _QuietSite(Site):
     """A Site that does not write an access-log line per request (WebSocket upgrades included)."""
 
     noisy = False
+    requestFactory = BoundedBodyRequest  # polling bodies over maxMessageSize never buffered
 
     def log(self, request: Any) -> None:
         pass
@@ -117,7 +119,12 @@ class QEWDService(MultiService):
             build_site_root(self.node, reactor, web_root=config.web_server_root,
                             max_message_size=config.max_message_size,
                             max_connections=config.max_connections,
-                            max_buffered_bytes=config.max_buffered_bytes))
+                            max_buffered_bytes=config.max_buffered_bytes,
+                            ping_interval=config.ping_interval,
+                            ping_timeout=config.ping_timeout,
+                            max_pending_handshakes=config.max_pending_handshakes))
+        # the Engine.IO polling sessions (transports/polling.py), finished on stop
+        self.engine = getattr(self.site.resource.getStaticEntity(b"socket.io"), "engine", None)
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)
@@ -155,6 +162,8 @@ class QEWDService(MultiService):
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in self.listeners])
         yield self.node.drain(self.config.shutdown_grace)
         yield self.node.close_all()
+        if self.engine is not None:
+            self.engine.sessions.shutdown()
         others = [s for s in reversed(list(self)) if s not in self.listeners and s.running]
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others])
         log.info("{name} stopped", name=self.config.server_name)

@@ -67,6 +67,7 @@ SUPPORTED_KEYS = (
     *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
     "maxInFlightPerLink",
+    *("pingInterval", "pingTimeout", "maxPendingHandshakes"),  # Engine.IO (docs/browser.md)
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
@@ -149,6 +150,9 @@ class Config:
     max_in_flight: int = 64
     max_in_flight_link: int = 1024
     max_buffered_bytes: int = 4194304
+    ping_interval: int = 25000  # ms, socket.io 2's pingInterval
+    ping_timeout: int = 20000  # ms, socket.io 2's pingTimeout
+    max_pending_handshakes: int = 1000  # polling sessions that never polled after the handshake
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
@@ -265,6 +269,9 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         max_in_flight=c.get_int(d, "maxInFlight", 64, 1),
         max_in_flight_link=c.get_int(d, "maxInFlightPerLink", 1024, 1),
         max_buffered_bytes=c.get_int(d, "maxBufferedBytes", 4194304, 65536),
+        ping_interval=c.get_int(d, "pingInterval", 25000, 1000),
+        ping_timeout=c.get_int(d, "pingTimeout", 20000, 1000),
+        max_pending_handshakes=c.get_int(d, "maxPendingHandshakes", 1000, 1),
         micro_services=micro_services,
         **_operations(c, d, listen),
         ignored_keys=ignored,

@@ -414,9 +414,12 @@ class EngineSessions:
         if self.sessions.get(session.sid) is session:
             del self.sessions[session.sid]
 
-    def close_all(self) -> None:
+    def shutdown(self) -> None:
+        """Close every session and forget those still waiting to hand out a close packet."""
         for session in list(self.sessions.values()):
             session.close("server close")
+            if session.state == "closing":
+                session._finish()
 
 
 __all__ = ["EngineSession", "EngineSessions", "SessionConnection", "IPoll", "IEngineSocket",

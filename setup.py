@@ -32,7 +32,10 @@ setup(
         # formats (text and OpenMetrics), rather than a hand-written one (docs/operations.md)
         "prometheus-client>=0.17",
     ],
-    extras_require={"test": ["hypothesis>=6"]},
+    # python-socketio 4 / python-engineio 3: the socket.io 2 (EIO=3) Python client, tested
+    # against our long-polling transport (tests/integration/test_polling_clients.py)
+    extras_require={"test": ["hypothesis>=6", "python-socketio[client]>=4.6,<5",
+                             "python-engineio>=3.14,<4"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -291,3 +291,30 @@ class PollingTests(TestCase):
         yield ws.close()
         while c.sid in node.node.connections:
             yield task.deferLater(reactor, 0.01, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_abandoned_sessions_are_freed(self):
+        """Handshakes never polled again are bounded by maxPendingHandshakes; a session whose
+        waiting GET is cut off is closed at once; no session object outlives either."""
+        import gc
+
+        from qewd_twisted.transports.engineio import EngineSession
+
+        node = start_node(self, maxPendingHandshakes=10)
+        for i in range(150):
+            c = PollClient(base(node))
+            yield defer.ensureDeferred(c.handshake())
+            if i % 2:
+                c.start()
+                while not node.engine.sessions.get(c.sid).poll:
+                    yield task.deferLater(reactor, 0.005, lambda: None)
+                yield c.stop()  # the waiting GET's connection is cut: the session closes
+        for _ in range(500):  # the last cut-off GETs are seen by the node asynchronously
+            if len(node.engine.sessions) <= 10:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertLessEqual(len(node.engine.sessions), 10)
+        self.assertLessEqual(len(node.node.connections), 10)
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, EngineSession)]
+        self.assertLessEqual(len(alive), 10)

@@ -159,6 +159,8 @@ class SessionTests(TestCase):
         session.attach_poll(poll)
         self.assertIsNone(poll.answer)
         session.receive_payload(iter(["2probe"]))
+        self.assertIsNone(poll.answer)  # sent at the end of the reactor turn, with the rest
+        self.clock.advance(0)
         self.assertEqual(poll.answer, [b"3probe"])
         session.receive_payload(iter(["2", ev({"type": "a"}), ev({"type": "b"})]))
         self.assertEqual([m[1]["type"] for m in self.node.messages], ["a", "b"])
@@ -168,6 +170,18 @@ class SessionTests(TestCase):
         self.assertEqual(poll2.answer[0], b"3")
         self.assertTrue(poll2.answer[1].startswith(b'42["ewdjs",{"type":"a"'))
         self.assertTrue(poll2.answer[2].startswith(b'42["ewdjs",{"type":"b"'))
+
+    def test_one_payload_per_reactor_turn(self):
+        """A reply and the broadcasts it caused reach a waiting GET together."""
+        session, _ = self.open()
+        poll = FakePoll()
+        session.attach_poll(poll)
+        for i in range(3):
+            session.conn.send({"type": "x", "n": i})
+        self.assertIsNone(poll.answer)
+        self.clock.advance(0)
+        self.assertEqual(len(poll.answer), 3)
+        self.assertEqual(self.clock.getDelayedCalls()[0].getTime(), 45)  # only the ping timer
 
     def test_socketio_errors(self):
         session, _ = self.open()
@@ -187,7 +201,7 @@ class SessionTests(TestCase):
         poll = FakePoll()
         session.attach_poll(poll)
         session.receive_payload(P.iter_payload("1:21:9"))
-        self.assertEqual(poll.answer, [b"3"])  # the pong went out before the fault
+        self.assertEqual(poll.answer, [b"3", b"1"])  # the pong, then the close packet
         self.assertEqual(session.reason, "parse error")
         self.assertIsNone(self.sessions.get(session.sid))
         self.assertEqual(self.node.lost, [session.conn])
@@ -208,6 +222,7 @@ class SessionTests(TestCase):
         session.attach_poll(FakePoll())  # answered below
         self.clock.advance(44)
         session.receive_payload(iter(["2"]))  # a ping resets the timer (the GET returns pong)
+        self.clock.advance(0)
         poll = FakePoll()
         session.attach_poll(poll)
         self.clock.advance(44.9)
@@ -285,6 +300,7 @@ class SessionTests(TestCase):
         ws = FakeSocket()
         session.start_upgrade(ws)
         session.conn.send({"type": "r1"})  # in flight on polling
+        self.clock.advance(0)
         self.assertEqual(len(poll.answer), 1)
         session.socket_message(ws, "2probe")
         self.assertEqual(ws.sent, [b"3probe"])

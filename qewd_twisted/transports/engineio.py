@@ -121,6 +121,7 @@ class EngineSession:
         self.confirmed = False  # a request after the handshake
         self._timer: Any = None
         self._upgrade_timer: Any = None
+        self._flush_call: Any = None
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class EngineSession:
             self._timer = self.sessions.clock.callLater(delay, self.close, "ping timeout")
 
     def _cancel_timers(self) -> None:
-        for name in ("_timer", "_upgrade_timer"):
+        for name in ("_timer", "_upgrade_timer", "_flush_call"):
             t = getattr(self, name)
             if t is not None and t.active():
                 t.cancel()
@@ -156,7 +157,14 @@ class EngineSession:
                      conn=self.conn, n=self.queued_bytes)
             self.close("buffer full")
             return
-        if self.poll is not None:
+        if self.poll is not None and self._flush_call is None:
+            # at the end of this reactor turn: a reply and the broadcasts it caused leave in
+            # one payload, not one round trip each
+            self._flush_call = self.sessions.clock.callLater(0, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_call = None
+        if self.poll is not None and self.queue:
             self._flush()
 
     def _take(self) -> list[bytes]:
@@ -343,9 +351,7 @@ class EngineSession:
             self._finish()
 
     def _finish(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._cancel_timers()
         self.state = "closed"
         self.queue = []
         self.queued_bytes = 0

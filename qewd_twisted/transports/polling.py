@@ -72,6 +72,11 @@ def _cors(request: Any) -> None:
         request.setHeader(b"access-control-allow-origin", b"*")
 
 
+def _io_cookie(sid: str) -> bytes:
+    """engine.io's ``io`` cookie (socket.io 2's default): the sid, for sticky load balancers."""
+    return b"io=" + sid.encode("ascii") + b"; Path=/; HttpOnly; SameSite=Strict"
+
+
 def _arg(request: Any, name: bytes) -> str | None:
     values = request.args.get(name)
     if not values:
@@ -101,8 +106,7 @@ class _HeldGet:
         else:
             r.setHeader(b"content-type", b"text/plain; charset=UTF-8")
             _cors(r)
-        r.addCookie(b"io", self.sid.encode("ascii"), path=b"/", httpOnly=True,
-                    sameSite="strict")
+        r.setHeader(b"set-cookie", _io_cookie(self.sid))
         r.setHeader(b"content-length", b"%d" % len(body))
         r.write(body)
         r.finish()
@@ -194,8 +198,7 @@ class PollingResource(Resource):
         request.setHeader(b"content-type", b"text/html")
         if jsonp is None:
             _cors(request)
-        request.addCookie(b"io", session.sid.encode("ascii"), path=b"/", httpOnly=True,
-                          sameSite="strict")
+        request.setHeader(b"set-cookie", _io_cookie(session.sid))
         return b"ok"
 
 
@@ -230,11 +233,18 @@ class BoundedBodyRequest(Request):
     _seen = 0
 
     def gotLength(self, length: int | None) -> None:
-        self._limit = self._polling_limit()
-        if self._limit is not None and length is not None and length > self._limit:
-            self.content = BytesIO()
-            self._refuse()
+        if length == 0:  # no body (every GET): nothing to bound
+            super().gotLength(length)
             return
+        self._limit = self._polling_limit()
+        if self._limit is not None:
+            # ours to decode: twisted.web's form parsing (and its costly Content-Type parse
+            # through the email package) is of no use for an Engine.IO payload
+            self._parsePOSTFormSubmission = False
+            if length is not None and length > self._limit:
+                self.content = BytesIO()
+                self._refuse()
+                return
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -253,17 +263,14 @@ class BoundedBodyRequest(Request):
         child = root.getStaticEntity(b"socket.io") if root is not None else None
         return getattr(child, "engine", None)
 
-    def _query(self) -> dict[str, list[str]]:
+    def _path(self) -> bytes:
         path = getattr(self.channel, "_path", b"") or b""
-        if not path.startswith(b"/socket.io/"):
-            return {}
-        return parse_qs(urlsplit(path.decode("latin-1")).query)
+        return path if path.startswith(b"/socket.io/") else b""
 
     def _polling_limit(self) -> int | None:
-        if self.requestHeaders.getRawHeaders(b"upgrade"):
+        if b"transport=polling" not in self._path():
             return None
-        query = self._query()
-        if query.get("transport", [""])[0] != "polling":
+        if self.requestHeaders.getRawHeaders(b"upgrade"):
             return None
         engine = self._engine()
         return engine.sessions.max_http_buffer_size if engine is not None else None
@@ -271,7 +278,8 @@ class BoundedBodyRequest(Request):
     def _refuse(self) -> None:
         self.body_refused = True
         engine = self._engine()
-        sid = self._query().get("sid", [""])[0]
+        query = parse_qs(urlsplit(self._path().decode("latin-1")).query)
+        sid = query.get("sid", [""])[0]
         session = engine.sessions.get(sid) if engine is not None and sid else None
         if session is not None:
             log.warn("closing {conn}: a polling body over the size limit", conn=session.conn)

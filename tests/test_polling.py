@@ -343,3 +343,21 @@ class SessionTests(TestCase):
         session.socket_closed(ws3)
         self.assertTrue(session.can_upgrade())
         self.assertEqual(session.state, "open")
+
+
+class ConfigTests(TestCase):
+    def test_engine_io_keys(self):
+        from qewd_twisted import config_from_dict
+        from qewd_twisted.config import ConfigError
+
+        c = config_from_dict({"pingInterval": 5000, "pingTimeout": 3000,
+                              "maxPendingHandshakes": 7})
+        self.assertEqual((c.ping_interval, c.ping_timeout, c.max_pending_handshakes),
+                         (5000, 3000, 7))
+        d = config_from_dict({})
+        self.assertEqual((d.ping_interval, d.ping_timeout, d.max_pending_handshakes),
+                         (25000, 20000, 1000))
+        with self.assertRaises(ConfigError) as e:
+            config_from_dict({"pingInterval": 10, "pingTimeout": "x"})
+        self.assertIn("config.pingInterval", str(e.exception))
+        self.assertIn("config.pingTimeout", str(e.exception))

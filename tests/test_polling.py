@@ -118,8 +118,8 @@ class FakeSocket:
         assert not self.closed
         self.sent.append(data)
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
 
 
 def ev(obj: Any) -> str:
@@ -324,6 +324,17 @@ class SessionTests(TestCase):
         session.socket_closed(ws)
         self.assertEqual(session.reason, "transport close")
         self.assertEqual(len(self.sessions), 0)
+
+    def test_server_close_of_an_upgraded_session(self):
+        session, _ = self.open()
+        ws = FakeSocket()
+        session.start_upgrade(ws)
+        session.socket_message(ws, "2probe")
+        session.socket_message(ws, "5")
+        session.conn.close(1001, "server shutting down")
+        self.assertEqual(ws.closed, (1001, "server shutting down"))
+        self.assertEqual(len(self.sessions), 0)
+        self.assertEqual(self.node.lost, [session.conn])
 
     def test_upgrade_timeout_and_bad_probe(self):
         session, _ = self.open()

@@ -67,8 +67,8 @@ class IEngineSocket(Interface):
     def send_text(data: bytes) -> None:
         """Send one Engine.IO packet as a text frame."""
 
-    def close() -> None:
-        """Close the socket (a normal close)."""
+    def close(code: int = 1000, reason: str = "") -> None:
+        """Close the socket (a WebSocket close code and reason)."""
 
 
 class SessionConnection(Connection):
@@ -89,7 +89,7 @@ class SessionConnection(Connection):
         self.session.push(data)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        self.session.close("forced close")
+        self.session.close("forced close", code, reason)
 
     def traffic(self) -> tuple[int, int]:
         return self.received, self.sent
@@ -321,7 +321,7 @@ class EngineSession:
 
     # -- closing -----------------------------------------------------------------------------
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: int = 1000, text: str = "") -> None:
         """Close the session; the node forgets its connection at once.
 
         A GET waiting gets what is queued and the close packet. A server-initiated close with
@@ -340,7 +340,7 @@ class EngineSession:
         self.sessions.node.connection_lost(self.conn)
         if self.ws is not None:
             ws, self.ws = self.ws, None
-            ws.close()
+            ws.close(code, text)
             self._finish()
         elif self.poll is not None:
             self._flush(CLOSE_PACKET)

@@ -389,11 +389,15 @@ class _SocketFace:
         self._proto.sendMessage(data, isBinary=False)
         self._proto.sent(len(data))
 
-    def close(self) -> None:
-        if self._proto.state == WebSocketServerProtocol.STATE_OPEN:
-            self._proto.sendClose()
-        elif self._proto.transport is not None:
-            self._proto.dropConnection(abort=True)
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        proto = self._proto
+        if proto.state == WebSocketServerProtocol.STATE_OPEN:
+            if code == 1000 or 3000 <= code <= 4999:
+                proto.sendClose(code, reason or None)
+            else:  # 1001 "going away" and other protocol codes: the frame-level call
+                proto.sendCloseFrame(code, reason.encode("utf-8")[:120] or None)
+        elif proto.transport is not None:
+            proto.dropConnection(abort=True)
 
 
 class Engine:

@@ -50,7 +50,8 @@ class NpmClientTests(BrowserTestCase):
             page.on("pageerror", lambda e: self.bt.console.append(f"pageerror: {e}"))
             page.on("request", lambda r: self.requests.append(r.url))
             page.on("websocket", lambda ws: self.requests.append(ws.url))
-            page.goto(base_url(node) + "/npm-ewd.html" + query)
+            # a JSONP poll is a script tag: the page may never reach "load" while one waits
+            page.goto(base_url(node) + "/npm-ewd.html" + query, wait_until="domcontentloaded")
             return page
 
         page = yield self.in_browser(setup)
@@ -78,6 +79,14 @@ class NpmClientTests(BrowserTestCase):
                         self.requests)
         errors = yield self.in_browser(page.evaluate, "seen('error') + seen('socketDisconnected')")
         self.assertEqual(errors, 0)
+
+    @defer.inlineCallbacks
+    def test_jsonp_polling(self):
+        """socket.io-client 2's forceJSONP: script-tag GETs (``j=``), form POSTs (``d=``)."""
+        node, page = yield self.open_page("?polling&jsonp")
+        yield self.in_browser(_log_in_and_echo, page, "over jsonp, with \"quotes\"\nand a newline")
+        yield self.transports_of(node, "polling")
+        self.assertTrue(any("&j=" in u for u in self.requests), self.requests)
 
     @defer.inlineCallbacks
     def test_polling_only(self):

@@ -129,6 +129,8 @@ class PollingTests(TestCase):
         self.assertEqual((yield defer.ensureDeferred(ws.message()))["message"], {"n": 1})
         self.assertTrue(node.node.send_to_socket(c.sid, {"type": "one", "message": 2}))
         self.assertEqual((yield defer.ensureDeferred(c.message()))["type"], "one")
+        node.node.to_application({"type": "app", "message": 3}, "demo")
+        self.assertEqual((yield defer.ensureDeferred(c.message()))["type"], "app")
 
     @defer.inlineCallbacks
     def test_several_packets_in_one_post_and_b64(self):
@@ -187,10 +189,15 @@ class PollingTests(TestCase):
     @defer.inlineCallbacks
     def test_malformed_payload_closes_the_session(self):
         node = start_node(self)
-        for bad in (b"5:2", b"x:2", b"1:9", b"\xff\xfe\x00garbage"):
+        cases = [(b"5:2", b"text/plain"), (b"x:2", b"text/plain"), (b"1:9", b"text/plain"),
+                 (b"\xff\xfe\x00garbage", b"text/plain"),
+                 (b"\x07\x01\xff2garbage", b"application/octet-stream"),
+                 (b"\x00\x09\xff2", b"application/octet-stream")]
+        for bad, ctype in cases:
             c = self.client(node)
             yield defer.ensureDeferred(c.handshake())
-            code, _, body = yield defer.ensureDeferred(c.raw(b"POST", c.url(), bad))
+            code, _, body = yield defer.ensureDeferred(c.raw(b"POST", c.url(), bad,
+                                                             {b"content-type": ctype}))
             self.assertEqual((code, body), (200, b"ok"))  # engine.io answers ok, then closes
             code, _, body = yield defer.ensureDeferred(c.raw(b"GET", c.url()))
             self.assertEqual((code, json.loads(body)["code"]), (400, 1), bad)

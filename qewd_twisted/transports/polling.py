@@ -29,6 +29,7 @@ from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -75,6 +76,13 @@ def _cors(request: Any) -> None:
 def _io_cookie(sid: str) -> bytes:
     """engine.io's ``io`` cookie (socket.io 2's default): the sid, for sticky load balancers."""
     return b"io=" + sid.encode("ascii") + b"; Path=/; HttpOnly; SameSite=Strict"
+
+
+def query_args(uri: bytes | None) -> dict[bytes, list[bytes]]:
+    """The query string of ``uri`` as twisted.web's ``request.args``."""
+    if not uri or b"?" not in uri:
+        return {}
+    return http.parse_qs(uri.split(b"?", 1)[1], 1)
 
 
 def _arg(request: Any, name: bytes) -> str | None:

@@ -338,10 +338,13 @@ class _Upgrade(Resource):
         if path == b"socket.io.js" and self._client_js and os.path.exists(self._client_js):
             return File(self._client_js, defaultType="application/javascript")
         if path == b"":
-            transport = (request.args.get(b"transport") or [b""])[0]
+            # args from the query string (also when the resource is looked up before the
+            # request is complete, with request.args not parsed yet)
+            args = request.args or polling.query_args(request.uri)
+            transport = (args.get(b"transport") or [b""])[0]
             upgrade = (request.getHeader(b"upgrade") or b"").lower()
             if upgrade == b"websocket":
-                if self.engine is not None and request.args.get(b"sid"):
+                if self.engine is not None and args.get(b"sid"):
                     return self.engine.upgrade
                 return self._ws
             if transport == b"polling" and self.engine is not None:

@@ -119,6 +119,9 @@ class EngineSession:
         self.probe: IEngineSocket | None = None  # during an upgrade
         self.probed = False  # the probe answered 3probe: noops make the client pause polling
         self.confirmed = False  # a request after the handshake
+        # the JSONP callback index when the handshake asked for JSONP (``j=``): engine.io
+        # picks the polling variant once, at the handshake (polling.py reads it)
+        self.jsonp: str | None = None
         self._timer: Any = None
         self._upgrade_timer: Any = None
         self._flush_call: Any = None

@@ -156,9 +156,9 @@ class PollingResource(Resource):
             return engine_error(request, UNKNOWN_SID)
         if session.ws is not None:
             return engine_error(request, BAD_REQUEST)  # upgraded: polling is over
-        jsonp = _arg(request, b"j")
+        jsonp = session.jsonp
         if request.method == b"GET":
-            poll = _HeldGet(request, session.sid, None if jsonp is None else P.index_of(jsonp))
+            poll = _HeldGet(request, session.sid, jsonp)
             request.notifyFinish().addErrback(self._get_lost, session, poll)
             session.attach_poll(poll)
             return NOT_DONE_YET
@@ -184,10 +184,10 @@ class PollingResource(Resource):
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
             return E.TOO_MANY_CONNECTIONS.encode()
-        jsonp = _arg(request, b"j")
+        j = _arg(request, b"j")
         session, packets = self.sessions.open(_client_ip(request))
-        _HeldGet(request, session.sid, None if jsonp is None else P.index_of(jsonp)).deliver(
-            packets)
+        session.jsonp = None if j is None else P.index_of(j)
+        _HeldGet(request, session.sid, session.jsonp).deliver(packets)
         return NOT_DONE_YET
 
     def _post(self, request: Any, session: EngineSession, jsonp: str | None) -> bytes:

@@ -273,6 +273,15 @@ class SessionTests(TestCase):
         self.assertEqual(len(self.sessions), 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_register_timeout(self):
+        sessions = EngineSessions(self.node, self.clock, register_timeout=5)
+        quiet, _ = sessions.open("10.0.0.2")
+        known, _ = sessions.open("10.0.0.3")
+        known.conn.application = "demo"  # the node sets it on ewd-register
+        self.clock.advance(5)
+        self.assertEqual(quiet.reason, "not registered")
+        self.assertEqual(known.state, "open")
+
     def test_buffer_bound(self):
         session, _ = self.open()
         for i in range(40):

@@ -125,6 +125,7 @@ class EngineSession:
         self._timer: Any = None
         self._upgrade_timer: Any = None
         self._flush_call: Any = None
+        self._register_call: Any = None
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -136,8 +137,20 @@ class EngineSession:
         else:
             self._timer = self.sessions.clock.callLater(delay, self.close, "ping timeout")
 
+    def expect_registration(self, seconds: float) -> None:
+        """Close the session if its client has not registered within ``seconds`` (the
+        WebSocket endpoints' registerTimeout, for sessions that never say who they are)."""
+        self._register_call = self.sessions.clock.callLater(seconds, self._unregistered)
+
+    def _unregistered(self) -> None:
+        self._register_call = None
+        if self.state == "open" and self.conn.application is None:
+            log.info("closing {conn}: not registered within {seconds} s", conn=self.conn,
+                     seconds=self.sessions.register_timeout)
+            self.close("not registered")
+
     def _cancel_timers(self) -> None:
-        for name in ("_timer", "_upgrade_timer", "_flush_call"):
+        for name in ("_timer", "_upgrade_timer", "_flush_call", "_register_call"):
             t = getattr(self, name)
             if t is not None and t.active():
                 t.cancel()
@@ -376,6 +389,7 @@ class EngineSessions:
                  max_buffered_bytes: int = 4194304,
                  max_pending: int = 1000,
                  upgrade_timeout: float = UPGRADE_TIMEOUT,
+                 register_timeout: float | None = None,
                  new_id: Callable[[], str] = new_sid) -> None:
         self.node = node
         self.clock = clock
@@ -386,6 +400,7 @@ class EngineSessions:
         self.max_buffered_bytes = max_buffered_bytes
         self.max_pending = max_pending
         self.upgrade_timeout = upgrade_timeout
+        self.register_timeout = register_timeout
         self.new_id = new_id
         self.sessions: dict[str, EngineSession] = {}
         self._pending: OrderedDict[str, EngineSession] = OrderedDict()
@@ -412,6 +427,8 @@ class EngineSessions:
                               "pingInterval": self.ping_interval,
                               "pingTimeout": self.ping_timeout})
         session.arm()
+        if self.register_timeout:
+            session.expect_registration(self.register_timeout)
         self.node.connection_opened(session.conn)
         return session, [(OPEN + opening).encode("utf-8"), wire.SIO_CONNECT.encode()]
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_service -*-
 """
 ``QEWDService``: one QEWD node as a Twisted ``MultiService``, built from a ``Config``.
 
@@ -74,7 +75,8 @@ class QEWDService(MultiService):
         if problems:
             raise ConfigError(problems)
 
-        self.pool = WorkerPool(reactor, config.pool_size, config.max_queue_length)
+        limits = config.limits
+        self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length)
         self.pool.setServiceParent(self)
 
         self.tokens = None
@@ -109,20 +111,16 @@ class QEWDService(MultiService):
             tokens=self.tokens,
             sessions=self.sessions,
             micro_services=self.micro_services,
-            initial_session_timeout=config.initial_session_timeout,
-            handler_timeout=config.handler_timeout,
-            micro_service_timeout=config.micro_service_timeout,
-            max_in_flight=config.max_in_flight,
-            max_in_flight_link=config.max_in_flight_link,
+            limits=limits,
         )
         self.site = _QuietSite(
             build_site_root(self.node, reactor, web_root=config.web_server_root,
-                            max_message_size=config.max_message_size,
-                            max_connections=config.max_connections,
-                            max_buffered_bytes=config.max_buffered_bytes,
-                            ping_interval=config.ping_interval,
-                            ping_timeout=config.ping_timeout,
-                            max_pending_handshakes=config.max_pending_handshakes))
+                            max_message_size=limits.max_message_size,
+                            max_connections=limits.max_connections,
+                            max_buffered_bytes=limits.max_buffered_bytes,
+                            ping_interval=limits.ping_interval,
+                            ping_timeout=limits.ping_timeout,
+                            max_pending_handshakes=limits.max_pending_handshakes))
         # the Engine.IO polling sessions (transports/polling.py), finished on stop
         self.engine = getattr(self.site.resource.getStaticEntity(b"socket.io"), "engine", None)
         self.listeners: list[Service] = []

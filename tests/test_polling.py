@@ -89,7 +89,7 @@ class RecordingNode:
         self.connections.pop(conn.id, None)
         self.lost.append(conn)
 
-    def message_received(self, conn: Connection, obj: Any) -> None:
+    def receive(self, conn: Connection, obj: Any) -> None:
         self.messages.append((conn, obj))
         conn.send({"type": obj.get("type"), "finished": True, "message": {"echo": obj}})
 
@@ -138,8 +138,12 @@ class SessionTests(TestCase):
         return session, packets
 
     def test_interfaces(self):
+        from qewd_twisted.core.interfaces import IConnection
+
         verifyObject(IPoll, FakePoll())
         verifyObject(IEngineSocket, FakeSocket())
+        session, _ = self.open()
+        verifyObject(IConnection, session.conn)
 
     def test_handshake_packets(self):
         session, packets = self.open()

@@ -7,7 +7,8 @@ the ping timer, the upgrade probe, close), ``SessionConnection`` (the ``Connecti
 sees: sending queues packets; the node does not know the transport) and ``EngineSessions``
 (every session by sid, the limits they share). The HTTP side (``polling.py``) and the upgraded
 WebSocket hand this module a poll (``IPoll``) or a socket (``IEngineSocket``); nothing here
-touches twisted.web or Autobahn. May import: wire, payload, errors, core.requests.
+touches twisted.web or Autobahn. May import: wire, payload, errors, core (requests,
+envelope), config.limits.
 
 Facts carried over from engine.io 3.6 (the QEWD.js peer's engine; docs/protocol.md §1.1):
 the handshake payload is the open packet (``upgrades: ["websocket"]``) and socket.io's ``40``;
@@ -30,6 +31,8 @@ from twisted.logger import Logger
 from zope.interface import Interface
 
 from qewd_twisted import errors as E
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.core import envelope
 from qewd_twisted.core.requests import Connection
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.payload import BinaryPacket, Packet, PayloadError
@@ -97,10 +100,6 @@ class SessionConnection(Connection):
     @property
     def transport_name(self) -> str:
         return "websocket" if self.session.ws is not None else "polling"
-
-
-def _error_frame(text: str) -> dict[str, Any]:
-    return {"type": "error", "finished": True, "message": {"error": text}}
 
 
 class EngineSession:
@@ -242,7 +241,7 @@ class EngineSession:
         self.arm()
         if isinstance(packet, BinaryPacket):
             if packet.type == MESSAGE:
-                self.conn.send(_error_frame(E.BINARY_FRAME))
+                self.conn.send(envelope.transport_error(E.BINARY_FRAME))
             return
         kind = packet[0]
         if kind == MESSAGE:
@@ -258,23 +257,22 @@ class EngineSession:
         try:
             packet = wire.decode(text)
         except wire.WireError as e:
-            return self.conn.send(_error_frame(str(e)))
+            return self.conn.send(envelope.transport_error(str(e)))
         kind = packet.kind
         if kind == "event":
             if packet.namespace != "/":
                 self.push(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
             elif packet.name != wire.EVENT_NAME:
-                self.conn.send(_error_frame(E.UNKNOWN_EVENT.format(name=packet.name[:64])))
+                self.conn.send(envelope.transport_error(E.UNKNOWN_EVENT.format(name=packet.name[:64])))
             else:
-                self.sessions.node.message_received(self.conn,
-                                                    packet.args[0] if packet.args else None)
+                self.sessions.node.receive(self.conn, packet.args[0] if packet.args else None)
         elif kind == "connect":
             if packet.namespace != "/":
                 self.push(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
         elif kind == "disconnect" and packet.namespace == "/":
             self.close("transport close")
         elif kind == "binary":
-            self.conn.send(_error_frame(E.BINARY_FRAME))
+            self.conn.send(envelope.transport_error(E.BINARY_FRAME))
 
     # -- upgrade -----------------------------------------------------------------------------
 
@@ -306,7 +304,7 @@ class EngineSession:
         if socket is self.ws:
             self.conn.received += len(text)
             if not text:
-                return self.conn.send(_error_frame("Empty Engine.IO packet"))
+                return self.conn.send(envelope.transport_error("Empty Engine.IO packet"))
             return self.receive(text)
         if socket is not self.probe or self.state != "open":
             return socket.close()
@@ -382,12 +380,12 @@ class EngineSessions:
     polls again within a round trip)."""
 
     def __init__(self, node: Any, clock: Any, *,
-                 ping_interval: int = wire.PING_INTERVAL_MS,
-                 ping_timeout: int = wire.PING_TIMEOUT_MS,
-                 max_http_buffer_size: int = 1048576,
-                 max_connections: int = 20000,
-                 max_buffered_bytes: int = 4194304,
-                 max_pending: int = 1000,
+                 ping_interval: int = Limits.ping_interval,
+                 ping_timeout: int = Limits.ping_timeout,
+                 max_http_buffer_size: int = Limits.max_message_size,
+                 max_connections: int = Limits.max_connections,
+                 max_buffered_bytes: int = Limits.max_buffered_bytes,
+                 max_pending: int = Limits.max_pending_handshakes,
                  upgrade_timeout: float = UPGRADE_TIMEOUT,
                  register_timeout: float | None = None,
                  new_id: Callable[[], str] = new_sid) -> None:

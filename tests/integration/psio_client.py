@@ -11,6 +11,16 @@ import threading
 
 import socketio
 
+_out = threading.Lock()
+
+
+def emit_line(obj) -> None:
+    # python-engineio 3 reads the polling and the WebSocket transport on two threads while it
+    # upgrades, so handlers may run on either: one line at a time
+    with _out:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
 
 def main(url: str, mode: str) -> int:
     sio = socketio.Client(reconnection=False)
@@ -23,7 +33,7 @@ def main(url: str, mode: str) -> int:
 
     @sio.on("ewdjs")
     def on_ewdjs(msg):
-        print(json.dumps(msg), flush=True)
+        emit_line(msg)
         token = (msg.get("message") or {}).get("token") if isinstance(msg, dict) else None
         if token:
             state["token"] = token
@@ -47,7 +57,7 @@ def main(url: str, mode: str) -> int:
             break
         done.clear()
         done.wait(0.1)
-    print(json.dumps({"done": True, "transport": sio.transport(), "sid": sio.sid}), flush=True)
+    emit_line({"done": True, "transport": sio.transport(), "sid": sio.sid})
     sio.disconnect()
     return 0
 

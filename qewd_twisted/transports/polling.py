@@ -5,11 +5,12 @@ WebSocket that upgrades a polling session (``transport=websocket&sid=...``).
 
 What lives here: ``PollingResource`` (twisted.web: handshake, GET held until packets are
 queued, POST of one or several packets, XHR and JSONP, engine.io's error answers),
-``UpgradeProtocol`` (Autobahn: the probe and the upgraded socket of a session),
-``BoundedBodyRequest`` (refuses a polling body over the limit before it is buffered) and
-``build_engine`` (the three wired to one ``EngineSessions``). The session logic is in
+``UpgradeProtocol`` (Autobahn: the probe and the upgraded socket of a session) and
+``build_engine`` (both wired to one ``EngineSessions``). The HTTP layer under them (http.py)
+bounds bodies, deadlines and connections. The session logic is in
 engineio.py; site.py routes to what ``build_engine`` returns. May import: engineio, payload,
-wire, errors, framing, twisted.web, Autobahn; never site.py (site.py imports this).
+wire, errors, framing, http, twisted.web, Autobahn; never site.py (site.py imports
+this).
 
 engine.io 3.6 facts (docs/protocol.md §1.1): errors are 400 JSON ``{"code":N,"message":...}``
 with 0 Transport unknown, 1 Session ID unknown, 2 Bad handshake method, 3 Bad request; an
@@ -20,18 +21,15 @@ carries the sid.
 
 from __future__ import annotations
 
-from io import BytesIO
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from qewd_twisted import errors as E
@@ -40,6 +38,7 @@ from qewd_twisted.transports.engineio import (
     EngineSession, EngineSessions, IEngineSocket, IPoll,
 )
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
+from qewd_twisted.transports.http import IRequestBodyLimit, clip, origin_allowed
 
 log = Logger()
 
@@ -128,18 +127,26 @@ class _HeldGet:
         self.request.finish()
 
 
+@implementer(IRequestBodyLimit)
 class PollingResource(Resource):
-    """``/socket.io/?transport=polling``: every Engine.IO 3 long-polling request."""
+    """``/socket.io/?transport=polling``: every Engine.IO 3 long-polling request.
+
+    A POST body may be up to ``maxMessageSize`` (engine.io's maxHttpBufferSize): the HTTP
+    layer (http.NodeChannel) answers a larger one 413 before reading it. A handshake from a
+    browser origin not in ``allowedOrigins`` gets socket.io 2's 403 ``{"code":4,...}``."""
 
     isLeaf = True
 
-    def __init__(self, sessions: EngineSessions) -> None:
+    def __init__(self, sessions: EngineSessions,
+                 allowed_origins: frozenset[str] | None = None) -> None:
         super().__init__()
         self.sessions = sessions
+        self.allowed_origins = allowed_origins
+
+    def maxBodyBytes(self, method: bytes) -> int:  # noqa: N802
+        return self.sessions.max_http_buffer_size if method == b"POST" else 0
 
     def render(self, request: Any) -> Any:
-        if getattr(request, "body_refused", False):
-            return b""  # BoundedBodyRequest answered already
         eio = _arg(request, b"EIO")
         if eio is not None and eio != "3":
             request.setResponseCode(400)
@@ -178,6 +185,13 @@ class PollingResource(Resource):
         session.poll_lost(poll)
 
     def _handshake(self, request: Any) -> Any:
+        if not origin_allowed(request, self.allowed_origins):
+            log.info("refusing a polling handshake from origin {origin}",
+                     origin=clip(request.getHeader(b"origin")))
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"application/json")
+            _cors(request)
+            return b'{"code":4,"message":"Forbidden"}'
         if self.sessions.full():
             log.warn("refusing a polling handshake: {n} clients connected (maxConnections)",
                      n=len(self.sessions.node.connections))
@@ -227,82 +241,6 @@ def _client_ip(request: Any) -> str:
     return getattr(addr, "host", None) or str(addr)
 
 
-class BoundedBodyRequest(Request):
-    """A Request that never buffers more of a polling POST than the session's limit.
-
-    twisted.web reads a whole body before any resource sees it; for bodies to
-    ``/socket.io/?...&transport=polling`` this request checks Content-Length when the headers
-    end and counts what arrives (chunked bodies too). Past the limit it stops keeping the body,
-    answers 413 and closes the session; the connection is closed after the answer.
-    """
-
-    body_refused = False
-    _limit: int | None = None
-    _seen = 0
-
-    def gotLength(self, length: int | None) -> None:
-        if length == 0:  # no body (every GET): nothing to bound
-            super().gotLength(length)
-            return
-        self._limit = self._polling_limit()
-        if self._limit is not None:
-            # ours to decode: twisted.web's form parsing (and its costly Content-Type parse
-            # through the email package) is of no use for an Engine.IO payload
-            self._parsePOSTFormSubmission = False
-            if length is not None and length > self._limit:
-                self.content = BytesIO()
-                self._refuse()
-                return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.body_refused:
-            return
-        self._seen += len(data)
-        if self._limit is not None and self._seen > self._limit:
-            self.content = BytesIO()  # drop what was kept
-            self._refuse()
-            return
-        super().handleContentChunk(data)
-
-    def _engine(self) -> Any:
-        site = getattr(self.channel, "site", None)
-        root = getattr(site, "resource", None)
-        child = root.getStaticEntity(b"socket.io") if root is not None else None
-        return getattr(child, "engine", None)
-
-    def _path(self) -> bytes:
-        path = getattr(self.channel, "_path", b"") or b""
-        return path if path.startswith(b"/socket.io/") else b""
-
-    def _polling_limit(self) -> int | None:
-        if b"transport=polling" not in self._path():
-            return None
-        if self.requestHeaders.getRawHeaders(b"upgrade"):
-            return None
-        engine = self._engine()
-        return engine.sessions.max_http_buffer_size if engine is not None else None
-
-    def _refuse(self) -> None:
-        self.body_refused = True
-        engine = self._engine()
-        query = parse_qs(urlsplit(self._path().decode("latin-1")).query)
-        sid = query.get("sid", [""])[0]
-        session = engine.sessions.get(sid) if engine is not None and sid else None
-        if session is not None:
-            log.warn("closing {conn}: a polling body over the size limit", conn=session.conn)
-            session.close("transport error")
-        body = error_body(BAD_REQUEST)
-        origin = self.requestHeaders.getRawHeaders(b"origin", [b""])[0]
-        cors = (b"Access-Control-Allow-Origin: " + origin + b"\r\n"
-                b"Access-Control-Allow-Credentials: true\r\n") if origin else (
-                b"Access-Control-Allow-Origin: *\r\n")
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n" + cors
-            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-        self.channel.loseConnection()
-
-
 @implementer(IPushProducer)
 class UpgradeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming,
                       WebSocketServerProtocol):
@@ -316,6 +254,7 @@ class UpgradeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming,
     session: EngineSession | None = None
     _paused = False
     _pending = 0
+    release_connection_slot: Any = None  # set by the HTTP channel that handed us the socket
 
     def onConnect(self, request: Any) -> None:
         sid = request.params.get("sid", [""])[0]
@@ -357,6 +296,9 @@ class UpgradeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming,
             self.session.socket_closed(face)
 
     def connectionLost(self, reason: Any) -> None:
+        release, self.release_connection_slot = self.release_connection_slot, None
+        if release is not None:
+            release()
         super().connectionLost(reason)
         for name in ("closeHandshakeTimeoutCall", "openHandshakeTimeoutCall"):
             call = getattr(self, name, None)
@@ -412,16 +354,17 @@ class Engine:
     """The polling resource and the upgrade WebSocket of one node, sharing their sessions."""
 
     def __init__(self, sessions: EngineSessions, polling: PollingResource,
-                 upgrade: WebSocketResource) -> None:
+                 upgrade: Resource) -> None:
         self.sessions = sessions
         self.polling = polling
         self.upgrade = upgrade
 
 
-def build_engine(node: Any, reactor: Any,
-                 ws_factory: Callable[[type], Any], **settings: Any) -> Engine:
-    """``ws_factory(protocol)`` makes an Autobahn factory (site.make_factory, bound)."""
+def build_engine(node: Any, reactor: Any, ws_endpoint: Callable[[type], Any],
+                 allowed_origins: frozenset[str] | None = None, **settings: Any) -> Engine:
+    """``ws_endpoint(protocol)`` makes the WebSocket endpoint resource for the upgrade (an
+    http.WebSocketEndpoint around site.make_factory's factory, whose ``factory`` it keeps)."""
     sessions = EngineSessions(node, reactor, **settings)
-    factory = ws_factory(UpgradeProtocol)
-    factory.sessions = sessions
-    return Engine(sessions, PollingResource(sessions), WebSocketResource(factory))
+    upgrade = ws_endpoint(UpgradeProtocol)
+    upgrade.factory.sessions = sessions
+    return Engine(sessions, PollingResource(sessions, allowed_origins), upgrade)

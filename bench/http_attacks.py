@@ -80,6 +80,10 @@ if "range" in WHICH:
     print(f"range 1500x'0-': {status_of(r)} len={len(r)} in {time.time()-t:.1f}s fds +{fds()-f0}")
     r = get(b"/ewd-client.js", headers=b"Range: bytes=" + b",".join([b"0-"] * 300) + b"\r\n", timeout=3)
     print(f"range 300x'0-' (hdr {6*300} B): {status_of(r)} response {len(r)} bytes")
+    f0 = fds()
+    for i in range(20):
+        r = get(b"/ewd-client.js", headers=b"Range: bytes=" + b",".join([b"0-0"] * 1500) + b"\r\n", timeout=2)
+    print(f"range 20 x (1500 x '0-0'): {status_of(r) or repr(r[:40])} len={len(r)} fds +{fds()-f0}")
     r = get(b"/ewd-client.js", headers=b"Range: bytes=0-9,20-29\r\n", timeout=3)
     print(f"range 2 parts: {status_of(r)} len={len(r)}")
 if "slow" in WHICH:

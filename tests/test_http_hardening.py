@@ -9,6 +9,7 @@ the property tests: tests/test_http_properties.py.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import struct
@@ -35,6 +36,7 @@ from qewd_twisted.testing import NodeHarness
 from qewd_twisted.transports.http import (
     LOGGED_CHARS,
     IRequestBodyLimit,
+    NodeChannel,
     NodeSite,
     WebSocketEndpoint,
     clip,
@@ -130,11 +132,15 @@ class GhostConnectionTests(TestCase):
         """Upgrade + more than 16 KiB + close, more times than maxConnections: every slot is
         freed at once and the next client is served."""
         node = start_node(self, maxConnections=3)
-        for _ in range(6):
+        for i in range(8):
+            path = b"/ws" if i % 2 else b"/socket.io/?EIO=3&transport=websocket"
             client = yield defer.ensureDeferred(connect(port_of(node)))
-            client.send(upgrade_request(b"/ws") + b"\x81" * 20000)
+            client.send(upgrade_request(path) + b"x" * 20000)
             yield client.close()
         yield until_no_connections(self, node)
+        gc.collect()
+        left = [o for o in gc.get_objects() if isinstance(o, (NodeChannel, EngineIOProtocol, PlainProtocol))]
+        self.assertLessEqual(len(left), 2)  # the log's recent events may hold the last one
         response = yield defer.ensureDeferred(connect(port_of(node)))
         self.addCleanup(response.close)
         response.send(upgrade_request(b"/socket.io/?EIO=3&transport=websocket"))
@@ -204,6 +210,13 @@ class _Pending(Resource):
     def render_GET(self, request: Any) -> Any:  # noqa: N802
         request.write(b"part of a response")
         return NOT_DONE_YET
+
+
+class _HalfClosing(StringTransport):
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:  # noqa: N802
+        self.write_closed = True
 
 
 def memory_site(limits: Limits = Limits(), **kw: Any) -> tuple[NodeSite, Clock]:
@@ -291,6 +304,22 @@ class DeadlineTests(SynchronousTestCase):
         self.assertIn("refused 1 connection(s)", reports[0])
         self.assertIn("refused 5 connection(s)", reports[1])  # 4 quiet ones + this one
         self.assertEqual(site.open_connections, 1)
+
+    def test_what_follows_an_early_answer_is_discarded_within_bounds(self):
+        for more, seconds in ((600000, 1.9), (10, 2.0)):
+            channel = self.site.buildProtocol(ADDR)
+            transport = _HalfClosing(peerAddress=ADDR)
+            channel.makeConnection(transport)
+            channel.dataReceived(b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Length: 5000\r\n\r\n")
+            self.assertEqual(status_of(transport.value()), 413)
+            self.assertTrue(transport.write_closed)
+            channel.dataReceived(b"x" * 500000)
+            self.clock.advance(seconds - 0.1)
+            self.assertFalse(transport.disconnecting)  # still reading, discarding
+            channel.dataReceived(b"x" * more)
+            self.clock.advance(0.1)
+            self.assertTrue(transport.disconnecting)  # past LINGER_BYTES, or past LINGER
 
     def test_configured_deadlines(self):
         config = config_from_dict({"headerTimeout": 5, "bodyTimeout": 7, "registerTimeout": 9,

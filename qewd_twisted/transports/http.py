@@ -59,6 +59,8 @@ _DEFAULTS = Limits()
 #: After an early answer (408, 413, 503...), how long the channel reads and discards what the
 #: client still sends before it aborts, so that the answer is not lost to a reset.
 LINGER = 2.0
+#: ... or until it has discarded this many bytes.
+LINGER_BYTES = 1 << 20
 #: Refused connections are logged at most once per this many seconds, with their count.
 REFUSAL_REPORT = 10.0
 #: The methods any resource here may handle; anything else is answered 501 by the channel.
@@ -211,8 +213,13 @@ class NodeChannel(http.HTTPChannel):
 
     # -- the request head
 
+    _discarded = 0
+
     def dataReceived(self, data: bytes) -> None:
         if self.discarding:
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES and self.transport is not None:
+                self.transport.abortConnection()  # it will not stop: no point reading on
             return
         self._heard = True
         super().dataReceived(data)
@@ -257,8 +264,8 @@ class NodeChannel(http.HTTPChannel):
 
     def answer_early(self, code: int, text: str) -> None:
         """Answer ``code`` before (or instead of) reading the request, then close: the write
-        side at once, the read side once the client stops or ``linger`` seconds have passed,
-        discarding what it still sends so that the answer is not lost to a reset."""
+        side at once, the read side once the client stops, ``linger`` seconds have passed or
+        ``LINGER_BYTES`` were discarded, so that the answer is not lost to a reset."""
         if self.discarding or self.transport is None:
             return
         self.discarding = True

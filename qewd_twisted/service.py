@@ -197,6 +197,8 @@ class QEWDService(MultiService):
 
         self.rest = install_rest(self.node, root, reactor, config, self.micro_services)
         self.site.requestFactory = FormlessRequest
+        # the Engine.IO polling sessions (transports/polling.py), finished on stop
+        self.engine = getattr(root.getStaticEntity(b"socket.io"), "engine", None)
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)
@@ -237,6 +239,8 @@ class QEWDService(MultiService):
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in self.listeners])
         yield self.node.drain(self.config.shutdown_grace)
         yield self.node.close_all()
+        if self.engine is not None:
+            self.engine.sessions.shutdown()
         others = [s for s in reversed(list(self)) if s not in self.listeners and s.running]
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others])
         log.info("{name} stopped", name=self.config.server_name)

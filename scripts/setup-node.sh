@@ -18,7 +18,7 @@ fi
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
   || { echo "[setup-node] node or npm is still missing"; exit 1; }
 
-if [[ ! -f tests/js/node_modules/socket.io-client/package.json \
+if [[ ! -f tests/js/node_modules/socket.io-client/package.json || ! -f tests/js/node_modules/ewd-client/package.json \
       || ! -f tests/js/node_modules/ws/package.json ]]; then
   echo "[setup-node] npm ci in tests/js"
   (cd tests/js && npm ci --no-audit --no-fund --silent)

@@ -30,6 +30,10 @@ class Limits:
     micro_service_timeout: float | None = 30.0  # a forwarded request's deadline
     initial_session_timeout: int = 300  # a new session's lifetime, seconds
     shutdown_grace: float = 20.0  # in-flight requests get this long on shutdown
+    # Engine.IO (socket.io 2's names and defaults; the QEWD.js peer sends pingTimeout 20000)
+    ping_interval: int = 25000  # ms between a socket.io client's pings
+    ping_timeout: int = 20000  # ms: silent for ping_interval + ping_timeout -> closed
+    max_pending_handshakes: int = 1000  # polling sessions that never polled after the handshake
     # -- the HTTP layer (transports/http.py; docs/reliability.md, "HTTP")
     header_timeout: float = 30.0  # request line + headers, from the connection (or last response)
     body_timeout: float = 60.0  # a whole request body, from its headers
@@ -56,6 +60,9 @@ CONFIG_KEYS = {
     "micro_service_timeout": "microServiceTimeout",
     "initial_session_timeout": "initialSessionTimeout",
     "shutdown_grace": "shutdownGracePeriod",
+    "ping_interval": "pingInterval",
+    "ping_timeout": "pingTimeout",
+    "max_pending_handshakes": "maxPendingHandshakes",
     "header_timeout": "headerTimeout",
     "body_timeout": "bodyTimeout",
     "max_connections_per_address": "maxConnectionsPerAddress",

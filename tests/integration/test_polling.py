@@ -239,8 +239,7 @@ class PollingTests(TestCase):
         """maxInFlight is per connection, whatever the transport."""
         node = start_node(self, maxInFlight=1)
         c, token = yield defer.ensureDeferred(self.registered(node))
-        demo.release.clear()
-        self.addCleanup(demo.release.set)
+        demo.release.hold(self)
         yield defer.ensureDeferred(c.emit({"type": "blocked", "token": token},
                                           {"type": "echo", "token": token}))
         frames = []
@@ -249,7 +248,7 @@ class PollingTests(TestCase):
         by_type = {f["type"]: f for f in frames}
         self.assertEqual(by_type["blocked"]["message"], {"blocked": True})
         self.assertIn("Too many requests", by_type["echo"]["message"]["error"])
-        demo.release.set()
+        demo.release.open()
         done = yield defer.ensureDeferred(c.message())
         self.assertIs(done["message"]["released"], True)
 
@@ -277,8 +276,7 @@ class PollingTests(TestCase):
                        f"&sid={c.sid}")
         self.addCleanup(ws.close)
         yield ws.opened
-        demo.release.clear()
-        self.addCleanup(demo.release.set)
+        demo.release.hold(self)
         # a request whose reply comes during the switch
         yield defer.ensureDeferred(c.emit({"type": "blocked", "token": token}))
         self.assertEqual((yield defer.ensureDeferred(c.message()))["message"], {"blocked": True})
@@ -286,7 +284,7 @@ class PollingTests(TestCase):
         self.assertEqual((yield ws.next()), "3probe")
         # the waiting GET is answered with a noop; the client stops polling
         yield c.finish()
-        demo.release.set()  # the reply is produced while no transport can carry it
+        demo.release.open()  # the reply is produced while no transport can carry it
         while node.node.in_flight:
             yield task.deferLater(reactor, 0.01, lambda: None)
         node.node.send_to_socket(c.sid, {"type": "push", "message": 1})

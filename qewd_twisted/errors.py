@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_docs -*-
 """
 Every error text a client can see, in one place (docs/errors.md lists them; a test keeps the two
-in step). QEWD's own strings are kept exactly (PROTOCOL.md §2-§5); ours are marked ``ours``.
+in step). QEWD's own strings are kept exactly (docs/protocol.md §2-§5); ours are marked ``ours``.
 """
 
-# QEWD's strings (PROTOCOL.md section in the comment)
+# QEWD's strings (docs/protocol.md section in the comment)
 NO_JWT_SUPPORT = (  # §2.2
     "Application expects to use JWTs, but QEWD is not running with JWT support turned on"
 )
@@ -61,7 +61,7 @@ STATUS_HANDLER_TIMEOUT = 504
 STATUS_TOO_MANY = 429
 STATUS_BAD_GATEWAY = 502
 
-# Message types a client may never send (PROTOCOL.md §1.6, §9 item 2: no signing oracle).
+# Message types a client may never send (docs/protocol.md §1.6, §9 item 2: no signing oracle).
 INTERNAL_TYPES = frozenset(
     {
         "ewd-jwt-decode",

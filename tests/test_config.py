@@ -1,7 +1,7 @@
 # test-case-name: tests.test_config
 """
-Startup files and config validation (DESIGN.md "The contracts users write against",
-PROTOCOL.md §4.1 and §7): defaults, every type check, key paths, all problems at once.
+Startup files and config validation (docs/configuration.md, docs/handlers.md,
+docs/protocol.md §4.1 and §7): defaults, every type check, key paths, all problems at once.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class LoadConfigTests(ConfigTestCase):
         self.assertEqual(config.raw, {})
 
     def test_design_example(self) -> None:
-        """The startup file from DESIGN.md, with its handler module beside it."""
+        """The startup file from docs/quickstart.md, with its handler module beside it."""
         self.write("jwt_app.py", "handlers = {}\n")
         path = self.startup(
             """

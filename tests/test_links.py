@@ -1,5 +1,5 @@
 """
-Tests for qewd_twisted.links: the micro-service link (PROTOCOL.md §4.2, §4.4, §4.9).
+Tests for qewd_twisted.links: the micro-service link (docs/protocol.md §4.2, §4.4, §4.9).
 
 Three layers:
 - pure units (URL -> endpoint, retry policy, final-frame rule, MicroServices routing);

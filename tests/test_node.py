@@ -1,6 +1,6 @@
 # test-case-name: tests.test_node
 """
-The node's routing and reply shapes, in memory (PROTOCOL.md §1.4, §2, §5).
+The node's routing and reply shapes, in memory (docs/protocol.md §1.4, §2, §5).
 """
 
 from __future__ import annotations
@@ -604,7 +604,7 @@ class LimitTests(SynchronousTestCase):
 
 
 class RelayTests(SynchronousTestCase):
-    """The master's side of a forwarded request, with a fake link (PROTOCOL.md §4.4)."""
+    """The master's side of a forwarded request, with a fake link (docs/protocol.md §4.4)."""
 
     def setUp(self) -> None:
         self.sent: list[tuple[dict, Any]] = []

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_sessions -*-
 """
 Tests for qewd_twisted.sessions: the handler-facing session objects and the session-token store
-(PROTOCOL.md §2.1, §2.4, §3.4).
+(docs/protocol.md §2.1, §2.4, §3.4).
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def make_apps(calls: Calls) -> dict[str, Any]:
 
 
 def rejection(mtype: str, text: str) -> dict[str, Any]:
-    """The frame QEWD's master sends for a refused JWT (PROTOCOL.md §1.4)."""
+    """The frame QEWD's master sends for a refused JWT (docs/protocol.md §1.4)."""
     return {"type": mtype, "message": {"error": text, "disconnect": True}}
 
 

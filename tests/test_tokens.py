@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_tokens -*-
 """
-Tests for qewd_twisted.tokens: QEWD-compatible JWTs (PROTOCOL.md §3) and our fixes (§9).
+Tests for qewd_twisted.tokens: QEWD-compatible JWTs (docs/protocol.md §3) and our fixes (§9).
 
-Vectors come from PROTOCOL.md §3.3 and from real QEWD.js 2.52.3 tokens captured by the reference
+Vectors come from docs/protocol.md §3.3 and from real QEWD.js 2.52.3 tokens captured by the reference
 peer (../shared/qewd-peer/transcripts/tokens.json, secret ``someSecret123``). Those tokens are
 public test data and are copied here; they have expired, so the tests use a ``Clock`` set to
 their ``iat``.

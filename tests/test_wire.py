@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_wire -*-
 """
-qewd_twisted.wire: the Engine.IO 3 / socket.io 2 codec (PROTOCOL.md §1.1, §1.2).
+qewd_twisted.wire: the Engine.IO 3 / socket.io 2 codec (docs/protocol.md §1.1, §1.2).
 """
 
 from __future__ import annotations

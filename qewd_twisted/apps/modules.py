@@ -3,11 +3,11 @@
 Handler modules: found through ``moduleMap`` only, loaded once, wrapped as ``Application``.
 
 QEWD falls back to ``require(application)`` for names missing from ``moduleMap``, so any
-installed package name can be loaded by a client that registers with it (PROTOCOL.md §9 item 7).
+installed package name can be loaded by a client that registers with it (docs/protocol.md §9 item 7).
 Here an application name is only ever a key into the operator's ``moduleMap``: nothing else is
 imported.
 
-A handler module exports (PROTOCOL.md §5.2):
+A handler module exports (docs/protocol.md §5.2):
 
 - ``handlers``: ``{type: fn(messageObj, session, send, finished)}``
 - ``beforeHandler(messageObj, session, send, finished)``: returning ``False`` stops the request

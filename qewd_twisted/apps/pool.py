@@ -3,7 +3,7 @@
 The worker pool: a bounded Twisted ThreadPool of ``poolSize`` threads, owned by a service.
 
 Sync handlers run here so they may block without stalling the reactor (QEWD's pitch: handlers
-"may block without harming the master", PROTOCOL.md §6). The pool is our own, not the reactor's
+"may block without harming the master", docs/protocol.md §6). The pool is our own, not the reactor's
 (which also resolves host names), its queue is bounded (``max_queue_length``, QEWD's name), and on
 stop it is drained for a grace period. Threads are daemon threads: a handler stuck forever cannot
 keep the process alive after the node has stopped.

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tokens -*-
 """
-The ``qewd`` claim's ciphers (PROTOCOL.md §3.3) and the JSON and base64url primitives that
+The ``qewd`` claim's ciphers (docs/protocol.md §3.3) and the JSON and base64url primitives that
 QEWD's JWTs need, byte for byte: JavaScript's ``JSON.stringify`` layout and jwt-simple's
 canonical unpadded base64url. Used by tokens.py; nothing here logs or puts data in errors.
 """

@@ -2,10 +2,10 @@
 """
 Session objects handed to handlers, and the server-side session store for session-token mode.
 
-Two kinds of session, one handler contract (DESIGN.md): a handler gets ``session``, a mutable
+Two kinds of session, one handler contract (docs/handlers.md): a handler gets ``session``, a mutable
 mapping with ``make_secret`` / ``is_secret`` / ``make_public`` and a writable ``timeout``.
 
-* ``JWTSession``: the claims of a verified QEWD JWT (PROTOCOL.md §3.4). Nothing is stored on the
+* ``JWTSession``: the claims of a verified QEWD JWT (docs/protocol.md §3.4). Nothing is stored on the
   server; ``TokenCodec.issue`` turns the mapping back into a token after the reply (§3.5).
 * ``ServerSession``: session-token mode (§2.1, §2.4). The state lives in an ``ISessionStore``
   and the client only holds an opaque uuid token. ``MemorySessionStore`` is the in-process

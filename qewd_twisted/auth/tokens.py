@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tokens,tests.test_token_attacks -*-
 """
-QEWD-compatible JWTs (PROTOCOL.md §3): what QEWD.js's jwt-simple writes and reads, bit for bit.
+QEWD-compatible JWTs (docs/protocol.md §3): what QEWD.js's jwt-simple writes and reads, bit for bit.
 
 A token is ``b64url(header).b64url(payload).b64url(HMAC)`` with the header
 ``{"typ":"JWT","alg":"HS256"}`` (§3.1). Its claims are, in order, ``exp, iat, iss,
@@ -91,7 +91,7 @@ ERRORS: dict[str, str] = {
     "Invalid JWT: Error: " + INVALID_QEWD: (
         "The token is correctly signed but its encrypted qewd claim is missing, is not a hex "
         "string, or does not decrypt to a JSON object under this node's secret. QEWD.js "
-        "ignores this and trusts the public claims (PROTOCOL.md §9 item 4); we refuse it."
+        "ignores this and trusts the public claims (docs/protocol.md §9 item 4); we refuse it."
     ),
     "Invalid JWT: Error: " + TOO_LONG: (
         "The token is longer than max_token_length (16384 characters by default)."

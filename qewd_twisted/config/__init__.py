@@ -3,7 +3,7 @@
 The startup file: loading it, and turning its ``config`` dict into a validated `Config`.
 
 A startup file is a Python module that defines ``config``, a dict with QEWD.js's own keys
-(PROTOCOL.md §7) plus a few of ours (``listen``, ``handlerTimeout``, ...), so a QEWD.js startup
+(docs/protocol.md §7) plus a few of ours (``listen``, ``handlerTimeout``, ...), so a QEWD.js startup
 file translates line by line. Validation collects every problem, each starting with its key
 path (``config.jwt.secret: missing (the signing secret)``), and raises one `ConfigError` that
 lists them all before anything starts. Nothing here binds a port, imports a handler module or

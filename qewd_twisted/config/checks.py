@@ -59,7 +59,7 @@ class RestServiceRoute:
 
 @dataclass(frozen=True)
 class MicroServicesConfig:
-    """``u_services`` in either QEWD form (PROTOCOL.md §4.1), normalised.
+    """``u_services`` in either QEWD form (docs/protocol.md §4.1), normalised.
 
     ``routes`` is keyed by (local application, type). ``groups`` maps each group destination
     to its member names (checked, kept for REST routes). URLs are ``scheme://host:port``.
@@ -437,5 +437,5 @@ def _url(c: Checker, value: Any, path: str) -> str | None:
 
 
 def check_u_services(c: Checker, raw: Any, path: str) -> MicroServicesConfig:
-    """Validate ``u_services`` (either QEWD form, PROTOCOL.md §4.1), reporting to ``c``."""
+    """Validate ``u_services`` (either QEWD form, docs/protocol.md §4.1), reporting to ``c``."""
     return _MicroServicesChecker(c).check(raw, path)

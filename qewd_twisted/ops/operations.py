@@ -45,7 +45,7 @@ request_log = Logger(namespace="qewd_twisted.requests")
 
 # QEWD's published default: a status page behind it would be open to anyone who read the docs.
 DEFAULT_MANAGEMENT_PASSWORD = "keepThisSecret"
-# QEWD-Up's default (PROTOCOL.md §9 item 8): just as public
+# QEWD-Up's default (docs/protocol.md §9 item 8): just as public
 DEFAULT_PASSWORDS = frozenset({DEFAULT_MANAGEMENT_PASSWORD, "keepThisSecret!"})
 
 

@@ -7,7 +7,7 @@ A template is qewd-router's (route-parser) syntax, docs/protocol.md §4.5: ``:na
 path segment, ``*name`` matches the rest (slashes included), ``(...)`` makes a part optional;
 one trailing ``/`` on the path is ignored. Values are percent-decoded.
 
-A module's ``routes`` table comes in either of qewd-router's shapes (DESIGN.md "REST modules"):
+A module's ``routes`` table comes in either of qewd-router's shapes (docs/rest.md):
 
 - a list of ``{"url": "/api/users/:id", "method": "GET", "handler": fn}`` (``method`` absent or
   ``"ANY"``: any method; ``path`` is accepted for ``url``);

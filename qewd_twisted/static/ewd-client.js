@@ -2,7 +2,7 @@
  * ewd-client.js: the EWD browser client, written for qewd-twisted.
  *
  * Served by every qewd-twisted node at /ewd-client.js. It keeps the API of QEWD.js's
- * ewd-client 1.21 (PROTOCOL.md §8), so a QEWD page that loads /socket.io/socket.io.js and then
+ * ewd-client 1.21 (docs/protocol.md §8), so a QEWD page that loads /socket.io/socket.io.js and then
  * this file runs unchanged:
  *
  *   EWD.on('ewd-registered', function () {

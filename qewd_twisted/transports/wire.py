@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_wire -*-
 """
-Wire codecs: Engine.IO 3 / socket.io v2 framing (PROTOCOL.md §1.1, §1.2) and plain JSON.
+Wire codecs: Engine.IO 3 / socket.io v2 framing (docs/protocol.md §1.1, §1.2) and plain JSON.
 
 Pure functions, no I/O: the web server and the links both use them, and the node above them
 only ever sees plain dict messages.
@@ -22,7 +22,7 @@ from qewd_twisted import _json
 
 EVENT_NAME = "ewdjs"
 
-# The peer's engine (socket.io 2.5 / engine.io 3.6) advertises these; PROTOCOL.md §1.1 says
+# The peer's engine (socket.io 2.5 / engine.io 3.6) advertises these; docs/protocol.md §1.1 says
 # 5000 for pingTimeout, the running QEWD.js peer sends 20000 (the peer wins).
 PING_INTERVAL_MS = 25000
 PING_TIMEOUT_MS = 20000

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.documents.test_handlers -*-
 """
-Handlers and ``q`` (DESIGN.md "`q`"): a fifth parameter ``q`` with ``q.db``, ``init(application,
+Handlers and ``q`` (docs/handlers.md): a fifth parameter ``q`` with ``q.db``, ``init(application,
 q)``, workerResponseHandlers' ``q.db``, handlers without it called as before; and the reactor
 never waiting on the database: an ``async def`` handler using ``await q.db.run(...)`` answers
 while a sync handler runs a 50,000-write loop in the worker pool (an ordering test).

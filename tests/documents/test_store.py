@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.documents.test_store -*-
 """
-The document API (DESIGN.md "Documents"), one suite run against the memory, SQLite and Redis
+The document API (docs/documents.md), one suite run against the memory, SQLite and Redis
 back-ends: QEWD's value conversions, M collation, navigation, children ranges, documents in and
 out, deletes, increment, locks and the subscript checks.
 """

@@ -1,7 +1,7 @@
 # test-case-name: tests.integration.test_microservices
 """
 Forwarding application/type pairs to micro-service nodes, end to end on loopback
-(PROTOCOL.md §4.2-§4.4, DESIGN.md's fix list): relays of intermediate and final frames with the
+(docs/protocol.md §4.2-§4.4, docs/compatibility.md's fix list): relays of intermediate and final frames with the
 token's application rewritten, errors that QEWD.js would lose, 503 and 504, chaining, and per-
 request correlation under 200 concurrent users.
 """

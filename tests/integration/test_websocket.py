@@ -1,7 +1,7 @@
 # test-case-name: tests.integration.test_websocket
 """
 A real node on loopback, spoken to over real WebSockets: Engine.IO 3 framing exactly as the
-QEWD.js peer sends it (PROTOCOL.md §1.1-§1.2, peer README "Wire protocol"), the plain /ws
+QEWD.js peer sends it (docs/protocol.md §1.1-§1.2, peer README "Wire protocol"), the plain /ws
 endpoint, oversize and binary frames, static files, and QEWD.js's own socket.io-client 2.x.
 """
 

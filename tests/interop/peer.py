@@ -377,7 +377,7 @@ def is_broadcast(frame: Any) -> bool:
 
 def is_final(frame: Any) -> bool:
     """A reply frame that ends its request: it has a ``message`` and ``finished`` is not false
-    (a rejection has no ``finished``, QEWD's 503 no ``type``: PROTOCOL.md §1.4). Broadcasts
+    (a rejection has no ``finished``, QEWD's 503 no ``type``: docs/protocol.md §1.4). Broadcasts
     such as ``{"test": "message 2"}`` have no ``message``."""
     return isinstance(frame, dict) and "message" in frame and frame.get("finished") is not False
 

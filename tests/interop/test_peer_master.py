@@ -7,7 +7,7 @@ at our node) and waits for its ``micro-service ready`` line. QEWD.js's own clien
 (socket.io-client 2.x, tests/interop/js/sio_driver.js) registers with that master and logs in;
 the master routes ``login`` to our ``test-app`` (examples/jwt/test_app.py). The token our node
 mints comes back through QEWD.js, which decrypts our secret claims on its next ``test``
-message. Our error replies are dropped by the QEWD.js master (PROTOCOL.md §4.4 item 8): the
+message. Our error replies are dropped by the QEWD.js master (docs/protocol.md §4.4 item 8): the
 tests follow the peer and show the drop in its own log.
 """
 

@@ -3,7 +3,7 @@
 Our master in front of a real QEWD.js micro-service node (issue 4 item 1).
 
 Our master routes application ``jwt`` types ``login``, ``msNoHandler`` and ``crash`` to the
-peer's ``test-app`` (PROTOCOL.md §4.4). A client of our master logs in, gets the peer's
+peer's ``test-app`` (docs/protocol.md §4.4). A client of our master logs in, gets the peer's
 intermediate and final frames, and a token that verifies and decrypts here. Errors from the
 QEWD.js micro-service reach our client; QEWD.js's own master loses every one of them (§4.4 item
 8), which ``QEWDMasterLosesErrorsTests`` shows on the same peer code.
@@ -107,7 +107,7 @@ class PythonMasterToQEWDMicroServiceTests(TestCase):
     def test_typed_intermediate_is_relayed(self):
         """The peer's ``send({type: X, ...})`` frame has no ``ms_requestId``; with one request
         in flight our link can still tell whose it is, and relays it under its own type
-        (QEWD.js's master drops it: PROTOCOL.md §4.4 item 7, peer README surprise 2)."""
+        (QEWD.js's master drops it: docs/protocol.md §4.4 item 7, peer README surprise 2)."""
         yield self.link.when_up()
         c, token = yield defer.ensureDeferred(connect(self, self.master))
         message = login(token)
@@ -187,7 +187,7 @@ class QEWDMicroServiceErrorsTests(TestCase):
         """A request that reaches the QEWD.js micro-service just after a crash may never be
         answered: its master marks the crashed worker available on the error frame and can
         hand it the next request before the worker's exit is seen (ewd-qoper8's startWorker;
-        PROTOCOL.md §5.4 does not say so). Our link sends a queued request the moment the
+        docs/protocol.md §5.4 does not say so). Our link sends a queued request the moment the
         crash frame arrives, so it meets exactly that window. The client always gets an
         answer: the reply if the peer's exit won the race (at once, or after the peer forks a
         new worker), else our deadline's 504; the link then waits ``resync_after`` for a late

@@ -108,7 +108,7 @@ class PythonMicroServiceRestartTests(TestCase):
         yield ours.signal("TERM")  # graceful: closes the QEWD.js master's socket (1001)
         yield disconnected
         frames = yield defer.ensureDeferred(request(client, login(token)))
-        self.assertEqual(len(frames), 1)  # QEWD.js's own 503 has no type (PROTOCOL.md §1.4)
+        self.assertEqual(len(frames), 1)  # QEWD.js's own 503 has no type (docs/protocol.md §1.4)
         self.assertEqual(frames[0]["message"], MS_DOWN)
         self.assertNotIn("type", frames[0])
 

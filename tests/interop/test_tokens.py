@@ -2,7 +2,7 @@
 """
 Tokens cross between the runtimes (issue 4 item 3): a JWT minted by QEWD.js is accepted by our
 node, one minted by our node is accepted by QEWD.js, and the secret claims (the encrypted
-``qewd`` claim, PROTOCOL.md §3.3) are readable on both sides. Both sides share the secret
+``qewd`` claim, docs/protocol.md §3.3) are readable on both sides. Both sides share the secret
 ``someSecret123``. The peer is the running one (``QEWD_PEER_MASTER``, whose ``login`` goes to
 its own micro-service).
 """

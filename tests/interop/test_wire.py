@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.interop.test_wire -*-
 """
-Where the running QEWD.js peer differs from PROTOCOL.md, or from us on purpose (issue 4 item
-5); docs/interop.md, "PROTOCOL.md vs the running peer", lists each with the test that shows it.
+Where the running QEWD.js peer differs from its source (docs/protocol.md), or from us on purpose (issue 4 item
+5); docs/interop.md, "QEWD.js's source vs the running peer", lists each with the test that shows it.
 Each test asserts what the peer does and, next to it, what our node does.
 """
 
@@ -44,7 +44,7 @@ class EngineIOTests(TestCase):
 
     @defer.inlineCallbacks
     def test_open_packet_ping_timeout_is_20000(self):
-        """PROTOCOL.md §1.1 says pingTimeout 5000; the peer (socket.io 2.5.1 / engine.io
+        """docs/protocol.md §1.1 says pingTimeout 5000; the peer (socket.io 2.5.1 / engine.io
         3.6) sends 20000, on the master and the micro-service. Ours sends the same."""
         ours = start_node(self)
         for url in (eio_url(PEER_MASTER), eio_url(PEER_MS), our_eio_url(ours)):
@@ -144,7 +144,7 @@ class RequestIdTests(TestCase):
         self.assertEqual(self._ids(ours["no handler"]), [(9, 9)])
         self.assertEqual(self._ids(ours["bad JWT"]), [(10, None)])
         self.assertEqual(self._ids(ours["crash"]), [(11, None)])
-        # a rejection that carries an id has no disconnect (PROTOCOL.md §2.4)
+        # a rejection that carries an id has no disconnect (docs/protocol.md §2.4)
         self.assertEqual(ours["bad JWT"][0], {"type": "login", "ms_requestId": 10, "message": {
             "error": "Invalid JWT: Error: Signature verification failed"}})
 

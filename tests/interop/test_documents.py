@@ -20,12 +20,12 @@ from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, TestCase
 
 from qewd_twisted.documents import DocumentStore
+from tests.ports import reserve_port
 from tests.interop.peer import (
     NODE,
     REDIS_PORT,
     PeerProcess,
     eio_url,
-    free_port,
     peer_home,
     register,
     request,
@@ -71,7 +71,7 @@ class QEWDjsSharesDocumentsTests(TestCase):
 
     @defer.inlineCallbacks
     def start_js(self) -> Any:
-        port = free_port()
+        port = reserve_port(self)
         js = PeerProcess(self, JS, {"QEWD_DOCS_PORT": str(port),
                                     "NODE_PATH": os.path.join(peer_home(), "node_modules")},
                          f"QEWD.js documents node :{port}")

@@ -20,7 +20,8 @@ from qewd_twisted.config import RestServiceRoute
 from qewd_twisted.rest.routing import PathTemplate
 from tests.rest_httpclient import HTTPClient
 from tests.integration.nodes import port_of
-from tests.interop.peer import NODE, REDIS_PORT, PeerProcess, free_port, peer_home
+from tests.interop.peer import NODE, REDIS_PORT, PeerProcess, peer_home
+from tests.ports import reserve_port
 from tests.test_rest_http import base_url, start_rest_node
 
 JS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js")
@@ -67,7 +68,7 @@ class QEWDPrimaryToPythonMicroServiceTests(TestCase):
         require_qewd(self)
         self.ms = start_rest_node(self, routes=[], moduleMap={"api": "rest_api.py"})
         ms_url = f"http://127.0.0.1:{port_of(self.ms)}"
-        port = free_port()
+        port = reserve_port(self)
         self.primary, ready = start_qewd_rest_primary(self, port, ms_url)
         yield ready
         self.http = HTTPClient(self, f"http://127.0.0.1:{port}")
@@ -129,7 +130,7 @@ class QEWDPrimaryGroupTests(TestCase):
         ms1 = start_rest_node(self, routes=[], moduleMap={"api": "rest_api.py"})
         ms2 = start_rest_node(self, routes=[], moduleMap={"api": "rest_api.py"})
         urls = [f"http://127.0.0.1:{port_of(n)}" for n in (ms1, ms2)]
-        port = free_port()
+        port = reserve_port(self)
         primary, ready = start_qewd_rest_primary(self, port, urls[0], urls[1])
         both_up = primary.wait_for(f"{urls[1]} micro-service ready")
         yield ready
@@ -160,7 +161,7 @@ class PythonPrimaryToQEWDMicroServiceTests(TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         require_qewd(self)
-        port = free_port()
+        port = reserve_port(self)
         self.qjs, ready = start_qewd_rest_ms(self, port)
         yield ready
         self.primary = start_rest_node(self, routes=[{"path": "/api", "module": "rest_api.py"}],

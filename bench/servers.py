@@ -22,6 +22,12 @@ Floors (our own stack with nothing of QEWD in the request path):
 Our node: ``node-master`` (applications ``bench`` and the seed's ``jwt`` locally, ``login``
 forwarded to ``--ms-url``) and ``node-ms`` (application ``bench-ms``), each a ``QEWDService``.
 
+The seed, unmodified: ``seed-master`` and ``seed-ms`` run examples/jwt/master.py and
+examples/jwt/microservice.py's own ``config`` (their handlers ``jwt_app.py`` and
+``test_app.py``, plain ``def``s in the worker pool, ``poolSize: 2``), changed only in where
+they listen (127.0.0.1, ``--port``) and, for the master, the micro-service's URL (``--ms-url``):
+the like-for-like rows against the QEWD.js peer, which runs the same example.
+
 Each prints ``READY <port>`` on stdout once it listens (and, for relay-front, once its link is
 open), runs until SIGTERM/SIGINT, and logs (twisted.logger, info and up) to stderr.
 ``--cprofile FILE`` profiles the whole process and writes pstats to FILE on exit.
@@ -243,11 +249,32 @@ def node_config(kind: str, port: int, ms_url: str | None, pool_size: int) -> dic
     return config
 
 
+def seed_config(kind: str, port: int, ms_url: str | None) -> tuple[dict[str, Any], str]:
+    """examples/jwt's own startup ``config`` for ``seed-master`` / ``seed-ms``, listening on
+    127.0.0.1:``port`` and (master) routing to ``ms_url``; and the directory its relative
+    paths are resolved against."""
+    import runpy
+
+    here = os.path.join(REPO, "examples", "jwt")
+    name = "master.py" if kind == "seed-master" else "microservice.py"
+    config = dict(runpy.run_path(os.path.join(here, name))["config"])
+    config.pop("port", None)
+    config["listen"] = [f"tcp:{port}:interface=127.0.0.1"]
+    if kind == "seed-master" and ms_url:
+        config["u_services"] = [
+            {**route, "types": {t: {**dest, "url": ms_url} for t, dest in route["types"].items()}}
+            for route in config["u_services"]]
+    return config, here
+
+
 def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size: int) -> Any:
     from qewd_twisted import QEWDService, config_from_dict
 
-    service = QEWDService(config_from_dict(node_config(kind, port, ms_url, pool_size), REPO),
-                          reactor)
+    if kind.startswith("seed-"):
+        config, base = seed_config(kind, port, ms_url)
+    else:
+        config, base = node_config(kind, port, ms_url, pool_size), REPO
+    service = QEWDService(config_from_dict(config, base), reactor)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return service.ports[0].getHost().port
@@ -256,10 +283,11 @@ def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="bench servers")
     p.add_argument("kind", choices=("floor", "floor-tuned", "relay-back", "relay-front",
-                                    "node-master", "node-ms"))
+                                    "node-master", "node-ms", "seed-master", "seed-ms"))
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--backend", help="relay-front: ws://127.0.0.1:PORT/socket.io/")
-    p.add_argument("--ms-url", help="node-master: http://127.0.0.1:PORT of node-ms")
+    p.add_argument("--ms-url", help="node-master / seed-master: http://127.0.0.1:PORT of "
+                                    "node-ms / seed-ms")
     p.add_argument("--pool-size", type=int, default=2)
     p.add_argument("--cross", action="store_true",
                    help="floor: deliver replies to the wrong client (to test the checker)")

@@ -176,3 +176,50 @@ class MessageEventTests(_ServerBase):
         [reply] = self.replies()
         self.assertEqual(reply["message"]["you sent"], "x")
         self.assertEqual(len(got), 1)
+
+
+class FramedSendTests(DirectTextSendTests):
+    """sendFramed(payload, text_frame(payload)) writes what sendMessage(payload) writes, bytes
+    and counters alike, for every payload size class; the cases sendMessage hands to Autobahn
+    go there too; FrameOnce reuses a frame only for the very same payload object."""
+
+    def ours_send(self, payload: bytes, **kw) -> bytes:
+        if kw:
+            return super().ours_send(payload, **kw)
+        self.proto.sendFramed(payload, _autobahn.text_frame(payload))
+        return self.transport.value()
+
+    def test_text_frame_any_size(self) -> None:
+        import random
+
+        rng = random.Random(19)
+        sizes = [0, 1, 125, 126, 127, 65535, 65536, 70000] + [rng.randrange(0, 140000)
+                                                             for _ in range(40)]
+        for n in sizes:
+            payload = bytes(rng.randrange(32, 127) for _ in range(n))
+            self.assertEqual(server_frames(_autobahn.text_frame(payload)), [(1, payload)], n)
+            theirs, before = self.autobahn_send(payload)
+            self.transport.clear()
+            self.assertEqual(_autobahn.text_frame(payload), theirs, n)
+
+    def test_not_open_goes_to_sendMessage(self) -> None:
+        calls = []
+        self.proto.sendMessage = lambda payload, *a, **kw: calls.append(payload)
+        self.proto.state = self.proto.STATE_CLOSING
+        self.proto.sendFramed(b"late", _autobahn.text_frame(b"late"))
+        self.assertEqual((calls, self.transport.value()), ([b"late"], b""))
+        self.proto.state = self.proto.STATE_OPEN
+        self.proto.send_queue.append((b"queued", False))
+        self.proto.sendFramed(b"after", _autobahn.text_frame(b"after"))
+        self.assertEqual(calls, [b"late", b"after"])  # behind Autobahn's own queue
+
+    def test_frame_once(self) -> None:
+        once = _autobahn.FrameOnce()
+        a = b"x" * 300
+        first = once(a)
+        self.assertIs(once(a), first)  # the same object: the same frame, not rebuilt
+        b = bytes(bytearray(a))  # equal, another object
+        self.assertIsNot(b, a)
+        self.assertEqual(once(b), first)
+        self.assertIsNot(once(b), first)
+        self.assertEqual(server_frames(once(b"")), [(1, b"")])

@@ -19,7 +19,9 @@ What our WebSocket protocols (server and link client) change in Autobahn's per-f
 * ``DirectTextSend`` (server only): ``sendMessage`` for the common case (an unfragmented,
   uncompressed text message to an open socket) builds the frame header itself, with the same
   bytes and traffic counters as Autobahn's ``sendMessage`` + ``sendFrame`` and without their
-  per-call assertions and generic framing; every other case goes to Autobahn.
+  per-call assertions and generic framing; every other case goes to Autobahn. Its
+  ``sendFramed(payload, frame)`` writes a frame already built by ``text_frame`` (a broadcast
+  frames its payload once for every socket, ``FrameOnce``) straight to the transport.
 """
 
 from __future__ import annotations
@@ -108,8 +110,59 @@ class SmallFrameUnmasking:
         return super().onFrameBegin()  # type: ignore[misc]
 
 
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, unfragmented text frame (RFC 6455 §5.2): what a server's
+    ``sendMessage(payload)`` writes."""
+    n = len(payload)
+    if n <= 125:
+        return bytes((0x81, n)) + payload
+    if n <= 0xFFFF:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+class FrameOnce:
+    """``text_frame`` remembering its last payload: a broadcast hands the same bytes object
+    to every socket, which then share one frame. Keyed by identity, holding a reference to the
+    payload (so its identity cannot be reused while remembered); bytes are immutable, so a hit
+    is always the right frame. One per reactor thread (not thread-safe)."""
+
+    __slots__ = ("_payload", "_frame")
+
+    def __init__(self) -> None:
+        self._payload = b""
+        self._frame = text_frame(b"")
+
+    def __call__(self, payload: bytes) -> bytes:
+        if payload is self._payload:
+            return self._frame
+        frame = text_frame(payload)
+        self._payload, self._frame = payload, frame
+        return frame
+
+
 class DirectTextSend:
     """Mix in before Autobahn's server protocol class (see the module docstring)."""
+
+    def sendFramed(self: Any, payload: bytes, frame: bytes) -> None:
+        """Send the text message ``payload`` as ``frame`` (``text_frame(payload)``, built once
+        for many sockets): the bytes and traffic counters of ``sendMessage(payload)``, with no
+        per-socket framing. Any case ``sendMessage`` would not write directly (not open,
+        compression, fragmentation, frame logging, a send queue, over the size limit) goes to
+        ``sendMessage``."""
+        n = len(payload)
+        if (self.state != _OPEN or self.send_queue or self._perMessageCompress is not None
+                or self.autoFragmentSize > 0 or self.maskServerFrames or self.logFrames
+                or self.logOctets or self.trackedTimings or 0 < self.maxMessagePayloadSize < n
+                or type(payload) is not bytes):
+            return self.sendMessage(payload)
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += n
+        stats.outgoingOctetsWebSocketLevel += n
+        stats.outgoingWebSocketFrames += 1
+        stats.outgoingOctetsWireLevel += len(frame)
+        self.transport.write(frame)
 
     def sendMessage(self: Any, payload: bytes, isBinary: bool = False,
                     fragmentSize: int | None = None, sync: bool = False,

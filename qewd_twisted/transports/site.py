@@ -27,7 +27,12 @@ from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.transports import wire
-from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
+from qewd_twisted.transports.framing import (
+    DirectTextSend,
+    FrameOnce,
+    QuietFraming,
+    SmallFrameUnmasking,
+)
 from qewd_twisted.core.node import Connection, Node
 
 log = Logger()
@@ -96,6 +101,9 @@ class _SlowReaderGuard:
             self._proto.dropConnection(abort=True)
 
 
+_frame_once = FrameOnce()  # the reactor thread's: every send of a WebSocket connection
+
+
 class _ProtocolConnection(Connection):
     def __init__(self, proto: WebSocketServerProtocol, id: str, ip: str) -> None:
         super().__init__(id, ip)
@@ -103,9 +111,11 @@ class _ProtocolConnection(Connection):
         self.guard: _SlowReaderGuard | None = None
 
     def _write(self, data: bytes) -> None:
-        self._proto.sendMessage(data, isBinary=False)
-        if self.guard is not None:
-            self.guard.sent(len(data))
+        # A broadcast hands every socket the same bytes: framed once (_frame_once).
+        self._proto.sendFramed(data, _frame_once(data))
+        guard = self.guard
+        if guard is not None and guard.paused:
+            guard.sent(len(data))
 
     def traffic(self) -> tuple[int, int]:
         # Autobahn counts every socket's wire bytes anyway: metrics read them, add nothing.

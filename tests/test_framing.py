@@ -223,3 +223,88 @@ class FramedSendTests(DirectTextSendTests):
         self.assertEqual(once(b), first)
         self.assertIsNot(once(b), first)
         self.assertEqual(server_frames(once(b"")), [(1, b"")])
+
+
+class MaskedTextSendTests(SynchronousTestCase):
+    """The link client's sendMessage: frames Autobahn's client would send (same header, a
+    fresh mask per frame, the payload masked with it) and the same counters."""
+
+    def setUp(self) -> None:
+        import hashlib
+
+        from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+        from qewd_twisted.mesh.protocol import EngineIOClientProtocol
+
+        self.assertTrue(issubclass(EngineIOClientProtocol, _autobahn.MaskedTextSend))
+        proto_class = type("Client", (_autobahn.MaskedTextSend, _autobahn.QuietFraming,
+                                      WebSocketClientProtocol), {})
+        self.plain = WebSocketClientProtocol.sendMessage
+        factory = WebSocketClientFactory("ws://127.0.0.1:9000/socket.io/")
+        factory.protocol = proto_class
+        self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9000))
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        request = self.transport.value().decode()
+        key = [x.split(": ", 1)[1] for x in request.split("\r\n")
+               if x.lower().startswith("sec-websocket-key")][0]
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.transport.clear()
+        self.proto.dataReceived((
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+        self.assertEqual(self.proto.state, self.proto.STATE_OPEN)
+        self.transport.clear()
+
+    def client_frame_of(self, data: bytes) -> tuple[bytes, bytes, bytes]:
+        """(header, mask, unmasked payload) of one masked frame."""
+        n, i = data[1] & 0x7F, 2
+        if n == 126:
+            n, i = struct.unpack("!H", data[2:4])[0], 4
+        elif n == 127:
+            n, i = struct.unpack("!Q", data[2:10])[0], 10
+        self.assertTrue(data[1] & 0x80, "client frames are masked")
+        mask = data[i:i + 4]
+        body = data[i + 4:]
+        self.assertEqual(len(body), n)
+        return data[:i], mask, create_xor_masker(mask, n).process(body) if n else b""
+
+    def test_same_frames_and_counters_as_autobahn(self) -> None:
+        import random
+
+        rng = random.Random(5)
+        sizes = [0, 1, 3, 4, 5, 125, 126, 1023, 1024, 1025, 70000]
+        sizes += [rng.randrange(0, 1100) for _ in range(30)]
+        masks = set()
+        for n in sizes:
+            payload = bytes(rng.randrange(32, 127) for _ in range(n))
+            before = dict(vars(self.proto.trafficStats))
+            self.plain(self.proto, payload)
+            theirs = self.transport.value()
+            their_stats = dict(vars(self.proto.trafficStats))
+            self.transport.clear()
+            for k, v in before.items():
+                setattr(self.proto.trafficStats, k, v)
+            self.proto.sendMessage(payload)
+            ours = self.transport.value()
+            self.transport.clear()
+            self.assertEqual(dict(vars(self.proto.trafficStats)), their_stats, n)
+            ours_h, ours_mask, ours_p = self.client_frame_of(ours)
+            theirs_h, _, theirs_p = self.client_frame_of(theirs)
+            self.assertEqual((ours_h, ours_p), (theirs_h, theirs_p), n)
+            self.assertEqual(ours_p, payload, n)
+            masks.add(ours_mask)
+        self.assertGreater(len(masks), len(sizes) // 2)  # a fresh key per frame
+
+    def test_other_cases_go_to_autobahn(self) -> None:
+        self.proto.sendMessage(b"\x00\x01", isBinary=True)
+        self.assertEqual(self.transport.value()[0], 0x82)
+        self.transport.clear()
+        self.proto.sendMessage(b"abcdef", fragmentSize=4)
+        data = self.transport.value()
+        self.assertEqual((data[0], data[1] & 0x7F), (0x01, 4))  # first fragment, not final
+        self.proto.state = self.proto.STATE_CLOSING
+        from autobahn.exception import Disconnected
+
+        self.assertRaises(Disconnected, self.proto.sendMessage, b"late")

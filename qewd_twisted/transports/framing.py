@@ -22,10 +22,14 @@ What our WebSocket protocols (server and link client) change in Autobahn's per-f
   per-call assertions and generic framing; every other case goes to Autobahn. Its
   ``sendFramed(payload, frame)`` writes a frame already built by ``text_frame`` (a broadcast
   frames its payload once for every socket, ``FrameOnce``) straight to the transport.
+* ``MaskedTextSend`` (link client): the same for what a client sends, masked as RFC 6455 §5.3
+  requires with a fresh key per frame (drawn as Autobahn draws it), small payloads masked with
+  one integer XOR instead of a native masker set up per frame; every other case to Autobahn.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -186,3 +190,31 @@ class DirectTextSend:
         stats.outgoingOctetsWebSocketLevel += n
         stats.outgoingWebSocketFrames += 1
         self.sendData(header + payload)
+
+
+class MaskedTextSend:
+    """Mix in before Autobahn's client protocol class (see the module docstring)."""
+
+    def sendMessage(self: Any, payload: bytes, isBinary: bool = False,
+                    fragmentSize: int | None = None, sync: bool = False,
+                    doNotCompress: bool = False) -> None:
+        n = len(payload)
+        if (isBinary or fragmentSize is not None or sync or type(payload) is not bytes
+                or n > SMALL_FRAME or self.state != _OPEN or self._perMessageCompress is not None
+                or self.autoFragmentSize > 0 or not self.maskClientFrames or not self.applyMask
+                or self.logFrames or self.trackedTimings or 0 < self.maxMessagePayloadSize < n):
+            return super().sendMessage(  # type: ignore[misc]
+                payload, isBinary, fragmentSize, sync, doNotCompress)
+        mask = random.getrandbits(32).to_bytes(4, "big")  # Autobahn's own draw (sendFrame)
+        masked = (int.from_bytes(payload, "big")
+                  ^ int.from_bytes((mask * ((n + 3) >> 2))[:n], "big")).to_bytes(n, "big")
+        if n <= 125:
+            header = bytes((0x81, 0x80 | n))
+        else:  # n <= SMALL_FRAME < 65536
+            header = b"\x81\xfe" + n.to_bytes(2, "big")
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += n
+        stats.outgoingOctetsWebSocketLevel += n
+        stats.outgoingWebSocketFrames += 1
+        self.sendData(header + mask + masked)

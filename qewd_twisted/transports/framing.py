@@ -154,19 +154,28 @@ class DirectTextSend:
         per-socket framing. Any case ``sendMessage`` would not write directly (not open,
         compression, fragmentation, frame logging, a send queue, over the size limit) goes to
         ``sendMessage``."""
-        n = len(payload)
-        if (self.state != _OPEN or self.send_queue or self._perMessageCompress is not None
-                or self.autoFragmentSize > 0 or self.maskServerFrames or self.logFrames
-                or self.logOctets or self.trackedTimings or 0 < self.maxMessagePayloadSize < n
-                or type(payload) is not bytes):
+        if not self.canSendFramed(payload):
             return self.sendMessage(payload)
+        self.countFramed(len(payload), len(frame))
+        self.transport.write(frame)
+
+    def canSendFramed(self: Any, payload: bytes) -> bool:
+        """Whether ``sendFramed(payload, ...)`` writes the frame itself now (else it hands the
+        payload to ``sendMessage``)."""
+        return not (self.state != _OPEN or self.send_queue or self._perMessageCompress is not None
+                    or self.autoFragmentSize > 0 or self.maskServerFrames or self.logFrames
+                    or self.logOctets or self.trackedTimings
+                    or 0 < self.maxMessagePayloadSize < len(payload)
+                    or type(payload) is not bytes)
+
+    def countFramed(self: Any, n: int, wire: int) -> None:
+        """The traffic counters of one text message of ``n`` bytes sent as ``wire`` bytes."""
         stats = self.trafficStats
         stats.outgoingWebSocketMessages += 1
         stats.outgoingOctetsAppLevel += n
         stats.outgoingOctetsWebSocketLevel += n
         stats.outgoingWebSocketFrames += 1
-        stats.outgoingOctetsWireLevel += len(frame)
-        self.transport.write(frame)
+        stats.outgoingOctetsWireLevel += wire
 
     def sendMessage(self: Any, payload: bytes, isBinary: bool = False,
                     fragmentSize: int | None = None, sync: bool = False,

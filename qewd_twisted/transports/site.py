@@ -27,6 +27,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.transports import wire
+from qewd_twisted.transports.batch import TurnBatch
 from qewd_twisted.transports.framing import (
     DirectTextSend,
     FrameOnce,
@@ -109,13 +110,58 @@ class _ProtocolConnection(Connection):
         super().__init__(id, ip)
         self._proto = proto
         self.guard: _SlowReaderGuard | None = None
+        self._pending: list[bytes] | None = None  # broadcast frames for the end of the turn
+
+    def send(self, frame: Any) -> None:
+        data = self.encode(frame)  # may raise: the node answers then
+        if self._pending is not None:
+            self._queue(data)  # behind the broadcast frames already waiting
+        else:
+            self._write(data)
 
     def _write(self, data: bytes) -> None:
+        proto = self._proto
+        if proto.state != proto.STATE_OPEN:
+            # Closing (its close frame is out) or closed, before onClose has told the node:
+            # nothing more can be sent, and Autobahn would raise for it (one such socket must
+            # not stop a broadcast to the others).
+            return
         # A broadcast hands every socket the same bytes: framed once (_frame_once).
-        self._proto.sendFramed(data, _frame_once(data))
+        proto.sendFramed(data, _frame_once(data))
         guard = self.guard
         if guard is not None and guard.paused:
             guard.sent(len(data))
+
+    def _queue(self, data: bytes) -> None:
+        """A broadcast frame: written with this socket's others at the end of the reactor
+        turn (transports/batch.py), or now where sendFramed would not write it directly."""
+        proto = self._proto
+        pending = self._pending
+        if pending is None:
+            if not proto.canSendFramed(data):
+                return self._write(data)
+            pending = self._pending = []
+            proto.factory.batch.add(self)
+        frame = _frame_once(data)
+        pending.append(frame)
+        proto.countFramed(len(data), len(frame))
+        guard = self.guard
+        if guard is not None and guard.paused:
+            guard.sent(len(data))
+
+    def flush(self) -> None:
+        """Write the pending broadcast frames (TurnBatch, or before a close frame)."""
+        pending, self._pending = self._pending, None
+        if not pending:
+            return
+        proto = self._proto
+        if proto.state != proto.STATE_OPEN:
+            return  # closing or gone: as a write to a closing socket, dropped
+        if proto.send_queue:  # Autobahn's own queue first (never used by the node)
+            for frame in pending:
+                proto.sendData(frame)
+        else:
+            proto.transport.writeSequence(pending)
 
     def traffic(self) -> tuple[int, int]:
         # Autobahn counts every socket's wire bytes anyway: metrics read them, add nothing.
@@ -142,7 +188,7 @@ class EngineIOConnection(_ProtocolConnection):
         return wire.event_bytes(frame)  # may raise: the node answers then
 
     def send_encoded(self, data: bytes) -> None:
-        self._write(data)
+        self._queue(data)
 
 
 class PlainConnection(_ProtocolConnection):
@@ -152,11 +198,18 @@ class PlainConnection(_ProtocolConnection):
         return wire.plain_bytes(frame)
 
     def send_encoded(self, data: bytes) -> None:
-        self._write(data)
+        self._queue(data)
 
 
 class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
+
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
+                       isReply: bool = False) -> None:
+        # broadcast frames still waiting for the end of the turn go before the close frame
+        if self.conn is not None and self.conn._pending:
+            self.conn.flush()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
 
     def _admit(self) -> None:
         """Refuse the handshake (HTTP 503) when the node is at maxConnections."""
@@ -307,6 +360,7 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
     factory.max_connections = max_connections
     factory.max_buffered_bytes = max_buffered_bytes
     factory._batched_timer = _ReactorTimer(reactor)
+    factory.batch = TurnBatch(reactor)  # broadcast frames, written once per reactor turn
     factory.setProtocolOptions(
         maxMessagePayloadSize=max_message_size,
         maxFramePayloadSize=max_message_size,

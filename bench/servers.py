@@ -11,7 +11,7 @@ Floors (our own stack with nothing of QEWD in the request path):
   JWT verification, no handler.
 * ``floor-tuned``: the floor with the node's own changes to Autobahn's per-frame path
   (``qewd_twisted.transports.framing``: no debug-log formatting, small frames unmasked with
-  one XOR, text frames built directly). A second reference: the issue's floor is stock Autobahn, which pays
+  one XOR, text frames built directly, whole text frames read directly). A second reference: the issue's floor is stock Autobahn, which pays
   costs our node has removed; against this one the ratio is the cost of QEWD's own work alone.
 * ``relay-back``: the same server, answering each frame ``<id>|...`` with two canned frames,
   ``<id>|I<intermediate>`` and ``<id>|F<final>`` (a micro-service that does no work).
@@ -145,10 +145,15 @@ def _tuned(base: type) -> type:
     """``base`` with the node's own changes to Autobahn's per-frame path
     (qewd_twisted/transports/framing.py): the floor as our node's stack runs it, for the "tuned
     floor" reference."""
-    from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
+    from qewd_twisted.transports.framing import (
+        DirectTextSend,
+        QuietFraming,
+        SmallFrameUnmasking,
+        WholeFrameReading,
+    )
 
     return type("Tuned" + base.__name__,
-                (DirectTextSend, SmallFrameUnmasking, QuietFraming, base), {})
+                (WholeFrameReading, DirectTextSend, SmallFrameUnmasking, QuietFraming, base), {})
 
 
 class RelayFrontProtocol(FloorProtocol):

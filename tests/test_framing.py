@@ -308,3 +308,112 @@ class MaskedTextSendTests(SynchronousTestCase):
         from autobahn.exception import Disconnected
 
         self.assertRaises(Disconnected, self.proto.sendMessage, b"late")
+
+
+class _Transport(StringTransport):
+    def unregisterProducer(self) -> None:  # Autobahn unregisters one it never registered
+        self.producer = None
+
+
+class WholeFrameReadingTests(SynchronousTestCase):
+    """A server protocol with WholeFrameReading and one without, fed the same random byte
+    streams (whole and cut text frames, fragments, pings, binary, invalid UTF-8, unmasked and
+    non-minimal frames, closes) in the same random pieces, end up alike: the same messages,
+    the same bytes written back, the same counters and the same state."""
+
+    def pair(self, max_message: int = 1 << 20):
+        from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+        def build(mixins):
+            got = []
+            cls = type("P", (*mixins, _autobahn.SmallFrameUnmasking, _autobahn.QuietFraming,
+                             WebSocketServerProtocol),
+                       {"onMessage": lambda self, payload, binary: got.append((payload, binary))})
+            from twisted.internet.task import Clock
+
+            from qewd_twisted.transports.site import _ReactorTimer
+
+            clock = Clock()  # close-handshake timers stay off the global reactor
+            factory = WebSocketServerFactory(reactor=clock)
+            factory._batched_timer = _ReactorTimer(clock)
+            factory.protocol = cls
+            factory.setProtocolOptions(applyMask=False, maxMessagePayloadSize=max_message,
+                                       maxFramePayloadSize=max_message, failByDrop=False)
+            proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            transport = _Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+            proto.makeConnection(transport)
+            key = base64.b64encode(b"0123456789abcdef").decode()
+            proto.dataReceived((
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13"
+                "\r\n\r\n" % key).encode())
+            transport.clear()
+            return proto, transport, got
+
+        return build((_autobahn.WholeFrameReading,)), build(())
+
+    def stream(self, rng) -> bytes:
+        def masked(payload, opcode=1, fin=True):
+            return client_frame(payload, opcode, fin, mask=bytes(rng.randrange(256)
+                                                                 for _ in range(4)))
+
+        def text(lo, hi):
+            return "".join(rng.choice("aé€😀{}\"x") for _ in range(rng.randrange(lo, hi)))
+
+        parts = []
+        for _ in range(rng.randrange(1, 12)):
+            kind = rng.randrange(12)
+            if kind < 5:
+                parts.append(masked(text(0, 60).encode()))
+            elif kind == 5:
+                parts.append(masked(text(40, 400).encode()))  # 126-style lengths, some > 1 KiB
+            elif kind == 6:
+                body = text(2, 50).encode()
+                cut = rng.randrange(1, len(body))
+                parts.append(masked(body[:cut], 1, False) + masked(b"pi", 9)
+                             + masked(body[cut:], 0, True))
+            elif kind == 7:
+                parts.append(masked(b"\x00\x01\x02", 2))
+            elif kind == 8:
+                parts.append(masked(b"ok" + b"\xc3\x28" + b"after"))  # invalid UTF-8
+            elif kind == 9:
+                parts.append(masked(b"ping!", 9))
+            elif kind == 10:  # unmasked client frame, or a non-minimal 126 length
+                if rng.random() < 0.5:
+                    parts.append(b"\x81\x03abc")
+                else:
+                    parts.append(b"\x81\xfe\x00\x05" + b"\x00\x00\x00\x00" + b"hello")
+            else:
+                parts.append(masked(b"\x03\xe8bye", 8))
+        return b"".join(parts)
+
+    def test_same_as_autobahn_on_random_streams(self) -> None:
+        import random
+
+        for seed in range(300):
+            rng = random.Random(seed)
+            data = self.stream(rng)
+            pieces, i = [], 0
+            while i < len(data):
+                step = rng.choice((1, 2, 3, 7, 64, 500, len(data)))
+                pieces.append(data[i:i + step])
+                i += step
+            limit = rng.choice((1 << 20, 300))
+            (fast, ft, fgot), (slow, st, sgot) = self.pair(limit)
+            for piece in pieces:
+                fast.dataReceived(piece)
+                slow.dataReceived(piece)
+            self.assertEqual(fgot, sgot, seed)
+            self.assertEqual(ft.value(), st.value(), seed)
+            self.assertEqual(vars(fast.trafficStats), vars(slow.trafficStats), seed)
+            self.assertEqual((fast.state, fast.data, ft.disconnecting),
+                             (slow.state, slow.data, st.disconnecting), seed)
+
+    def test_whole_frames_take_the_direct_path(self) -> None:
+        (fast, ft, got), _ = self.pair()
+        calls = []
+        fast.processData = lambda: calls.append(1) or False
+        data = b"".join(client_frame(("m%d" % i).encode() * 50) for i in range(5))
+        fast.dataReceived(data)
+        self.assertEqual([p for p, _ in got], [("m%d" % i).encode() * 50 for i in range(5)])
+        self.assertEqual(calls, [])  # Autobahn's frame machine was not needed

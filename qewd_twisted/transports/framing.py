@@ -22,6 +22,13 @@ What our WebSocket protocols (server and link client) change in Autobahn's per-f
   per-call assertions and generic framing; every other case goes to Autobahn. Its
   ``sendFramed(payload, frame)`` writes a frame already built by ``text_frame`` (a broadcast
   frames its payload once for every socket, ``FrameOnce``) straight to the transport.
+* ``WholeFrameReading`` (server and link client): a text message that arrives as one whole,
+  unfragmented frame (what QEWD's clients send) is read straight from the bytes received:
+  header, unmasking (one XOR), UTF-8 check, the traffic counters and Autobahn's own message
+  hooks (``onMessageBegin`` ... ``onMessageEnd``, with their size limits), without Autobahn's
+  general frame machine and its per-frame objects. Anything else (control frames, fragments,
+  binary, a frame cut by TCP, invalid UTF-8, compression, frame logging) goes to Autobahn
+  from that byte on.
 * ``MaskedTextSend`` (link client): the same for what a client sends, masked as RFC 6455 §5.3
   requires with a fresh key per frame (drawn as Autobahn draws it), small payloads masked with
   one integer XOR instead of a native masker set up per frame; every other case to Autobahn.
@@ -227,3 +234,82 @@ class MaskedTextSend:
         stats.outgoingOctetsWebSocketLevel += n
         stats.outgoingWebSocketFrames += 1
         self.sendData(header + mask + masked)
+
+
+class WholeFrameReading:
+    """Mix in first, before ``QuietFraming`` (see the module docstring)."""
+
+    def dataReceived(self: Any, data: bytes) -> None:
+        if (self.state == _OPEN and not self.data and self.current_frame is None
+                and not self.inside_message and self._perMessageCompress is None
+                and not self.logFrames and not self.logOctets and not self.trackedTimings
+                and self.utf8validateIncoming and self.websocket_version != 0):
+            self.trafficStats.incomingOctetsWireLevel += len(data)  # as Autobahn: all of it
+            rest = self._whole_frames(data)
+            if rest:
+                self.data = rest
+                self.consumeData()  # Autobahn, from the first byte that is not for us
+            return
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def _whole_frames(self: Any, data: bytes) -> bytes:
+        """Handle the whole single-frame text messages at the start of ``data``; return the
+        bytes from the first thing that is not one (for Autobahn)."""
+        masked = 0x80 if self.factory.isServer else 0  # clients mask, servers do not (RFC 6455 §5.1)
+        limit = SMALL_FRAME if masked else 0xFFFF
+        stats = self.trafficStats
+        n = len(data)
+        pos = 0
+        while n - pos >= 2 and self.state == _OPEN:
+            b1 = data[pos + 1]
+            if data[pos] != 0x81 or b1 & 0x80 != masked:
+                break  # not a final, uncompressed text frame masked as it must be
+            size = b1 & 0x7F
+            head = pos + 2
+            if size == 126:
+                if n - pos < 4:
+                    break
+                size = int.from_bytes(data[pos + 2:pos + 4], "big")
+                if size < 126:
+                    break  # not the minimal length encoding: Autobahn fails the connection
+                head += 2
+            elif size == 127:
+                break
+            if size > limit:
+                break
+            if masked:
+                key = data[head:head + 4]
+                head += 4
+            end = head + size
+            if end > n:
+                break  # cut by TCP: Autobahn keeps the piece
+            payload = data[head:end]
+            if masked and size:
+                payload = (int.from_bytes(payload, "big") ^ int.from_bytes(
+                    (key * ((size + 3) >> 2))[:size], "big")).to_bytes(size, "big")
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                break  # Autobahn's validator fails it (1007)
+            pos = end
+            # what Autobahn's onFrameBegin / onFrameData / onFrameEnd do for such a frame,
+            # counters included (a size limit may fail the connection in onMessageFrameBegin)
+            self.inside_message = True
+            self._isMessageCompressed = False
+            self.utf8validateIncomingCurrentMessage = False
+            self._onMessageBegin(False)
+            self._onMessageFrameBegin(size)
+            if self.state == _OPEN:
+                stats.incomingOctetsWebSocketLevel += size
+                stats.incomingOctetsAppLevel += size
+            self._onMessageFrameData(payload)
+            if self.state == _OPEN:
+                stats.incomingWebSocketFrames += 1
+            self._onMessageFrameEnd()
+            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                self._cancelAutoPingTimeoutCall()
+            if self.state == _OPEN:
+                stats.incomingWebSocketMessages += 1
+            self._onMessageEnd()
+            self.inside_message = False
+        return data[pos:] if pos else data

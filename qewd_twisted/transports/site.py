@@ -33,6 +33,7 @@ from qewd_twisted.transports.framing import (
     FrameOnce,
     QuietFraming,
     SmallFrameUnmasking,
+    WholeFrameReading,
 )
 from qewd_twisted.core.node import Connection, Node
 
@@ -201,7 +202,8 @@ class PlainConnection(_ProtocolConnection):
         self._queue(data)
 
 
-class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocketServerProtocol):
+class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, QuietFraming,
+                    WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
 
     def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,

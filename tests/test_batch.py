@@ -145,3 +145,14 @@ class BroadcastBatchTests(SynchronousTestCase):
         self.assertEqual(self.frames(transport), [])
         self.assertEqual([p for op, p in self.frames(gone_transport)], [])
         self.assertEqual(self.frames(self.clients[0][1]), [(1, {"last": 1}), (1, {"more": 1})])
+
+    def test_a_message_over_the_limit_still_refused_after_what_waits(self) -> None:
+        from autobahn.websocket.protocol import PayloadExceededError
+
+        proto, transport, _ = self.clients[0]
+        proto.maxMessagePayloadSize = 100
+        self.h.node.to_all({"small": 1})
+        self.assertRaises(PayloadExceededError, proto.conn.send_encoded, b"x" * 101)
+        self.assertEqual(self.frames(transport), [(1, {"small": 1})])  # written first
+        self.h.clock.advance(0)
+        self.assertEqual(self.frames(transport), [])

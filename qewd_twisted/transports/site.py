@@ -112,6 +112,7 @@ class _ProtocolConnection(Connection):
         self._proto = proto
         self.guard: _SlowReaderGuard | None = None
         self._pending: list[bytes] | None = None  # broadcast frames for the end of the turn
+        self._pending_size = 0  # their payload bytes
 
     def send(self, frame: Any) -> None:
         data = self.encode(frame)  # may raise: the node answers then
@@ -136,33 +137,44 @@ class _ProtocolConnection(Connection):
     def _queue(self, data: bytes) -> None:
         """A broadcast frame: written with this socket's others at the end of the reactor
         turn (transports/batch.py), or now where sendFramed would not write it directly."""
-        proto = self._proto
         pending = self._pending
-        if pending is None:
+        proto = self._proto
+        if pending is None or 0 < proto.maxMessagePayloadSize < len(data):
             if not proto.canSendFramed(data):
+                if pending:
+                    self.flush()  # what waits goes first
                 return self._write(data)
-            pending = self._pending = []
-            proto.factory.batch.add(self)
-        frame = _frame_once(data)
-        pending.append(frame)
-        proto.countFramed(len(data), len(frame))
+            if pending is None:
+                pending = self._pending = []
+                self._pending_size = 0
+                proto.factory.batch.add(self)
+        once = _frame_once
+        pending.append(once._frame if data is once._payload else once(data))
+        self._pending_size += len(data)
         guard = self.guard
         if guard is not None and guard.paused:
             guard.sent(len(data))
 
     def flush(self) -> None:
-        """Write the pending broadcast frames (TurnBatch, or before a close frame)."""
+        """Write the pending broadcast frames (TurnBatch, or before a close frame), with the
+        counters one ``sendMessage`` per frame would have kept."""
         pending, self._pending = self._pending, None
         if not pending:
             return
         proto = self._proto
         if proto.state != proto.STATE_OPEN:
             return  # closing or gone: as a write to a closing socket, dropped
+        data = b"".join(pending)
+        stats = proto.trafficStats
+        stats.outgoingWebSocketMessages += len(pending)
+        stats.outgoingOctetsAppLevel += self._pending_size
+        stats.outgoingOctetsWebSocketLevel += self._pending_size
+        stats.outgoingWebSocketFrames += len(pending)
         if proto.send_queue:  # Autobahn's own queue first (never used by the node)
-            for frame in pending:
-                proto.sendData(frame)
+            proto.sendData(data)  # counts the wire bytes when it sends them
         else:
-            proto.transport.writeSequence(pending)
+            stats.outgoingOctetsWireLevel += len(data)
+            proto.transport.write(data)
 
     def traffic(self) -> tuple[int, int]:
         # Autobahn counts every socket's wire bytes anyway: metrics read them, add nothing.
@@ -188,8 +200,7 @@ class EngineIOConnection(_ProtocolConnection):
     def encode(self, frame: Any) -> bytes:
         return wire.event_bytes(frame)  # may raise: the node answers then
 
-    def send_encoded(self, data: bytes) -> None:
-        self._queue(data)
+    send_encoded = _ProtocolConnection._queue
 
 
 class PlainConnection(_ProtocolConnection):
@@ -198,8 +209,7 @@ class PlainConnection(_ProtocolConnection):
     def encode(self, frame: Any) -> bytes:
         return wire.plain_bytes(frame)
 
-    def send_encoded(self, data: bytes) -> None:
-        self._queue(data)
+    send_encoded = _ProtocolConnection._queue
 
 
 class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, QuietFraming,

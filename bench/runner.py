@@ -463,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--clients", type=int, default=32)
         p.add_argument("--type", default="echo")
         p.add_argument("--top", type=int, default=30)
+        p.add_argument("--seed", choices=("test", "login"),
+                       help="cProfile both seed nodes under the seed's own workload")
         from .profiling import profile
 
         profile(p.parse_args(argv[1:]))

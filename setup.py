@@ -32,7 +32,9 @@ setup(
         # formats (text and OpenMetrics), rather than a hand-written one (docs/operations.md)
         "prometheus-client>=0.17",
     ],
-    extras_require={"test": ["hypothesis>=6"]},
+    # mutation: scripts/mutation.sh (issue 18 item 2); cosmic-ray runs any test command, so the
+    # suite stays on trial, and its session database lets the script sample mutants.
+    extras_require={"test": ["hypothesis>=6"], "mutation": ["cosmic-ray>=8.3,<9"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -48,7 +48,8 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from twisted.web.resource import NoResource, Resource
-from twisted.web.server import Site
+
+from qewd_twisted.transports.http import NodeSite
 
 SECRET = "someSecret123"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,13 +76,6 @@ def _token(codec: Any, sid: str) -> bytes:
     return codec.register_token("bench", claims, timeout=LONG).encode()
 
 
-class _QuietSite(Site):
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 class _SocketIO(Resource):
     isLeaf = False
 
@@ -93,7 +87,7 @@ class _SocketIO(Resource):
         return self._ws if path == b"" else NoResource()
 
 
-def _site(protocol: type, reactor: Any, **attrs: Any) -> tuple[Site, Any]:
+def _site(protocol: type, reactor: Any, **attrs: Any) -> tuple[NodeSite, Any]:
     from qewd_twisted.transports.site import make_factory
 
     factory = make_factory(protocol, None, reactor, 1048576)  # the node's own options
@@ -101,7 +95,7 @@ def _site(protocol: type, reactor: Any, **attrs: Any) -> tuple[Site, Any]:
         setattr(factory, k, v)
     root = Resource()
     root.putChild(b"socket.io", _SocketIO(WebSocketResource(factory)))
-    return _QuietSite(root), factory
+    return NodeSite(root, reactor=reactor), factory
 
 
 class FloorProtocol(WebSocketServerProtocol):
@@ -200,7 +194,7 @@ class RelayBackProtocol(FloorProtocol):
         self.sendMessage(head + b"F" + self.factory.final)
 
 
-def _listen(reactor: Any, site: Site, port: int) -> int:
+def _listen(reactor: Any, site: NodeSite, port: int) -> int:
     return reactor.listenTCP(port, site, interface="127.0.0.1").getHost().port
 
 

@@ -39,6 +39,17 @@ BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
 
+# ours: plain-text HTTP answers from the web layer (docs/reliability.md, "HTTP")
+TOO_MANY_FROM_ADDRESS = "Server busy: too many connections from this address"
+REQUEST_TIMEOUT = "Request timeout: the request did not arrive within the deadline"
+BODY_TOO_LARGE = "Request body too large: at most {limit} bytes here"
+METHOD_NOT_IMPLEMENTED = "Method not implemented"
+BAD_REQUEST_PATH = "Bad request: invalid bytes in the path"
+ORIGIN_REFUSED = "Origin not allowed"
+AUTH_BACKOFF = "Too many failed attempts: try again in {seconds} seconds"
+# ours: the WebSocket close reason for a client that never registered
+NOT_REGISTERED = "Not registered within {seconds} seconds"
+
 # Status codes carried in message.status.code (QEWD's convention for MS_DOWN, §4.2)
 STATUS_MS_DOWN = 503
 STATUS_MS_TIMEOUT = 504

@@ -8,6 +8,7 @@ library never imports or runs the global reactor itself. ``twistd qewd`` (tap.py
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application import strports
@@ -15,25 +16,16 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from qewd_twisted.apps.modules import Applications
-from qewd_twisted.config import Config, ConfigError
+from qewd_twisted.config import Config, ConfigError, own_files_in, web_root_problem
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.transports.http import NodeSite
 from qewd_twisted.transports.site import build_site_root
 from qewd_twisted.apps.pool import WorkerPool
 
 log = Logger()
-
-
-class _QuietSite(Site):
-    """A Site that does not write an access-log line per request (WebSocket upgrades included)."""
-
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        pass
 
 
 #: The listen queue for TCP and TLS endpoints that do not set one. Twisted's default is 50: when
@@ -50,6 +42,43 @@ def with_backlog(description: str) -> str:
     if kind not in ("tcp", "tcp6", "ssl") or "backlog=" in description:
         return description
     return f"{description}:backlog={DEFAULT_BACKLOG}"
+
+
+#: Open files a node needs besides its clients' sockets (listeners, logs, pool, links...).
+FD_RESERVE = 64
+
+
+def open_files_limit() -> int | None:
+    """The process's soft limit on open files (None where it can't be read)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def fd_limit_warning(max_connections: int, soft_limit: int | None) -> str | None:
+    """What to warn about when ``maxConnections`` cannot be reached before the process runs
+    out of file descriptors (then slow clients exhaust the fds instead of meeting the limit)."""
+    if soft_limit is None or max_connections + FD_RESERVE <= soft_limit:
+        return None
+    return (f"config.maxConnections is {max_connections} but this process may open only "
+            f"{soft_limit} files: past about {max(soft_limit - FD_RESERVE, 0)} connections it "
+            f"will fail to accept instead of answering 503; raise the limit (ulimit -n) or set "
+            f"maxConnections to at most {max(soft_limit - FD_RESERVE, 1)}")
+
+
+def own_files_of(config: Config) -> list[str]:
+    """The files this node loads itself: the startup file, moduleMap modules (files, and the
+    files of dotted modules once imported) and the TLS key. None of them is ever served."""
+    files = list(config.own_files)
+    for spec in config.module_map.values():
+        module = sys.modules.get(spec.module) if spec.module else None
+        if module is not None and getattr(module, "__file__", None):
+            files.append(module.__file__)
+    return files
 
 
 class QEWDService(MultiService):
@@ -72,6 +101,12 @@ class QEWDService(MultiService):
         problems = [f"config.moduleMap.{e.application}: {e.reason}" for e in self.apps.load_all()]
         if problems:
             raise ConfigError(problems)
+        own_files = own_files_of(config)
+        if config.web_server_root is not None:
+            served = own_files_in(config.web_server_root, own_files)
+            if served:
+                raise ConfigError(["config.webServerRootPath: "
+                                   + web_root_problem(config.web_server_root, served)])
 
         limits = config.limits
         self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length)
@@ -111,11 +146,15 @@ class QEWDService(MultiService):
             micro_services=self.micro_services,
             limits=limits,
         )
-        self.site = _QuietSite(
-            build_site_root(self.node, reactor, web_root=config.web_server_root,
-                            max_message_size=limits.max_message_size,
-                            max_connections=limits.max_connections,
-                            max_buffered_bytes=limits.max_buffered_bytes))
+        root = build_site_root(self.node, reactor, web_root=config.web_server_root,
+                               max_message_size=limits.max_message_size,
+                               max_connections=limits.max_connections,
+                               max_buffered_bytes=limits.max_buffered_bytes,
+                               limits=limits, allowed_origins=config.allowed_origins,
+                               hidden=own_files)
+        self.site = NodeSite(root, reactor=reactor, limits=limits,
+                             max_connections=limits.max_connections,
+                             connections=lambda: len(self.node.connections))
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)
@@ -131,6 +170,9 @@ class QEWDService(MultiService):
     def startService(self) -> None:
         for key in getattr(self.config, "ignored_keys", ()):
             log.warn("config.{key} is a QEWD.js setting this node does not use: ignored", key=key)
+        warning = fd_limit_warning(self.config.limits.max_connections, open_files_limit())
+        if warning:
+            log.warn("{text}", text=warning)
         super().startService()
         log.info("{name} started: listening on {listen}", name=self.config.server_name,
                  listen=", ".join(self.config.listen))

@@ -153,13 +153,12 @@ class WireConnection(MemoryConnection):
         self.frames.append(packet.args[0])
 
 
-_n = 0
-
-
 def wire_connection(h: NodeHarness, ip: str = "127.0.0.1") -> WireConnection:
-    global _n
-    _n += 1
-    conn = WireConnection(f"fuzzSocket{_n:010d}", ip)
+    """A new connection on ``h``'s node; ids count per harness, so no state is left in the
+    module from one test to the next."""
+    n = h.__dict__.get("_fuzz_sockets", 0) + 1
+    h.__dict__["_fuzz_sockets"] = n
+    conn = WireConnection(f"fuzzSocket{n:010d}", ip)
     h.node.connection_opened(conn)
     return conn
 
@@ -808,59 +807,76 @@ class LoneSurrogateTests(SynchronousTestCase, Checks):
 
 class RetentionTests(SynchronousTestCase):
     """What a client sends must not stay in the node's memory after its connection is gone,
-    beyond small per-registration state (docs/reliability.md lists the bounded caches)."""
+    beyond small per-registration state (docs/reliability.md lists the bounded caches).
 
-    def retained_after(self, jwt: bool, registrations: int = 20,
-                       size: int = 1_000_000) -> float:
-        """MiB still allocated after ``registrations`` ``ewd-register`` messages whose
-        application name is ``size`` characters, from one connection that then closes."""
+    ``ewd-register`` takes an application name of at most ``MAX_APPLICATION_LENGTH`` (128)
+    characters and refuses a longer one at the door (docs/errors.md), so a client cannot
+    make the node keep a large name: neither in TokenCodec's verified-token cache (JWT
+    mode) nor in a ServerSession (session-token mode)."""
+
+    def retained_after(self, jwt: bool, size: int, registrations: int = 20
+                       ) -> tuple[float, list[Any]]:
+        """(MiB still allocated, final frames) after ``registrations`` ``ewd-register``
+        messages whose application name is ``size`` characters (each different), from one
+        connection that then closes."""
         h = NodeHarness(make_apps(), jwt_secret=SECRET)
         conn = h.connect()
+        finals = []
         gc.collect()
         tracemalloc.start()
         try:
             for i in range(registrations):
-                message = {"type": "ewd-register", "application": "x" * size + str(i),
-                           "jwt": jwt}
-                h.node.receive(conn, message)
-                conn.take()
-                del message
+                name = f"{i:03d}" + "x" * (size - 3)
+                [frame] = h.send(conn, {"type": "ewd-register", "application": name, "jwt": jwt})
+                finals.append(frame)
+                del name, frame
             h.disconnect(conn)
             gc.collect()
-            return tracemalloc.get_traced_memory()[0] / 2**20
+            return tracemalloc.get_traced_memory()[0] / 2**20, finals
         finally:
             tracemalloc.stop()
 
-    def test_small_registrations_retain_little(self) -> None:
-        """The baseline the next tests compare with: 20 ordinary registrations."""
-        self.assertLess(self.retained_after(True, size=10), 1)
-        self.assertLess(self.retained_after(False, size=10), 1)
+    def assert_registered(self, finals: list[Any], jwt: bool) -> None:
+        for frame in finals:
+            self.assertEqual((frame["type"], frame["finished"]), ("ewd-register", True))
+            self.assertIsInstance(frame["message"]["token"], str)
+            self.assertEqual(frame["message"]["token"].count("."), 2 if jwt else 0)
 
-    def test_huge_application_names_jwt(self) -> None:
-        """Registration is open (§2.1) and takes any application name up to maxMessageSize.
-        In JWT mode the token (which carries the name) and its payload JSON are kept in
-        TokenCodec's verified-token cache: ~2.3 MB per 1 MB name, and the cache is bounded
-        by count (20000 entries), not by size: ~45 GB for one client that keeps registering.
-        20 registrations with 1 MB names must not leave 20 MB behind."""
-        self.assertLess(self.retained_after(True), 5)
+    def assert_refused(self, finals: list[Any]) -> None:
+        for frame in finals:
+            self.assertEqual(frame["message"], {"error": E.BAD_APPLICATION})
 
+    def test_longest_names_retain_little(self) -> None:
+        """20 registrations with the longest name accepted, in both modes: each gets its
+        token, and less than 1 MiB stays behind once the connection is gone."""
+        for jwt in (True, False):
+            retained, finals = self.retained_after(jwt, E.MAX_APPLICATION_LENGTH)
+            self.assert_registered(finals, jwt)
+            self.assertLess(retained, 1)
 
-    def test_huge_application_names_session(self) -> None:
-        """Session-token mode: each registration is a ServerSession holding the name until
-        it expires (initialSessionTimeout, 300 s), up to 100000 sessions: ~100 GB."""
-        self.assertLess(self.retained_after(False), 5)
+    def test_huge_names_are_refused_and_not_kept(self) -> None:
+        """1 MB names (up to maxMessageSize a client could send 20 MB of them): every one is
+        refused with the exact docs/errors.md text, and none of them is kept."""
+        for jwt in (True, False):
+            retained, finals = self.retained_after(jwt, 1_000_000)
+            self.assert_refused(finals)
+            self.assertLess(retained, 1)
 
+    def test_one_character_over_the_limit_is_refused(self) -> None:
+        _, finals = self.retained_after(True, E.MAX_APPLICATION_LENGTH + 1, registrations=1)
+        self.assert_refused(finals)
 
     def test_issued_tokens_are_accepted_by_every_node(self) -> None:
-        """A token this node hands out must be one a node sharing the secret accepts."""
+        """A token this node hands out, even for the longest application name, is one a node
+        sharing the secret accepts (a 13,000-character name would give a token other nodes
+        refuse as too long: the name limit keeps that from happening)."""
         h = NodeHarness(make_apps(), jwt_secret=SECRET)
         conn = h.connect()
         other_node = TokenCodec(SECRET, clock=h.clock)
-        [frame] = h.send(conn, {"type": "ewd-register", "application": "x" * 13_000,
-                                "jwt": True})
-        if "token" in frame["message"]:
-            other_node.decode(frame["message"]["token"])  # raises TokenError: Token too long
-
+        name = "x" * E.MAX_APPLICATION_LENGTH
+        [frame] = h.send(conn, {"type": "ewd-register", "application": name, "jwt": True})
+        payload = other_node.decode(frame["message"]["token"])
+        self.assertEqual(payload["application"], name)
 
 
 # -- level 2: real loopback ------------------------------------------------------------------

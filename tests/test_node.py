@@ -15,24 +15,14 @@ from qewd_twisted import errors as E
 from qewd_twisted.apps.modules import on_reactor
 from qewd_twisted.core.interfaces import LinkOutcome
 from qewd_twisted.testing import NodeHarness
+from tests.fixtures import make_login
 
 
 def app(**exports: Any) -> SimpleNamespace:
     return SimpleNamespace(**exports)
 
 
-def login(messageObj, session, send, finished):
-    params = messageObj.get("params") or {}
-    send({"text": "checking credentials"})
-    if params.get("username") == "rob" and params.get("password") == "secret":
-        session["username"] = "rob"
-        session.make_secret("username")
-        session["authenticated"] = True
-        session.make_secret("authenticated")
-        session.timeout = 1200
-        finished({"ok": True})
-    else:
-        finished({"error": "Invalid login"})
+login = make_login(timeout=1200)  # the shared fixture (tests/fixtures.py)
 
 
 def echo(messageObj, session, send, finished):
@@ -133,7 +123,7 @@ class HandlerTests(Base):
         frames = self.h.send(self.c, {"type": "login", "token": token,
                                       "params": {"username": "rob", "password": "secret"}})
         self.assertEqual([f["finished"] for f in frames], [False, True])
-        self.assertEqual(frames[0]["message"], {"text": "checking credentials"})
+        self.assertEqual(frames[0]["message"], {"text": "checking credentials", "username": "rob"})
         self.assertNotIn("token", frames[0]["message"])  # intermediate frames carry no token
         final = frames[1]
         self.assertEqual(final["type"], "login")

@@ -10,11 +10,14 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from qewd_twisted.ops.status_page import (
+    AuthThrottle,
     StatusJSONResource,
     StatusPageResource,
     render_page,
@@ -192,6 +195,17 @@ class FakeRequest:
     def getPassword(self) -> bytes:
         return self.password if self.password is not None else b""
 
+    def getUser(self) -> bytes:
+        return b"operator" if self.password is not None else b""
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        if name.lower() == b"authorization" and self.password is not None:
+            return b"Basic ..."
+        return None
+
+    def getClientAddress(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
     def setResponseCode(self, code: int) -> None:
         self.code = code
 
@@ -229,7 +243,7 @@ class StatusResourceTests(SynchronousTestCase):
         self.ops = SimpleNamespace(status=sample_status)
 
     def test_needs_the_password(self) -> None:
-        resource = StatusPageResource(self.ops, b"s3cret!")
+        resource = StatusPageResource(self.ops, b"s3cret!", AuthThrottle(Clock()))
         for password in (None, b"", b"wrong", b"s3cret", b"s3cret!!"):
             request = FakeRequest(password)
             body = resource.render_GET(request)
@@ -247,7 +261,7 @@ class StatusResourceTests(SynchronousTestCase):
 
     def test_json(self) -> None:
         request = FakeRequest(b"pw")
-        body = StatusJSONResource(self.ops, b"pw").render_GET(request)
+        body = StatusJSONResource(self.ops, b"pw", AuthThrottle(Clock())).render_GET(request)
         self.assertEqual(request.headers[b"content-type"], b"application/json")
         self.assertEqual(json.loads(body), sample_status())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import dataclasses
 import itertools
 import keyword
 import os
@@ -21,6 +22,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.endpoints import (
@@ -70,6 +72,10 @@ SUPPORTED_KEYS = (
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
     "maxInFlightPerLink",
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
+    # the HTTP layer's limits (config/limits.py, docs/reliability.md)
+    *("headerTimeout", "bodyTimeout", "wsPingInterval", "wsPingTimeout", "registerTimeout"),
+    *("maxConnectionsPerAddress", "allowedOrigins", "stallTimeout", "maxRanges"),
+    *("statusAuthFailures", "statusAuthWindow"),
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
@@ -156,6 +162,19 @@ class Config:
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
     log_requests: bool = False  # one log event per finished request
+    header_timeout: float = Limits.header_timeout
+    body_timeout: float = Limits.body_timeout
+    max_connections_per_address: int | None = Limits.max_connections_per_address
+    ws_ping_interval: float = Limits.ws_ping_interval
+    ws_ping_timeout: float = Limits.ws_ping_timeout
+    register_timeout: float = Limits.register_timeout
+    stall_timeout: float = Limits.stall_timeout
+    max_ranges: int = Limits.max_ranges
+    auth_failures: int = Limits.auth_failures
+    auth_window: float = Limits.auth_window
+    allowed_origins: frozenset[str] | None = None  # browser origins allowed to upgrade (None: any)
+    # files the node loads itself (startup file, moduleMap files, TLS key): never served
+    own_files: tuple[str, ...] = ()
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -277,13 +296,37 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         max_buffered_bytes=c.get_int(d, "maxBufferedBytes", Limits.max_buffered_bytes, 65536),
         micro_services=micro_services,
         **_operations(c, d, listen),
+        **_http_limits(c, d),
+        allowed_origins=_allowed_origins(c, d),
         ignored_keys=ignored,
         base_dir=base_dir,
         raw=d,
     )
+    own = [source] + [m.path for m in config.module_map.values() if m.path]
+    ssl = d.get("ssl")
+    if isinstance(ssl, dict) and isinstance(ssl.get("keyFilePath"), str):
+        own.append(c.resolve(ssl["keyFilePath"]))
+    config = dataclasses.replace(config, own_files=tuple(f for f in own if f))
+    if config.web_server_root is not None:
+        served = own_files_in(config.web_server_root, config.own_files)
+        if served:
+            c.add("config.webServerRootPath", web_root_problem(config.web_server_root, served))
     if c.problems:
         raise ConfigError(_in_file_order(c.problems, d), source)
     return config
+
+
+def own_files_in(web_root: str, own_files: Iterable[str]) -> list[str]:
+    """The node's own files (real paths, symlinks resolved) that ``web_root`` would serve."""
+    root = os.path.realpath(web_root).rstrip(os.sep) + os.sep
+    reals = {os.path.realpath(f) for f in own_files if f}
+    return sorted(real for real in reals if real.startswith(root))
+
+
+def web_root_problem(web_root: str, served: list[str]) -> str:
+    """The ConfigError line for a web root that holds files the node loads itself."""
+    return (f"{web_root} holds files this node loads itself, which it would serve to anyone: "
+            f"{', '.join(served)}; point it at a directory of public files only")
 
 
 def _in_file_order(problems: list[str], d: dict[Any, Any]) -> list[str]:
@@ -505,3 +548,43 @@ def _operations(c: Checker, d: dict[str, Any], listen: list[str]) -> dict[str, A
         "status": c.get_bool(d, "status", True),
         "log_requests": c.get_bool(d, "logRequests", False),
     }
+
+
+def _http_limits(c: Checker, d: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP layer's keys → `Config` fields (defaults from `Limits`)."""
+    per_address = d.get("maxConnectionsPerAddress")
+    if per_address is not None:
+        per_address = c.get_int(d, "maxConnectionsPerAddress", 0, 1) or None
+    return {
+        "header_timeout": c.get_seconds(d, "headerTimeout", Limits.header_timeout),
+        "body_timeout": c.get_seconds(d, "bodyTimeout", Limits.body_timeout),
+        "max_connections_per_address": per_address,
+        "ws_ping_interval": c.get_seconds(d, "wsPingInterval", Limits.ws_ping_interval),
+        "ws_ping_timeout": c.get_seconds(d, "wsPingTimeout", Limits.ws_ping_timeout),
+        "register_timeout": c.get_seconds(d, "registerTimeout", Limits.register_timeout),
+        "stall_timeout": c.get_seconds(d, "stallTimeout", Limits.stall_timeout),
+        "max_ranges": c.get_int(d, "maxRanges", Limits.max_ranges, 1),
+        "auth_failures": c.get_int(d, "statusAuthFailures", Limits.auth_failures, 1),
+        "auth_window": c.get_seconds(d, "statusAuthWindow", Limits.auth_window),
+    }
+
+
+_ORIGIN = re.compile(r"^(https?)://[^/?#\s]+$")
+
+
+def _allowed_origins(c: Checker, d: dict[str, Any]) -> frozenset[str] | None:
+    """``allowedOrigins``: browser origins (``https://app.example.com``, ``null``) allowed to
+    open a WebSocket; unset: any origin."""
+    raw = c.get_list(d, "allowedOrigins", "config", "origins such as 'https://example.com'")
+    if raw is None:
+        return None
+    origins = set()
+    for i, value in enumerate(raw):
+        norm = value.strip().lower().rstrip("/") if isinstance(value, str) else None
+        if norm is None or not (norm == "null" or _ORIGIN.match(norm)):
+            c.add(f"config.allowedOrigins[{i}]",
+                  f"must be an origin such as 'https://example.com:8443' (scheme://host[:port], "
+                  f"no path), got {show(value)}")
+        else:
+            origins.add(norm)
+    return frozenset(origins)

@@ -30,6 +30,17 @@ class Limits:
     micro_service_timeout: float | None = 30.0  # a forwarded request's deadline
     initial_session_timeout: int = 300  # a new session's lifetime, seconds
     shutdown_grace: float = 20.0  # in-flight requests get this long on shutdown
+    # -- the HTTP layer (transports/http.py; docs/reliability.md, "HTTP")
+    header_timeout: float = 30.0  # request line + headers, from the connection (or last response)
+    body_timeout: float = 60.0  # a whole request body, from its headers
+    max_connections_per_address: int | None = None  # per client IP; None: no cap
+    ws_ping_interval: float = 25.0  # /ws: a WebSocket ping this often ...
+    ws_ping_timeout: float = 20.0  # ... and no answer within this long drops the client
+    register_timeout: float = 60.0  # a WebSocket client not registered by then is closed
+    stall_timeout: float = 60.0  # a response the client reads nothing of for this long: aborted
+    max_ranges: int = 16  # byte ranges answered as multipart; more (or overlapping): whole file
+    auth_failures: int = 10  # /status: wrong passwords per address within auth_window ...
+    auth_window: float = 60.0  # ... past which it gets 429 for this long
 
 
 #: Limits field -> its key in the startup file's ``config``.
@@ -44,4 +55,14 @@ CONFIG_KEYS = {
     "micro_service_timeout": "microServiceTimeout",
     "initial_session_timeout": "initialSessionTimeout",
     "shutdown_grace": "shutdownGracePeriod",
+    "header_timeout": "headerTimeout",
+    "body_timeout": "bodyTimeout",
+    "max_connections_per_address": "maxConnectionsPerAddress",
+    "ws_ping_interval": "wsPingInterval",
+    "ws_ping_timeout": "wsPingTimeout",
+    "register_timeout": "registerTimeout",
+    "stall_timeout": "stallTimeout",
+    "max_ranges": "maxRanges",
+    "auth_failures": "statusAuthFailures",
+    "auth_window": "statusAuthWindow",
 }

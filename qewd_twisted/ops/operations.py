@@ -30,13 +30,13 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from qewd_twisted._version import __version__
 from qewd_twisted.core.interfaces import ILinkObserver
 from qewd_twisted.ops.metrics import Labels, MetricsResource, NodeMetrics
 from qewd_twisted.ops.observe import NodeObserver, combine
+from qewd_twisted.transports.http import NodeSite
 
 __all__ = ["DEFAULT_MANAGEMENT_PASSWORD", "Operations", "RequestLog", "RequestRates"]
 
@@ -189,15 +189,6 @@ class LinkEvents:
             remove()
 
 
-class _QuietSite(Site):
-    """The metrics endpoint's site: no access-log line per scrape."""
-
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 # -- the service -----------------------------------------------------------------------------
 
 
@@ -235,17 +226,22 @@ class Operations(Service):
         root = service.site.resource
         self._mount(root, self.metrics if config.metrics_listen is None else None)
         if self.status_enabled:
-            from qewd_twisted.ops.status_page import StatusJSONResource, StatusPageResource
+            from qewd_twisted.ops.status_page import (
+                AuthThrottle,
+                StatusJSONResource,
+                StatusPageResource,
+            )
 
             password = config.management_password.encode("utf-8")
-            root.putChild(b"status", StatusPageResource(self, password))
-            root.putChild(b"status.json", StatusJSONResource(self, password))
+            throttle = AuthThrottle(self.clock, config.limits)
+            root.putChild(b"status", StatusPageResource(self, password, throttle))
+            root.putChild(b"status.json", StatusJSONResource(self, password, throttle))
         self.metrics_listener: Service | None = None
         if config.metrics_listen is not None:
             own = Resource()
             self._mount(own, self.metrics)
-            listener = strports.service(config.metrics_listen, _QuietSite(own),
-                                        reactor=service.reactor)
+            site = NodeSite(own, reactor=service.reactor, limits=config.limits)
+            listener = strports.service(config.metrics_listen, site, reactor=service.reactor)
             listener._raiseSynchronously = True  # type: ignore[attr-defined]
             listener.setServiceParent(service)
             self.metrics_listener = listener

@@ -3,19 +3,32 @@
 The ``/status`` page and ``/status.json``: a read-only view of one node for its operator (what
 qewd-monitor shows QEWD users), behind HTTP Basic auth with ``managementPassword``.
 
-Any user name is accepted; the password is compared in constant time. The page is plain HTML
-rendered here (no script, so the Content-Security-Policy allows none) and refreshes itself every
-few seconds. ops.py mounts these only when the password is not QEWD's default.
+Any user name is accepted; the password is compared in constant time. Each failed attempt is
+logged (the address and user name, never the password); an address that fails
+``auth_failures`` times within ``auth_window`` seconds gets 429 until that window has passed
+(`AuthThrottle`), whatever it sends. The page is plain HTML rendered here (no script, so the
+Content-Security-Policy allows none) and refreshes itself every few seconds. ops.py mounts these
+only when the password is not QEWD's default.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import math
+from collections import OrderedDict
 from html import escape
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.web.resource import Resource
+
+from qewd_twisted import errors as E
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.transports.http import clip
+
+log = Logger()
+_DEFAULTS = Limits()
 
 REFRESH_SECONDS = 5
 _REALM = b'Basic realm="qewd status", charset="UTF-8"'
@@ -28,33 +41,104 @@ _COMMON_HEADERS = (
 _CSP = b"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'"
 
 
+class AuthThrottle:
+    """Failed Basic-auth attempts per client address, on ``clock``.
+
+    `blocked(ip)` gives the seconds left while the address is blocked (else 0):
+    `failed(ip)` records a failure and blocks the address for ``auth_window`` seconds once it
+    reaches ``auth_failures`` failures within that window. At most ``tracked`` addresses are
+    remembered (the least recently failing are forgotten first).
+    """
+
+    tracked = 10000
+
+    def __init__(self, clock: Any, limits: Limits = _DEFAULTS) -> None:
+        self._clock = clock
+        self.limits = limits
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._blocked_until: dict[str, float] = {}
+
+    def blocked(self, ip: str) -> float:
+        until = self._blocked_until.get(ip)
+        if until is None:
+            return 0.0
+        left = until - self._clock.seconds()
+        if left > 0:
+            return left
+        del self._blocked_until[ip]
+        return 0.0
+
+    def failed(self, ip: str) -> bool:
+        """Record a failure; True when it blocks ``ip``."""
+        now, window = self._clock.seconds(), self.limits.auth_window
+        times = [t for t in self._failures.pop(ip, []) if t > now - window]
+        times.append(now)
+        if len(times) >= self.limits.auth_failures:
+            self._blocked_until[ip] = now + window
+            return True
+        self._failures[ip] = times
+        while len(self._failures) > self.tracked:
+            self._failures.popitem(last=False)
+        if len(self._blocked_until) > self.tracked:
+            self._blocked_until = {k: v for k, v in self._blocked_until.items() if v > now}
+        return False
+
+    def succeeded(self, ip: str) -> None:
+        self._failures.pop(ip, None)
+
+
 class _Protected(Resource):
     isLeaf = True
 
-    def __init__(self, ops: Any, password: bytes) -> None:
+    def __init__(self, ops: Any, password: bytes, throttle: AuthThrottle) -> None:
         super().__init__()
         self.ops = ops
         self._password = password
+        self.throttle = throttle
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: Any) -> bytes:  # noqa: N802
         for name, value in _COMMON_HEADERS:
             request.setHeader(name, value)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        ip = _client_ip(request)
+        wait = self.throttle.blocked(ip)
+        if wait:
+            seconds = math.ceil(wait)
+            request.setResponseCode(429)
+            request.setHeader(b"retry-after", b"%d" % seconds)
+            return E.AUTH_BACKOFF.format(seconds=seconds).encode("utf-8") + b"\n"
         given = request.getPassword() or b""
         if not hmac.compare_digest(given, self._password):
+            if request.getHeader(b"authorization") is not None:  # not a browser's first try
+                user = clip(request.getUser() or b"")
+                if self.throttle.failed(ip):
+                    log.warn("status page: {ip} failed Basic auth {n} times (user {user}): "
+                             "answered 429 for {window} s", ip=ip, user=user,
+                             n=self.throttle.limits.auth_failures,
+                             window=self.throttle.limits.auth_window)
+                else:
+                    log.warn("status page: wrong password from {ip} (user {user})", ip=ip,
+                             user=user)
             request.setResponseCode(401)
             request.setHeader(b"www-authenticate", _REALM)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"401 Unauthorized: the status page needs the node's managementPassword\n"
-        return self.render_status(request, self.ops.status())
+        self.throttle.succeeded(ip)
+        return self.page(request, self.ops.status())
 
-    def render_status(self, request: Any, status: dict[str, Any]) -> bytes:
+    def page(self, request: Any, status: dict[str, Any]) -> bytes:
+        """The body for an authorised request (subclasses)."""
         raise NotImplementedError
+
+
+def _client_ip(request: Any) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", address))
 
 
 class StatusJSONResource(_Protected):
     """``/status.json``: the same data as the page."""
 
-    def render_status(self, request: Any, status: dict[str, Any]) -> bytes:
+    def page(self, request: Any, status: dict[str, Any]) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(status, indent=1).encode("utf-8")
 
@@ -62,7 +146,7 @@ class StatusJSONResource(_Protected):
 class StatusPageResource(_Protected):
     """``/status``: the page."""
 
-    def render_status(self, request: Any, status: dict[str, Any]) -> bytes:
+    def page(self, request: Any, status: dict[str, Any]) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", _CSP)
         return render_page(status).encode("utf-8")

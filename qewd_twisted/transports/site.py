@@ -3,25 +3,30 @@
 The web layer: a twisted.web resource tree serving the WebSocket endpoints and static files.
 
 - ``/socket.io/?EIO=3&transport=websocket``: Engine.IO 3 / socket.io v2 framing over WebSocket,
-  exactly as the QEWD.js peer speaks it (PROTOCOL.md §1.1-§1.2): the server sends the OPEN packet
-  and ``40``, answers the client's ping ``2`` with ``3``, drops a client silent for
+  exactly as the QEWD.js peer speaks it (docs/protocol.md §1.1-§1.2): the server sends the OPEN
+  packet and ``40``, answers the client's ping ``2`` with ``3``, drops a client silent for
   pingInterval + pingTimeout, and carries messages as ``42["ewdjs",{...}]``.
-- ``/ws``: plain WebSocket, one JSON message per text frame, the same messages.
-- everything else: static files from ``webServerRootPath`` (no directory listings).
+- ``/ws``: plain WebSocket, one JSON message per text frame, the same messages; the node pings
+  it every ``wsPingInterval`` and drops it when a pong is ``wsPingTimeout`` late.
+- on both: a client that has not registered within ``registerTimeout`` is closed; an upgrade
+  from a browser origin not in ``allowedOrigins`` gets 403 (http.WebSocketEndpoint).
+- everything else: static files from ``webServerRootPath`` (static.StaticFiles).
+
+The HTTP rules every request meets first (deadlines, body limits, admission) are in http.py.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterable
 from typing import Any
 
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 from twisted.web.resource import NoResource, Resource
-from twisted.web.static import File
+from zope.interface import implementer
 
 from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
@@ -35,9 +40,12 @@ from qewd_twisted.transports.framing import (
     SmallFrameUnmasking,
     WholeFrameReading,
 )
+from qewd_twisted.transports.http import IRequestBodyLimit, WebSocketEndpoint, clip
+from qewd_twisted.transports.static import StaticFiles
 from qewd_twisted.core.node import Connection, Node
 
 log = Logger()
+_DEFAULTS = Limits()
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
@@ -223,6 +231,12 @@ class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, Quie
             self.conn.flush()
         super().sendCloseFrame(code, reasonUtf8, isReply)
 
+    def failHandshake(self, reason: str, code: int = 400,  # noqa: N802
+                      responseHeaders: Any = None) -> None:  # noqa: N803
+        # Autobahn's reasons quote the client's header values; it logs them twice and puts
+        # them in the status line: keep them short.
+        super().failHandshake(clip(reason), code, responseHeaders)
+
     def _admit(self) -> None:
         """Refuse the handshake (HTTP 503) when the node is at maxConnections."""
         f = self.factory
@@ -235,7 +249,23 @@ class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, Quie
         guard = _SlowReaderGuard(self, self.factory.max_buffered_bytes)
         guard.attach()
         self.conn.guard = guard
-        self.factory.node.connection_opened(self.conn)
+        f = self.factory
+        if f.register_timeout:
+            self._register_call = f.reactor.callLater(f.register_timeout, self._unregistered)
+        f.node.connection_opened(self.conn)
+
+    _register_call: Any = None
+    release_connection_slot: Any = None  # set by the HTTP channel that handed us the socket
+
+    def _unregistered(self) -> None:
+        """``registerTimeout`` passed: a client that has not registered by now is closed."""
+        self._register_call = None
+        conn = self.conn
+        if conn is None or not conn.open or conn.application is not None:
+            return
+        seconds = self.factory.register_timeout
+        log.info("closing {conn}: not registered within {seconds} s", conn=conn, seconds=seconds)
+        conn.close(1008, E.NOT_REGISTERED.format(seconds=f"{seconds:g}"))
 
     def _deliver(self, obj: Any) -> None:
         self.factory.node.receive(self.conn, obj)
@@ -245,10 +275,14 @@ class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, Quie
             self.factory.node.connection_lost(self.conn)
 
     def connectionLost(self, reason: Any) -> None:
+        release, self.release_connection_slot = self.release_connection_slot, None
+        if release is not None:
+            release()  # before the node hears of it: the slot is free when it does
         super().connectionLost(reason)
         # Autobahn cancels these only when a close frame arrives; a dropped TCP connection
         # would leave them scheduled (a timer firing on a dead protocol).
-        for name in ("closeHandshakeTimeoutCall", "openHandshakeTimeoutCall"):
+        for name in ("closeHandshakeTimeoutCall", "openHandshakeTimeoutCall",
+                     "_register_call"):
             call = getattr(self, name, None)
             if call is not None and call.active():
                 call.cancel()
@@ -289,6 +323,8 @@ class EngineIOProtocol(_NodeProtocol):
             self._heartbeat.reset((f.ping_interval + f.ping_timeout) / 1000.0)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self.conn.open:
+            return  # the node is closing this socket: nothing more is answered
         self._alive()
         if isBinary:
             return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
@@ -334,6 +370,8 @@ class PlainProtocol(_NodeProtocol):
         self._opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self.conn.open:
+            return  # the node is closing this socket: nothing more is answered
         if isBinary:
             return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
@@ -362,8 +400,12 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
                  ping_interval: int = wire.PING_INTERVAL_MS,
                  ping_timeout: int = wire.PING_TIMEOUT_MS,
                  max_connections: int = Limits.max_connections,
-                 max_buffered_bytes: int = Limits.max_buffered_bytes) -> WebSocketServerFactory:
-    """An Autobahn server factory bound to ``node``; oversize messages close with 1009."""
+                 max_buffered_bytes: int = Limits.max_buffered_bytes,
+                 limits: Limits = _DEFAULTS) -> WebSocketServerFactory:
+    """An Autobahn server factory bound to ``node``; oversize messages close with 1009.
+
+    ``/ws`` (PlainProtocol) gets WebSocket pings every ``limits.ws_ping_interval`` seconds;
+    both endpoints close a client not registered within ``limits.register_timeout``."""
     factory = WebSocketServerFactory(reactor=reactor)
     factory.protocol = protocol
     factory.node = node
@@ -371,12 +413,16 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
     factory.ping_timeout = ping_timeout
     factory.max_connections = max_connections
     factory.max_buffered_bytes = max_buffered_bytes
+    factory.register_timeout = limits.register_timeout
     factory._batched_timer = _ReactorTimer(reactor)
     factory.batch = TurnBatch(reactor)  # broadcast frames, written once per reactor turn
+    pings = issubclass(protocol, PlainProtocol)
     factory.setProtocolOptions(
         maxMessagePayloadSize=max_message_size,
         maxFramePayloadSize=max_message_size,
-        autoPingInterval=0,
+        # /ws: WebSocket pings (on our reactor: _ReactorTimer); socket.io has its own heartbeat
+        autoPingInterval=limits.ws_ping_interval if pings else 0,
+        autoPingTimeout=limits.ws_ping_timeout if pings else 0,
         openHandshakeTimeout=30,
         closeHandshakeTimeout=5,
         failByDrop=False,
@@ -386,28 +432,23 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
     return factory
 
 
-class StaticFiles(File):
-    """Static files without directory listings or script processors."""
-
-    indexNames = ["index.html"]
-
-    def directoryListing(self) -> Resource:
-        return NoResource("No such file")
-
-
+@implementer(IRequestBodyLimit)
 class _Upgrade(Resource):
     """``/socket.io/``: the WebSocket transport; a polling request gets engine.io's error."""
 
     isLeaf = False
 
-    def __init__(self, ws: WebSocketResource, client_js: str | None) -> None:
+    def __init__(self, ws: Resource, client_js: str | None) -> None:
         super().__init__()
         self._ws = ws
         self._client_js = client_js
 
+    def maxBodyBytes(self, method: bytes) -> int:  # noqa: N802
+        return 0  # until long-polling lands here, nothing below takes a body
+
     def getChild(self, path: bytes, request: Any) -> Resource:
         if path == b"socket.io.js" and self._client_js and os.path.exists(self._client_js):
-            return File(self._client_js, defaultType="application/javascript")
+            return StaticFiles(self._client_js, "application/javascript", root=STATIC_DIR)
         if path == b"":
             upgrade = (request.getHeader(b"upgrade") or b"").lower()
             if upgrade == b"websocket":
@@ -427,14 +468,20 @@ class _EngineError(Resource):
 
 def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
                     max_message_size: int, max_connections: int = Limits.max_connections,
-                    max_buffered_bytes: int = Limits.max_buffered_bytes) -> Resource:
-    """The resource tree for one node."""
-    limits = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes}
-    eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size,
-                                         **limits))
-    plain = WebSocketResource(make_factory(PlainProtocol, node, reactor, max_message_size,
-                                           **limits))
-    root: Resource = StaticFiles(web_root) if web_root else Resource()
+                    max_buffered_bytes: int = Limits.max_buffered_bytes,
+                    limits: Limits = _DEFAULTS,
+                    allowed_origins: frozenset[str] | None = None,
+                    hidden: Iterable[str] = ()) -> Resource:
+    """The resource tree for one node. ``hidden``: files never served (the node's own)."""
+    options = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes,
+               "limits": limits}
+    eio = WebSocketEndpoint(make_factory(EngineIOProtocol, node, reactor, max_message_size,
+                                         **options), allowed_origins)
+    plain = WebSocketEndpoint(make_factory(PlainProtocol, node, reactor, max_message_size,
+                                           **options), allowed_origins)
+    hidden = tuple(hidden)
+    root: Resource = (StaticFiles(web_root, hidden=hidden, max_ranges=limits.max_ranges)
+                      if web_root else Resource())
     root.putChild(b"socket.io", _Upgrade(eio, os.path.join(STATIC_DIR, "socket.io.js")))
     root.putChild(b"ws", plain)
     # The browser clients we ship (qewd_twisted/static/*) are served at the root, e.g.
@@ -443,5 +490,7 @@ def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
         for name in sorted(os.listdir(STATIC_DIR)):
             path = os.path.join(STATIC_DIR, name)
             if os.path.isfile(path) and name != "socket.io.js" and not name.startswith("."):
-                root.putChild(name.encode(), File(path, defaultType="application/javascript"))
+                root.putChild(name.encode(), StaticFiles(
+                    path, "application/javascript", root=STATIC_DIR,
+                    max_ranges=limits.max_ranges))
     return root

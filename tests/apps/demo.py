@@ -1,26 +1,12 @@
 """A handler module used by the integration tests (loaded by dotted name through moduleMap)."""
 
-import threading
+from tests.apps.gate import Gate
+from tests.fixtures import make_login
 
-release = threading.Event()  # tests set it to let `blocked` finish
+release = Gate()  # `blocked` waits until the test opens it (release.hold(test) first)
 
 
-def login(messageObj, session, send, finished):
-    params = messageObj.get("params") or {}
-    progress = {"text": "checking credentials", "username": params.get("username")}
-    if params.get("progressType"):
-        progress["type"] = params["progressType"]
-    send(progress)
-    if params.get("username") == "rob" and params.get("password") == "secret":
-        session["userText"] = "Rob"
-        session["username"] = params["username"]
-        session["authenticated"] = True
-        session.make_secret("username")
-        session.make_secret("authenticated")
-        session.timeout = 60
-        finished({"ok": True})
-    else:
-        finished({"error": "Invalid login"})
+login = make_login(timeout=60)  # the shared fixture (tests/fixtures.py)
 
 
 def echo(messageObj, session, send, finished):

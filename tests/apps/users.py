@@ -3,9 +3,9 @@
 Each reply names the user it is for, so a test can tell when a reply reaches the wrong client.
 """
 
-import threading
+from tests.apps.gate import Gate
 
-release = threading.Event()
+release = Gate()  # `wait` waits until the test opens it (release.hold(test) first)
 
 
 def login(messageObj, session, send, finished):
@@ -39,7 +39,8 @@ def wait(messageObj, session, send, finished):
 
 
 async def silent(messageObj, session, send, finished):
-    pass  # never finishes: the master's microServiceTimeout ends the request
+    send({"silent": True})  # tells a test the request is in flight
+    # never finishes: the master's microServiceTimeout ends the request
 
 
 handlers = {"login": login, "typed": typed, "crash": crash, "wait": wait, "silent": silent}

@@ -12,6 +12,8 @@ from typing import Any
 
 from twisted.internet import defer
 
+from tests.fixtures import make_login
+
 _held: dict[str, defer.Deferred[None]] = {}
 _watchers: list[tuple[frozenset[str], defer.Deferred[None]]] = []
 
@@ -44,18 +46,7 @@ def _notify() -> None:
             d.callback(None)
 
 
-def login(messageObj: dict, session: Any, send: Any, finished: Any) -> None:
-    params = messageObj.get("params") or {}
-    send({"text": "checking credentials", "username": params.get("username")})
-    if params.get("username") == "rob" and params.get("password") == "secret":
-        session["userText"] = "Rob"
-        session["username"] = "rob"
-        session["authenticated"] = True
-        session.make_secret("username")  # a no-op in session-token mode
-        session.make_secret("authenticated")
-        finished({"ok": True})
-    else:
-        finished({"error": "Invalid login"})
+login = make_login()  # the shared fixture (tests/fixtures.py)
 
 
 def echo(messageObj: dict, session: Any, send: Any, finished: Any) -> None:

@@ -8,7 +8,8 @@ Deferred. Steps wait for page state (``wait_for_function``, ``wait_for_selector`
 fixed time.
 
 Chromium is Debian's (/usr/bin/chromium, or $QEWD_CHROMIUM); ``bash scripts/setup-browser.sh``
-installs it and Playwright. Without them the tests skip locally and fail in CI ($CI set).
+installs it and Playwright. Without them the tests fail (tests/strict.py: only
+``QEWD_TEST_ALLOW_SKIP=browser`` skips them instead).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.integration.nodes import port_of, start_node
+from tests.strict import require
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(REPO, "tests", "browser", "www")
@@ -121,9 +123,7 @@ class BrowserTestCase(TestCase):
         why = browser_missing()
         if why is None:
             return
-        if os.environ.get("CI"):
-            self.fail("the browser tests must run in CI: " + why)
-        raise SkipTest(why)
+        require(self, "browser", why)
 
     @defer.inlineCallbacks
     def start_browser(self) -> Any:

@@ -13,10 +13,10 @@ import os
 from typing import Any
 
 from twisted.internet import defer
-from twisted.trial.unittest import SkipTest
 
 from tests.browser import app
 from tests.browser.harness import REPO, BrowserTestCase, base_url
+from tests.strict import require
 
 
 class EWDClientTests(BrowserTestCase):
@@ -140,9 +140,7 @@ class EWDClientTests(BrowserTestCase):
         bundle = os.path.join(REPO, "tests", "js", "node_modules", "socket.io-client", "dist",
                               "socket.io.js")
         if not os.path.exists(bundle):
-            if os.environ.get("CI"):
-                self.fail("tests/js/node_modules is required in CI (scripts/test.sh runs npm ci)")
-            raise SkipTest("tests/js/node_modules missing (scripts/test.sh installs it)")
+            require(self, "node", "tests/js/node_modules missing (scripts/test.sh runs npm ci)")
         node = self.start_app_node()
         yield self.start_browser()
         yield self.in_browser(lambda: self.bt.context.route(

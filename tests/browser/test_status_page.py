@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet import defer
 
 from tests.browser.harness import ARTIFACTS, BrowserTestCase, base_url
-from tests.integration.nodes import port_of
+from tests.ports import reserve_port
 from tests.integration.test_microservices import (
     client,
     link_up,
@@ -41,13 +41,13 @@ class StatusPageTests(BrowserTestCase):
     @defer.inlineCallbacks
     def test_links_and_requests(self):
         """The page shows the link up, a forwarded login, then the link down, then up again."""
-        ms = start_ms(self)
+        ms_port = reserve_port(self)  # the micro-service comes back on it (tests/ports.py)
+        ms = start_ms(self, listen=f"tcp:{ms_port}:interface=127.0.0.1")
         master = start_master(self, ms, managementPassword=PASSWORD, types=("login",))
         yield defer.ensureDeferred(link_up(master))
         c, token = yield defer.ensureDeferred(client(self, master))
         frames = yield defer.ensureDeferred(login(c, token, "user-3"))
         self.assertIs(frames[-1]["message"]["ok"], True)
-        ms_port = port_of(ms)
         link_url = f"http://127.0.0.1:{ms_port}"
 
         yield self.start_browser()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from typing import Any
 
@@ -14,12 +13,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 TWISTD = ["-c", "from twisted.scripts.twistd import run; run()",
           "--nodaemon", "--pidfile=", "--logfile=-"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_startup(test: TestCase, config_source: str) -> str:

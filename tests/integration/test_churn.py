@@ -49,11 +49,11 @@ class ChurnTests(TestCase):
         return d
 
     async def cycle(self, node: Any, jwt: bool, plain: bool) -> str:
+        c: Any = PlainClient(plain_url(node)) if plain else EIOClient(eio_url(node))
+        self.addCleanup(c.close)  # closed by the cycle itself; this is for a failure part-way
         if plain:
-            c: Any = PlainClient(plain_url(node))
             await c.opened
         else:
-            c = EIOClient(eio_url(node))
             await c.handshake()
         c.emit({"type": "ewd-register", "application": "demo", "jwt": jwt})
         reply = await c.message()

@@ -10,7 +10,8 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from tests.integration.processes import TwistdProcess, free_port, write_startup
+from tests.integration.processes import TwistdProcess, write_startup
+from tests.ports import reserve_port
 from tests.wsclient import EIOClient
 
 
@@ -19,7 +20,7 @@ class KillMicroServiceTests(TestCase):
 
     @defer.inlineCallbacks
     def test_kill_9_and_restart(self):
-        ms_port, master_port = free_port(), free_port()
+        ms_port, master_port = reserve_port(self), reserve_port(self)
         ms_startup = write_startup(self, repr({
             "listen": f"tcp:{ms_port}:interface=127.0.0.1",
             "jwt": {"secret": "fault-test"},

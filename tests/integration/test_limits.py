@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from tests.integration.nodes import eio_url, start_node
+from tests.integration.nodes import ClockedReactor, eio_url, start_node
 from tests.wsclient import EIOClient
 
 
@@ -24,6 +24,7 @@ class MaxConnectionsTests(TestCase):
         yield defer.ensureDeferred(a.handshake())
         yield defer.ensureDeferred(b.handshake())
         c = EIOClient(eio_url(node))
+        self.addCleanup(c.close)
         yield self.assertFailure(c.opened, ConnectionError)
         code, reason = yield c.closed
         self.assertIn("503", str(reason))
@@ -60,6 +61,7 @@ class SlowReaderTests(TestCase):
 
         node.node.connection_lost = connection_lost
         slow = EIOClient(eio_url(node))
+        self.addCleanup(slow.close)
         hs = yield defer.ensureDeferred(slow.handshake())
         slow_id = hs["sid"]
         slow.emit({"type": "ewd-register", "application": "flood", "jwt": True})
@@ -90,12 +92,13 @@ class StuckHandlerTests(TestCase):
     @defer.inlineCallbacks
     def test_blocked_thread_does_not_starve_other_requests(self):
         """poolSize 1: a handler blocked past handlerTimeout gets its 504, and the pool lends a
-        spare thread, so the next request (another application) still runs."""
+        spare thread, so the next request (another application) still runs. handlerTimeout is
+        on the test's clock: only the blocked request ever reaches it."""
         from tests.apps import demo
 
-        demo.release.clear()
-        self.addCleanup(demo.release.set)
-        node = start_node(self, poolSize=1, handlerTimeout=0.3,
+        demo.release.hold(self)
+        clocked = ClockedReactor()
+        node = start_node(self, reactor=clocked, poolSize=1, handlerTimeout=5,
                           moduleMap={"demo": "tests.apps.demo", "other": "tests.apps.users"})
         a, b = EIOClient(eio_url(node)), EIOClient(eio_url(node))
         for c in (a, b):
@@ -108,6 +111,7 @@ class StuckHandlerTests(TestCase):
         a.emit({"type": "blocked", "token": ta})
         running = yield defer.ensureDeferred(a.message())
         self.assertEqual(running["message"], {"blocked": True})
+        clocked.clock.advance(5)
         timed_out = yield defer.ensureDeferred(a.message())
         self.assertEqual(timed_out["message"]["status"], {"code": 504})
         # a's thread is still blocked; without a spare, b would wait behind it (and time out)
@@ -116,6 +120,6 @@ class StuckHandlerTests(TestCase):
         final = yield defer.ensureDeferred(b.message())
         self.assertEqual(final["message"]["username"], "ab")
         self.assertEqual(node.pool.spares, 1)
-        demo.release.set()
+        demo.release.open()
         yield node.pool.when_idle()
         self.assertEqual(node.pool.spares, 0)

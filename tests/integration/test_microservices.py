@@ -14,7 +14,8 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.apps import users
-from tests.integration.nodes import SECRET, eio_url, port_of, start_node
+from tests.fixtures import log_in
+from tests.integration.nodes import SECRET, ClockedReactor, eio_url, port_of, start_node
 from tests.wsclient import EIOClient
 
 
@@ -49,17 +50,14 @@ async def client(test: TestCase, node, application: str = "jwt") -> tuple[EIOCli
 
 async def login(c: EIOClient, token: str, username: str = "user-1",
                 password: str | None = None) -> list[dict]:
-    c.emit({"type": "login", "token": token,
-            "params": {"username": username, "password": password or username[::-1]}})
-    frames = [await c.message()]
-    while frames[-1].get("finished") is False:
-        frames.append(await c.message())
-    return frames
+    """tests/apps/users.py's login (password: the name reversed) with the shared client
+    helper (tests/fixtures.py)."""
+    return await log_in(c, token, username, password or username[::-1])
 
 
 class ForwardingTests(TestCase):
     async def _pair(self, **master_config):
-        ms = start_ms(self)
+        ms = start_ms(self)  # on the real clock
         master = start_master(self, ms, **master_config)
         await link_up(master)
         return ms, master
@@ -143,9 +141,16 @@ class ForwardingTests(TestCase):
 
     @defer.inlineCallbacks
     def test_remote_silent_times_out_504(self):
-        ms, master = yield defer.ensureDeferred(self._pair(microServiceTimeout=0.3))
+        """microServiceTimeout on the master's clock: the silent request reaches it when the
+        test says so; the login after it never does, however slow the machine."""
+        clocked = ClockedReactor()
+        ms, master = yield defer.ensureDeferred(self._pair(microServiceTimeout=5,
+                                                           reactor=clocked))
         c, token = yield defer.ensureDeferred(client(self, master))
         c.emit({"type": "silent", "token": token})
+        running = yield defer.ensureDeferred(c.message())  # in flight: its deadline is set
+        self.assertEqual((running["finished"], running["message"]), (False, {"silent": True}))
+        clocked.clock.advance(5)
         reply = yield defer.ensureDeferred(c.message())
         self.assertEqual(reply["type"], "silent")
         self.assertEqual(reply["message"]["error"], "MicroService request timed out")
@@ -158,8 +163,7 @@ class ForwardingTests(TestCase):
 class LinkFailureTests(TestCase):
     @defer.inlineCallbacks
     def test_down_gives_503_with_type_and_in_flight_fail_at_once(self):
-        users.release.clear()
-        self.addCleanup(users.release.set)
+        users.release.hold(self)
         ms = start_ms(self)
         master = start_master(self, ms)
         yield defer.ensureDeferred(link_up(master))

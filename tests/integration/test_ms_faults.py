@@ -13,7 +13,8 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.integration.nodes import port_of, start_node
+from tests.integration.nodes import start_node
+from tests.ports import reserve_port
 from tests.integration.test_microservices import client, link_up, login, start_master, start_ms
 
 GARBAGE = [
@@ -84,8 +85,8 @@ class FlappingTests(TestCase):
     @defer.inlineCallbacks
     def test_flapping_micro_service(self):
         """Up, down, up...: every request ends with a reply or the 503, nothing hangs."""
-        ms = start_ms(self)
-        ms_port = port_of(ms)
+        ms_port = reserve_port(self)  # it comes back on the same port (tests/ports.py)
+        ms = start_ms(self, listen=f"tcp:{ms_port}:interface=127.0.0.1")
         master = start_master(self, ms, microServiceTimeout=5)
         yield defer.ensureDeferred(link_up(master))
         c, token = yield defer.ensureDeferred(client(self, master))

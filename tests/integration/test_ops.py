@@ -34,7 +34,7 @@ from tests.integration.test_microservices import (
     start_master,
     start_ms,
 )
-from tests.integration.test_service import free_port
+from tests.ports import reserve_port
 
 PASSWORD = "status-pw-7Jq2xv"
 
@@ -104,7 +104,7 @@ class HealthTests(TestCase):
         self.assertEqual(json.loads(body)["reasons"], ["shutting down"])
 
     async def test_ready_once_every_link_registered(self) -> None:
-        port = free_port()
+        port = reserve_port(self)
         url = f"http://127.0.0.1:{port}"
         master = start_node(self, moduleMap={"jwt": "tests.apps.jwt_app"}, u_services=[
             {"application": "jwt", "types": {"login": {"url": url, "application": "test-app"}}}])

@@ -21,11 +21,11 @@ from twisted.trial.unittest import TestCase
 from qewd_twisted import QEWDService, load_config
 from tests.apps import demo
 from tests.integration.nodes import eio_url, port_of, start_node
+from tests.ports import reserve_port
 from tests.integration.processes import (
     REPO,
     TWISTD,
     TwistdProcess,
-    free_port,
     write_startup,
 )
 from tests.wsclient import EIOClient
@@ -54,7 +54,7 @@ class PluginTests(TestCase):
         """Every problem is printed with its key path; exit status 1; nothing listens."""
         d = os.path.abspath(self.mktemp())
         os.makedirs(d)
-        port = free_port()
+        port = reserve_port(self)
         path = os.path.join(d, "startup.py")
         with open(path, "w") as f:
             f.write(textwrap.dedent(f"""
@@ -87,7 +87,7 @@ class PluginTests(TestCase):
 class TwistdProcessTests(TestCase):
     @defer.inlineCallbacks
     def test_runs_and_stops_on_sigterm(self):
-        port = free_port()
+        port = reserve_port(self)
         path = write_startup(self, f'{{"listen": "tcp:{port}:interface=127.0.0.1", '
                                    f'"jwt": {{"secret": "x"}}, "moduleMap": {{"demo": "tests.apps.demo"}}}}')
         node = TwistdProcess(self, path)
@@ -95,6 +95,7 @@ class TwistdProcessTests(TestCase):
         node.start()
         yield listening
         c = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
+        self.addCleanup(c.close)
         yield defer.ensureDeferred(c.handshake())
         c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
         reg = yield defer.ensureDeferred(c.message())
@@ -111,13 +112,14 @@ class TwistdProcessTests(TestCase):
 class GracefulStopTests(TestCase):
     @defer.inlineCallbacks
     def test_stop_drains_in_flight_then_closes(self):
-        demo.release.clear()
-        self.addCleanup(demo.release.set)
+        demo.release.hold(self)
         node = QEWDService(
             load_config_dict(listen="tcp:0:interface=127.0.0.1", shutdownGracePeriod=30), reactor)
+        self.addCleanup(lambda: node.stopService() if node.running else None)
         node.startService()
         port = port_of(node)
         c = EIOClient(eio_url(node))
+        self.addCleanup(c.close)
         yield defer.ensureDeferred(c.handshake())
         c.emit({"type": "ewd-register", "application": "demo", "jwt": True})
         token = (yield defer.ensureDeferred(c.message()))["message"]["token"]
@@ -127,9 +129,10 @@ class GracefulStopTests(TestCase):
         stopped = node.stopService()
         # no longer listening
         late = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
+        self.addCleanup(late.close)
         yield self.assertFailure(late.opened, ConnectionError)
         self.assertNoResult(stopped)
-        demo.release.set()
+        demo.release.open()
         reply = yield defer.ensureDeferred(c.message())
         self.assertEqual(reply["message"]["released"], True)
         code, _ = yield c.closed
@@ -158,8 +161,10 @@ class EmbeddingTests(TestCase):
         self.assertIsInstance(parent, MultiService)
         node = namespace["node"]
         self.assertIsInstance(node, QEWDService)
+        self.addCleanup(lambda: parent.stopService() if parent.running else None)
         parent.startService()
         c = EIOClient(eio_url(node))
+        self.addCleanup(c.close)
         yield defer.ensureDeferred(c.handshake())
         c.emit({"type": "ewd-register", "application": "hello", "jwt": True})
         token = (yield defer.ensureDeferred(c.message()))["message"]["token"]
@@ -174,11 +179,25 @@ class EmbeddingTests(TestCase):
         self.assertEqual(node.ports, [])
 
     def test_load_config_of_examples(self):
-        for name in ("embed/startup.py", "jwt/master.py", "jwt/microservice.py"):
+        """Each example's startup file loads with the listener, application and secret its
+        docstring names (the environment's overrides unset)."""
+        expected = {
+            "embed/startup.py": (["tcp:8090:interface=127.0.0.1"], ["hello"], "change-me-please"),
+            "jwt/master.py": (["tcp:8080"], ["jwt"], "someSecret123"),
+            "jwt/microservice.py": (["tcp:3000"], ["test-app"], "someSecret123"),
+        }
+        overrides = ("QEWD_EMBED_LISTEN", "QEWD_EMBED_SECRET", "QEWD_EXAMPLE_MS_URL",
+                     "QEWD_EXAMPLE_PORT", "QEWD_EXAMPLE_SECRET", "QEWD_EXAMPLE_MS_PORT")
+        for var in overrides:
+            if var in os.environ:
+                self.patch(os, "environ", {k: v for k, v in os.environ.items()
+                                           if k not in overrides})
+                break
+        for name, (listen, apps, secret) in expected.items():
             cfg = load_config(os.path.join(REPO, "examples", name))
-            self.assertTrue(cfg.listen, name)
-        node = start_node  # imported for the module's other tests
-        self.assertTrue(callable(node))
+            self.assertEqual([entry.split(":backlog=")[0] for entry in cfg.listen], listen, name)
+            self.assertEqual(sorted(cfg.module_map), apps, name)
+            self.assertEqual(cfg.jwt.secret, secret, name)
 
 
 class BacklogTests(TestCase):

@@ -14,10 +14,11 @@ import sys
 
 from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
 from tests.integration.nodes import eio_url, plain_url, port_of, start_node
+from tests.strict import require
 from tests.wsclient import EIOClient, PlainClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,6 +113,7 @@ class EngineIOTests(TestCase):
     def test_wrong_protocol_version_and_polling_refused(self):
         node = start_node(self)
         c = EIOClient(f"ws://127.0.0.1:{port_of(node)}/socket.io/?EIO=4&transport=websocket")
+        self.addCleanup(c.close)
         code, _ = yield c.closed
         self.assertFailure(c.opened, ConnectionError)
         yield c.opened.addErrback(lambda f: None)
@@ -172,9 +174,8 @@ class SocketIOClientTests(TestCase):
         node_bin = shutil.which("node")
         modules = os.path.join(REPO, "tests", "js", "node_modules", "socket.io-client")
         if not node_bin or not os.path.isdir(modules):
-            if os.environ.get("CI"):
-                self.fail("node and tests/js/node_modules are required in CI")
-            raise SkipTest("node or tests/js/node_modules missing (scripts/test.sh installs them)")
+            require(self, "node", "node or tests/js/node_modules missing "
+                                  "(scripts/test.sh installs them)")
         node = start_node(self)
         out, err, code = yield getProcessOutputAndValue(
             node_bin, [script, f"http://127.0.0.1:{port_of(node)}"], env=dict(os.environ))

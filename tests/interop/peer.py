@@ -2,11 +2,12 @@
 Helpers for the interop tests: find the QEWD.js reference peer, run extra peer nodes of our own,
 drive QEWD.js's own socket.io-client, and wait for log lines (never for time).
 
-The running peer (``bash scripts/peer.sh start``) is found through ``QEWD_PEER_MASTER`` and
-``QEWD_PEER_MS`` (``host:port``, defaults ``127.0.0.1:18080`` / ``127.0.0.1:13000``). Tests that
-stop, restart or crash a peer node start their own from the peer's run folder (the kit, or the
-writable copy run-peer.sh made of a read-only kit) on free ports, so they never disturb the
-shared peer or each other.
+The running peer is found through ``QEWD_PEER_MASTER`` and ``QEWD_PEER_MS`` (``host:port``),
+which must be set: scripts/test.sh starts a private peer on ports of its own (``bash
+scripts/peer.sh private-start``) and sets them, so the tests never use whatever happens to
+listen on the default ports. Tests that stop, restart or crash a peer node start their own from
+the peer's run folder (``QEWD_PEER_DIR``) on ports reserved for the test (tests/ports.py), so
+they never disturb the running peer or each other.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from typing import Any
 
 from twisted.internet import defer, protocol, reactor
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.integration.nodes import eio_url as our_eio_url
 from tests.integration.nodes import start_node
-from tests.integration.processes import REPO, OutputWatcher, free_port
+from tests.fixtures import login_message
+from tests.integration.processes import REPO, OutputWatcher
+from tests.ports import reserve_port
+from tests.strict import require
 from tests.wsclient import EIOClient
 
 KIT = os.path.abspath(
@@ -55,12 +59,12 @@ __all__ = [
     "claims",
     "connect",
     "eio_url",
-    "free_port",
     "http_url",
     "login",
     "register",
     "request",
     "require_peer",
+    "reserve_port",
     "start_master",
     "start_peer_master",
     "start_peer_ms",
@@ -96,6 +100,24 @@ def peer_home() -> str | None:
     return None
 
 
+def run_folder(test: TestCase, home: str) -> str:
+    """A folder of this test's own to run a QEWD.js node from: links to ``home``'s files, and
+    a ``node_modules`` of links to ``home``'s packages. QEWD writes its worker loader
+    (``node_modules/ewd-qoper8-worker.js``) into the folder it runs from and forks workers
+    from that file later; nodes started by tests in other trial workers must not rewrite it
+    under this one's feet."""
+    folder = os.path.abspath(test.mktemp())
+    os.makedirs(os.path.join(folder, "node_modules"))
+    for name in os.listdir(home):
+        if name not in ("node_modules", "run", "logs", "data"):
+            os.symlink(os.path.join(home, name), os.path.join(folder, name))
+    modules = os.path.join(home, "node_modules")
+    for name in os.listdir(modules):
+        if os.path.isdir(os.path.join(modules, name)):
+            os.symlink(os.path.join(modules, name), os.path.join(folder, "node_modules", name))
+    return folder
+
+
 def _listening(address: tuple[str, int]) -> bool:
     try:
         with socket.create_connection(address, timeout=2):
@@ -105,21 +127,22 @@ def _listening(address: tuple[str, int]) -> bool:
 
 
 def require_peer(test: TestCase, spawn: bool = False) -> None:
-    """Skip ``test`` (fail it when ``CI`` is set) unless the QEWD.js peer is reachable and, with
-    ``spawn``, node and the peer's installed run folder are there to start extra peer nodes."""
-    problems = [f"{var}={a[0]}:{a[1]} is not reachable"
-                for var, a in (("QEWD_PEER_MASTER", PEER_MASTER), ("QEWD_PEER_MS", PEER_MS))
-                if not _listening(a)]
+    """Fail ``test`` (skip it only under ``QEWD_TEST_ALLOW_SKIP=interop``: tests/strict.py)
+    unless the QEWD.js peer is reachable and, with ``spawn``, node and the peer's installed run
+    folder are there to start extra peer nodes."""
+    problems = [f"{var} is not set (scripts/test.sh starts a private peer and sets it; to use "
+                f"one you started yourself, set QEWD_PEER_MASTER and QEWD_PEER_MS)"
+                for var in ("QEWD_PEER_MASTER", "QEWD_PEER_MS") if not os.environ.get(var)]
+    problems += [f"{var}={a[0]}:{a[1]} is not reachable"
+                 for var, a in (("QEWD_PEER_MASTER", PEER_MASTER), ("QEWD_PEER_MS", PEER_MS))
+                 if os.environ.get(var) and not _listening(a)]
     if spawn and NODE is None:
         problems.append("node is not on PATH")
     if spawn and peer_home() is None:
         problems.append(f"no installed peer run folder (kit {KIT}; set QEWD_PEER_DIR)")
     if problems:
-        why = ("QEWD.js peer unavailable: " + "; ".join(problems)
-               + " (start it with: bash scripts/peer.sh start)")
-        if os.environ.get("CI"):
-            test.fail(why)
-        raise SkipTest(why)
+        require(test, "interop", "QEWD.js peer unavailable: " + "; ".join(problems)
+                + " (start it with: bash scripts/peer.sh start)")
 
 
 class LogWatcher(OutputWatcher):
@@ -185,7 +208,8 @@ class PeerProcess(OutputWatcher, protocol.ProcessProtocol):
         home = peer_home()
         assert NODE is not None and home is not None  # require_peer(spawn=True) checked
         env = dict(os.environ, QEWD_REDIS_PORT=REDIS_PORT, **self.env)
-        reactor.spawnProcess(self, NODE, [NODE, self.script], env=env, path=home)
+        reactor.spawnProcess(self, NODE, [NODE, self.script], env=env,
+                             path=run_folder(self.test, home))
         self.pid = self.transport.pid
         self.test.addCleanup(self.stop, "KILL")
         return self
@@ -339,8 +363,16 @@ async def register(c: EIOClient, application: str = "jwt") -> str:
     await c.handshake()
     c.emit({"type": "ewd-register", "application": application, "jwt": True})
     reply = await c.message()
+    while is_broadcast(reply):  # another client's toAll can come first
+        reply = await c.message()
     assert reply["type"] == "ewd-register", reply
     return reply["message"]["token"]
+
+
+def is_broadcast(frame: Any) -> bool:
+    """A push to every client (``io.toAll``, e.g. ``{"test": "message 2"}``): no ``type``, no
+    ``message``; it belongs to no request (docs/protocol.md §1.4)."""
+    return isinstance(frame, dict) and "type" not in frame and "message" not in frame
 
 
 def is_final(frame: Any) -> bool:
@@ -350,12 +382,18 @@ def is_final(frame: Any) -> bool:
     return isinstance(frame, dict) and "message" in frame and frame.get("finished") is not False
 
 
-async def request(c: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
-    """Send one message; every frame up to and including the final one."""
+async def request(
+    c: Any, message: dict[str, Any], broadcasts: bool = False
+) -> list[dict[str, Any]]:
+    """Send one message; every frame up to and including the final one. Broadcasts that come
+    meanwhile are left out unless ``broadcasts`` (another test's client on the same peer
+    master can cause one at any time)."""
     c.emit(message)
-    frames = [await c.message()]
-    while not is_final(frames[-1]):
-        frames.append(await c.message())
+    frames: list[dict[str, Any]] = []
+    while not frames or not is_final(frames[-1]):
+        frame = await c.message()
+        if broadcasts or not is_broadcast(frame):
+            frames.append(frame)
     return frames
 
 
@@ -383,5 +421,5 @@ async def connect(test: TestCase, node) -> tuple[EIOClient, str]:
 
 
 def login(token: str, password: str = "secret") -> dict[str, Any]:
-    return {"type": "login", "token": token,
-            "params": {"username": "rob", "password": password}}
+    """rob's ``login`` message (the shared fixture, tests/fixtures.py)."""
+    return login_message(token, password=password)

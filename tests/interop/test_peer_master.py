@@ -20,7 +20,7 @@ from tests.integration.nodes import port_of, start_node
 from tests.interop.peer import (
     EXAMPLE,
     JSClient,
-    free_port,
+    reserve_port,
     http_url,
     login,
     request,
@@ -43,7 +43,7 @@ class QEWDMasterToPythonMicroServiceTests(TestCase):
         registered with that master; returns (our node, master process, client, token)."""
         ms = start_node(self, base_dir=EXAMPLE, moduleMap=module_map, handlerTimeout=20)
         ms_url = http_url(("127.0.0.1", port_of(ms)))
-        master_port = free_port()
+        master_port = reserve_port(self)
         master, ready = start_peer_master(self, master_port, ms_url)
         yield ready  # it registered with our node
         client = JSClient(self, f"http://127.0.0.1:{master_port}").start()
@@ -82,7 +82,7 @@ class QEWDMasterToPythonMicroServiceTests(TestCase):
         new_token = frames[0]["message"]["token"]
 
         frames = yield defer.ensureDeferred(request(client, {
-            "type": "test", "token": new_token, "params": {"text": "hi"}}))
+            "type": "test", "token": new_token, "params": {"text": "hi"}}, broadcasts=True))
         self.assertIn({"test": "message 2"}, frames)  # apps/jwt.js's toAll broadcast
         self.assertEqual((frames[-1]["type"], frames[-1]["finished"]), ("test", True))
         self.assertEqual(frames[-1]["message"]["text"], "You sent: hi")

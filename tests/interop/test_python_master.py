@@ -24,7 +24,7 @@ from tests.interop.peer import (
     claims,
     connect,
     eio_url,
-    free_port,
+    reserve_port,
     http_url,
     login,
     register,
@@ -144,7 +144,7 @@ class QEWDMicroServiceErrorsTests(TestCase):
 
     @defer.inlineCallbacks
     def _pair(self, **config: Any):
-        port = free_port()
+        self.ms_port = port = reserve_port(self)
         ms, ready = start_peer_ms(self, port)
         yield ready
         master = start_master(self, http_url(("127.0.0.1", port)), **config)
@@ -191,9 +191,17 @@ class QEWDMicroServiceErrorsTests(TestCase):
         crash frame arrives, so it meets exactly that window. The client always gets an
         answer: the reply if the peer's exit won the race (at once, or after the peer forks a
         new worker), else our deadline's 504; the link then waits ``resync_after`` for a late
-        final frame and reconnects to start clean, and the next login works."""
+        final frame and reconnects to start clean, and the next login works.
+
+        The third outcome is the peer's own crash: when the worker's IPC channel has closed
+        but its exit has not been seen, ewd-qoper8's ``sendRequestToWorker`` calls
+        ``worker.send`` without a callback and with no ``error`` listener, so Node.js throws
+        ``ERR_IPC_CHANNEL_CLOSED`` as an uncaught error and the micro-service process exits.
+        Our link is dropped and the client gets the 503 "MicroService connection is down"
+        (docs/errors.md), which is the right answer: the link comes back once a micro-service
+        listens on that port again."""
         log = LogWatcher(self)
-        _ms, master, link = yield self._pair(microServiceTimeout=10)
+        ms, master, link = yield self._pair(microServiceTimeout=10)
         c, token = yield defer.ensureDeferred(connect(self, master))
         frames = yield defer.ensureDeferred(request(c, login(token)))
         token = frames[-1]["message"]["token"]
@@ -212,6 +220,14 @@ class QEWDMicroServiceErrorsTests(TestCase):
             yield defer.DeferredList([log.wait_for("re-registered", since=mark),
                                       log.wait_for("expired request", since=mark)],
                                      fireOnOneCallback=True, consumeErrors=True)
+            yield link.when_up()
+        elif first["message"].get("status") == {"code": 503}:
+            # the peer micro-service itself died of the send to the closed channel
+            self.assertEqual(first["message"]["error"], "MicroService connection is down")
+            yield ms.ended
+            self.assertIn("ERR_IPC_CHANNEL_CLOSED", ms.output)
+            _ms, ready = start_peer_ms(self, self.ms_port)  # the same (reserved) port
+            yield ready
             yield link.when_up()
         else:
             self.assertEqual((first["finished"], first["message"]),
@@ -235,7 +251,7 @@ class QEWDMasterLosesErrorsTests(TestCase):
 
     @defer.inlineCallbacks
     def test_qewd_master_drops_ms_errors(self):
-        ms_port, master_port = free_port(), free_port()
+        ms_port, master_port = reserve_port(self), reserve_port(self)
         ms, ms_ready = start_peer_ms(self, ms_port)
         yield ms_ready
         peer_master, ready = start_peer_master(self, master_port,

@@ -26,7 +26,7 @@ from tests.interop.peer import (
     JSClient,
     LogWatcher,
     connect,
-    free_port,
+    reserve_port,
     http_url,
     login,
     request,
@@ -48,7 +48,7 @@ class QEWDMicroServiceRestartTests(TestCase):
     @defer.inlineCallbacks
     def test_qewd_ms_restart_under_our_master(self):
         log = LogWatcher(self)
-        port = free_port()
+        port = reserve_port(self)
         url = http_url(("127.0.0.1", port))
         ms, ready = start_peer_ms(self, port)
         yield ready
@@ -85,7 +85,7 @@ class PythonMicroServiceRestartTests(TestCase):
 
     @defer.inlineCallbacks
     def test_our_ms_restart_under_qewd_master(self):
-        port, master_port = free_port(), free_port()
+        port, master_port = reserve_port(self), reserve_port(self)
         startup = write_startup(self, repr({
             "listen": f"tcp:{port}:interface=127.0.0.1",
             "jwt": {"secret": SECRET},

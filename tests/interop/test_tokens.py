@@ -83,7 +83,7 @@ class TokenInteropTests(TestCase):
 
         peer, _ = yield defer.ensureDeferred(self._client(eio_url(PEER_MASTER)))
         frames = yield defer.ensureDeferred(request(peer, {
-            "type": "test", "token": our_token, "params": {"text": "from Python"}}))
+            "type": "test", "token": our_token, "params": {"text": "from Python"}}, broadcasts=True))
         self.assertIn({"test": "message 2"}, frames)
         final = frames[-1]
         self.assertEqual((final["type"], final["finished"]), ("test", True))

@@ -134,6 +134,7 @@ class Stats:
         self.timeouts = 0
         self.intermediates = 0
         self.other_frames = 0  # unsolicited frames (broadcasts)
+        self.broadcasts = 0  # those inside the measured window
         self.misdelivered = 0
         self.misdelivery_kinds: dict[str, int] = {}
         self.invalid_tokens = 0
@@ -285,6 +286,8 @@ class Client(asyncio.Protocol):
         st = g.stats
         if not payload.startswith(_TYPED) and b'"message"' not in payload:
             st.other_frames += 1  # a broadcast such as {"test":"message 2"}
+            if g.in_window():
+                st.broadcasts += 1
             return
         try:
             arr = _loads(payload[2:])
@@ -590,6 +593,20 @@ def _cpu() -> float:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _with_children(pids: list[int]) -> list[int]:
+    """``pids`` and their child processes now (QEWD.js forks its worker processes lazily, so
+    they are looked up when the window starts, after set-up has made them exist)."""
+    out = list(pids)
+    for pid in pids:
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    out += [int(x) for x in f.read().split() if int(x) not in out]
+        except OSError:
+            pass
+    return out
+
+
 def _proc_cpu(pids: list[int]) -> float | None:
     """User + system CPU seconds of these processes (all their threads), from /proc."""
     total = 0.0
@@ -633,9 +650,10 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.inflight):
             c.send_request()
     await asyncio.sleep(max(0.0, gen.t0 - perf()))
-    cpu0, wall0, srv0 = _cpu(), perf(), _proc_cpu(args.server_pid)
+    server_pids = _with_children(args.server_pid)
+    cpu0, wall0, srv0 = _cpu(), perf(), _proc_cpu(server_pids)
     await asyncio.sleep(max(0.0, gen.t1 - perf()))
-    cpu1, wall1, srv1 = _cpu(), perf(), _proc_cpu(args.server_pid)
+    cpu1, wall1, srv1 = _cpu(), perf(), _proc_cpu(server_pids)
     gen.running = False
     # let outstanding requests finish (not counted), then close
     drain_until = perf() + 2.0
@@ -653,6 +671,8 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms": percentiles(st.latencies),
         "errors": st.errors, "error_kinds": st.error_kinds, "timeouts": st.timeouts,
         "intermediates": st.intermediates, "other_frames": st.other_frames,
+        "broadcasts": st.broadcasts,
+        "broadcast_fps": round(st.broadcasts / wall, 1) if wall else 0.0,
         "misdelivered": st.misdelivered, "misdelivery_kinds": st.misdelivery_kinds,
         "invalid_tokens": st.invalid_tokens, "unexpected": st.unexpected,
         "connect_errors": st.connect_errors, "connections_lost": st.connections_lost,
@@ -663,6 +683,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     })
     if args.server_pid and srv0 is not None and srv1 is not None:
         scpu = srv1 - srv0
+        out["server_processes"] = len(server_pids)
         out["server_cpu_s"] = round(scpu, 3)
         out["server_cpu_frac"] = round(scpu / wall, 3) if wall else None
         out["server_us_per_request"] = (round(scpu / st.completed * 1e6, 1)
@@ -771,7 +792,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hold", type=float, default=60.0, help="idle: hold at most this long")
     p.add_argument("--interval", type=float, default=0.02, help="probe: time between requests")
     p.add_argument("--server-pid", type=int, action="append", default=[],
-                   help="report these processes' CPU time over the window (repeatable)")
+                   help="report these processes' CPU time over the window, with their "
+                        "child processes (repeatable)")
     p.add_argument("--no-uvloop", action="store_true")
     return p.parse_args(argv)
 

@@ -73,7 +73,8 @@ def priority_prefix() -> list[str]:
 
 
 def priority_text() -> str:
-    return {"rt": f"all at SCHED_RR priority {RT_PRIO}", "nice": f"all at nice {NICE}",
+    return {"rt": f"all at SCHED_RR priority {RT_PRIO} (worker threads and worker processes "
+                  f"one level above: {int(RT_PRIO) + 1})", "nice": f"all at nice {NICE}",
             "off": "at normal priority"}[_priority()]
 
 
@@ -83,11 +84,17 @@ def taskset(cpu: str, priority: bool = True) -> list[str]:
             + (priority_prefix() if priority else []))
 
 
-def set_priority(pid: int, on: bool) -> None:
-    """Give every thread of ``pid`` the bench's priority (``on``) or the normal one."""
+def set_priority(pid: int, on: bool, worker: bool = False) -> None:
+    """Give every thread of ``pid`` the bench's priority (``on``) or the normal one.
+
+    ``worker``: a worker process (QEWD.js's forked workers) gets one real-time level above its
+    master, as our node's pool threads do (bench/servers.py ``workers_above_reactor``): on one
+    shared CPU at equal SCHED_RR priority a woken worker would wait for its busy master to
+    block, up to a 100 ms slice; the normal scheduler lets it in at once."""
     mode = _priority()
     if mode == "rt":
-        cmd = ["chrt", "-a", "-r", "-p", RT_PRIO, str(pid)] if on else \
+        prio = str(int(RT_PRIO) + 1) if worker else RT_PRIO
+        cmd = ["chrt", "-a", "-r", "-p", prio, str(pid)] if on else \
             ["chrt", "-a", "-o", "-p", "0", str(pid)]
         subprocess.run(cmd, capture_output=True, check=False)
     elif mode == "nice":
@@ -250,13 +257,14 @@ class Peer:
         return out
 
     def pin(self, cpu: str, priority: bool = True) -> None:
+        workers = {c for n in ("master", "ms") if self.pid(n) for c in children(self.pid(n))}
         for pid in self.pids():
             if pid not in self._masks:
                 mask = subprocess.run(["taskset", "-p", str(pid)], capture_output=True,
                                       text=True).stdout.strip().rsplit(" ", 1)[-1]
                 self._masks[pid] = mask or "ff"
             subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(pid)], capture_output=True)
-            set_priority(pid, priority)
+            set_priority(pid, priority, worker=pid in workers)
 
     def unpin(self) -> None:
         every = ",".join(str(i) for i in range(os.cpu_count() or 1))

@@ -1,7 +1,9 @@
 """
 Profiling our node under load: py-spy (sampling, low overhead) for where the time goes, then
 cProfile for call counts per reply. ``bash bench/run.sh profile`` (or
-``python -m bench.runner profile --seconds 10 --clients 32 --type echo``).
+``python -m bench.runner profile --seconds 10 --clients 32 --type echo``);
+``bash bench/run.sh profile --seed test`` (or ``login``): cProfile of both seed nodes under
+the seed's own workload.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from .runner import run_generator
 
 def profile(opts: argparse.Namespace) -> None:
     """py-spy (sampling, low overhead) and cProfile (call counts) of our node under the local
-    async scenario at 32 clients; summaries go to bench/results/<stamp>/profile-*.txt."""
+    async scenario at 32 clients; summaries go to bench/results/<stamp>/profile-*.txt.
+    ``--seed test|login``: cProfile of both seed nodes (seed-master, seed-ms) under the seed's
+    own workload instead (``profile_seed``)."""
+    if getattr(opts, "seed", None):
+        return profile_seed(opts)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = os.path.join(REPO, "bench", "results", f"profile-{stamp}")
     os.makedirs(logdir, exist_ok=True)
@@ -56,6 +62,38 @@ def profile(opts: argparse.Namespace) -> None:
         f.write("\n".join(report) + "\n")
     print("\n".join(report))
     log(f"profile written to {path}")
+
+
+def profile_seed(opts: argparse.Namespace) -> None:
+    """cProfile of the seed's master and micro-service (bench/servers.py seed-master, seed-ms)
+    under its own workload: ``test`` after a login, or the forwarded ``login``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logdir = os.path.join(REPO, "bench", "results", f"profile-seed-{stamp}")
+    os.makedirs(logdir, exist_ok=True)
+    raise_nofile()
+    load = (["--app", "jwt", "--setup-login", "rob:secret", "--type", "test"] if opts.seed == "test"
+            else ["--app", "jwt", "--request", "login", "--user", "rob", "--echo", "none"])
+    load += ["--clients", str(opts.clients), "--warmup", "1", "--duration", str(opts.seconds)]
+    stats = {name: os.path.join(logdir, f"{name}.pstats") for name in ("seed-master", "seed-ms")}
+    ms = Server("seed-ms", logdir, "--cprofile", stats["seed-ms"]).start()
+    try:
+        master = Server("seed-master", logdir, "--ms-url", f"http://127.0.0.1:{ms.port}",
+                        "--cprofile", stats["seed-master"]).start()
+        try:
+            r = run_generator(["--url", eio_url(master.port), *load], logdir, 120)
+        finally:
+            master.stop()
+    finally:
+        ms.stop()
+    report = [f"# cProfile, seed {opts.seed}, {opts.clients} clients, {r['rps']} req/s under the "
+              f"profiler ({r['finals_total']} replies in all); main threads only"]
+    for name, path in stats.items():
+        report += ["", f"## {name}", ""] + cprofile_summary(path, r["finals_total"], top=opts.top)
+    out = os.path.join(logdir, "profile.txt")
+    with open(out, "w") as f:
+        f.write("\n".join(report) + "\n")
+    print("\n".join(report))
+    log(f"profile written to {out}")
 
 
 def pyspy_summary(raw_path: str, top: int = 30) -> list[str]:

@@ -79,13 +79,20 @@ def render(results: dict[str, Any]) -> str:
     def row_sets() -> list[tuple[str, str, str, str]]:
         # (label, node scenario, floor scenario, qewd scenario)
         return [
-            ("local async", "local-async", "local", "local"),
-            ("local sync (pool)", "local-sync", "local", "local"),
+            ("local async (echo)", "local-async", "local", "local"),
+            ("local sync (pool, echo)", "local-sync", "local", "local"),
             ("local, QEWD.js's `test` work", "local-qewd-app", "local", "local"),
-            ("forwarded", "forwarded", "forwarded", "forwarded"),
+            ("forwarded (bench `login`)", "forwarded", "forwarded", "forwarded"),
         ]
 
-    out.append("### Throughput (completed requests/s)")
+    out.extend(like_for_like(cells, clients))
+    out.append("### Our bench handlers against the floors (echo rows) and QEWD.js "
+               "(completed requests/s)")
+    out.append("")
+    out.append("These rows run the bench's own handlers (`bench/apps/`: an `echo` that "
+               "broadcasts nothing, a micro-service `login` written as `async def`) against "
+               "QEWD.js's `test` and `login`: they measure our stack against its floor, not "
+               "like for like against QEWD.js (the table above does that).")
     out.append("")
     out.append("| scenario | clients | floor | node | QEWD.js | node ÷ floor | node ÷ QEWD.js |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
@@ -234,7 +241,7 @@ def render(results: dict[str, Any]) -> str:
                    "column includes the process's own start-up; the second is what the link "
                    "adds (reconnect, backoff, re-register, first request).")
         out.append("")
-    out.append("### Targets (issue 6)")
+    out.append("### Targets (issues 6 and 19)")
     out.append("")
     out.extend(targets(results))
     out.append("")
@@ -271,6 +278,58 @@ def polling_section(cells: list[dict[str, Any]]) -> list[str]:
             "`transports: ['polling']` (bench/pollgen.py). Both servers broadcast "
             "`{test: 'message 2'}` to every socket per request (QEWD.js's `test`).", ""]
 
+SEED_ROWS = (("`test` (after one login; broadcasts `{test: 'message 2'}` to every socket)",
+              "seed-test"),
+             ("forwarded `login` (rob / secret, through the micro-service)", "seed-login"))
+
+
+def like_for_like(cells: list[dict[str, Any]], clients: list[int]) -> list[str]:
+    """The first table (issue 19): the seed's examples/jwt nodes against the QEWD.js peer,
+    same handlers, same work, paired in every round."""
+    rows = []
+    for label, scenario in SEED_ROWS:
+        for n in clients:
+            node, q = _find(cells, scenario, "node", n), _find(cells, scenario, "qewd", n)
+            if node is None:
+                continue
+
+            def lat(c: dict | None) -> str:
+                if c is None:
+                    return "–"
+                return f"{_f(c['latency_ms']['p50'], 1)} / {_f(c['latency_ms']['p99'], 1)}"
+
+            def mis(c: dict | None) -> str:
+                return "–" if c is None else f"{c['misdelivered']}"
+
+            rows.append(
+                f"| {label} | {n} | {_f(node['rps'])} | {_f(q and q['rps'])} | "
+                f"{_ratio(node, q)} | {lat(node)} | {lat(q)} | "
+                f"{_f(node['server_us_per_request'])} | {_f(q and q['server_us_per_request'])} | "
+                f"{_f(node.get('broadcast_fps'))} | {_f(q and q.get('broadcast_fps'))} | "
+                f"{mis(node)} / {mis(q)} |")
+    if not rows:
+        return []
+    return [
+        "### Like for like: the seed's own workload",
+        "",
+        "Our examples/jwt master and login micro-service (`bench/servers.py` `seed-master`, "
+        "`seed-ms`: the example's own config and handlers, plain `def`s in a pool of 2 "
+        "threads) against the unmodified QEWD.js peer running the same example (master, "
+        "micro-service, `poolSize: 2` worker processes each, Redis). The same generator "
+        "arguments for both; the two cells of a row run back to back in every round, in "
+        "alternating order. CPU per request counts every process of each system over the "
+        "measured window (ours: master + micro-service; QEWD.js: master + micro-service + "
+        "their forked workers + Redis). Broadcast frames: `{test: 'message 2'}` frames the "
+        "clients received per second.",
+        "",
+        "| request | clients | node req/s | QEWD.js req/s | node ÷ QEWD.js | node p50 / p99 ms "
+        "| QEWD.js p50 / p99 ms | node CPU µs/request | QEWD.js CPU µs/request | node broadcast "
+        "frames/s | QEWD.js broadcast frames/s | misdelivered node / QEWD.js |",
+        "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+    ]
+
 
 def targets(results: dict[str, Any]) -> list[str]:
     cells = results.get("cells", [])
@@ -281,6 +340,17 @@ def targets(results: dict[str, Any]) -> list[str]:
 
     def ratio(s: str, sys_: str, n: int, s2: str, sys2: str) -> float | None:
         return paired_ratio(_find(cells, s, sys_, n), _find(cells, s2, sys2, n))
+
+    for scenario, name in (("seed-test", "seed's `test`"), ("seed-login", "forwarded `login`")):
+        for n, want in ((32, 5), (1, 3)):
+            r = ratio(scenario, "node", n, scenario, "qewd")
+            if r:
+                add(f"issue 19: {name} ≥ {want}x QEWD.js, {n} client(s)", f"{r:.2f}x",
+                    r >= want)
+    seed = [c for c in cells if c["system"] == "node" and c["scenario"].startswith("seed-")]
+    if seed:
+        total = sum(c["misdelivered"] for c in seed)
+        add("issue 19: zero misdelivered replies, seed rows (node)", str(total), total == 0)
 
     for n in (1, 32):
         r = ratio("local-async", "node", n, "local", "floor")

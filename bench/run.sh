@@ -4,6 +4,7 @@
 #   bash bench/run.sh --quick    # 1 round, shorter cells (~3 min)
 #   bash bench/run.sh profile    # py-spy + cProfile of our node, local async, 32 clients
 #   bash bench/run.sh rest [--rounds 3] [--duration 2]   # REST: floor, local, forwarded, QEWD.js
+#   bash bench/run.sh profile --seed test   # cProfile of both seed nodes (or --seed login)
 # Other options: python -m bench.runner --help. Raw results and server logs: bench/results/.
 # Servers run on CPU 1 and the load generator on CPU 0; the QEWD.js peer (../shared/qewd-peer)
 # is used if it runs (or can be started), moved to CPU 1 for the run and put back after.

@@ -59,6 +59,7 @@ class Cell:
     args: list[str]
     pids: Callable[[], list[int]]
     results: list[dict[str, Any]] = field(default_factory=list)
+    pair: str | None = None  # like-for-like cells of one pair swap order every other round
 
     @property
     def key(self) -> str:
@@ -77,6 +78,9 @@ def run_generator(args: list[str], logdir: str, timeout: float) -> dict[str, Any
 
 
 SCENARIOS = {
+    "seed": "Like for like: the seed's examples/jwt master + login micro-service against the "
+            "QEWD.js peer, same handlers (`test` with its broadcast, after one login; the "
+            "forwarded `login`)",
     "local-async": "Local handler, `async def` (runs on the reactor)",
     "local-sync": "Local handler, plain `def` (runs in the worker pool)",
     "local-qewd-app": "Local handler doing exactly what QEWD.js's `test` does "
@@ -93,8 +97,9 @@ POLLING_CLIENTS = (1, 32)  # the issue's polling rows
 
 def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
                 qewd: bool) -> list[Cell]:
-    floor, floor_tuned, relay_front, relay_back, master, ms = (
-        sys_[k] for k in ("floor", "floor_tuned", "relay_front", "relay_back", "master", "ms"))
+    floor, floor_tuned, relay_front, relay_back, master, ms, seed_master, seed_ms = (
+        sys_.get(k) for k in ("floor", "floor_tuned", "relay_front", "relay_back", "master", "ms",
+                              "seed_master", "seed_ms"))
     peer: Peer = sys_["peer"]
     cells: list[Cell] = []
 
@@ -103,7 +108,23 @@ def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
 
     qm = lambda: eio_url(QEWD_MASTER_PORT)  # noqa: E731
     qpids = lambda: peer.pids(("master", "ms"))  # noqa: E731
+    # like for like: every process of each system (QEWD.js: master, micro-service, their
+    # forked workers (the generator adds children when its window starts) and Redis)
+    qall = lambda: peer.pids(("master", "ms", "redis"))  # noqa: E731
+    seed_pids = lambda: [seed_master.pid, seed_ms.pid]  # noqa: E731
+    seed_loads = {
+        "seed-test": ["--app", "jwt", "--setup-login", "rob:secret", "--type", "test"],
+        "seed-login": ["--app", "jwt", "--request", "login", "--user", "rob", "--echo", "none",
+                       "--timeout", "2"],
+    }
     for n in clients:
+        if want("seed"):
+            for scenario, load in seed_loads.items():
+                pair = f"{scenario}/{n}"
+                cells.append(Cell(scenario, "node", n, lambda: eio_url(seed_master.port), load,
+                                  seed_pids, pair=pair))
+                if qewd:
+                    cells.append(Cell(scenario, "qewd", n, qm, load, qall, pair=pair))
         if want("local-async") or want("local-sync"):
             cells.append(Cell("local", "floor", n, lambda: eio_url(floor.port),
                               ["--app", "bench", "--type", "echo", "--echo", "none"],
@@ -159,6 +180,22 @@ def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
     return cells
 
 
+def round_order(cells: list[Cell], rnd: int) -> list[Cell]:
+    """The cells in run order for round ``rnd``: the two cells of a like-for-like pair run
+    back to back, our node first in even rounds and QEWD.js first in odd ones, so drift within
+    a round does not favour either system."""
+    out = list(cells)
+    if rnd % 2:
+        i = 0
+        while i < len(out) - 1:
+            if out[i].pair is not None and out[i].pair == out[i + 1].pair:
+                out[i], out[i + 1] = out[i + 1], out[i]
+                i += 2
+            else:
+                i += 1
+    return out
+
+
 def summarize(cell: Cell) -> dict[str, Any]:
     rs = cell.results
     lat = {k: median([r["latency_ms"][k] for r in rs]) for k in ("p50", "p90", "p99", "max")}
@@ -179,6 +216,8 @@ def summarize(cell: Cell) -> dict[str, Any]:
         "gen_us_per_request": median([r["gen_us_per_request"] for r in rs]),
         "server_cpu_frac": median([r.get("server_cpu_frac") for r in rs]),
         "server_us_per_request": median([r.get("server_us_per_request") for r in rs]),
+        "broadcast_fps": median([r.get("broadcast_fps") for r in rs]),
+        "server_processes": max((r.get("server_processes") or 0) for r in rs),
     }
 
 
@@ -334,10 +373,14 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                                 f"ws://127.0.0.1:{relay_back.port}/socket.io/"))
         ms = up(Server("node-ms", logdir))
         master = up(Server("node-master", logdir, "--ms-url", f"http://127.0.0.1:{ms.port}"))
+        seed_ms = up(Server("seed-ms", logdir))
+        seed_master = up(Server("seed-master", logdir, "--ms-url",
+                                f"http://127.0.0.1:{seed_ms.port}"))
         if qewd:
             peer.pin(SERVER_CPU)
         systems = {"floor": floor, "floor_tuned": floor_tuned, "relay_front": relay_front, "relay_back": relay_back,
-                   "master": master, "ms": ms, "peer": peer}
+                   "master": master, "ms": ms, "seed_master": seed_master, "seed_ms": seed_ms,
+                   "peer": peer}
         only = set(opts.only) if opts.only else None
         cells = build_cells(systems, opts.clients, only, qewd)
         base = ["--warmup", str(opts.warmup), "--duration", str(opts.duration)]
@@ -345,7 +388,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             log(f"round {rnd + 1}/{opts.rounds}: {len(cells)} cells")
             if qewd:
                 peer.pin(SERVER_CPU)  # QEWD forks workers lazily: pin the new ones too
-            for cell in cells:
+            for cell in round_order(cells, rnd):
                 pids = []
                 for pid in cell.pids():
                     pids += ["--server-pid", str(pid)]
@@ -440,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--clients", type=int, default=32)
         p.add_argument("--type", default="echo")
         p.add_argument("--top", type=int, default=30)
+        p.add_argument("--seed", choices=("test", "login"),
+                       help="cProfile both seed nodes under the seed's own workload")
         from .profiling import profile
 
         profile(p.parse_args(argv[1:]))

@@ -11,7 +11,7 @@ Floors (our own stack with nothing of QEWD in the request path):
   JWT verification, no handler.
 * ``floor-tuned``: the floor with the node's own changes to Autobahn's per-frame path
   (``qewd_twisted.transports.framing``: no debug-log formatting, small frames unmasked with
-  one XOR, text frames built directly). A second reference: the issue's floor is stock Autobahn, which pays
+  one XOR, text frames built directly, whole text frames read directly). A second reference: the issue's floor is stock Autobahn, which pays
   costs our node has removed; against this one the ratio is the cost of QEWD's own work alone.
 * ``relay-back``: the same server, answering each frame ``<id>|...`` with two canned frames,
   ``<id>|I<intermediate>`` and ``<id>|F<final>`` (a micro-service that does no work).
@@ -21,6 +21,12 @@ Floors (our own stack with nothing of QEWD in the request path):
 
 Our node: ``node-master`` (applications ``bench`` and the seed's ``jwt`` locally, ``login``
 forwarded to ``--ms-url``) and ``node-ms`` (application ``bench-ms``), each a ``QEWDService``.
+
+The seed, unmodified: ``seed-master`` and ``seed-ms`` run examples/jwt/master.py and
+examples/jwt/microservice.py's own ``config`` (their handlers ``jwt_app.py`` and
+``test_app.py``, plain ``def``s in the worker pool, ``poolSize: 2``), changed only in where
+they listen (127.0.0.1, ``--port``) and, for the master, the micro-service's URL (``--ms-url``):
+the like-for-like rows against the QEWD.js peer, which runs the same example.
 
 Each prints ``READY <port>`` on stdout once it listens (and, for relay-front, once its link is
 open), runs until SIGTERM/SIGINT, and logs (twisted.logger, info and up) to stderr.
@@ -133,10 +139,15 @@ def _tuned(base: type) -> type:
     """``base`` with the node's own changes to Autobahn's per-frame path
     (qewd_twisted/transports/framing.py): the floor as our node's stack runs it, for the "tuned
     floor" reference."""
-    from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
+    from qewd_twisted.transports.framing import (
+        DirectTextSend,
+        QuietFraming,
+        SmallFrameUnmasking,
+        WholeFrameReading,
+    )
 
     return type("Tuned" + base.__name__,
-                (DirectTextSend, SmallFrameUnmasking, QuietFraming, base), {})
+                (WholeFrameReading, DirectTextSend, SmallFrameUnmasking, QuietFraming, base), {})
 
 
 class RelayFrontProtocol(FloorProtocol):
@@ -237,12 +248,54 @@ def node_config(kind: str, port: int, ms_url: str | None, pool_size: int) -> dic
     return config
 
 
+def seed_config(kind: str, port: int, ms_url: str | None) -> tuple[dict[str, Any], str]:
+    """examples/jwt's own startup ``config`` for ``seed-master`` / ``seed-ms``, listening on
+    127.0.0.1:``port`` and (master) routing to ``ms_url``; and the directory its relative
+    paths are resolved against."""
+    import runpy
+
+    here = os.path.join(REPO, "examples", "jwt")
+    name = "master.py" if kind == "seed-master" else "microservice.py"
+    config = dict(runpy.run_path(os.path.join(here, name))["config"])
+    config.pop("port", None)
+    config["listen"] = [f"tcp:{port}:interface=127.0.0.1"]
+    if kind == "seed-master" and ms_url:
+        config["u_services"] = [
+            {**route, "types": {t: {**dest, "url": ms_url} for t, dest in route["types"].items()}}
+            for route in config["u_services"]]
+    return config, here
+
+
+def workers_above_reactor() -> None:
+    """Under the bench's real-time policy (SCHED_RR, bench/procs.py), put the worker pool's
+    threads one priority above the reactor thread, as the runner does for QEWD.js's worker
+    processes (``Peer.pin``). Every server shares one CPU: at equal real-time priority a woken
+    worker waits until the reactor thread blocks, which it does not while clients keep it
+    busy, for up to a whole round-robin slice (100 ms); the normal scheduler would let the
+    woken worker in at once. Nothing changes at normal priority."""
+    import threading
+
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_RR:
+            return
+        prio = os.sched_getparam(0).sched_priority + 1
+        for t in threading.enumerate():
+            if t.name.startswith("qewd-worker") and t.native_id is not None:
+                os.sched_setscheduler(t.native_id, os.SCHED_RR, os.sched_param(prio))
+    except (AttributeError, OSError) as e:
+        print(f"worker priority not raised: {e}", file=sys.stderr, flush=True)
+
+
 def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size: int) -> Any:
     from qewd_twisted import QEWDService, config_from_dict
 
-    service = QEWDService(config_from_dict(node_config(kind, port, ms_url, pool_size), REPO),
-                          reactor)
+    if kind.startswith("seed-"):
+        config, base = seed_config(kind, port, ms_url)
+    else:
+        config, base = node_config(kind, port, ms_url, pool_size), REPO
+    service = QEWDService(config_from_dict(config, base), reactor)
     service.startService()
+    workers_above_reactor()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     return service.ports[0].getHost().port
 
@@ -250,10 +303,11 @@ def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="bench servers")
     p.add_argument("kind", choices=("floor", "floor-tuned", "relay-back", "relay-front",
-                                    "node-master", "node-ms"))
+                                    "node-master", "node-ms", "seed-master", "seed-ms"))
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--backend", help="relay-front: ws://127.0.0.1:PORT/socket.io/")
-    p.add_argument("--ms-url", help="node-master: http://127.0.0.1:PORT of node-ms")
+    p.add_argument("--ms-url", help="node-master / seed-master: http://127.0.0.1:PORT of "
+                                    "node-ms / seed-ms")
     p.add_argument("--pool-size", type=int, default=2)
     p.add_argument("--cross", action="store_true",
                    help="floor: deliver replies to the wrong client (to test the checker)")

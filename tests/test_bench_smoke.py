@@ -158,6 +158,41 @@ class BenchSmokeTests(TestCase):
             self.check_clean(r)
             self.assertEqual(r["connections_lost"], 0)
 
+    def test_seed_like_for_like(self):
+        """The seed's own nodes (examples/jwt master + login micro-service, as bench.servers
+        seed-master / seed-ms start them): `test` after a login, with its broadcast counted,
+        and the forwarded `login`; CPU is read for both processes."""
+        ms = yield self.server("seed-ms")
+        master = yield self.server("seed-master", "--ms-url", f"http://127.0.0.1:{ms}")
+        r = yield self.loadgen(eio_url_for(master), "--app", "jwt", "--setup-login",
+                               "rob:secret", "--type", "test", "--server-pid", str(os.getpid()))
+        self.check_clean(r)
+        self.assertGreater(r["broadcasts"], 0)
+        self.assertIsInstance(r["broadcast_fps"], float)
+        self.assertGreaterEqual(r["other_frames"], r["broadcasts"])
+        self.assertIn("server_us_per_request", r)
+        r = yield self.loadgen(eio_url_for(master), "--app", "jwt", "--request", "login",
+                               "--user", "rob", "--echo", "none")
+        self.check_clean(r)
+        self.assertGreaterEqual(r["intermediates"], r["completed"])
+        self.assertEqual(r["broadcasts"], 0)
+
+    def test_round_order(self):
+        """The two cells of a like-for-like pair swap places every other round; other cells
+        keep theirs."""
+        from bench.runner import Cell, round_order
+
+        def c(scenario: str, system: str, pair: str | None) -> Cell:
+            return Cell(scenario, system, 1, lambda: "", [], lambda: [], pair=pair)
+
+        cells = [c("a", "node", "a/1"), c("a", "qewd", "a/1"), c("b", "node", None),
+                 c("d", "node", "d/1"), c("d", "qewd", "d/1")]
+        keys = lambda cs: [x.scenario + x.system for x in cs]  # noqa: E731
+        self.assertEqual(keys(round_order(cells, 0)), keys(cells))
+        self.assertEqual(keys(round_order(cells, 1)),
+                         ["aqewd", "anode", "bnode", "dqewd", "dnode"])
+        self.assertEqual(keys(round_order(cells, 2)), keys(cells))
+
     def test_report(self):
         """The runner turns results into markdown tables with consistent columns, and only
         replaces its own section of docs/performance.md."""
@@ -176,7 +211,9 @@ class BenchSmokeTests(TestCase):
         cells = [cell(s, y, n, 100.0 * (i + 1))
                  for i, (s, y) in enumerate([("local", "floor"), ("local", "qewd"),
                                              ("local-async", "node"), ("forwarded", "floor"),
-                                             ("forwarded", "node"), ("forwarded", "qewd")])
+                                             ("forwarded", "node"), ("forwarded", "qewd"),
+                                             ("seed-test", "node"), ("seed-test", "qewd"),
+                                             ("seed-login", "node"), ("seed-login", "qewd")])
                  for n in (1, 32)]
         cells.append(cell("ceiling", "floor", 32, 9000.0))
         results = {
@@ -201,6 +238,10 @@ class BenchSmokeTests(TestCase):
                 self.assertEqual(len(widths), 1, "\n".join(table))
                 table = []
         self.assertIn("node ÷ floor", text)
+        # the like-for-like table comes first, with the issue 19 targets
+        self.assertLess(text.index("Like for like"), text.index("against the floors"))
+        self.assertIn("| `test` (after one login", text)
+        self.assertIn("issue 19: seed's `test` ≥ 5x QEWD.js, 32 client(s)", text)
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(f"# Perf\n\nhand-written\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
@@ -210,7 +251,7 @@ class BenchSmokeTests(TestCase):
         self.assertIn("hand-written", written)
         self.assertIn("after", written)
         self.assertNotIn("\nold\n", written)
-        self.assertIn("| local async | 1 |", written)
+        self.assertIn("| local async (echo) | 1 |", written)
 
 
 def eio_url_for(port: int) -> str:

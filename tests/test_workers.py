@@ -100,3 +100,60 @@ class PostTests(TestCase):
         yield self.pool.run(work)
         self.assertEqual(ran, [1])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ThreadsTests(TestCase):
+    """The pool's own threads: resizing, lending a spare for a stuck call, and a restart
+    after a stop that left a call stuck."""
+
+    def setUp(self) -> None:
+        self.pool = WorkerPool(reactor, size=2, max_queue=10)
+        self.pool.startService()
+        self.release = threading.Event()
+        self.addCleanup(self.release.set)
+
+    def tearDown(self) -> defer.Deferred:
+        self.release.set()
+        return defer.maybeDeferred(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_calls_run_in_worker_threads_in_parallel(self):
+        names = []
+        both = threading.Barrier(2, timeout=10)
+
+        def meet():
+            names.append(threading.current_thread().name)
+            both.wait()  # only returns if the two calls run at the same time
+            return threading.get_ident()
+
+        idents = yield defer.gatherResults([self.pool.run(meet), self.pool.run(meet)])
+        self.assertEqual(len(set(idents)), 2)
+        self.assertNotIn(threading.get_ident(), idents)
+        self.assertTrue(all(n.startswith("qewd-worker") for n in names), names)
+
+    @defer.inlineCallbacks
+    def test_spare_thread_serves_the_queue_while_a_call_is_stuck(self):
+        stuck = [self.pool.run(self.release.wait, 30) for _ in range(2)]
+        queued = self.pool.run(lambda: "served")
+        self.assertEqual((self.pool.busy, self.pool.queued), (2, 1))
+        self.assertTrue(self.pool.lend_spare())
+        self.assertEqual((yield queued), "served")  # by the spare, while both still block
+        self.assertFalse(self.release.is_set())
+        self.release.set()
+        yield defer.gatherResults(stuck)
+        self.pool.return_spare()
+        self.assertEqual((self.pool.spares, self.pool._threads.live), (0, 2))
+        self.assertEqual((yield self.pool.run(lambda: "after")), "after")
+
+    @defer.inlineCallbacks
+    def test_restart_after_a_stuck_stop(self):
+        stuck = threading.Event()
+        self.addCleanup(stuck.set)
+        self.pool.run(stuck.wait, 30)
+        self.pool.join_timeout = 0.2
+        yield self.pool.stopService()
+        self.pool.startService()
+        # the new threads serve calls although the old one is still blocked
+        self.assertEqual((yield self.pool.run(lambda: "fresh")), "fresh")
+        self.assertEqual((yield self.pool.run(lambda: "fresh")), "fresh")
+        stuck.set()

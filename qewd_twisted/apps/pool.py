@@ -1,16 +1,21 @@
 # -*- test-case-name: tests.test_workers -*-
 """
-The worker pool: a bounded Twisted ThreadPool of ``poolSize`` threads, owned by a service.
+The worker pool: ``poolSize`` threads with a bounded queue, owned by a service.
 
 Sync handlers run here so they may block without stalling the reactor (QEWD's pitch: handlers
 "may block without harming the master", docs/protocol.md §6). The pool is our own, not the reactor's
 (which also resolves host names), its queue is bounded (``max_queue_length``, QEWD's name), and on
 stop it is drained for a grace period. Threads are daemon threads: a handler stuck forever cannot
 keep the process alive after the node has stopped.
+
+The threads (`_Threads`) take calls from one ``queue.SimpleQueue``: handing a call over is one
+C-level put that wakes one waiting thread, where Twisted's ThreadPool went through its team
+coordinator, a Python-level queue and condition variables on both sides (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from typing import Any, Callable
@@ -20,7 +25,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from qewd_twisted.core.interfaces import IWorkerPool
@@ -32,10 +36,53 @@ class PoolFull(Exception):
     """The pool's queue is at its limit; the request is refused (the client is told)."""
 
 
-def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-    t = threading.Thread(*args, **kwargs)
-    t.daemon = True
-    return t
+_STOP = object()  # taken from the queue: the thread that takes it ends
+
+
+class _Threads:
+    """Daemon threads running calls ``(fn, args)`` from one ``SimpleQueue``, in order.
+
+    Started, resized and stopped from one thread (the reactor's). Each ``_STOP`` in the queue
+    ends exactly one thread, after the calls queued before it; so ``live`` (threads started
+    minus stops queued) is how many threads will go on taking calls, whichever thread takes
+    which stop (a stuck thread counts until it takes one).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.put = self._queue.put
+        self._started: list[threading.Thread] = []
+        self.live = 0
+
+    def resize(self, n: int) -> None:
+        """Have ``n`` threads taking calls: start more now, or queue stops for the extra."""
+        while self.live < n:
+            self.live += 1
+            t = threading.Thread(target=self._work, name=f"{self._name}-{len(self._started)}",
+                                 daemon=True)
+            self._started = [x for x in self._started if x.is_alive()] + [t]
+            t.start()
+        while self.live > n:
+            self.live -= 1
+            self._queue.put(_STOP)
+
+    def join(self) -> None:
+        """Wait for every thread started here to end (after ``resize(0)``; blocks while a
+        call runs: callers that cannot wait do this in another thread)."""
+        for t in list(self._started):
+            t.join()
+
+    def _work(self) -> None:
+        get = self._queue.get
+        while True:
+            call = get()
+            if call is _STOP:
+                return
+            try:
+                call[0](*call[1])
+            except BaseException:  # WorkerPool._call catches everything; this is a backstop
+                log.failure("a worker thread call raised")
 
 
 @implementer(IWorkerPool)
@@ -50,8 +97,7 @@ class WorkerPool(Service):
         self._reactor = reactor
         self.size = size
         self.max_queue = max_queue
-        self._pool = ThreadPool(minthreads=0, maxthreads=size, name="qewd-worker")
-        self._pool.threadFactory = _daemon_thread
+        self._threads = _Threads("qewd-worker")
         self._outstanding = 0  # queued + running, counted on the reactor thread
         self._idle: list[defer.Deferred[None]] = []
         # A handler past its timeout still holds its thread (a thread can't be interrupted):
@@ -83,16 +129,16 @@ class WorkerPool(Service):
         if self.spares >= self.max_spares:
             return False
         self.spares += 1
-        # Raising only the maximum would start a thread for the *next* call; the minimum
-        # makes the pool start one now, for the calls already queued.
-        self._pool.adjustPoolsize(self.threads, self.threads)
+        if self.running:
+            self._threads.resize(self.threads)  # started now, for the calls already queued
         return True
 
     def return_spare(self) -> None:
         """The stuck call has returned: the pool shrinks back."""
         if self.spares > 0:
             self.spares -= 1
-            self._pool.adjustPoolsize(self.spares and self.threads, self.threads)
+            if self.running:
+                self._threads.resize(self.threads)
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         """Call ``fn`` in a pool thread; the Deferred fires on the reactor with its result."""
@@ -102,7 +148,7 @@ class WorkerPool(Service):
             return defer.fail(PoolFull("the worker pool queue is full"))
         self._outstanding += 1
         d: defer.Deferred[Any] = defer.Deferred()
-        self._pool.callInThread(self._call, d, fn, args, kwargs)
+        self._threads.put((self._call, (d, fn, args, kwargs)))
         d.addBoth(self._done)
         return d
 
@@ -165,7 +211,7 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._pool.start()
+        self._threads.resize(self.threads)
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop the threads without blocking the reactor on a handler that never returns.
@@ -187,12 +233,17 @@ class WorkerPool(Service):
             if not d.called:
                 d.callback(None)
 
+        # These threads end after the calls already queued; a restarted pool gets new ones
+        # with their own queue (a thread stuck here must not take the new threads' calls).
+        threads, self._threads = self._threads, _Threads("qewd-worker")
+        threads.resize(0)
+
         def join() -> None:
-            self._pool.stop()
+            threads.join()
             self._reactor.callFromThread(fire)  # type: ignore[attr-defined]
 
         if self._outstanding == 0:
-            self._pool.stop()
+            threads.join()
             return defer.succeed(None)
         log.warn("stopping with {n} handler call(s) still running", n=self._outstanding)
         threading.Thread(target=join, name="qewd-pool-stop", daemon=True).start()

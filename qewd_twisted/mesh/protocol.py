@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
 from qewd_twisted.transports import wire
-from qewd_twisted.transports.framing import QuietFraming
+from qewd_twisted.transports.framing import MaskedTextSend, QuietFraming, WholeFrameReading
 
 __all__ = ["EngineIOClientProtocol", "ILinkTransportReceiver", "LinkClientFactory"]
 
@@ -49,7 +49,8 @@ class ILinkTransportReceiver(Interface):
         """Something an operator should see (no pong, undecodable frames, kicked out)."""
 
 
-class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
+class EngineIOClientProtocol(WholeFrameReading, MaskedTextSend, QuietFraming,
+                             WebSocketClientProtocol):
     """One WebSocket to a remote QEWD node, framed as Engine.IO 3 / socket.io 2.
 
     ``when_ready()`` fires once the server's OPEN packet (``0{...}``) and socket.io CONNECT

@@ -19,11 +19,24 @@ What our WebSocket protocols (server and link client) change in Autobahn's per-f
 * ``DirectTextSend`` (server only): ``sendMessage`` for the common case (an unfragmented,
   uncompressed text message to an open socket) builds the frame header itself, with the same
   bytes and traffic counters as Autobahn's ``sendMessage`` + ``sendFrame`` and without their
-  per-call assertions and generic framing; every other case goes to Autobahn.
+  per-call assertions and generic framing; every other case goes to Autobahn. Its
+  ``sendFramed(payload, frame)`` writes a frame already built by ``text_frame`` (a broadcast
+  frames its payload once for every socket, ``FrameOnce``) straight to the transport.
+* ``WholeFrameReading`` (server and link client): a text message that arrives as one whole,
+  unfragmented frame (what QEWD's clients send) is read straight from the bytes received:
+  header, unmasking (one XOR), UTF-8 check, the traffic counters and Autobahn's own message
+  hooks (``onMessageBegin`` ... ``onMessageEnd``, with their size limits), without Autobahn's
+  general frame machine and its per-frame objects. Anything else (control frames, fragments,
+  binary, a frame cut by TCP, invalid UTF-8, compression, frame logging) goes to Autobahn
+  from that byte on.
+* ``MaskedTextSend`` (link client): the same for what a client sends, masked as RFC 6455 §5.3
+  requires with a fresh key per frame (drawn as Autobahn draws it), small payloads masked with
+  one integer XOR instead of a native masker set up per frame; every other case to Autobahn.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -108,8 +121,68 @@ class SmallFrameUnmasking:
         return super().onFrameBegin()  # type: ignore[misc]
 
 
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, unfragmented text frame (RFC 6455 §5.2): what a server's
+    ``sendMessage(payload)`` writes."""
+    n = len(payload)
+    if n <= 125:
+        return bytes((0x81, n)) + payload
+    if n <= 0xFFFF:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+class FrameOnce:
+    """``text_frame`` remembering its last payload: a broadcast hands the same bytes object
+    to every socket, which then share one frame. Keyed by identity, holding a reference to the
+    payload (so its identity cannot be reused while remembered); bytes are immutable, so a hit
+    is always the right frame. One per reactor thread (not thread-safe)."""
+
+    __slots__ = ("_payload", "_frame")
+
+    def __init__(self) -> None:
+        self._payload = b""
+        self._frame = text_frame(b"")
+
+    def __call__(self, payload: bytes) -> bytes:
+        if payload is self._payload:
+            return self._frame
+        frame = text_frame(payload)
+        self._payload, self._frame = payload, frame
+        return frame
+
+
 class DirectTextSend:
     """Mix in before Autobahn's server protocol class (see the module docstring)."""
+
+    def sendFramed(self: Any, payload: bytes, frame: bytes) -> None:
+        """Send the text message ``payload`` as ``frame`` (``text_frame(payload)``, built once
+        for many sockets): the bytes and traffic counters of ``sendMessage(payload)``, with no
+        per-socket framing. Any case ``sendMessage`` would not write directly (not open,
+        compression, fragmentation, frame logging, a send queue, over the size limit) goes to
+        ``sendMessage``."""
+        if not self.canSendFramed(payload):
+            return self.sendMessage(payload)
+        self.countFramed(len(payload), len(frame))
+        self.transport.write(frame)
+
+    def canSendFramed(self: Any, payload: bytes) -> bool:
+        """Whether ``sendFramed(payload, ...)`` writes the frame itself now (else it hands the
+        payload to ``sendMessage``)."""
+        return not (self.state != _OPEN or self.send_queue or self._perMessageCompress is not None
+                    or self.autoFragmentSize > 0 or self.maskServerFrames or self.logFrames
+                    or self.logOctets or self.trackedTimings
+                    or 0 < self.maxMessagePayloadSize < len(payload)
+                    or type(payload) is not bytes)
+
+    def countFramed(self: Any, n: int, wire: int) -> None:
+        """The traffic counters of one text message of ``n`` bytes sent as ``wire`` bytes."""
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += n
+        stats.outgoingOctetsWebSocketLevel += n
+        stats.outgoingWebSocketFrames += 1
+        stats.outgoingOctetsWireLevel += wire
 
     def sendMessage(self: Any, payload: bytes, isBinary: bool = False,
                     fragmentSize: int | None = None, sync: bool = False,
@@ -133,3 +206,110 @@ class DirectTextSend:
         stats.outgoingOctetsWebSocketLevel += n
         stats.outgoingWebSocketFrames += 1
         self.sendData(header + payload)
+
+
+class MaskedTextSend:
+    """Mix in before Autobahn's client protocol class (see the module docstring)."""
+
+    def sendMessage(self: Any, payload: bytes, isBinary: bool = False,
+                    fragmentSize: int | None = None, sync: bool = False,
+                    doNotCompress: bool = False) -> None:
+        n = len(payload)
+        if (isBinary or fragmentSize is not None or sync or type(payload) is not bytes
+                or n > SMALL_FRAME or self.state != _OPEN or self._perMessageCompress is not None
+                or self.autoFragmentSize > 0 or not self.maskClientFrames or not self.applyMask
+                or self.logFrames or self.trackedTimings or 0 < self.maxMessagePayloadSize < n):
+            return super().sendMessage(  # type: ignore[misc]
+                payload, isBinary, fragmentSize, sync, doNotCompress)
+        mask = random.getrandbits(32).to_bytes(4, "big")  # Autobahn's own draw (sendFrame)
+        masked = (int.from_bytes(payload, "big")
+                  ^ int.from_bytes((mask * ((n + 3) >> 2))[:n], "big")).to_bytes(n, "big")
+        if n <= 125:
+            header = bytes((0x81, 0x80 | n))
+        else:  # n <= SMALL_FRAME < 65536
+            header = b"\x81\xfe" + n.to_bytes(2, "big")
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += n
+        stats.outgoingOctetsWebSocketLevel += n
+        stats.outgoingWebSocketFrames += 1
+        self.sendData(header + mask + masked)
+
+
+class WholeFrameReading:
+    """Mix in first, before ``QuietFraming`` (see the module docstring)."""
+
+    def dataReceived(self: Any, data: bytes) -> None:
+        if (self.state == _OPEN and not self.data and self.current_frame is None
+                and not self.inside_message and self._perMessageCompress is None
+                and not self.logFrames and not self.logOctets and not self.trackedTimings
+                and self.utf8validateIncoming and self.websocket_version != 0):
+            self.trafficStats.incomingOctetsWireLevel += len(data)  # as Autobahn: all of it
+            rest = self._whole_frames(data)
+            if rest:
+                self.data = rest
+                self.consumeData()  # Autobahn, from the first byte that is not for us
+            return
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def _whole_frames(self: Any, data: bytes) -> bytes:
+        """Handle the whole single-frame text messages at the start of ``data``; return the
+        bytes from the first thing that is not one (for Autobahn)."""
+        masked = 0x80 if self.factory.isServer else 0  # clients mask, servers do not (RFC 6455 §5.1)
+        limit = SMALL_FRAME if masked else 0xFFFF
+        stats = self.trafficStats
+        n = len(data)
+        pos = 0
+        while n - pos >= 2 and self.state == _OPEN:
+            b1 = data[pos + 1]
+            if data[pos] != 0x81 or b1 & 0x80 != masked:
+                break  # not a final, uncompressed text frame masked as it must be
+            size = b1 & 0x7F
+            head = pos + 2
+            if size == 126:
+                if n - pos < 4:
+                    break
+                size = int.from_bytes(data[pos + 2:pos + 4], "big")
+                if size < 126:
+                    break  # not the minimal length encoding: Autobahn fails the connection
+                head += 2
+            elif size == 127:
+                break
+            if size > limit:
+                break
+            if masked:
+                key = data[head:head + 4]
+                head += 4
+            end = head + size
+            if end > n:
+                break  # cut by TCP: Autobahn keeps the piece
+            payload = data[head:end]
+            if masked and size:
+                payload = (int.from_bytes(payload, "big") ^ int.from_bytes(
+                    (key * ((size + 3) >> 2))[:size], "big")).to_bytes(size, "big")
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                break  # Autobahn's validator fails it (1007)
+            pos = end
+            # what Autobahn's onFrameBegin / onFrameData / onFrameEnd do for such a frame,
+            # counters included (a size limit may fail the connection in onMessageFrameBegin)
+            self.inside_message = True
+            self._isMessageCompressed = False
+            self.utf8validateIncomingCurrentMessage = False
+            self._onMessageBegin(False)
+            self._onMessageFrameBegin(size)
+            if self.state == _OPEN:
+                stats.incomingOctetsWebSocketLevel += size
+                stats.incomingOctetsAppLevel += size
+            self._onMessageFrameData(payload)
+            if self.state == _OPEN:
+                stats.incomingWebSocketFrames += 1
+            self._onMessageFrameEnd()
+            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                self._cancelAutoPingTimeoutCall()
+            if self.state == _OPEN:
+                stats.incomingWebSocketMessages += 1
+            self._onMessageEnd()
+            self.inside_message = False
+        return data[pos:] if pos else data

@@ -32,7 +32,14 @@ from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.transports import polling, wire
-from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
+from qewd_twisted.transports.batch import TurnBatch
+from qewd_twisted.transports.framing import (
+    DirectTextSend,
+    FrameOnce,
+    QuietFraming,
+    SmallFrameUnmasking,
+    WholeFrameReading,
+)
 from qewd_twisted.transports.http import IRequestBodyLimit, WebSocketEndpoint, clip
 from qewd_twisted.transports.static import StaticFiles
 from qewd_twisted.core.node import Connection, Node
@@ -104,16 +111,78 @@ class _SlowReaderGuard:
             self._proto.dropConnection(abort=True)
 
 
+_frame_once = FrameOnce()  # the reactor thread's: every send of a WebSocket connection
+
+
 class _ProtocolConnection(Connection):
     def __init__(self, proto: WebSocketServerProtocol, id: str, ip: str) -> None:
         super().__init__(id, ip)
         self._proto = proto
         self.guard: _SlowReaderGuard | None = None
+        self._pending: list[bytes] | None = None  # broadcast frames for the end of the turn
+        self._pending_size = 0  # their payload bytes
+
+    def send(self, frame: Any) -> None:
+        data = self.encode(frame)  # may raise: the node answers then
+        if self._pending is not None:
+            self._queue(data)  # behind the broadcast frames already waiting
+        else:
+            self._write(data)
 
     def _write(self, data: bytes) -> None:
-        self._proto.sendMessage(data, isBinary=False)
-        if self.guard is not None:
-            self.guard.sent(len(data))
+        proto = self._proto
+        if proto.state != proto.STATE_OPEN:
+            # Closing (its close frame is out) or closed, before onClose has told the node:
+            # nothing more can be sent, and Autobahn would raise for it (one such socket must
+            # not stop a broadcast to the others).
+            return
+        # A broadcast hands every socket the same bytes: framed once (_frame_once).
+        proto.sendFramed(data, _frame_once(data))
+        guard = self.guard
+        if guard is not None and guard.paused:
+            guard.sent(len(data))
+
+    def _queue(self, data: bytes) -> None:
+        """A broadcast frame: written with this socket's others at the end of the reactor
+        turn (transports/batch.py), or now where sendFramed would not write it directly."""
+        pending = self._pending
+        proto = self._proto
+        if pending is None or 0 < proto.maxMessagePayloadSize < len(data):
+            if not proto.canSendFramed(data):
+                if pending:
+                    self.flush()  # what waits goes first
+                return self._write(data)
+            if pending is None:
+                pending = self._pending = []
+                self._pending_size = 0
+                proto.factory.batch.add(self)
+        once = _frame_once
+        pending.append(once._frame if data is once._payload else once(data))
+        self._pending_size += len(data)
+        guard = self.guard
+        if guard is not None and guard.paused:
+            guard.sent(len(data))
+
+    def flush(self) -> None:
+        """Write the pending broadcast frames (TurnBatch, or before a close frame), with the
+        counters one ``sendMessage`` per frame would have kept."""
+        pending, self._pending = self._pending, None
+        if not pending:
+            return
+        proto = self._proto
+        if proto.state != proto.STATE_OPEN:
+            return  # closing or gone: as a write to a closing socket, dropped
+        data = b"".join(pending)
+        stats = proto.trafficStats
+        stats.outgoingWebSocketMessages += len(pending)
+        stats.outgoingOctetsAppLevel += self._pending_size
+        stats.outgoingOctetsWebSocketLevel += self._pending_size
+        stats.outgoingWebSocketFrames += len(pending)
+        if proto.send_queue:  # Autobahn's own queue first (never used by the node)
+            proto.sendData(data)  # counts the wire bytes when it sends them
+        else:
+            stats.outgoingOctetsWireLevel += len(data)
+            proto.transport.write(data)
 
     def traffic(self) -> tuple[int, int]:
         # Autobahn counts every socket's wire bytes anyway: metrics read them, add nothing.
@@ -139,8 +208,7 @@ class EngineIOConnection(_ProtocolConnection):
     def encode(self, frame: Any) -> bytes:
         return wire.event_bytes(frame)  # may raise: the node answers then
 
-    def send_encoded(self, data: bytes) -> None:
-        self._write(data)
+    send_encoded = _ProtocolConnection._queue
 
 
 class PlainConnection(_ProtocolConnection):
@@ -149,12 +217,19 @@ class PlainConnection(_ProtocolConnection):
     def encode(self, frame: Any) -> bytes:
         return wire.plain_bytes(frame)
 
-    def send_encoded(self, data: bytes) -> None:
-        self._write(data)
+    send_encoded = _ProtocolConnection._queue
 
 
-class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocketServerProtocol):
+class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, QuietFraming,
+                    WebSocketServerProtocol):
     conn: _ProtocolConnection | None = None
+
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None,
+                       isReply: bool = False) -> None:
+        # broadcast frames still waiting for the end of the turn go before the close frame
+        if self.conn is not None and self.conn._pending:
+            self.conn.flush()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
 
     def failHandshake(self, reason: str, code: int = 400,  # noqa: N802
                       responseHeaders: Any = None) -> None:  # noqa: N803
@@ -340,6 +415,7 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
     factory.max_buffered_bytes = max_buffered_bytes
     factory.register_timeout = limits.register_timeout
     factory._batched_timer = _ReactorTimer(reactor)
+    factory.batch = TurnBatch(reactor)  # broadcast frames, written once per reactor turn
     pings = issubclass(protocol, PlainProtocol)
     factory.setProtocolOptions(
         maxMessagePayloadSize=max_message_size,

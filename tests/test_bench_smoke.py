@@ -158,6 +158,7 @@ class BenchSmokeTests(TestCase):
             self.check_clean(r)
             self.assertEqual(r["connections_lost"], 0)
 
+    @defer.inlineCallbacks
     def test_seed_like_for_like(self):
         """The seed's own nodes (examples/jwt master + login micro-service, as bench.servers
         seed-master / seed-ms start them): `test` after a login, with its broadcast counted,

@@ -4,7 +4,7 @@ What one request costs inside the node, without sockets: ``python -m bench.pathc
 Runs the node's path for the local async scenario (``bench`` ``echo``) in process, the way a
 client drives it (each request carries the token from the previous reply), and times each step
 on its own: the Engine.IO decode, token verification and session, the handler, re-issue, reply
-encoding, and the whole ``message_received``. The figures are the best of 5 repeats (µs per
+encoding, and the whole ``receive``. The figures are the best of 5 repeats (µs per
 call); they leave out Twisted and Autobahn, which the floor servers measure.
 """
 
@@ -57,17 +57,17 @@ def main(argv: list[str] | None = None) -> None:
     reactor = _Reactor()
     tokens = TokenCodec("someSecret123", clock=reactor)
     node = Node(reactor, Applications.from_objects({"bench": bench_app}), SyncPool(),
-                tokens=tokens, handler_timeout=60)
+                tokens=tokens)
     conn = Conn("benchSocket0001", "127.0.0.1")
     node.connection_opened(conn)
-    node.message_received(conn, {"type": "ewd-register", "application": "bench", "jwt": True})
+    node.receive(conn, {"type": "ewd-register", "application": "bench", "jwt": True})
     state = {"token": json.loads(conn.last[2:])[1]["message"]["token"], "n": 0}
 
     def request() -> None:
         state["n"] += 1
         text = '42["ewdjs",{"type":"echo","token":"%s","params":{"text":"1.%d"}}]' % (
             state["token"], state["n"])
-        node.message_received(conn, wire.decode(text).args[0])
+        node.receive(conn, wire.decode(text).args[0])
         state["token"] = json.loads(conn.last[2:])[1]["message"]["token"]
 
     for _ in range(2000):

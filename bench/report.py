@@ -120,8 +120,9 @@ def render(results: dict[str, Any]) -> str:
         out.append("#### Against a floor with the node's own Autobahn changes")
         out.append("")
         out.append("The floor above is stock Autobahn, as the issue defines it. Our node also "
-                   "changes Autobahn's per-frame path (`qewd_twisted/_autobahn.py`: no debug-log "
-                   "formatting, small frames unmasked with one XOR, text frames built directly); "
+                   "changes Autobahn's per-frame path (`qewd_twisted/transports/framing.py`: "
+                   "no debug-log formatting, small frames unmasked with one XOR, text frames "
+                   "built directly); "
                    "the tuned floor is the same canned-reply server with those changes, so "
                    "`node ÷ tuned floor` is the cost of QEWD's own work alone.")
         out.append("")

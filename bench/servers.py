@@ -4,14 +4,14 @@ The servers the benchmarks start, one per process (``python -m bench.servers KIN
 Floors (our own stack with nothing of QEWD in the request path):
 
 * ``floor``: a twisted.web Site with Autobahn's ``WebSocketResource`` at ``/socket.io/``, made
-  by ``qewd_twisted.web.make_factory`` (the node's own protocol options), speaking the same
-  Engine.IO 3 framing: it sends ``0{sid...}`` and ``40``, answers ``2`` with ``3``, answers the
+  by ``qewd_twisted.transports.site.make_factory`` (the node's own protocol options), speaking
+  the same Engine.IO 3 framing: it sends ``0{sid...}`` and ``40``, answers ``2`` with ``3``, answers the
   first event (the client's ``ewd-register``) with a token made once for the connection, and
   every later event with one canned final reply that carries that token. No JSON parsing, no
   JWT verification, no handler.
 * ``floor-tuned``: the floor with the node's own changes to Autobahn's per-frame path
-  (``qewd_twisted._autobahn``: no debug-log formatting, small frames unmasked with one XOR, text
-  frames built directly). A second reference: the issue's floor is stock Autobahn, which pays
+  (``qewd_twisted.transports.framing``: no debug-log formatting, small frames unmasked with
+  one XOR, text frames built directly). A second reference: the issue's floor is stock Autobahn, which pays
   costs our node has removed; against this one the ratio is the cost of QEWD's own work alone.
 * ``relay-back``: the same server, answering each frame ``<id>|...`` with two canned frames,
   ``<id>|I<intermediate>`` and ``<id>|F<final>`` (a micro-service that does no work).
@@ -136,8 +136,9 @@ class FloorProtocol(WebSocketServerProtocol):
 
 
 def _tuned(base: type) -> type:
-    """``base`` with the node's own changes to Autobahn's per-frame path (qewd_twisted/
-    _autobahn.py): the floor as our node's stack runs it, for the "tuned floor" reference."""
+    """``base`` with the node's own changes to Autobahn's per-frame path
+    (qewd_twisted/transports/framing.py): the floor as our node's stack runs it, for the "tuned
+    floor" reference."""
     from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
 
     return type("Tuned" + base.__name__,

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_service -*-
 """
 qewd-twisted: QEWD's micro-service platform on Twisted and Autobahn.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_json -*-
 """
 The stdlib's JSON codec without its per-call set-up (docs/performance.md).
 

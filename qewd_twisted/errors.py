@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_docs -*-
 """
 Every error text a client can see, in one place (docs/errors.md lists them; a test keeps the two
 in step). QEWD's own strings are kept exactly (PROTOCOL.md §2-§5); ours are marked ``ours``.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_service -*-
 """
 ``QEWDService``: one QEWD node as a Twisted ``MultiService``, built from a ``Config``.
 
@@ -72,7 +73,8 @@ class QEWDService(MultiService):
         if problems:
             raise ConfigError(problems)
 
-        self.pool = WorkerPool(reactor, config.pool_size, config.max_queue_length)
+        limits = config.limits
+        self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length)
         self.pool.setServiceParent(self)
 
         self.tokens = None
@@ -107,17 +109,13 @@ class QEWDService(MultiService):
             tokens=self.tokens,
             sessions=self.sessions,
             micro_services=self.micro_services,
-            initial_session_timeout=config.initial_session_timeout,
-            handler_timeout=config.handler_timeout,
-            micro_service_timeout=config.micro_service_timeout,
-            max_in_flight=config.max_in_flight,
-            max_in_flight_link=config.max_in_flight_link,
+            limits=limits,
         )
         self.site = _QuietSite(
             build_site_root(self.node, reactor, web_root=config.web_server_root,
-                            max_message_size=config.max_message_size,
-                            max_connections=config.max_connections,
-                            max_buffered_bytes=config.max_buffered_bytes))
+                            max_message_size=limits.max_message_size,
+                            max_connections=limits.max_connections,
+                            max_buffered_bytes=limits.max_buffered_bytes))
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_service -*-
 """
 ``twistd qewd --config startup.py``: the plugin's Options and makeService.
 

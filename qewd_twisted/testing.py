@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_node -*-
 """
 In-memory fakes for testing handler modules and nodes without sockets or threads.
 
@@ -20,11 +21,14 @@ from typing import Any, Callable, Mapping
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from qewd_twisted.transports import wire
 from qewd_twisted.apps.modules import Applications
+from qewd_twisted.core.interfaces import IRoutes, IWorkerPool
 from qewd_twisted.core.node import Connection, Node
 from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.config.limits import Limits
 
 __all__ = ["MemoryConnection", "SyncPool", "FakeReactor", "NodeHarness"]
 
@@ -55,6 +59,7 @@ class MemoryConnection(Connection):
         return frames
 
 
+@implementer(IWorkerPool)
 class SyncPool:
     """A worker pool that runs each call at once in the calling thread."""
 
@@ -94,14 +99,18 @@ class NodeHarness:
         *,
         jwt_secret: str | None = "someSecret123",
         algorithms: tuple[str, ...] = ("HS256",),
-        initial_session_timeout: int = 300,
-        handler_timeout: float | None = 60,
-        micro_services: Any = None,
-        micro_service_timeout: float | None = 30,
-        max_in_flight: int = 64,
-        max_in_flight_link: int = 1024,
+        initial_session_timeout: int = Limits.initial_session_timeout,
+        handler_timeout: float | None = Limits.handler_timeout,
+        micro_services: IRoutes | None = None,
+        micro_service_timeout: float | None = Limits.micro_service_timeout,
+        max_in_flight: int = Limits.max_in_flight,
+        max_in_flight_link: int = Limits.max_in_flight_link,
         start_time: float = 1_700_000_000.0,
     ) -> None:
+        self.limits = Limits(initial_session_timeout=initial_session_timeout,
+                             handler_timeout=handler_timeout,
+                             micro_service_timeout=micro_service_timeout,
+                             max_in_flight=max_in_flight, max_in_flight_link=max_in_flight_link)
         self.clock = FakeReactor()
         self.clock.advance(start_time)
         self.tokens = None
@@ -118,11 +127,7 @@ class NodeHarness:
             tokens=self.tokens,
             sessions=self.sessions,
             micro_services=micro_services,
-            initial_session_timeout=initial_session_timeout,
-            handler_timeout=handler_timeout,
-            micro_service_timeout=micro_service_timeout,
-            max_in_flight=max_in_flight,
-            max_in_flight_link=max_in_flight_link,
+            limits=self.limits,
         )
         self._n = 0
 
@@ -137,7 +142,7 @@ class NodeHarness:
 
     def send(self, conn: MemoryConnection, message: Any) -> list[Any]:
         """Deliver ``message`` and return the frames sent to ``conn`` as a result."""
-        self.node.message_received(conn, message)
+        self.node.receive(conn, message)
         return conn.take()
 
     def register(self, conn: MemoryConnection, application: str, jwt: bool = True) -> str:

@@ -28,6 +28,8 @@ from qewd_twisted.config import (
     config_from_dict,
     load_config,
 )
+from qewd_twisted.config import SUPPORTED_KEYS
+from qewd_twisted.config.limits import CONFIG_KEYS, Limits
 
 try:
     from OpenSSL import SSL  # noqa: F401  (twisted's ssl: endpoints need pyOpenSSL)
@@ -334,6 +336,24 @@ class DefaultsTests(ConfigTestCase):
     def test_frozen(self) -> None:
         config = self.build({})
         self.assertRaises(AttributeError, setattr, config, "port", 1)
+
+
+class LimitsTests(ConfigTestCase):
+    def test_defaults_are_the_limits_defaults(self) -> None:
+        self.assertEqual(self.build({}).limits, Limits())
+        self.assertEqual(Config().limits, Limits())
+
+    def test_every_limit_has_its_config_key(self) -> None:
+        from dataclasses import fields
+
+        self.assertEqual(sorted(CONFIG_KEYS), sorted(f.name for f in fields(Limits)))
+        self.assertTrue(set(CONFIG_KEYS.values()) <= set(SUPPORTED_KEYS))
+
+    def test_configured_limits(self) -> None:
+        limits = self.build({"maxConnections": 5, "maxInFlightPerLink": 7,
+                             "handlerTimeout": 2, "shutdownGracePeriod": 0}).limits
+        self.assertEqual((limits.max_connections, limits.max_in_flight_link,
+                          limits.handler_timeout, limits.shutdown_grace), (5, 7, 2, 0))
 
 
 class TypeTests(ConfigTestCase):

@@ -6,7 +6,7 @@ and random sequences of register / reregister / login / unknown / internal messa
 
 The properties, at every level:
 
-* the node never raises out of its entry points (``Node.message_received``, the protocols'
+* the node never raises out of its entry points (``Node.receive``, the protocols'
   ``onMessage``) and logs no failure (a logged failure is a bug in the node: handlers here never
   raise);
 * a message that is a JSON object with a non-empty string ``type`` always gets an answer: zero
@@ -444,7 +444,7 @@ class Bystander:
 # -- level 1: the node, in memory ---------------------------------------------------------------
 
 class NodeFuzzTests(SynchronousTestCase, Checks):
-    """``Node.message_received`` with anything a client can send, one example at a time."""
+    """``Node.receive`` with anything a client can send, one example at a time."""
 
     def setUp(self) -> None:
         self.case = self
@@ -463,7 +463,7 @@ class NodeFuzzTests(SynchronousTestCase, Checks):
         h, attacker, tokens, bystander = self.fresh()
         for message in messages:
             message = resolve(message, tokens)
-            h.node.message_received(attacker, message)  # must not raise
+            h.node.receive(attacker, message)  # must not raise
             self.check_no_failures_logged()
             self.check_answer(h, message, attacker.take())
         bystander.check(self)
@@ -478,7 +478,7 @@ class NodeFuzzTests(SynchronousTestCase, Checks):
         h, attacker, tokens, bystander = self.fresh()
         for mtype in TYPE_NAMES:
             message = resolve({**rest, "type": mtype}, tokens)
-            h.node.message_received(attacker, message)
+            h.node.receive(attacker, message)
             self.check_no_failures_logged()
             self.check_answer(h, message, attacker.take())
         bystander.check(self)
@@ -532,7 +532,7 @@ class SequenceMachine(RuleBasedStateMachine):
         self.checks.case = self.case
 
     def _send(self, conn: WireConnection, message: Any) -> list[Any]:
-        self.h.node.message_received(conn, message)  # must not raise
+        self.h.node.receive(conn, message)  # must not raise
         frames = conn.take()
         self.checks.check_no_failures_logged()
         if conn.open:
@@ -754,7 +754,7 @@ class LoneSurrogateTests(SynchronousTestCase, Checks):
         self.token = self.h.register(self.conn, "demo")
 
     def answered(self, message: dict[str, Any]) -> list[Any]:
-        self.h.node.message_received(self.conn, message)
+        self.h.node.receive(self.conn, message)
         self.check_no_failures_logged()
         frames = self.conn.take()
         self.check_answer(self.h, message, frames)
@@ -817,7 +817,7 @@ class RetentionTests(SynchronousTestCase):
             for i in range(registrations):
                 message = {"type": "ewd-register", "application": "x" * size + str(i),
                            "jwt": jwt}
-                h.node.message_received(conn, message)
+                h.node.receive(conn, message)
                 conn.take()
                 del message
             h.disconnect(conn)

@@ -31,18 +31,23 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from qewd_twisted.transports import wire
-from qewd_twisted.mesh.protocol import endpoint_for_url
+from qewd_twisted.core.envelope import is_final as is_final_frame
+from qewd_twisted.core.interfaces import ILink, ILinkObserver, IReplyReceiver, IRoutes
+from qewd_twisted.errors import MS_DOWN as DOWN_ERROR
 from qewd_twisted.mesh.links import (
-    DOWN_ERROR,
-    TIMEOUT_ERROR,
     Link,
+    LinkOutcome,
     LinkState,
     MicroServices,
-    is_final_frame,
     link_retry_policy,
 )
+from qewd_twisted.mesh.policy import endpoint_for_url
+
+DOWN = LinkOutcome.DOWN
+TIMEOUT = LinkOutcome.TIMEOUT
 
 # --------------------------------------------------------------------------------------
 # A scriptable fake remote QEWD node: Engine.IO 3 / socket.io 2 over an Autobahn server.
@@ -209,18 +214,32 @@ def refreshed(token: str) -> str:
     return "refreshed:" + token
 
 
+@implementer(IReplyReceiver)
 class Recorder:
-    """An on_frame callback that keeps every frame it is given."""
+    """A reply receiver that keeps every frame it is given, and the outcome of a failure
+    (a ``LinkOutcome``) in the same list."""
 
     def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
+        self.frames: list[Any] = []
 
-    def __call__(self, frame: dict[str, Any]) -> None:
+    def frame(self, frame: dict[str, Any]) -> None:
         self.frames.append(frame)
 
+    def failed(self, outcome: LinkOutcome) -> None:
+        self.frames.append(outcome)
+
     @property
-    def finals(self) -> list[dict[str, Any]]:
-        return [f for f in self.frames if is_final_frame(f)]
+    def finals(self) -> list[Any]:
+        return [f for f in self.frames
+                if isinstance(f, LinkOutcome) or is_final_frame(f)]
+
+
+@implementer(IReplyReceiver)
+class OnFrame:
+    """A reply receiver around one callable, given each frame and each outcome."""
+
+    def __init__(self, callback: Callable[[Any], None]) -> None:
+        self.frame = self.failed = callback
 
 
 # --------------------------------------------------------------------------------------
@@ -408,9 +427,7 @@ class MemoryRegistrationTests(MemoryLinkMixin, unittest.TestCase):
         self.assertEqual(self.link.state, LinkState.REGISTERING)
         self.assertNoResult(d)
         recorder = self.request()
-        self.assertEqual(recorder.frames, [
-            {"type": "login", "finished": True,
-             "message": {"error": DOWN_ERROR, "status": {"code": 503}}}])
+        self.assertEqual(recorder.frames, [DOWN])
         self.assertEqual(self.sent(), [])
         self.link.stopService()
         self.flush()
@@ -568,15 +585,55 @@ class MemoryRegistrationTests(MemoryLinkMixin, unittest.TestCase):
         self.flush()
         self.successResultOf(d)
         for recorder in (first, second):
-            self.assertEqual(recorder.frames, [
-                {"type": "login", "finished": True,
-                 "message": {"error": DOWN_ERROR, "status": {"code": 503}}}])
+            self.assertEqual(recorder.frames, [DOWN])
         self.assertEqual(self.link.state, LinkState.STOPPED)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.remote.connections, [])
         self.assertIn("41", self.remote.raw)
         late = self.request("login")
-        self.assertEqual(late.frames[0]["message"]["status"], {"code": 503})
+        self.assertEqual(late.frames, [DOWN])
+
+
+@implementer(ILinkObserver)
+class EventRecorder:
+    def __init__(self) -> None:
+        self.states: list[LinkState] = []
+        self.events: list[tuple[str, str]] = []
+
+    def link_state_changed(self, link: Link, state: LinkState) -> None:
+        self.states.append(state)
+
+    def link_event(self, link: Link, kind: str, text: str) -> None:
+        self.events.append((kind, text))
+
+
+class LinkContractTests(MemoryLinkMixin, unittest.TestCase):
+    def test_provides_its_interfaces(self) -> None:
+        link = self.make_link(start=False)
+        self.assertTrue(verifyObject(ILink, link))
+        self.assertTrue(verifyObject(ILinkObserver, EventRecorder()))
+        ms = MicroServices([], Clock())
+        self.assertTrue(verifyObject(IRoutes, ms))
+
+    def test_observer_gets_states_timeouts_drops_and_errors(self) -> None:
+        self.make_link(start=False)
+        seen = EventRecorder()
+        unsubscribe = self.link.add_observer(seen)
+        self.link.startService()
+        self.flush()
+        self.request("login", timeout=5)
+        self.advance(5)
+        self.remote.reply(self.sent()[0], {"ok": True})
+        self.flush()
+        self.remote.drop_all()
+        self.flush()
+        self.assertEqual(seen.states, [LinkState.DOWN, LinkState.REGISTERING, LinkState.UP,
+                                       LinkState.DOWN])
+        self.assertEqual([kind for kind, _ in seen.events], ["timeout", "dropped", "error"])
+        self.assertTrue(all(self.URL in text for _, text in seen.events))
+        unsubscribe()
+        self.advance(1.0)
+        self.assertEqual(seen.states[-1], LinkState.DOWN)
 
 
 class MemoryCorrelationTests(MemoryLinkMixin, unittest.TestCase):
@@ -584,9 +641,7 @@ class MemoryCorrelationTests(MemoryLinkMixin, unittest.TestCase):
         self.make_link(start=False)
         recorder = Recorder()
         self.link.send_request({"type": "login", "token": "t"}, recorder, 10)
-        self.assertEqual(recorder.frames, [
-            {"type": "login", "finished": True,
-             "message": {"error": DOWN_ERROR, "status": {"code": 503}}}])
+        self.assertEqual(recorder.frames, [DOWN])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_echoed_ids(self) -> None:
@@ -700,9 +755,7 @@ class MemoryCorrelationTests(MemoryLinkMixin, unittest.TestCase):
         self.advance(4.9)
         self.assertEqual(recorder.frames, [])
         self.advance(0.1)
-        self.assertEqual(recorder.frames, [
-            {"type": "login", "finished": True,
-             "message": {"error": TIMEOUT_ERROR, "status": {"code": 504}}}])
+        self.assertEqual(recorder.frames, [TIMEOUT])
         self.remote.reply(self.sent()[0], {"ok": True})
         self.flush()
         self.assertEqual(len(recorder.frames), 1)
@@ -714,9 +767,9 @@ class MemoryCorrelationTests(MemoryLinkMixin, unittest.TestCase):
         queued = self.request("login", timeout=3)
         waiting = self.request("login")
         self.advance(3)
-        self.assertEqual(queued.frames[0]["message"]["status"], {"code": 504})  # never sent
+        self.assertEqual(queued.frames, [TIMEOUT])  # never sent
         self.advance(2)
-        self.assertEqual(slow.frames[0]["message"]["status"], {"code": 504})
+        self.assertEqual(slow.frames, [TIMEOUT])
         self.assertEqual(len(self.sent()), 1)  # still held: the remote still runs `slow`
         # Its late intermediate must not reach anyone, its final releases the queue.
         self.remote.reply(self.sent()[0], {"text": "late"}, finished=False)
@@ -738,7 +791,7 @@ class MemoryCorrelationTests(MemoryLinkMixin, unittest.TestCase):
         self.advance(9.9)
         self.assertTrue(self.link.is_up)
         self.advance(0.1)  # the remote never finished: reconnect to start clean
-        self.assertEqual(waiting.frames[0]["message"]["status"], {"code": 503})
+        self.assertEqual(waiting.frames, [DOWN])
         self.advance(1.0)
         self.assertTrue(self.link.is_up)
 
@@ -749,8 +802,7 @@ class MemoryCorrelationTests(MemoryLinkMixin, unittest.TestCase):
         self.flush()
         self.remote.drop_all()
         self.flush()
-        down = {"type": "login", "finished": True,
-                "message": {"error": DOWN_ERROR, "status": {"code": 503}}}
+        down = DOWN
         self.assertEqual(first.frames[-1], down)
         self.assertEqual(second.frames, [down])
         self.assertEqual(self.link.state, LinkState.DOWN)
@@ -765,7 +817,7 @@ class MemoryCorrelationTests(MemoryLinkMixin, unittest.TestCase):
         def boom(frame: dict[str, Any]) -> None:
             raise RuntimeError("handler bug")
 
-        self.link.send_request({"type": "login"}, boom, None)
+        self.link.send_request({"type": "login"}, OnFrame(boom), None)
         self.flush()
         self.remote.reply(self.sent()[0], {"ok": True})
         self.flush()
@@ -855,7 +907,7 @@ class LoopbackTests(LoopbackMixin, unittest.TestCase):
         await done
         request = remote.requests[0][1]
         finished: Deferred[None] = Deferred()
-        link.send_request({"type": "ping"}, lambda f: finished.callback(f), None)
+        link.send_request({"type": "ping"}, OnFrame(finished.callback), None)
         remote.reply(request, {"ok": True})
         await remote.wait_for(lambda: len(remote.requests) == 2)
         remote.reply(remote.requests[1][1], {"pong": True})

@@ -16,10 +16,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from qewd_twisted.mesh.links import LinkState
 from qewd_twisted.ops.metrics import Labels, NodeMetrics
-from qewd_twisted.ops.observe import FanOut, NodeObserver, combine, outcome_of
+from qewd_twisted.core.interfaces import ILink, LinkOutcome
+from qewd_twisted.ops.observe import FanOut, NodeObserver, combine
 from qewd_twisted.testing import MemoryConnection, NodeHarness
 from qewd_twisted.apps.pool import PoolFull
 
@@ -40,6 +43,7 @@ APPS = {"demo": SimpleNamespace(handlers={"echo": echo, "fail": fail, "never": n
 URL = "http://10.0.0.5:8080"
 
 
+@implementer(ILink)
 class FakeLink:
     """What NodeMetrics and Node read of a Link; requests are answered by the test."""
 
@@ -52,13 +56,23 @@ class FakeLink:
         self.registrations = 0
         self.reregistrations = 0
         self.requests: list[tuple[dict, Any]] = []
+        self.observers: list[Any] = []
 
     @property
     def is_up(self) -> bool:
         return self.state is LinkState.UP
 
-    def send_request(self, message: dict, on_frame: Any, timeout: Any) -> None:
-        self.requests.append((message, on_frame))
+    def add_observer(self, observer: Any) -> Any:
+        self.observers.append(observer)
+        return lambda: self.observers.remove(observer)
+
+    def send_request(self, message: dict, receiver: Any, timeout: Any) -> None:
+        self.requests.append((message, receiver))
+
+
+class FakeLinkTests(SynchronousTestCase):
+    def test_fake_link_is_a_link(self) -> None:
+        self.assertTrue(verifyObject(ILink, FakeLink()))
 
 
 class FakeMicroServices:
@@ -123,15 +137,6 @@ class LabelTests(SynchronousTestCase):
 
 
 class OutcomeTests(SynchronousTestCase):
-    def test_outcome_of_final_frames(self) -> None:
-        self.assertEqual(outcome_of({"type": "t", "message": {"ok": 1}}), "ok")
-        self.assertEqual(outcome_of({"type": "t", "message": "text"}), "ok")
-        self.assertEqual(outcome_of({"type": "t", "message": {"error": "x"}}), "error")
-        self.assertEqual(outcome_of({"message": {"error": "x", "status": {"code": 503}}}), "503")
-        self.assertEqual(outcome_of({"message": {"error": "x", "status": {"code": 504}}}),
-                         "timeout")
-        self.assertEqual(outcome_of(None), "error")
-
     def test_combine(self) -> None:
         a, b = NodeObserver(), NodeObserver()
         self.assertIs(type(combine([None, None])), NodeObserver)
@@ -206,7 +211,7 @@ class RequestMetricsTests(Base):
                                     application="demo", type="never", le="5.0"), 1)
 
     def test_pool_full_is_503(self) -> None:
-        self.h.node.pool = SimpleNamespace(run=lambda *a, **k: defer.fail(PoolFull("full")))
+        self.h.node.local.pool = SimpleNamespace(run=lambda *a, **k: defer.fail(PoolFull("full")))
         self.send("echo")
         self.assertEqual(self.requests("demo", "echo", "503"), 1)
 
@@ -236,21 +241,20 @@ class ForwardMetricsTests(Base):
         frames = {
             "ok": {"type": "remote", "finished": True, "message": {"ok": True}},
             "error": {"type": "remote", "finished": True, "message": {"error": "bad"}},
-            "503": {"type": "remote", "finished": True,
-                    "message": {"error": "MicroService connection is down",
-                                "status": {"code": 503}}},
-            "timeout": {"type": "remote", "finished": True,
-                        "message": {"error": "MicroService request timed out",
-                                    "status": {"code": 504}}},
+            "503": LinkOutcome.DOWN,
+            "timeout": LinkOutcome.TIMEOUT,
         }
         for outcome, frame in frames.items():
             self.send("remote")
-            _, on_frame = self.link.requests.pop()
+            _, receiver = self.link.requests.pop()
             self.h.clock.advance(0.2)
-            on_frame({"type": "remote", "finished": False, "message": {"step": 1}})
+            receiver.frame({"type": "remote", "finished": False, "message": {"step": 1}})
             self.assertEqual(self.value("qewd_forwarded_requests_total", url=URL,
                                         outcome=outcome), 0)
-            on_frame(frame)
+            if isinstance(frame, LinkOutcome):
+                receiver.failed(frame)
+            else:
+                receiver.frame(frame)
             self.assertEqual(self.value("qewd_forwarded_requests_total", url=URL,
                                         outcome=outcome), 1, outcome)
             self.assertEqual(self.requests("demo", "remote", outcome), 1)

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from qewd_twisted import errors as E
 from qewd_twisted.apps.modules import on_reactor
+from qewd_twisted.core.interfaces import LinkOutcome
 from qewd_twisted.testing import NodeHarness
 
 
@@ -263,6 +264,26 @@ class HandlerTests(Base):
         self.assertEqual(frames[0], {"test": "message 2"})
         self.assertEqual(frames[1]["type"], "b")
         self.assertEqual(other.take(), [{"test": "message 2"}])
+
+    def test_q_is_a_small_surface_not_the_node(self) -> None:
+        seen = []
+
+        def keep(message, send, q):
+            seen.append(q)
+
+        h = NodeHarness({"a": app(handlers={"e": echo}, workerResponseHandlers={"e": keep})})
+        c = h.connect()
+        h.send(c, {"type": "e", "token": h.register(c, "a")})
+        [q] = seen
+        self.assertIs(q, h.node.q)
+        self.assertIsNot(q, h.node)
+        self.assertEqual(sorted(n for n in dir(q) if not n.startswith("_")),
+                         ["db", "send_to_socket", "to_all", "to_application"])
+        self.assertIsNone(q.db)
+        self.assertTrue(q.send_to_socket(c.id, {"hi": 1}))
+        self.assertFalse(q.send_to_socket("nobody", {"hi": 1}))
+        q.to_application({"app": 1}, "a")
+        self.assertEqual(c.take(), [{"hi": 1}, {"app": 1}])
 
     def test_async_handler_runs_on_reactor(self) -> None:
         async def later(m, session, send, finished):
@@ -529,6 +550,42 @@ class DrainTests(Base):
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
 
+    def test_drain_fires_once_the_last_request_ends(self) -> None:
+        held = []
+        h = NodeHarness({"a": app(handlers={"hold": lambda m, s, send, f: held.append(f)})})
+        c = h.connect()
+        h.send(c, {"type": "hold", "token": h.register(c, "a")})
+        d = h.node.drain(10)
+        held[0]({"ok": True})
+        self.assertNoResult(d)  # the final frame goes out first: next reactor turn
+        self.assertEqual(c.take()[0]["message"]["ok"], True)
+        h.clock.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_drain_with_nothing_in_flight(self) -> None:
+        h = NodeHarness({})
+        self.successResultOf(h.node.drain(10))
+        self.assertFalse(h.node.accepting)
+
+    def test_close_all_waits_for_the_closes_or_its_timeout(self) -> None:
+        h = NodeHarness({})
+        a, b = h.connect(), h.connect()
+        d = h.node.close_all(timeout=5)
+        self.assertEqual((a.closed, b.closed), ((1001, "server shutting down"),) * 2)
+        h.disconnect(a)
+        self.assertNoResult(d)
+        h.disconnect(b)
+        self.successResultOf(d)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        c = h.connect()
+        d = h.node.close_all(timeout=5)
+        h.clock.advance(5)  # c never reports its close
+        self.successResultOf(d)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertIsNotNone(c.closed)
+
+
 class LimitTests(SynchronousTestCase):
     def test_in_flight_per_connection(self) -> None:
         h = NodeHarness({"a": app(handlers={"never": lambda m, s, send, f: None, "echo": echo})},
@@ -564,8 +621,8 @@ class RelayTests(SynchronousTestCase):
         outer = self
 
         class FakeLink:
-            def send_request(self, message, on_frame, timeout):
-                outer.sent.append((message, on_frame))
+            def send_request(self, message, receiver, timeout):
+                outer.sent.append((message, receiver))
 
         link = FakeLink()
 
@@ -579,8 +636,9 @@ class RelayTests(SynchronousTestCase):
 
     def forward(self) -> Any:
         self.h.send(self.c, {"type": "login", "token": self.token, "params": {}})
-        [(message, on_frame)] = self.sent
-        return message, on_frame
+        [(message, receiver)] = self.sent
+        self.receiver = receiver
+        return message, receiver.frame
 
     def test_outgoing_token_is_for_the_remote_application(self) -> None:
         message, _ = self.forward()
@@ -628,6 +686,63 @@ class RelayTests(SynchronousTestCase):
                          [("progress", False), ("login", True)])
         on_frame({"type": "login", "finished": True, "message": {"late": True}})
         self.assertEqual(self.c.take(), [])  # after the final frame nothing more is relayed
+        self.receiver.failed(LinkOutcome.DOWN)
+        self.assertEqual(self.c.take(), [])
+
+    def test_link_outcomes_become_the_clients_503_and_504(self) -> None:
+        for outcome, text, code in ((LinkOutcome.DOWN, E.MS_DOWN, 503),
+                                    (LinkOutcome.TIMEOUT, E.MS_TIMEOUT, 504)):
+            self.sent.clear()
+            self.forward()
+            self.h.clock.advance(0.25)
+            self.receiver.failed(outcome)
+            self.assertEqual(self.c.take(), [
+                {"type": "login", "finished": True, "responseTime": "250ms",
+                 "message": {"error": text, "status": {"code": code}}}])
+            self.assertEqual(self.h.node.in_flight, 0)
+            self.receiver.failed(outcome)  # once only
+            self.receiver.frame({"type": "login", "finished": True, "message": {}})
+            self.assertEqual(self.c.take(), [])
+
+    def test_link_outcome_keeps_a_masters_request_id(self) -> None:
+        self.h.send(self.c, {"type": "login", "token": self.token, "ms_requestId": 12})
+        [(_, receiver)] = self.sent
+        receiver.failed(LinkOutcome.DOWN)
+        [f] = self.c.take()
+        self.assertEqual(f["ms_requestId"], 12)
+        self.assertEqual(f["message"]["status"], {"code": 503})
+
+
+class DispatchTableTests(SynchronousTestCase):
+    """The slots for built-in types (how ``ewd-fragment`` will be added)."""
+
+    def test_session_builtin_gets_an_authenticated_request_and_is_never_forwarded(self) -> None:
+        forwarded = []
+        routes = SimpleNamespace(route=lambda a, t: forwarded.append(t) or (None, "x"))
+        h = NodeHarness({"a": app(handlers={})}, micro_services=routes)
+        got = []
+
+        def builtin(req):
+            got.append((req.type, req.application, req.jwt))
+            h.node.local._reply(req.conn, req.type, {"ok": True}, req.started)
+
+        h.node.session_builtins["my-builtin"] = builtin
+        c = h.connect()
+        [f] = h.send(c, {"type": "my-builtin", "token": h.register(c, "a")})
+        self.assertEqual(f["message"], {"ok": True})
+        s = h.connect()
+        h.send(s, {"type": "my-builtin", "token": h.register(s, "a", jwt=False)})
+        self.assertEqual(got, [("my-builtin", "a", True), ("my-builtin", "a", False)])
+        self.assertEqual(forwarded, [])
+        self.assertEqual(h.send(c, {"type": "my-builtin", "token": "bad.jwt.here"})[0]
+                         ["message"]["disconnect"], True)
+        self.assertEqual(len(got), 2)
+
+    def test_builtin_without_session(self) -> None:
+        h = NodeHarness({})
+        h.node.builtins["ping"] = lambda conn, msg, started, rid: conn.send({"pong": rid})
+        c = h.connect()
+        self.assertEqual(h.send(c, {"type": "ping", "ms_requestId": 3}), [{"pong": 3}])
 
 
 class FixesTests(SynchronousTestCase):

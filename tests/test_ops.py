@@ -10,8 +10,9 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from qewd_twisted.ops.status_page import (
     StatusJSONResource,
@@ -19,6 +20,7 @@ from qewd_twisted.ops.status_page import (
     render_page,
 )
 from qewd_twisted.config import ConfigError, config_from_dict
+from qewd_twisted.core.interfaces import ILinkObserver
 from qewd_twisted.mesh.links import LinkState
 from qewd_twisted.ops.metrics import Labels
 from qewd_twisted.ops.operations import LinkEvents, RequestLog, RequestRates
@@ -101,43 +103,39 @@ class LinkEventsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = FakeReactor()
         self.link = FakeLink()
-        self.observers: list[Any] = []
-        self.link.on_state_change = self.observers.append
-        self.events = LinkEvents(self.clock, {URL: self.link}, size=5)
+        self.other = FakeLink("http://elsewhere:1")
+        self.events = LinkEvents(self.clock, {URL: self.link, self.other.url: self.other},
+                                 size=5)
+
+    def test_is_a_link_observer(self) -> None:
+        self.assertTrue(verifyObject(ILinkObserver, self.events))
+        self.assertEqual(self.link.observers, [self.events])
 
     def test_state_changes(self) -> None:
-        [callback] = self.observers
-        callback(self.link, LinkState.DOWN)
+        self.events.link_state_changed(self.link, LinkState.DOWN)
         self.clock.advance(2)
-        callback(self.link, LinkState.UP)
+        self.events.link_state_changed(self.link, LinkState.UP)
         self.assertEqual([e["text"] for e in self.events.events],
                          [f"link {URL} is down", f"link {URL} is up"])
         self.assertEqual(self.events.since[URL], 2)
 
-    def test_problems_from_link_log_events_only(self) -> None:
-        self.events.start()
-        self.addCleanup(self.events.stop)
-        links_log = Logger(namespace="qewd_twisted.mesh.links")
-        links_log.info("link {url}: connect failed: {why}", url=URL, why="Connection refused")
-        links_log.info("link {url}: reconnecting (attempt {attempt})", url=URL, attempt=2)
-        links_log.warn("link {url}: something odd", url="http://elsewhere:1")
-        Logger(namespace="qewd_twisted.core.node").warn("link {url}: not a link event", url=URL)
-        Logger(namespace="qewd_twisted.mesh.protocol").warn("link {url}: no pong", url=URL)
-        texts = [e["text"] for e in self.events.events]
-        self.assertEqual(texts, [f"link {URL}: connect failed: Connection refused",
-                                 f"link {URL}: no pong"])
-        self.assertEqual(self.events.last_error[URL]["text"], f"link {URL}: no pong")
+    def test_reported_events(self) -> None:
+        self.events.link_event(self.link, "error", f"link {URL}: connect failed: refused")
+        self.events.link_event(self.other, "timeout", "link http://elsewhere:1: login timed out")
+        self.events.link_event(self.link, "dropped", f"link {URL}: late frame dropped")
+        self.assertEqual([(e["url"], e["kind"]) for e in self.events.events],
+                         [(URL, "error"), ("http://elsewhere:1", "timeout"), (URL, "dropped")])
+        self.assertEqual(self.events.last_error[URL]["text"], f"link {URL}: late frame dropped")
 
     def test_ring_is_bounded_and_stop_detaches(self) -> None:
-        self.events.start()
-        log = Logger(namespace="qewd_twisted.mesh.links")
         for i in range(20):
-            log.warn("link {url}: problem {i}", url=URL, i=i)
+            self.events.link_event(self.link, "error", f"link {URL}: problem {i}")
         self.assertEqual([e["text"][-2:] for e in self.events.events],
                          ["15", "16", "17", "18", "19"])
         self.events.stop()
-        log.warn("link {url}: after stop", url=URL)
-        self.assertNotIn("after stop", self.events.events[-1]["text"])
+        self.assertEqual((self.link.observers, self.other.observers), ([], []))
+        self.events.start()
+        self.assertEqual(self.link.observers, [self.events])
 
 
 class RequestLogTests(SynchronousTestCase):
@@ -161,7 +159,7 @@ class RequestLogTests(SynchronousTestCase):
         h.send(c, {"type": "echo", "token": token, "params": {"password": "hunter2"}})
         h.send(c, {"type": "remote", "token": token})
         h.clock.advance(0.25)
-        link.requests[0][1]({"type": "remote", "finished": True, "message": {"ok": 1}})
+        link.requests[0][1].frame({"type": "remote", "finished": True, "message": {"ok": 1}})
         fields = ("request_id", "application", "type", "outcome", "duration_ms", "forwarded",
                   "link")
         [local, forwarded] = self.captured

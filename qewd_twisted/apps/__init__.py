@@ -5,10 +5,12 @@ Handler modules and where they run.
 - `modules`: loading an application's handler module (only those ``moduleMap`` names) into an
   `Application`; the ``@on_reactor`` marker.
 - `pool`: the bounded `WorkerPool` that sync handlers run in.
-- `local`: running one request with its application's handler, in the pool or on the reactor.
+- `local`: `LocalRunner`, running one request with its application's handler, in the pool or
+  on the reactor, and shaping its replies.
 
-May import: ``qewd_twisted.errors``, ``qewd_twisted.core`` (requests), and Twisted. Nothing
-here knows about transports, links or tokens.
+May import: ``qewd_twisted.errors``, ``qewd_twisted.core`` (envelope, requests, inflight,
+interfaces, q), ``qewd_twisted.auth.tokens`` (re-issuing JWTs) and Twisted. Nothing here knows
+about transports or links.
 """
 
 from qewd_twisted.apps.modules import (

@@ -1,10 +1,16 @@
+# -*- test-case-name: tests.test_node -*-
 """
-Running a request with the application's own handler module (PROTOCOL.md §5): where it runs
-(the reactor or a worker pool thread), the ``send`` / ``finished`` it is given, the
-beforeHandler / handler / afterHandler chain, crashes, handler timeouts and the final reply with
-the re-issued token. A mixin of ``node.Node``, which owns the state it uses (``apps``,
-``pool``, ``tokens``, ``reactor``, ``handler_timeout``) and the reply helpers (``_reply``,
-``_error``, ``_send``, ``_begin``, ``_end``).
+Running a request with the application's own handler module (docs/protocol.md §5).
+
+`LocalRunner.run(req)` loads the application, picks where the handler runs (the reactor or a
+worker pool thread), gives it ``send`` / ``finished``, runs the beforeHandler / handler /
+afterHandler chain, and turns crashes, handler timeouts and the final reply (with the
+re-issued JWT, and the workerResponseHandler's say) into frames (``core.envelope``). The node
+composes it: it hands over authenticated requests and owns the connections, the requests in
+flight (``core.inflight.InFlight``) and the sender.
+
+May import: ``qewd_twisted.errors``, ``qewd_twisted.core`` (envelope, requests, inflight,
+interfaces, q), ``qewd_twisted.apps`` and ``qewd_twisted.auth.tokens``; Twisted.
 """
 
 from __future__ import annotations
@@ -15,14 +21,21 @@ from collections.abc import Coroutine
 from typing import Any, Callable, Generator
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qewd_twisted import errors as E
-from qewd_twisted.core.requests import Request, _positional_arity, _snapshot
-from qewd_twisted.apps.modules import Application, AppLoadError, runs_on_reactor
+from qewd_twisted.apps.modules import Application, AppLoadError, Applications, runs_on_reactor
 from qewd_twisted.apps.pool import PoolFull
+from qewd_twisted.auth.tokens import TokenCodec
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.core import envelope
+from qewd_twisted.core.inflight import InFlight
+from qewd_twisted.core.interfaces import IConnection, IWorkerPool
+from qewd_twisted.core.q import Q
+from qewd_twisted.core.requests import Request, positional_arity, snapshot
 
 log = Logger()
 
@@ -50,37 +63,62 @@ def _resume(coro: Coroutine, awaited: Any) -> Generator[Any, Any, Any]:
 
 
 
-class LocalHandlers:
-    """The local-handler half of ``node.Node`` (see the module docstring)."""
+class LocalRunner:
+    """Runs authenticated requests with their application's handler module.
 
-    # provided by Node
-    apps: Any
-    pool: Any
-    tokens: Any
-    reactor: Any
-    observer: Any
-    handler_timeout: float | None
-    _arity: dict[Any, int]
-    _on_reactor: dict[Any, bool]
-    _to_reactor: Callable[..., None]
-    _reply: Callable[..., None]
-    _error: Callable[..., None]
-    _send: Callable[..., None]
-    _begin: Callable[[Request], None]
-    _end: Callable[..., None]
-    _elapsed: Callable[[float], str]
+    ``send(conn, frame)`` is the node's sender (it answers a frame that is not JSON-able);
+    ``q`` is what workerResponseHandlers get; ``tokens`` re-issues JWTs (None: no JWT
+    support); ``handler_timeout`` in seconds (None or 0: none).
+    """
 
-    def _run_local(self, req: Request) -> None:
+    def __init__(self, reactor: IReactorTime, apps: Applications, pool: IWorkerPool,
+                 in_flight: InFlight,
+                 send: Callable[[IConnection, Any], None], q: Q, *,
+                 tokens: TokenCodec | None = None,
+                 handler_timeout: float | None = Limits.handler_timeout) -> None:
+        self.reactor = reactor
+        self.apps = apps
+        self.pool = pool
+        self.tokens = tokens
+        self.q = q
+        self.handler_timeout = handler_timeout
+        self._in_flight = in_flight
+        self._send = send
+        self._begin = in_flight.begin
+        self._end = in_flight.end
+        self._arity: dict[Any, int] = {}
+        self._on_reactor: dict[Any, bool] = {}  # handler -> runs_on_reactor(handler)
+        # How pool threads hand a call to the reactor: the pool's post() shares reactor
+        # wake-ups between finished() and the thread's return; a pool without it (a user's
+        # own) gets callFromThread.
+        self._to_reactor: Callable[..., None] = (
+            getattr(pool, "post", None) or getattr(reactor, "callFromThread", None))
+
+    def _elapsed(self, started: float) -> str:
+        return envelope.response_time(started, self.reactor.seconds())
+
+    def _reply(self, conn: IConnection, type: str, message: Any, started: float,
+               rid: Any = None, finished: bool = True) -> None:
+        self._send(conn, envelope.reply_since(type, message, started, self.reactor.seconds(),
+                                              rid, finished))
+
+    def _error(self, conn: IConnection, type: str, text: str, started: float, rid: Any = None,
+               status: int | None = None, **extra: Any) -> None:
+        self._send(conn, envelope.error(type, text, self._elapsed(started), rid, status=status,
+                                        **extra))
+
+    def run(self, req: Request) -> None:
+        """Run ``req`` (authenticated, for ``req.application``); never raises."""
         try:
             app = self.apps.get(req.application)
         except AppLoadError as e:
-            self.observer.request_finished(req, "error")
+            self._in_flight.ended_early(req, "error")
             return self._error(req.conn, req.type, str(e), req.started, req.ms_request_id,
                                reason=e.reason)
         req.app = app
         handler = app.handlers.get(req.type)
         if handler is None and app.before_handler is None:
-            self.observer.request_finished(req, "error")
+            self._in_flight.ended_early(req, "error")
             return self._error(req.conn, req.type,
                                E.NO_HANDLER.format(application=req.application, type=req.type),
                                req.started, req.ms_request_id)
@@ -138,16 +176,16 @@ class LocalHandlers:
             call = self._to_reactor
 
             def send(message: Any = None) -> None:
-                call(self._intermediate, req, _snapshot(message))
+                call(self._intermediate, req, snapshot(message))
 
             def finished(message: Any = None) -> None:
-                call(self._finished, req, _snapshot(message))
+                call(self._finished, req, snapshot(message))
         else:
             def send(message: Any = None) -> None:
-                self._intermediate(req, _snapshot(message))
+                self._intermediate(req, snapshot(message))
 
             def finished(message: Any = None) -> None:
-                self._finished(req, _snapshot(message))
+                self._finished(req, snapshot(message))
         return send, finished
 
     def _no_handler(self, req: Request) -> dict:
@@ -207,12 +245,8 @@ class LocalHandlers:
             return
         self._end(req, "error")
         # QEWD's crash reply: type "error", message is the exception's text (§5.4).
-        frame: dict[str, Any] = {"type": "error", "finished": True,
-                                 "message": failure.getErrorMessage() or failure.type.__name__,
-                                 "responseTime": self._elapsed(req.started)}
-        if req.ms_request_id is not None:
-            frame["ms_requestId"] = req.ms_request_id
-        self._send(req.conn, frame)
+        self._send(req.conn, envelope.crash(failure.getErrorMessage() or failure.type.__name__,
+                                            self._elapsed(req.started), req.ms_request_id))
 
     def _timed_out(self, req: Request) -> None:
         req.timer = None
@@ -277,9 +311,9 @@ class LocalHandlers:
     def _call_wrh(self, fn: Callable, req: Request, message: Any) -> Any:
         n = self._arity.get(fn)
         if n is None:
-            n = self._arity[fn] = _positional_arity(fn)
+            n = self._arity[fn] = positional_arity(fn)
 
         def send(frame: Any) -> None:
             self._send(req.conn, frame)
 
-        return fn(message, send, self) if n >= 3 else fn(message, send)
+        return fn(message, send, self.q) if n >= 3 else fn(message, send)

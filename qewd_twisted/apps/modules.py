@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_node -*-
 """
 Handler modules: found through ``moduleMap`` only, loaded once, wrapped as ``Application``.
 
@@ -171,7 +172,7 @@ class Applications:
                 continue
             try:
                 mod = load_module(name, getattr(spec, "path", None), getattr(spec, "module", None))
-                app = self.add(name, mod)
+                self.add(name, mod)
                 init = getattr(mod, "init", None)
                 if callable(init):
                     init(name)

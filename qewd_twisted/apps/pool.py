@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_workers -*-
 """
 The worker pool: a bounded Twisted ThreadPool of ``poolSize`` threads, owned by a service.
 
@@ -20,6 +21,9 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from qewd_twisted.core.interfaces import IWorkerPool
 
 log = Logger()
 
@@ -34,6 +38,7 @@ def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
     return t
 
 
+@implementer(IWorkerPool)
 class WorkerPool(Service):
     """Runs sync handler calls in ``size`` threads, at most ``max_queue`` waiting."""
 
@@ -191,6 +196,5 @@ class WorkerPool(Service):
             return defer.succeed(None)
         log.warn("stopping with {n} handler call(s) still running", n=self._outstanding)
         threading.Thread(target=join, name="qewd-pool-stop", daemon=True).start()
-        timer = clock.callLater(self.join_timeout, fire)
-        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        d.addTimeout(self.join_timeout, clock, onTimeoutCancel=lambda result, timeout: None)
         return d

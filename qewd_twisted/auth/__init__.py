@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_tokens -*-
 """
 Tokens and sessions: QEWD's JWTs (signing, verification, the encrypted ``qewd`` claim) and
 session-token mode's server-side sessions.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_tokens -*-
 """
 The ``qewd`` claim's ciphers (PROTOCOL.md §3.3) and the JSON and base64url primitives that
 QEWD's JWTs need, byte for byte: JavaScript's ``JSON.stringify`` layout and jwt-simple's
@@ -21,7 +22,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from qewd_twisted import _json
 
-__all__ = ["GCMSecretCipher", "SecretCipher", "evp_bytes_to_key"]
+__all__ = ["SCALARS", "GCMSecretCipher", "SecretCipher", "b64url", "b64url_decode", "bounded_put",
+           "evp_bytes_to_key", "flat_object", "js_json", "load_json"]
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -41,7 +43,7 @@ def evp_bytes_to_key(secret: bytes, key_len: int = 32, iv_len: int = 16) -> tupl
     return out[:key_len], out[key_len : key_len + iv_len]
 
 
-def _load_json(data: bytes) -> Any:
+def load_json(data: bytes) -> Any:
     """Strict JSON from UTF-8 bytes; ValueError on anything JSON.parse would refuse."""
     try:
         return _json.loads_strict(data.decode("utf-8"))
@@ -49,7 +51,7 @@ def _load_json(data: bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def _js_json(obj: Any) -> bytes:
+def js_json(obj: Any) -> bytes:
     """UTF-8 of the JSON ``JSON.stringify`` would write: compact, non-ASCII kept, key order kept.
 
     A string with a lone surrogate cannot be UTF-8; like ES2019 ``JSON.stringify`` we then
@@ -62,11 +64,11 @@ def _js_json(obj: Any) -> bytes:
         return _json.dumps_ascii(obj).encode("ascii")
 
 
-def _b64url(data: bytes) -> str:
+def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _b64url_decode(segment: str) -> bytes | None:
+def b64url_decode(segment: str) -> bytes | None:
     """Decode canonical unpadded base64url, as jwt-simple writes it; None for anything else.
 
     Non-canonical spellings (padding, stray bits in the last character) are refused so that a
@@ -78,24 +80,24 @@ def _b64url_decode(segment: str) -> bytes | None:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
         return None
-    return raw if _b64url(raw) == segment else None
+    return raw if b64url(raw) == segment else None
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _flat(obj: Any) -> dict[str, Any] | None:
+def flat_object(obj: Any) -> dict[str, Any] | None:
     """``obj`` if it is a dict of str keys and scalar values (a shallow copy of it is then a
     full copy, and it is exactly what parsing its JSON gives back), else None."""
     if type(obj) is not dict:
         return None
     for key, value in obj.items():
-        if type(key) is not str or type(value) not in _SCALARS:
+        if type(key) is not str or type(value) not in SCALARS:
             return None
     return obj
 
 
-def _bounded_put(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+def bounded_put(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
     """Insert into a dict used as a bounded cache, dropping the oldest entry when full."""
     if key not in cache and len(cache) >= size:
         del cache[next(iter(cache))]
@@ -125,11 +127,11 @@ class GCMSecretCipher:
         self.cache_size = cache_size
 
     def encrypt(self, obj: Any) -> str:
-        plain = _js_json(obj)
+        plain = js_json(obj)
         nonce = os.urandom(12)
-        claim = self.PREFIX + _b64url(nonce + self._aead.encrypt(nonce, plain, None))
+        claim = self.PREFIX + b64url(nonce + self._aead.encrypt(nonce, plain, None))
         if self.cache_size > 0:
-            _bounded_put(self._plain_by_claim, claim, plain, self.cache_size)
+            bounded_put(self._plain_by_claim, claim, plain, self.cache_size)
         return claim
 
     def decrypt(self, claim: str) -> Any:
@@ -137,19 +139,19 @@ class GCMSecretCipher:
             raise TypeError("the claim must be a string")
         known = self._plain_by_claim.get(claim)
         if known is not None:
-            return _load_json(known)
+            return load_json(known)
         if not claim.startswith(self.PREFIX):
             raise ValueError("not an aes-256-gcm claim")
-        raw = _b64url_decode(claim[len(self.PREFIX):])
+        raw = b64url_decode(claim[len(self.PREFIX):])
         if raw is None or len(raw) < 12 + 16:
             raise ValueError("malformed aes-256-gcm claim")
         try:
             plain = self._aead.decrypt(raw[:12], raw[12:], None)
         except InvalidTag:
             raise ValueError("the claim does not authenticate under this secret") from None
-        obj = _load_json(plain)
+        obj = load_json(plain)
         if self.cache_size > 0:
-            _bounded_put(self._plain_by_claim, claim, plain, self.cache_size)
+            bounded_put(self._plain_by_claim, claim, plain, self.cache_size)
         return obj
 
 
@@ -171,7 +173,7 @@ class SecretCipher:
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(iv))
         # Deterministic cipher: a session whose secrets did not change since the last token
         # re-encrypts to the same hex. Both maps hold only pairs this cipher made or opened.
-        # _plain_by_hex also keeps the parsed object when it is flat (``_flat``): a client
+        # _plain_by_hex also keeps the parsed object when it is flat (``flat_object``): a client
         # sends back the claim we gave it, and a dict copy is cheaper than parsing the JSON.
         self._hex_by_plain: dict[bytes, str] = {}
         self._plain_by_hex: dict[str, tuple[bytes, dict[str, Any] | None]] = {}
@@ -180,9 +182,9 @@ class SecretCipher:
     def _remember(self, plain: bytes, hexed: str, obj: Any = None) -> None:
         if self.cache_size <= 0:
             return
-        flat = _flat(obj)
-        _bounded_put(self._hex_by_plain, plain, hexed, self.cache_size)
-        _bounded_put(self._plain_by_hex, hexed,
+        flat = flat_object(obj)
+        bounded_put(self._hex_by_plain, plain, hexed, self.cache_size)
+        bounded_put(self._plain_by_hex, hexed,
                      (plain, None if flat is None else dict(flat)), self.cache_size)
 
     def encrypt(self, obj: Any) -> str:
@@ -190,7 +192,7 @@ class SecretCipher:
 
         Raises ValueError (NaN, circular) or TypeError (not JSON-able) for what JSON cannot hold.
         """
-        plain = _js_json(obj)
+        plain = js_json(obj)
         hexed = self._hex_by_plain.get(plain)
         if hexed is not None:
             return hexed
@@ -209,7 +211,7 @@ class SecretCipher:
             raise TypeError("ciphertext must be a hex string")
         known = self._plain_by_hex.get(ciphertext)
         if known is not None:
-            return dict(known[1]) if known[1] is not None else _load_json(known[0])
+            return dict(known[1]) if known[1] is not None else load_json(known[0])
         try:
             raw = bytes.fromhex(ciphertext)
         except ValueError:
@@ -224,7 +226,7 @@ class SecretCipher:
         except ValueError:
             raise ValueError("bad padding: wrong secret or corrupted ciphertext") from None
         try:
-            obj = _load_json(plain)
+            obj = load_json(plain)
         except ValueError:
             raise ValueError("decrypted data is not JSON") from None
         self._remember(plain, ciphertext, obj)

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sessions -*-
 """
 Session objects handed to handlers, and the server-side session store for session-token mode.
 
@@ -21,6 +22,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
+
+from qewd_twisted import errors as E
 
 __all__ = [
     "ISessionStore",
@@ -108,7 +111,7 @@ class JWTSession(_SessionMapping):
             self.make_secret(name)
 
     @classmethod
-    def _verified(cls, claims: dict[str, Any], secret_names: list[str]) -> JWTSession:
+    def from_verified(cls, claims: dict[str, Any], secret_names: list[str]) -> JWTSession:
         """The token layer's constructor: ``claims`` hold no internal claim and
         ``secret_names`` no reserved name (both already filtered)."""
         session = cls.__new__(cls)
@@ -180,11 +183,7 @@ class JWTSession(_SessionMapping):
         return f"JWTSession({shown!r}, secret_names={sorted(self._secrets)!r})"
 
 
-SESSION_ERRORS = (
-    "Missing authorization header",
-    "Invalid token or session expired",
-    "Session expired",
-)
+SESSION_ERRORS = (E.MISSING_AUTH, E.INVALID_SESSION, E.SESSION_EXPIRED)  # QEWD's (§2.4)
 MISSING_AUTHORIZATION, INVALID_TOKEN, SESSION_EXPIRED = SESSION_ERRORS
 # Ours: the store is bounded (§9 item 7, registration is otherwise a free DB write).
 TOO_MANY_SESSIONS = "Too many sessions"

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_tokens,tests.test_token_attacks -*-
 """
 QEWD-compatible JWTs (PROTOCOL.md §3): what QEWD.js's jwt-simple writes and reads, bit for bit.
 
@@ -48,13 +49,13 @@ from twisted.internet.interfaces import IReactorTime
 from qewd_twisted.auth.ciphers import (
     GCMSecretCipher,
     SecretCipher,
-    _SCALARS,
-    _b64url,
-    _b64url_decode,
-    _bounded_put,
-    _flat,
-    _js_json,
-    _load_json,
+    SCALARS,
+    b64url,
+    b64url_decode,
+    bounded_put,
+    flat_object,
+    js_json,
+    load_json,
     evp_bytes_to_key,
 )
 from qewd_twisted.auth.sessions import INTERNAL_CLAIMS, RESERVED_CLAIMS, JWTSession, check_timeout
@@ -140,12 +141,12 @@ def _syntax(reason: str) -> TokenError:
     return TokenError(reason, "SyntaxError")
 
 
-_HS256_HEADER = _b64url(b'{"typ":"JWT","alg":"HS256"}')  # §3.1, byte for byte
+_HS256_HEADER = b64url(b'{"typ":"JWT","alg":"HS256"}')  # §3.1, byte for byte
 _STANDARD_HEADER = {"typ": "JWT", "alg": "HS256"}
 
 
 def _parse_segment(segment: str, what: str) -> dict[str, Any]:
-    raw = _b64url_decode(segment)
+    raw = b64url_decode(segment)
     if raw is None:
         raise _syntax(BAD_BASE64)
     return _parse_json(raw, what)
@@ -153,7 +154,7 @@ def _parse_segment(segment: str, what: str) -> dict[str, Any]:
 
 def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = _load_json(raw)
+        value = load_json(raw)
     except ValueError:
         raise _syntax(f"Invalid JSON in JWT {what}") from None
     if not isinstance(value, dict):
@@ -161,12 +162,12 @@ def _parse_json(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-_SCALAR_TYPES = _SCALARS - {float}  # floats never count as the same (see _Seen)
+_SCALAR_TYPES = SCALARS - {float}  # floats never count as the same (see _Seen)
 
 
 class _Seen:
     """What the token cache keeps per token: the payload's JSON, the payload itself when it is
-    flat (``_flat``: copying it is cheaper than parsing), and whether the token is exactly
+    flat (``flat``: copying it is cheaper than parsing), and whether the token is exactly
     what ``encode`` would write for that payload (our header, current key, our JSON layout).
 
     For such a token ``issue`` can return the token itself when a handler leaves the session
@@ -313,7 +314,7 @@ class TokenCodec:
             raise TokenError(TOO_LONG)
         known = self._seen.get(token)
         if known is not None:
-            payload = dict(known.flat) if known.flat is not None else _load_json(known.json)
+            payload = dict(known.flat) if known.flat is not None else load_json(known.json)
             if check_times:
                 self._check_times(payload)
             return payload
@@ -324,7 +325,7 @@ class TokenCodec:
         # no parsing; any other goes through JSON and, below, PyJWT.
         standard = segments[0] == _HS256_HEADER
         header = _STANDARD_HEADER if standard else _parse_segment(segments[0], "header")
-        payload_json = _b64url_decode(segments[1])
+        payload_json = b64url_decode(segments[1])
         if payload_json is None:
             raise _syntax(BAD_BASE64)
         payload = _parse_json(payload_json, "payload")
@@ -333,7 +334,7 @@ class TokenCodec:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise TokenError(ALGORITHM_NOT_SUPPORTED)
-        signature = _b64url_decode(segments[2])
+        signature = b64url_decode(segments[2])
         if signature is None:
             raise TokenError(BAD_SIGNATURE)  # jwt-simple: a string that is not the signature
         if standard:
@@ -343,7 +344,7 @@ class TokenCodec:
         # Byte for byte what encode() would write for these claims (our header, our current
         # key, our JSON layout): issue() may hand the same token out again (see _Seen).
         ours = (key_index == 0 and segments[0] == _HS256_HEADER
-                and _flat(payload) is not None and _js_json(payload) == payload_json)
+                and flat_object(payload) is not None and js_json(payload) == payload_json)
         self._remember(token, payload_json, payload, ours)
         if check_times:
             self._check_times(payload)
@@ -352,9 +353,9 @@ class TokenCodec:
     def _remember(self, token: str, payload_json: bytes, payload: Any, ours: bool) -> None:
         # bounded in count by cache_size and per entry by max_token_length
         if self._cache_size > 0 and payload_json and len(token) <= self.max_token_length:
-            flat = _flat(payload)
+            flat = flat_object(payload)
             entry = _Seen(payload_json, None if flat is None else dict(flat), ours)
-            _bounded_put(self._seen, token, entry, self._cache_size)
+            bounded_put(self._seen, token, entry, self._cache_size)
 
     def _check_hs256(self, token: str, signature: bytes) -> int:
         """``_check_signature`` for QEWD's standard header: HMAC-SHA256 of the signing input
@@ -437,7 +438,7 @@ class TokenCodec:
             if name not in RESERVED_CLAIMS:
                 claims[name] = value
                 names.append(name)
-        session = JWTSession._verified(claims, names)
+        session = JWTSession.from_verified(claims, names)
         if token is not None:
             seen = self._seen.get(token)
             if seen is not None and seen.ours:
@@ -457,11 +458,11 @@ class TokenCodec:
             raise TypeError("encode() would put a JWTSession's secret claims in clear: use issue()")
         if not isinstance(payload, Mapping):
             raise TypeError("a JWT payload must be a mapping")
-        payload_json = _js_json(dict(payload))
-        signing_input = _HS256_HEADER + "." + _b64url(payload_json)
+        payload_json = js_json(dict(payload))
+        signing_input = _HS256_HEADER + "." + b64url(payload_json)
         mac = self._mac.copy()
         mac.update(signing_input.encode("ascii"))
-        token = signing_input + "." + _b64url(mac.digest())
+        token = signing_input + "." + b64url(mac.digest())
         self._remember(token, payload_json, payload, True)
         return token
 
@@ -570,7 +571,7 @@ class TokenCodec:
         if known is None:
             known = self.with_application(payload, application)
             if self._cache_size > 0:
-                _bounded_put(self._rewritten, key, known, max(1, self._cache_size // 4))
+                bounded_put(self._rewritten, key, known, max(1, self._cache_size // 4))
         return known
 
     def refresh(self, token: str, verify_expiry: bool = False) -> str:

@@ -41,12 +41,14 @@ from qewd_twisted.config.checks import (
     show,
     suggest,
 )
+from qewd_twisted.config.limits import CONFIG_KEYS, Limits
 
 __all__ = [
     "Config",
     "ConfigError",
     "Destination",
     "JWTConfig",
+    "Limits",
     "MicroServicesConfig",
     "ModuleSpec",
     "Route",
@@ -135,20 +137,20 @@ class Config:
     pool_size: int = 2
     jwt: JWTConfig | None = None
     module_map: dict[str, ModuleSpec] = field(default_factory=dict)
-    initial_session_timeout: int = 300
+    initial_session_timeout: int = Limits.initial_session_timeout
     web_server_root: str | None = None
     server_name: str = "qewd"
     management_password: str = field(default="keepThisSecret", repr=False)
     cors: bool = False
-    handler_timeout: float = 60.0
-    micro_service_timeout: float = 30.0
-    max_message_size: int = 1048576
-    max_queue_length: int = 20000
-    shutdown_grace: float = 20.0
-    max_connections: int = 20000
-    max_in_flight: int = 64
-    max_in_flight_link: int = 1024
-    max_buffered_bytes: int = 4194304
+    handler_timeout: float = Limits.handler_timeout  # type: ignore[assignment]
+    micro_service_timeout: float = Limits.micro_service_timeout  # type: ignore[assignment]
+    max_message_size: int = Limits.max_message_size
+    max_queue_length: int = Limits.max_queue_length
+    shutdown_grace: float = Limits.shutdown_grace
+    max_connections: int = Limits.max_connections
+    max_in_flight: int = Limits.max_in_flight
+    max_in_flight_link: int = Limits.max_in_flight_link
+    max_buffered_bytes: int = Limits.max_buffered_bytes
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
@@ -157,6 +159,11 @@ class Config:
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def limits(self) -> Limits:
+        """The node's limits from this config, as one object (node, site, pool)."""
+        return Limits(**{name: getattr(self, name) for name in CONFIG_KEYS})
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -250,21 +257,24 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         pool_size=c.get_int(d, "poolSize", 2, 1),
         jwt=jwt,
         module_map=_module_map(c, d),
-        initial_session_timeout=c.get_int(d, "initialSessionTimeout", 300, 1),
+        initial_session_timeout=c.get_int(d, "initialSessionTimeout",
+                                          Limits.initial_session_timeout, 1),
         web_server_root=_web_server_root(c, d),
         server_name=c.get_str(d, "serverName", "config") or "qewd",
         management_password=c.get_str(d, "managementPassword", "config", secret=True)
         or "keepThisSecret",
         cors=c.get_bool(d, "cors", False),
-        handler_timeout=c.get_seconds(d, "handlerTimeout", 60.0),
-        micro_service_timeout=c.get_seconds(d, "microServiceTimeout", 30.0),
-        max_message_size=c.get_int(d, "maxMessageSize", 1048576, 1024),
-        max_queue_length=c.get_int(d, "max_queue_length", 20000, 1),
-        shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", 20.0, zero_ok=True),
-        max_connections=c.get_int(d, "maxConnections", 20000, 1),
-        max_in_flight=c.get_int(d, "maxInFlight", 64, 1),
-        max_in_flight_link=c.get_int(d, "maxInFlightPerLink", 1024, 1),
-        max_buffered_bytes=c.get_int(d, "maxBufferedBytes", 4194304, 65536),
+        handler_timeout=c.get_seconds(d, "handlerTimeout", Limits.handler_timeout),
+        micro_service_timeout=c.get_seconds(d, "microServiceTimeout",
+                                            Limits.micro_service_timeout),
+        max_message_size=c.get_int(d, "maxMessageSize", Limits.max_message_size, 1024),
+        max_queue_length=c.get_int(d, "max_queue_length", Limits.max_queue_length, 1),
+        shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", Limits.shutdown_grace,
+                                     zero_ok=True),
+        max_connections=c.get_int(d, "maxConnections", Limits.max_connections, 1),
+        max_in_flight=c.get_int(d, "maxInFlight", Limits.max_in_flight, 1),
+        max_in_flight_link=c.get_int(d, "maxInFlightPerLink", Limits.max_in_flight_link, 1),
+        max_buffered_bytes=c.get_int(d, "maxBufferedBytes", Limits.max_buffered_bytes, 65536),
         micro_services=micro_services,
         **_operations(c, d, listen),
         ignored_keys=ignored,

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 Validation machinery behind config.py: key paths, the problem collector, and ``u_services``.
 

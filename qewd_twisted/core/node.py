@@ -1,92 +1,142 @@
+# -*- test-case-name: tests.test_node -*-
 """
-The node: decides, per message, what happens to it, and shapes every reply.
+The node: admission, authentication and dispatch for every message, whatever its transport.
 
-For each message from a client (any framing): built-in types (``ewd-register``,
-``ewd-reregister``), then authentication (JWT or session token), then either a remote link (the
-``(application, type)`` is routed in ``u_services``) or the local handler module. JWT work and
-routing run on the reactor thread; only handler code goes to the worker pool (DESIGN.md).
+``Node.receive(conn, message)`` is the one door. A transport (the WebSocket protocols in
+``transports.site``, an HTTP long-poll or ``POST /ajax`` resource, a REST resource, a test's
+``MemoryConnection``) decodes a message into a JSON value and calls it with the connection
+(an ``IConnection``) the replies must go back through. The node never knows the transport:
+it answers only with ``conn.send(frame)`` (or ``encode`` / ``send_encoded`` for broadcasts).
+An HTTP transport gives each client (an Engine.IO polling session, or one REST request) its own
+``IConnection`` whose ``send`` queues or writes the frame to the pending HTTP response, calls
+``connection_opened(conn)`` when the client appears, ``receive(conn, message)`` for each
+message in the request body, and ``connection_lost(conn)`` when the session ends (a REST
+request: when its final frame has been written, ``envelope.is_final``).
 
-Reply envelopes follow PROTOCOL.md §1.4: ``{type, finished, message, responseTime}``; JWT
-rejections are ``{type, message: {error, disconnect: true}}`` with no ``finished`` (as the QEWD.js
-peer sends them). A request that arrived with ``ms_requestId`` (a forward from a master) gets it
-echoed on every frame, intermediate ones included, so the master can correlate each frame.
+Per message (``receive``): shape checks, reserved and unsupported types, admission (shutting
+down, ``maxInFlight``), then the built-in types (`Node.builtins`: ``ewd-register``,
+``ewd-reregister``), then authentication (a JWT, or a session token), then either forwarding
+(the ``(application, type)`` is routed to a link: ``core.forwarding.Forwarder``) or the local
+handler (``apps.local.LocalRunner``). Requests in flight are counted in ``core.inflight``;
+every frame is built by ``core.envelope``. JWT work and routing run on the reactor thread; only
+handler code goes to the worker pool.
 
-Running a request with a local handler module lives in ``_local.LocalHandlers``, a mixin of
-``Node``.
+Adding a built-in type: one that needs no session goes in ``self.builtins`` (``type ->
+fn(conn, message, started, rid)``), checked after admission and before authentication; one
+that needs an authenticated session (``ewd-fragment``) goes in ``self.session_builtins``
+(``type -> fn(req)``, ``req.session`` set), checked after authentication, before routing. Take
+the type out of ``errors.UNSUPPORTED_TYPES`` and list it in docs/errors.md if it has errors.
+
+May import: ``qewd_twisted.errors``, ``qewd_twisted.core``, ``qewd_twisted.auth``,
+``qewd_twisted.apps``, ``qewd_twisted.config.limits`` and ``qewd_twisted.ops.observe`` (the
+do-nothing observer). Never a transport, never the mesh (links and routes are ``ILink`` /
+``IRoutes``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from qewd_twisted import errors as E
-from qewd_twisted.apps.local import LocalHandlers
-from qewd_twisted.core.requests import Connection, Request, _looks_like_jwt
+from qewd_twisted.apps.local import LocalRunner
 from qewd_twisted.apps.modules import Applications
-from qewd_twisted.ops.observe import NodeObserver, outcome_of
-from qewd_twisted.auth.sessions import SessionError
-from qewd_twisted.auth.tokens import NO_APPLICATION, TokenError
+from qewd_twisted.auth.sessions import ISessionStore, SessionError
+from qewd_twisted.auth.tokens import NO_APPLICATION, TokenCodec, TokenError
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.core import envelope
+from qewd_twisted.core.forwarding import Forwarder
+from qewd_twisted.core.inflight import InFlight
+from qewd_twisted.core.interfaces import IConnection, INodeObserver, IRoutes, IWorkerPool
+from qewd_twisted.core.q import Q
+from qewd_twisted.core.requests import Connection, Request, looks_like_jwt
+from qewd_twisted.ops.observe import NodeObserver
+
+__all__ = ["Connection", "Node", "Request"]
 
 log = Logger()
 
+#: A built-in type that needs no session: ``fn(conn, message, started, rid)``.
+Builtin = Callable[[IConnection, dict, float, Any], None]
+#: A built-in type that needs an authenticated session: ``fn(req)``.
+SessionBuiltin = Callable[[Request], None]
 
-class Node(LocalHandlers):
-    """Routes messages from connections to handlers or links and sends the replies."""
+
+class Node:
+    """Routes messages from connections to handlers or links and sends the replies.
+
+    Composed of: an `InFlight` set, a `LocalRunner` (local handlers) and a `Forwarder`
+    (links; only with ``micro_services`` and ``tokens``). ``q`` is what application code gets.
+    ``limits``: ``maxInFlight``, ``maxInFlightPerLink``, the handler and micro-service
+    deadlines and the initial session timeout are read from it.
+    """
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         apps: Applications,
-        pool: Any,
+        pool: IWorkerPool,
         *,
-        tokens: Any = None,
-        sessions: Any = None,
-        micro_services: Any = None,
-        initial_session_timeout: int = 300,
-        handler_timeout: float | None = 60,
-        micro_service_timeout: float | None = 30,
-        max_in_flight: int = 64,
-        max_in_flight_link: int = 1024,
+        tokens: TokenCodec | None = None,
+        sessions: ISessionStore | None = None,
+        micro_services: IRoutes | None = None,
+        limits: Limits = Limits(),
     ) -> None:
         self.reactor = reactor
         self.apps = apps
-        self.pool = pool
         self.tokens = tokens
         self.sessions = sessions
         self.micro_services = micro_services
-        self.initial_session_timeout = initial_session_timeout
-        self.handler_timeout = handler_timeout
-        self.micro_service_timeout = micro_service_timeout
-        self.max_in_flight = max_in_flight
-        self.max_in_flight_link = max_in_flight_link
-        self.connections: dict[str, Connection] = {}
+        self.limits = limits
+        # read per message: kept as plain attributes
+        self.initial_session_timeout = limits.initial_session_timeout
+        self.max_in_flight = limits.max_in_flight
+        self.max_in_flight_link = limits.max_in_flight_link
+        self.connections: dict[str, IConnection] = {}
         self.accepting = True
-        self._in_flight: set[Request] = set()
-        self._drained: list[defer.Deferred[None]] = []
         self._all_closed: list[defer.Deferred[None]] = []
-        self._arity: dict[Any, int] = {}
-        self._on_reactor: dict[Any, bool] = {}  # handler -> runs_on_reactor(handler)
-        # How pool threads hand a call to the reactor: the pool's post() shares reactor
-        # wake-ups between finished() and the thread's return; a pool without it (a user's
-        # own) gets callFromThread.
-        self._to_reactor: Callable[..., None] = (
-            getattr(pool, "post", None) or getattr(reactor, "callFromThread", None))
-        # metrics, status page, request log (observe.py, ops.py); the default does nothing
-        self.observer: NodeObserver = NodeObserver()
+        # metrics, status page, request log (ops); the default does nothing
+        self._observer: INodeObserver = NodeObserver()
+        self.requests = InFlight(reactor, self._observer)
+        self.q = Q(self)
+        self.local = LocalRunner(reactor, apps, pool, self.requests, self._send, self.q,
+                                 tokens=tokens, handler_timeout=limits.handler_timeout)
+        self.forwarder: Forwarder | None = None
+        if micro_services is not None and tokens is not None:
+            self.forwarder = Forwarder(reactor, tokens, self.requests, self._send,
+                                       limits.micro_service_timeout)
+        self.builtins: dict[str, Builtin] = {
+            "ewd-register": self._register,
+            "ewd-reregister": self._reregister,
+        }
+        self.session_builtins: dict[str, SessionBuiltin] = {}
+        self._run_local = self.local.run  # per request: one bound method, looked up once
+
+    @property
+    def observer(self) -> INodeObserver:
+        """What the node reports to (``INodeObserver``); ops replaces it."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: INodeObserver) -> None:
+        self._observer = observer
+        self.requests.observer = observer
 
     # -- connections ---------------------------------------------------------------------
 
-    def connection_opened(self, conn: Connection) -> None:
+    def connection_opened(self, conn: IConnection) -> None:
+        """A transport has a new client: it can be sent to (broadcasts, ``send_to_socket``)."""
         self.connections[conn.id] = conn
-        self.observer.connection_opened(conn)
+        self._observer.connection_opened(conn)
 
-    def connection_lost(self, conn: Connection) -> None:
+    def connection_lost(self, conn: IConnection) -> None:
+        """The client has gone: nothing more is sent to it."""
         conn.open = False
         if self.connections.pop(conn.id, None) is not None:
-            self.observer.connection_closed(conn)
+            self._observer.connection_closed(conn)
         if not self.connections and self._all_closed:
             waiting, self._all_closed = self._all_closed, []
             for d in waiting:
@@ -102,7 +152,7 @@ class Node(LocalHandlers):
         self._broadcast(obj, [c for c in self.connections.values()
                               if c.application == application])
 
-    def _broadcast(self, obj: Any, conns: list[Connection]) -> None:
+    def _broadcast(self, obj: Any, conns: list[IConnection]) -> None:
         # one encoding per framing, not per recipient
         encoded: dict[str, bytes] = {}
         for conn in conns:
@@ -127,68 +177,51 @@ class Node(LocalHandlers):
 
     # -- sending -------------------------------------------------------------------------
 
-    def _send(self, conn: Connection, frame: Any) -> None:
+    def _send(self, conn: IConnection, frame: Any) -> None:
         if not conn.open:
             return
         try:
             conn.send(frame)
         except (TypeError, ValueError) as e:
             log.warn("reply to {conn} is not JSON-serialisable: {error}", conn=conn, error=e)
-            ftype = frame.get("type", "error") if isinstance(frame, dict) else "error"
-            finished = frame.get("finished", True) if isinstance(frame, dict) else True
-            fallback = {"type": ftype, "finished": finished,
-                        "message": {"error": E.NOT_JSON_REPLY.format(type=ftype)}}
-            if isinstance(frame, dict):
-                for key in ("responseTime", "ms_requestId"):
-                    if key in frame:
-                        fallback[key] = frame[key]
-            conn.send(fallback)
+            conn.send(envelope.not_json(frame))
 
     def _elapsed(self, started: float) -> str:
-        return f"{max(0, int((self.reactor.seconds() - started) * 1000))}ms"
+        return envelope.response_time(started, self.reactor.seconds())
 
-    def _reply(self, conn: Connection, type: str, message: Any, started: float,
-               rid: Any = None, finished: bool = True) -> None:
-        frame: dict[str, Any] = {"type": type, "finished": finished, "message": message,
-                                 "responseTime": self._elapsed(started)}
-        if rid is not None:
-            frame["ms_requestId"] = rid
-            if isinstance(message, dict):
-                message["ms_requestId"] = rid
-        self._send(conn, frame)
+    def _reply(self, conn: IConnection, type: str, message: Any, started: float,
+               rid: Any = None) -> None:
+        self._send(conn, envelope.reply(type, message, self._elapsed(started), rid))
 
-    def _error(self, conn: Connection, type: str, text: str, started: float, rid: Any = None,
-               disconnect: bool = False, status: int | None = None, **extra: Any) -> None:
-        message: dict[str, Any] = {"error": text, **extra}
-        if status is not None:
-            message["status"] = {"code": status}
-        if disconnect and rid is None:  # §2.4: with ms_requestId, disconnect is omitted
-            message["disconnect"] = True
-        self._reply(conn, type, message, started, rid)
+    def _error(self, conn: IConnection, type: str, text: str, started: float, rid: Any = None,
+               disconnect: bool = False, status: int | None = None) -> None:
+        self._send(conn, envelope.error(type, text, self._elapsed(started), rid,
+                                        disconnect=disconnect, status=status))
 
-    def _jwt_rejected(self, conn: Connection, type: str, text: str, rid: Any) -> None:
-        # The QEWD.js master's pre-check shape: no finished, no responseTime (§1.4, peer README).
-        frame: dict[str, Any] = {"type": type, "message": {"error": text}}
-        if rid is None:
-            frame["message"]["disconnect"] = True
-        else:
-            frame["ms_requestId"] = rid
-        self._send(conn, frame)
+    # -- the door ------------------------------------------------------------------------
 
-    # -- receiving -----------------------------------------------------------------------
+    def receive(self, conn: IConnection, message: Any) -> None:
+        """Handle one decoded ``message`` (any JSON value) from ``conn``, whatever carried
+        it. Never raises: every failure is answered through ``conn``.
 
-    def message_received(self, conn: Connection, obj: Any) -> None:
-        """Handle one decoded message from ``conn``. Never raises: every failure is answered."""
+        The one entry for every transport: a WebSocket frame, an Engine.IO long-poll packet,
+        a ``POST /ajax`` body or a REST request. An HTTP transport keeps one ``IConnection``
+        per client (a polling session) or per request (``/ajax``, REST), opened with
+        ``connection_opened``; its ``send(frame)`` queues the frame for, or writes it to, the
+        pending HTTP response, and a one-shot request is answered once a final frame
+        (``envelope.is_final``) has been sent, then ``connection_lost``. See the module
+        docstring."""
         started = self.reactor.seconds()
         try:
-            self._receive(conn, obj, started)
+            self._receive(conn, message, started)
         except Exception:
             log.failure("unexpected error handling a message from {conn}", conn=conn)
-            mtype = obj.get("type") if isinstance(obj, dict) else None
-            self._send(conn, {"type": mtype if isinstance(mtype, str) else "error",
-                              "finished": True, "message": {"error": E.INTERNAL_ERROR}})
+            self._send(conn, envelope.internal_error(message))
 
-    def _receive(self, conn: Connection, obj: Any, started: float) -> None:
+    #: Deprecated name of `receive`, kept while callers move over.
+    message_received = receive
+
+    def _receive(self, conn: IConnection, obj: Any, started: float) -> None:
         if not isinstance(obj, dict):
             return self._error(conn, "error", E.NOT_AN_OBJECT, started)
         mtype = obj.get("type")
@@ -202,21 +235,19 @@ class Node(LocalHandlers):
         if mtype in E.UNSUPPORTED_TYPES:
             return self._error(conn, mtype, E.NOT_SUPPORTED.format(type=mtype), started, rid)
         if not self.accepting:
-            return self._error(conn, mtype, E.SHUTTING_DOWN, started, rid, status=503)
+            return self._error(conn, mtype, E.SHUTTING_DOWN, started, rid, status=E.STATUS_BUSY)
         limit = self.max_in_flight_link if conn.is_link else self.max_in_flight
         if conn.in_flight >= limit:
             return self._error(conn, mtype, E.TOO_MANY_IN_FLIGHT, started, rid,
                                status=E.STATUS_TOO_MANY)
-        if mtype == "ewd-register":
-            return self._register(conn, obj, started, rid)
-        if mtype == "ewd-reregister":
-            return self._reregister(conn, obj, started, rid)
+        if mtype in self.builtins:
+            return self.builtins[mtype](conn, obj, started, rid)
 
         token = obj.get("token")
-        use_jwt = conn.jwt or bool(obj.get("jwt")) or _looks_like_jwt(token)
+        use_jwt = conn.jwt or bool(obj.get("jwt")) or looks_like_jwt(token)
         if use_jwt and self.tokens is None:
             if obj.get("jwt") or conn.jwt:
-                return self._jwt_rejected(conn, mtype, E.JWT_NOT_CONFIGURED, rid)
+                return self._send(conn, envelope.jwt_rejection(mtype, E.JWT_NOT_CONFIGURED, rid))
             use_jwt = False
         if not token:
             return self._error(conn, mtype, E.MISSING_AUTH, started, rid, disconnect=True)
@@ -225,34 +256,42 @@ class Node(LocalHandlers):
         else:
             self._session_message(conn, obj, mtype, token, started, rid)
 
-    def _jwt_message(self, conn: Connection, obj: dict, mtype: str, token: Any,
+    # -- authentication ------------------------------------------------------------------
+
+    def _jwt_message(self, conn: IConnection, obj: dict, mtype: str, token: Any,
                      started: float, rid: Any) -> None:
+        tokens: TokenCodec = self.tokens  # type: ignore[assignment]
         try:
-            payload = self.tokens.decode(token)
+            payload = tokens.decode(token)
             application = payload.get("application")
             if not isinstance(application, str) or not application:
                 raise TokenError(NO_APPLICATION)
-            route = (self.micro_services.route(application, mtype)
-                     if self.micro_services is not None else None)
-            if route is not None:
-                req = Request(conn, obj, mtype, started, rid, True, payload, application)
-                return self._forward(req, *route)
-            session = self.tokens.session_from_payload(payload, token)
+            if self.forwarder is not None and mtype not in self.session_builtins:
+                route = self.micro_services.route(application, mtype)  # type: ignore[union-attr]
+                if route is not None:
+                    req = Request(conn, obj, mtype, started, rid, True, payload, application)
+                    return self.forwarder.forward(req, *route)
+            session = tokens.session_from_payload(payload, token)
         except TokenError as e:
-            return self._jwt_rejected(conn, mtype, str(e), rid)
+            return self._send(conn, envelope.jwt_rejection(mtype, str(e), rid))
         req = Request(conn, obj, mtype, started, rid, True, session, application)
+        if self.session_builtins and mtype in self.session_builtins:
+            return self.session_builtins[mtype](req)
         self._run_local(req)
 
-    def _session_message(self, conn: Connection, obj: dict, mtype: str, token: Any,
+    def _session_message(self, conn: IConnection, obj: dict, mtype: str, token: Any,
                          started: float, rid: Any) -> None:
         try:
-            session = self.sessions.authenticate(token if isinstance(token, str) else "")
+            session = self.sessions.authenticate(  # type: ignore[union-attr]
+                token if isinstance(token, str) else "")
         except SessionError as e:
             return self._error(conn, mtype, str(e), started, rid, disconnect=True)
         req = Request(conn, obj, mtype, started, rid, False, session, session.application)
+        if self.session_builtins and mtype in self.session_builtins:
+            return self.session_builtins[mtype](req)
         self._run_local(req)
 
-    # -- built-ins (PROTOCOL.md §2) -----------------------------------------------------
+    # -- built-ins (docs/protocol.md §2) -----------------------------------------------------
 
     def _register(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
         mtype = "ewd-register"
@@ -274,7 +313,7 @@ class Node(LocalHandlers):
                 session = self.sessions.create(
                     application, self.initial_session_timeout, conn.id, conn.ip)
             except SessionError as e:
-                return self._error(conn, mtype, str(e), started, rid, status=503)
+                return self._error(conn, mtype, str(e), started, rid, status=E.STATUS_BUSY)
             token = session.token
             conn.jwt = False
         conn.application = application
@@ -293,7 +332,7 @@ class Node(LocalHandlers):
         message: dict[str, Any] = {"ok": True}
         # A JWT is treated as one even without jwt:true, so QEWD's own browser clients (which
         # omit it, §2.3) survive a reconnect; the token is fully verified either way.
-        if self.tokens is not None and (obj.get("jwt") or _looks_like_jwt(token)):
+        if self.tokens is not None and (obj.get("jwt") or looks_like_jwt(token)):
             try:
                 session = self.tokens.session(token)
             except TokenError as e:
@@ -318,112 +357,36 @@ class Node(LocalHandlers):
         self.observer.registered(conn, conn.application, conn.jwt, True)
         self._reply(conn, mtype, message, started, rid)
 
-    # -- local handlers (PROTOCOL.md §5; running them: _local.LocalHandlers) ------------
-
-    def _begin(self, req: Request) -> None:
-        self._in_flight.add(req)
-        req.conn.in_flight += 1
-
-    def _end(self, req: Request, outcome: str = "ok") -> None:
-        req.done = True
-        if req.timer is not None and req.timer.active():
-            req.timer.cancel()
-        req.timer = None
-        if req in self._in_flight:
-            self._in_flight.discard(req)
-            req.conn.in_flight -= 1
-            self.observer.request_finished(req, outcome)
-        if not self._in_flight and self._drained:
-            # Next reactor turn: the caller is about to send this request's final frame, and a
-            # waiter (a stopping service) would otherwise close the socket before it goes out.
-            self.reactor.callLater(0, self._fire_drained)
-
-    def _fire_drained(self) -> None:
-        if self._in_flight:
-            return
-        waiting, self._drained = self._drained, []
-        for d in waiting:
-            if not d.called:
-                d.callback(None)
-
-    # -- forwarding (PROTOCOL.md §4.4) ---------------------------------------------------
-
-    def _forward(self, req: Request, link: Any, remote_application: str) -> None:
-        out = {k: v for k, v in req.message.items() if k not in ("ms_requestId", "qewd_twisted")}
-        out["token"] = self.tokens.rewrite(req.message["token"], remote_application)
-        out["jwt"] = True
-        req.link = link
-        self._begin(req)
-        link.send_request(out, lambda frame: self._relay(req, frame), self.micro_service_timeout)
-
-    def _relay(self, req: Request, frame: dict) -> None:
-        if req.done:
-            log.debug("late frame for {type} dropped", type=req.type)
-            return
-        frame = dict(frame)
-        final = bool(frame.get("finished", True))
-        message = frame.get("message")
-        if isinstance(message, dict) and isinstance(message.get("token"), str):
-            message = dict(message)
-            try:
-                message["token"] = self.tokens.rewrite(message["token"], req.application)
-            except TokenError as e:
-                # Never re-sign what we could not verify; and don't report success while the
-                # session update that came with it is lost.
-                log.warn("micro-service reply to {type} carries a token that does not verify "
-                         "here: {error}", type=req.type, error=e.reason)
-                del message["token"]
-                if final:
-                    message = {"error": E.BAD_MS_TOKEN, "status": {"code": E.STATUS_BAD_GATEWAY}}
-            frame["message"] = message
-        frame.setdefault("type", req.type)
-        if final and isinstance(frame.get("message"), dict) and "disconnect" in frame["message"]:
-            # A remote's JWT rejection says "disconnect": the client's own socket and token
-            # are fine (the fault is in the mesh), so it gets a plain final error instead.
-            frame["message"] = {k: v for k, v in frame["message"].items() if k != "disconnect"}
-            frame["finished"] = True
-        frame["responseTime"] = self._elapsed(req.started)
-        if req.ms_request_id is not None:
-            frame["ms_requestId"] = req.ms_request_id
-        if final:
-            self._end(req, outcome_of(frame))
-        self._send(req.conn, frame)
-
-    # -- shutdown ------------------------------------------------------------------------
+    # -- in flight and shutdown ---------------------------------------------------------
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        """How many requests are in flight (running here or forwarded)."""
+        return len(self.requests)
 
     def drain(self, grace: float) -> defer.Deferred[None]:
-        """Stop accepting new requests; fire when in-flight ones end or after ``grace`` s."""
+        """Stop accepting new requests; fire when in-flight ones end or after ``grace`` s
+        (then those still running are ended with a 503)."""
         self.accepting = False
-        if not self._in_flight:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
-        self._drained.append(d)
-
-        def give_up() -> None:
-            if not d.called:
-                log.warn("{n} request(s) still in flight after the grace period: ending them",
-                         n=len(self._in_flight))
-                self._abort_in_flight()
-                d.callback(None)
-
-        timer = self.reactor.callLater(grace, give_up)
-        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        d = self.requests.drain()
+        if not d.called:
+            d.addTimeout(grace, self.reactor, onTimeoutCancel=self._grace_over)
         return d
+
+    def _grace_over(self, result: Any, timeout: float) -> None:
+        log.warn("{n} request(s) still in flight after the grace period: ending them",
+                 n=len(self.requests))
+        self._abort_in_flight()
 
     def _abort_in_flight(self) -> None:
         """End every request still running: its client gets a 503 instead of silence."""
-        for req in list(self._in_flight):
-            self._end(req, "503")
+        for req in self.requests.abort("503"):
             self._error(req.conn, req.type, E.SHUTTING_DOWN, req.started, req.ms_request_id,
-                        status=503)
+                        status=E.STATUS_BUSY)
 
     def close_all(self, code: int = 1001, reason: str = "server shutting down",
                   timeout: float = 5.0) -> defer.Deferred[None]:
-        """Close every client socket; fire when all have closed or after ``timeout`` s.
+        """Close every client connection; fire when all have closed or after ``timeout`` s.
 
         Waiting matters under twistd: once stopService returns, the reactor drops sockets
         without flushing, and the clients would never see the close frame.
@@ -437,9 +400,5 @@ class Node(LocalHandlers):
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
         self._all_closed.append(d)
-        timer = self.reactor.callLater(timeout, lambda: d.called or d.callback(None))
-        d.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        d.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda result, timeout: None)
         return d
-
-    def iter_connections(self) -> Iterable[Connection]:
-        return list(self.connections.values())

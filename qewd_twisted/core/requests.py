@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_node -*-
 """
 What the node works on: a ``Connection`` (one client socket, whatever its framing) and a
 ``Request`` (one message being handled). Both are re-exported by node.py, their public home.
@@ -9,13 +10,17 @@ import inspect
 import itertools
 from typing import Any, Callable
 
+from zope.interface import implementer
+
 from qewd_twisted.apps.modules import Application
+from qewd_twisted.core.interfaces import IConnection
 
 __all__ = ["Connection", "Request"]
 
 _request_ids = itertools.count(1)  # Request.id: per process, for log correlation
 
 
+@implementer(IConnection)
 class Connection:
     """One client socket, whatever its framing. Subclasses provide ``send`` and ``close``.
 
@@ -86,7 +91,7 @@ class Request:
         self.link: Any = None  # the Link it was forwarded on, if any
 
 
-def _snapshot(value: Any) -> Any:
+def snapshot(value: Any) -> Any:
     # A handler thread may keep mutating what it passed to send(); copy the top level now.
     if isinstance(value, dict):
         return dict(value)
@@ -95,11 +100,11 @@ def _snapshot(value: Any) -> Any:
     return value
 
 
-def _looks_like_jwt(token: Any) -> bool:
+def looks_like_jwt(token: Any) -> bool:
     return isinstance(token, str) and token.count(".") == 2
 
 
-def _positional_arity(fn: Callable[..., Any]) -> int:
+def positional_arity(fn: Callable[..., Any]) -> int:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

@@ -1,57 +1,57 @@
 # -*- test-case-name: tests.test_links -*-
 """
-Micro-service links: one self-healing WebSocket per remote QEWD node (PROTOCOL.md §4.2), and
-per-request forwarding with correlation, deadlines and immediate failure (§4.4, §4.9, with the
-fixes DESIGN.md lists).
+Micro-service links: one self-healing WebSocket per remote QEWD node (docs/protocol.md §4.2),
+its life cycle and registration, and `MicroServices`, the routes to them (§4.1).
 
-``Link`` is a service around a ``ClientService``: jittered exponential backoff, Engine.IO 3
-framing over Autobahn (``_linkproto``), and ``prepareConnection`` doing the socket.io
-handshake and ``ewd-register`` / ``ewd-reregister``, so ``ClientService.whenConnected`` (and
-``Link.when_up``) means "registered". ``MicroServices`` owns one ``Link`` per remote URL and
-answers "where does (application, type) go?".
+``Link`` is a service around a ``ClientService``: reconnects with ``policy.link_retry_policy``,
+Engine.IO 3 framing over Autobahn (``protocol``), and ``prepareConnection`` doing the
+socket.io handshake and ``ewd-register`` / ``ewd-reregister``, so ``ClientService.whenConnected``
+(and ``Link.when_up``) means "registered". Forwarded requests are correlated by a
+``correlation.Correlator``, opened when the link is up and closed when it goes down.
 
-Correlation: every forwarded message carries ``ms_requestId`` (per link, from 1). Our nodes
-echo it on every frame (they say so in the register reply: ``qewd_twisted: 1``). QEWD.js
-echoes it only on ``finished: true`` frames (§4.5 item 6), so towards a QEWD.js remote the
-link keeps one request in flight and queues the rest: an id-less frame is then never
-ambiguous.
+The contract with a caller (``core.interfaces.ILink``): ``link.send_request(message, receiver,
+timeout)``; ``receiver.frame(frame)`` gets every reply frame (``ms_requestId`` removed) and
+``receiver.failed(outcome)`` a ``LinkOutcome`` (DOWN, TIMEOUT); exactly one final frame or one
+``failed`` per request. What happens to the link (state changes, errors, timeouts, dropped
+frames) goes to its ``ILinkObserver``s.
+
+May import: ``qewd_twisted.core.envelope`` and ``core.interfaces`` (the contracts), the rest
+of ``qewd_twisted.mesh``, ``qewd_twisted.transports`` (through ``protocol``) and Twisted.
+Never the node.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorTime,
-    IStreamClientEndpoint,
-)
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from qewd_twisted.core import envelope
+from qewd_twisted.core.interfaces import (
+    ILink,
+    ILinkObserver,
+    IReplyReceiver,
+    IRoutes,
+    LinkOutcome,
+)
+from qewd_twisted.mesh.correlation import Correlator
+from qewd_twisted.mesh.policy import HandshakeGuardEndpoint, endpoint_for_url, link_retry_policy
 from qewd_twisted.mesh.protocol import (
-    DOWN_ERROR,
-    TIMEOUT_ERROR,
     EngineIOClientProtocol,
-    HandshakeGuardEndpoint,
+    ILinkTransportReceiver,
     LinkClientFactory,
-    OnFrame,
-    down_frame,
-    endpoint_for_url,
-    is_final_frame,
-    link_retry_policy,
-    timeout_frame,
 )
 
-__all__ = ["DOWN_ERROR", "TIMEOUT_ERROR", "Link", "LinkState", "MicroServices",
-           "RegistrationError", "is_final_frame", "link_retry_policy"]
+__all__ = ["Link", "LinkOutcome", "LinkState", "MicroServices", "RegistrationError",
+           "link_retry_policy"]
 
 log = Logger()
 
@@ -69,15 +69,21 @@ class RegistrationError(Exception):
     """The remote refused ``ewd-register`` (its error text, never a token)."""
 
 
-@dataclass(eq=False)
-class _Request:
-    id: int
-    type: Any
-    on_frame: OnFrame
-    message: dict[str, Any] | None = None  # kept only while queued
-    timer: IDelayedCall | None = None
+@implementer(ILinkObserver)
+class _StateCallback:
+    """An ``on_state_change`` callback as an observer."""
+
+    def __init__(self, callback: Callable[[Link, LinkState], None]) -> None:
+        self.callback = callback
+
+    def link_state_changed(self, link: Link, state: LinkState) -> None:
+        self.callback(link, state)
+
+    def link_event(self, link: Link, kind: str, text: str) -> None:
+        pass
 
 
+@implementer(ILink, ILinkTransportReceiver)
 class Link(Service):
     """One persistent, self-healing WebSocket link to a remote QEWD node (Python or QEWD.js).
 
@@ -116,7 +122,6 @@ class Link(Service):
         self._clock: IReactorTime = clock if clock is not None else reactor
         self._refresh_token = refresh_token
         self._handshake_timeout = handshake_timeout
-        self._resync_after = resync_after
         built, self.ws_url = endpoint_for_url(url, reactor, tls_options)
         self._factory = LinkClientFactory(self.ws_url, reactor, self._clock, self)
         self._client = ClientService(
@@ -129,19 +134,16 @@ class Link(Service):
             prepareConnection=self._prepare,
         )
         self._state = LinkState.STOPPED
-        self._observers: list[Callable[[Link, LinkState], None]] = []
+        self._observers: list[ILinkObserver] = []
         self._proto: EngineIOClientProtocol | None = None
         self._token: str | None = None  # the remote-issued registration JWT: never logged
-        self._echoes = False
         self._attempts = 0
         self.registrations = 0  # ewd-register replies accepted (metrics read these)
         self.reregistrations = 0  # ewd-reregister replies accepted
         self._reg_wait: tuple[str, Deferred[dict[str, Any]]] | None = None  # type, reply
-        self._next_id = 0
-        self._pending: dict[int, _Request] = {}
-        self._queue: deque[_Request] = deque()
-        self._blocker: int | None = None  # a timed-out request a QEWD.js remote still runs
-        self._resync_call: IDelayedCall | None = None
+        self._correlator = Correlator(self._clock, self._transmit, resync=self._resync,
+                                      resync_after=resync_after, report=self._report,
+                                      label=url)
 
     def __repr__(self) -> str:
         return f"<Link {self.url} ({self.application}) {self._state.value}>"
@@ -159,23 +161,28 @@ class Link(Service):
     @property
     def echoes_request_ids(self) -> bool:
         """True when the remote said it echoes ``ms_requestId`` on every frame (our nodes)."""
-        return self._echoes
+        return self._correlator.echoes
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return self._correlator.in_flight
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self._correlator.queued
 
-    def on_state_change(self, callback: Callable[[Link, LinkState], None]) -> Callable[[], None]:
-        """Call ``callback(link, state)`` on every state change; returns an unsubscriber.
+    def add_observer(self, observer: ILinkObserver) -> Callable[[], None]:
+        """Report state changes and events to ``observer``; returns an unsubscriber.
 
         Called synchronously, in the middle of the link's work: observe, don't stop the link
-        from here (use ``when_up`` or a ``callLater`` for that)."""
-        self._observers.append(callback)
-        return lambda: self._observers.remove(callback) if callback in self._observers else None
+        from there (use ``when_up`` or a ``callLater`` for that)."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def on_state_change(self, callback: Callable[[Link, LinkState], None]) -> Callable[[], None]:
+        """Call ``callback(link, state)`` on every state change; returns an unsubscriber
+        (a shorthand for `add_observer`)."""
+        return self.add_observer(_StateCallback(callback))
 
     def when_up(self, failAfterFailures: int | None = None) -> Deferred[Link]:
         """Fires with this link once it is registered (soon, if it is up now).
@@ -198,11 +205,23 @@ class Link(Service):
         if state is self._state:
             return
         self._state = state
-        for callback in list(self._observers):
+        for observer in list(self._observers):
             try:
-                callback(self, state)
-            except Exception:  # noqa: BLE001 - isolate callers' code / refresh errors
+                observer.link_state_changed(self, state)
+            except Exception:  # noqa: BLE001 - isolate observers
                 log.failure("link {url}: state observer failed", url=self.url)
+
+    def _report(self, kind: str, text: str) -> None:
+        for observer in list(self._observers):
+            try:
+                observer.link_event(self, kind, text)
+            except Exception:  # noqa: BLE001 - isolate observers
+                log.failure("link {url}: event observer failed", url=self.url)
+
+    def _problem(self, format: str, warn: bool = True, **fields: Any) -> None:
+        """Log one problem and report it to the observers as an ``"error"`` event."""
+        (log.warn if warn else log.info)(format, url=self.url, **fields)
+        self._report("error", formatEvent({"log_format": format, "url": self.url, **fields}))
 
     # -- service
 
@@ -214,11 +233,11 @@ class Link(Service):
         self._client.startService()
 
     def stopService(self) -> Deferred[None]:
-        """Close the connection, answer every pending and queued request with the 503, and
-        cancel every timer and retry; the Deferred fires when the connection is gone."""
+        """Close the connection, end every pending and queued request as DOWN, and cancel
+        every timer and retry; the Deferred fires when the connection is gone."""
         super().stopService()
         proto = self._proto
-        self._fail_all("link stopped")
+        self._correlator.close("link stopped")
         if proto is not None and self.is_up:
             proto.send_disconnect()
         waits = [self._client.stopService()]
@@ -238,8 +257,8 @@ class Link(Service):
 
     def _connect_failed(self, failure: Failure) -> None:
         if not failure.check(CancelledError):
-            log.info("link {url}: connect failed: {why}",
-                     url=self.url, why=failure.getErrorMessage())
+            self._problem("link {url}: connect failed: {why}", warn=False,
+                          why=failure.getErrorMessage())
 
     def _prepare(self, connected: Any) -> Deferred[None]:
         """``prepareConnection``: socket.io handshake, then (re-)registration (§4.2)."""
@@ -259,8 +278,8 @@ class Link(Service):
         return d
 
     def _handshake_expired(self, proto: EngineIOClientProtocol) -> None:
-        log.warn("link {url}: no registration within {timeout}s, dropping the connection",
-                 url=self.url, timeout=self._handshake_timeout)
+        self._problem("link {url}: no registration within {timeout}s, dropping the connection",
+                      timeout=self._handshake_timeout)
         proto.abort()
 
     async def _handshake(self, proto: EngineIOClientProtocol) -> None:
@@ -280,13 +299,13 @@ class Link(Service):
             self.registrations += 1
             log.info("link {url}: registered as {application}",
                      url=self.url, application=self.application)
-        message = reply["message"]
-        self._echoes = message.get("qewd_twisted") == 1
+        echoes = reply["message"].get("qewd_twisted") == 1
         self._attempts = 0
         proto.established = True
         self._set_state(LinkState.UP)
         log.info("link {url} up (remote echoes request ids: {echoes})",
-                 url=self.url, echoes=self._echoes)
+                 url=self.url, echoes=echoes)
+        self._correlator.open(echoes)
 
     async def _reregister(
         self, proto: EngineIOClientProtocol, token: str
@@ -297,8 +316,8 @@ class Link(Service):
             try:
                 token = self._refresh_token(token)
             except Exception as e:  # noqa: BLE001 - isolate callers' code / refresh errors
-                log.warn("link {url}: could not refresh the registration token ({error}); "
-                         "registering afresh", url=self.url, error=type(e).__name__)
+                self._problem("link {url}: could not refresh the registration token ({error}); "
+                              "registering afresh", error=type(e).__name__)
                 return None
         reply = await self._exchange(proto, {
             "type": "ewd-reregister", "token": token, "jwt": True, "qewd_twisted": 1})
@@ -309,8 +328,8 @@ class Link(Service):
             self.reregistrations += 1
             log.info("link {url}: re-registered", url=self.url)
             return reply
-        log.warn("link {url}: re-registration refused ({why}); registering afresh",
-                 url=self.url, why=_error_text(message, "no ok in the reply"))
+        self._problem("link {url}: re-registration refused ({why}); registering afresh",
+                      why=_error_text(message, "no ok in the reply"))
         return None
 
     def _exchange(self, proto: EngineIOClientProtocol, message: dict[str, Any]) -> Deferred[Any]:
@@ -327,11 +346,10 @@ class Link(Service):
             self._set_state(LinkState.DOWN if self.running else LinkState.STOPPED)
         proto.abort()
         if self.running and not failure.check(CancelledError):
-            log.warn("link {url}: handshake failed: {why}",
-                     url=self.url, why=failure.getErrorMessage())
+            self._problem("link {url}: handshake failed: {why}", why=failure.getErrorMessage())
         return failure
 
-    # -- receiver interface for EngineIOClientProtocol
+    # -- ILinkTransportReceiver, for EngineIOClientProtocol
 
     def frame_received(self, proto: EngineIOClientProtocol, frame: Any) -> None:
         if proto is not self._proto:
@@ -339,7 +357,7 @@ class Link(Service):
         if self._reg_wait is not None:
             self._registration_frame(self._reg_wait, frame)
         elif self.is_up:
-            self._route(frame)
+            self._correlator.received(frame)
 
     def protocol_lost(self, proto: EngineIOClientProtocol, reason: Failure) -> None:
         if proto is not self._proto:
@@ -349,10 +367,14 @@ class Link(Service):
         was_up = self.is_up
         self._set_state(LinkState.DOWN if self.running else LinkState.STOPPED)
         if was_up:
-            log.info("link {url} down: {why}", url=self.url, why=reason.getErrorMessage())
-            self._fail_all("connection lost")
+            self._problem("link {url} down: {why}", warn=False, why=reason.getErrorMessage())
+            self._correlator.close("connection lost")
         if waiting is not None and not waiting[1].called:
             waiting[1].errback(reason)
+
+    def problem(self, proto: EngineIOClientProtocol, text: str) -> None:
+        if proto is self._proto:
+            self._report("error", text)
 
     def _registration_frame(
         self, waiting: tuple[str, Deferred[dict[str, Any]]], frame: Any
@@ -370,182 +392,39 @@ class Link(Service):
             return
         self._reg_wait = None
         if kind == "error" and not isinstance(message, dict):
-            frame = {"type": expected, "finished": True, "message": {"error": str(message)}}
+            frame = envelope.final_error(expected, str(message))
         d.callback(frame)
 
-    # -- forwarding
+    # -- forwarding (ILink)
 
-    def send_request(
-        self, message: dict[str, Any], on_frame: OnFrame, timeout: float | None = None
-    ) -> None:
-        """Forward one already-authenticated message; ``on_frame(frame)`` gets every frame of
-        the reply (``ms_requestId`` removed) and exactly one final frame (``is_final_frame``).
+    def send_request(self, message: dict[str, Any], receiver: IReplyReceiver,
+                     timeout: float | None = None) -> None:
+        """Forward one already-authenticated message (left unchanged); ``receiver`` gets
+        every reply frame (``ms_requestId`` removed) through ``frame`` and exactly one final
+        frame (``envelope.is_final``) or one ``failed(LinkOutcome)``.
 
-        Down: ``on_frame`` gets the 503 at once, before this returns. ``timeout`` (seconds,
-        None for none) ends the request with a 504; a dropped link ends it with the 503.
-        Nothing is ever re-sent.
+        Down: ``receiver.failed(LinkOutcome.DOWN)`` at once, before this returns. ``timeout``
+        (seconds, None for none) ends the request with TIMEOUT; a dropped link ends it with
+        DOWN. Nothing is ever re-sent.
         """
-        request_type = message.get("type")
-        if not self.is_up:
-            self._answer(on_frame, down_frame(request_type), request_type)
-            return
-        self._next_id += 1
-        request = _Request(self._next_id, request_type, on_frame, dict(message))
-        if timeout is not None:
-            request.timer = self._clock.callLater(timeout, self._expired, request)
-        self._queue.append(request)
-        self._pump()
+        self._correlator.submit(receiver, message.get("type"), message, timeout)
 
-    def _pump(self) -> None:
-        """Send what may go now: everything to an echoing remote; to a QEWD.js remote one
-        request at a time, and none while it may still answer a timed-out one."""
-        while self._queue and self._proto is not None and self.is_up and (
-            self._echoes or (not self._pending and self._blocker is None)
-        ):
-            self._transmit(self._proto, self._queue.popleft())
-
-    def _transmit(self, proto: EngineIOClientProtocol, request: _Request) -> None:
-        payload, request.message = dict(request.message or {}), None
-        payload["ms_requestId"] = request.id
-        self._pending[request.id] = request
+    def _transmit(self, request_id: int, message: dict[str, Any]) -> None:
+        """The correlator's sender: one request on the wire, with its ``ms_requestId``."""
+        proto = self._proto
+        message["ms_requestId"] = request_id
         try:
-            proto.send_event(payload)
-        except Exception:  # noqa: BLE001 - isolate callers' code / refresh errors
-            # e.g. a close handshake under way: the coming protocol_lost answers it.
-            log.failure("link {url}: could not send {type}", url=self.url, type=request.type)
-            proto.abort()
-
-    def _route(self, frame: Any) -> None:
-        if not isinstance(frame, dict):
-            log.debug("link {url}: non-object frame dropped", url=self.url)
-            return
-        message = frame.get("message")
-        rid = frame.get("ms_requestId")
-        if rid is None and isinstance(message, dict):
-            rid = message.get("ms_requestId")
-        if rid is not None:
-            valid = isinstance(rid, int) and not isinstance(rid, bool)
-            request = self._pending.get(rid) if valid else None
-            if request is None:
-                self._late(rid, frame)
-                return
-        else:
-            request = self._attribute(frame)
-            if request is None:
-                return
-        self._deliver(request, frame)
-
-    def _attribute(self, frame: dict[str, Any]) -> _Request | None:
-        """Owner of a frame without ``ms_requestId``: only when unambiguous (never by type
-        alone when several could match, §4.4 item 9)."""
-        kind = frame.get("type")
-        message = frame.get("message")
-        # A frame with no `finished` counts as final (is_final_frame); without an id it is
-        # taken as a reply only if it is an error (a rejection). Other id-less unfinished
-        # frames are broadcasts / socket pushes (§1.4), not part of any request.
-        if "finished" not in frame and not (isinstance(message, dict) and "error" in message):
-            log.debug("link {url}: unsolicited {type} frame dropped", url=self.url, type=kind)
-            return None
-        if not self._pending:
-            if self._blocker is not None and is_final_frame(frame):
-                log.info("link {url}: late final frame for timed-out request {id} dropped",
-                         url=self.url, id=self._blocker)
-                self._unblock()
-            else:
-                log.info("link {url}: {type} frame with no request in flight dropped",
-                         url=self.url, type=kind)
-            return None
-        same_type = [r for r in self._pending.values() if r.type == kind]
-        if len(same_type) == 1:
-            return same_type[0]
-        if len(self._pending) == 1:
-            return next(iter(self._pending.values()))
-        log.warn("link {url}: ambiguous {type} frame without ms_requestId dropped "
-                 "({same} of {n} requests in flight have that type)",
-                 url=self.url, type=kind, same=len(same_type), n=len(self._pending))
-        return None
-
-    def _deliver(self, request: _Request, frame: dict[str, Any]) -> None:
-        final = is_final_frame(frame)
-        out = {k: v for k, v in frame.items() if k != "ms_requestId"}
-        message = out.get("message")
-        if isinstance(message, dict) and "ms_requestId" in message:
-            out["message"] = message = {k: v for k, v in message.items() if k != "ms_requestId"}
-        if out.get("type") == "error" and final and request.type != "error":
-            # A remote worker crash (§1.4, §5.4): the client must see it under its own type.
-            if isinstance(message, dict):
-                out["type"] = request.type
-            else:
-                out = {"type": request.type, "finished": True, "message": {"error": str(message)}}
-        elif "type" not in out:
-            out["type"] = request.type  # e.g. a chained QEWD.js master's type-less 503
-        if final:
-            self._finish(request)
-        self._answer(request.on_frame, out, request.type)
-        if final:
-            self._pump()
-
-    def _finish(self, request: _Request) -> None:
-        self._pending.pop(request.id, None)
-        if request.timer is not None and request.timer.active():
-            request.timer.cancel()
-        request.timer = None
-
-    def _late(self, rid: Any, frame: dict[str, Any]) -> None:
-        log.info("link {url}: frame for unknown or expired request {id} dropped",
-                 url=self.url, id=rid)
-        if rid == self._blocker and is_final_frame(frame):
-            self._unblock()
-
-    def _expired(self, request: _Request) -> None:
-        request.timer = None
-        if request in self._queue:
-            self._queue.remove(request)
-        elif self._pending.pop(request.id, None) is not None and not self._echoes:
-            # QEWD.js may still send id-less frames for it: hold the queue until its final
-            # frame comes, or reconnect to start clean if it never does.
-            self._blocker = request.id
-            self._resync_call = self._clock.callLater(self._resync_after, self._resync)
-        log.warn("link {url}: {type} request {id} timed out", url=self.url,
-                 type=request.type, id=request.id)
-        self._answer(request.on_frame, timeout_frame(request.type), request.type)
-        self._pump()
-
-    def _unblock(self) -> None:
-        self._clear_blocker()
-        self._pump()
-
-    def _clear_blocker(self) -> None:
-        self._blocker = None
-        if self._resync_call is not None and self._resync_call.active():
-            self._resync_call.cancel()
-        self._resync_call = None
+            proto.send_event(message)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - e.g. a closing handshake under way
+            # the coming protocol_lost answers it
+            log.failure("link {url}: could not send {type}", url=self.url,
+                        type=message.get("type"))
+            if proto is not None:
+                proto.abort()
 
     def _resync(self) -> None:
-        self._resync_call = None
-        log.warn("link {url}: remote never finished timed-out request {id}; reconnecting",
-                 url=self.url, id=self._blocker)
         if self._proto is not None:
             self._proto.abort()
-
-    def _fail_all(self, why: str) -> None:
-        requests = list(self._pending.values()) + list(self._queue)
-        self._pending.clear()
-        self._queue.clear()
-        self._clear_blocker()
-        if requests:
-            log.info("link {url}: {n} request(s) answered with 503 ({why})",
-                     url=self.url, n=len(requests), why=why)
-        for request in requests:
-            self._finish(request)
-            self._answer(request.on_frame, down_frame(request.type), request.type)
-
-    def _answer(self, on_frame: OnFrame, frame: dict[str, Any], request_type: Any) -> None:
-        try:
-            on_frame(frame)
-        except Exception:  # noqa: BLE001 - isolate callers' code / refresh errors
-            log.failure("link {url}: on_frame failed for a {type} reply",
-                        url=self.url, type=request_type)
 
 
 def _error_text(message: Any, default: str) -> str:
@@ -556,6 +435,7 @@ def _error_text(message: Any, default: str) -> str:
     return default
 
 
+@implementer(IRoutes)
 class MicroServices(MultiService):
     """Routes (application, type) to a remote node, owning one ``Link`` per remote URL (§4.1).
 

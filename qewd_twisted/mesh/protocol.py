@@ -1,168 +1,59 @@
 # -*- test-case-name: tests.test_links -*-
 """
-The transport half of a micro-service link: an Engine.IO 3 / socket.io 2 WebSocket client.
+The wire half of a micro-service link: an Engine.IO 3 / socket.io 2 WebSocket client protocol
+and its factory.
 
-``links.Link`` owns the state (registration, correlation, deadlines); this module only knows
-how to talk to one remote QEWD node over one WebSocket, the way QEWD's own server-to-server
-client does (PROTOCOL.md §1.1: WebSocket transport only, no polling, URL
-``ws://host:port/socket.io/?EIO=3&transport=websocket``).
+``links.Link`` owns the state (registration, correlation through ``correlation.Correlator``);
+this module only knows how to talk to one remote QEWD node over one WebSocket, the way QEWD's
+own server-to-server client does (docs/protocol.md §1.1: WebSocket transport only, no polling,
+URL ``ws://host:port/socket.io/?EIO=3&transport=websocket``). It reports to an
+`ILinkTransportReceiver` (the link). Endpoints, retries and the handshake guard are in
+``policy``.
 
-It also holds the reply frames a link makes itself (503, 504) and the plumbing a
-``ClientService`` needs: the reconnect policy, an endpoint built from a ``http(s)://`` /
-``ws(s)://`` URL, and a guard that keeps ``ClientService`` from seeing a connection that is
-lost before ``prepareConnection`` has finished (see ``HandshakeGuardEndpoint``).
+May import: ``qewd_twisted.transports`` (wire codecs, framing), Twisted and Autobahn.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import random
-from collections.abc import Callable, Mapping
 from typing import Any
-from typing import Protocol as TypingProtocol
-from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IProtocol,
-    IProtocolFactory,
-    IReactorTime,
-    IStreamClientEndpoint,
-)
-from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.ssl import optionsForClientTLS
-from twisted.logger import Logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Attribute, Interface
 
-from qewd_twisted import errors
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.framing import QuietFraming
 
+__all__ = ["EngineIOClientProtocol", "ILinkTransportReceiver", "LinkClientFactory"]
+
 log = Logger()
 
-SOCKET_IO_PATH = "/socket.io/?EIO=3&transport=websocket"
 
+class ILinkTransportReceiver(Interface):
+    """What an `EngineIOClientProtocol` reports to (``links.Link`` provides it)."""
 
-def endpoint_for_url(
-    url: str, reactor: Any, tls_options: Any = None
-) -> tuple[IStreamClientEndpoint, str]:
-    """The client endpoint and the Engine.IO WebSocket URL for a remote node's base URL.
+    url = Attribute("str: the remote's URL, for log events")
 
-    ``http://`` and ``ws://`` are plain TCP; ``https://`` and ``wss://`` are TLS, verified
-    against the URL's host name (``optionsForClientTLS``, service-identity) unless
-    ``tls_options`` (an ``IOpenSSLClientConnectionCreator``) is given. IP literals get a TCP
-    endpoint of their family, names a ``HostnameEndpoint``. The URL's path is ignored: QEWD
-    always serves socket.io at ``/socket.io/`` (a path would be a namespace to socket.io).
-    Raises ValueError for anything else.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "ws"):
-        secure = False
-    elif scheme in ("https", "wss"):
-        secure = True
-    else:
-        raise ValueError("micro-service URL must be http://, https://, ws:// or wss://: " + url)
-    host = parts.hostname
-    if not host:
-        raise ValueError("micro-service URL has no host: " + url)
-    try:
-        port = parts.port or (443 if secure else 80)
-    except ValueError:
-        raise ValueError("micro-service URL has a bad port: " + url) from None
+    def frame_received(proto, frame):
+        """One ``ewdjs`` event's payload from the remote."""
 
-    endpoint: IStreamClientEndpoint
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-        endpoint = HostnameEndpoint(reactor, host, port)
-    else:
-        cls = TCP6ClientEndpoint if address.version == 6 else TCP4ClientEndpoint
-        endpoint = cls(reactor, host, port)
-    if secure:
-        endpoint = wrapClientTLS(tls_options or optionsForClientTLS(host), endpoint)
+    def protocol_lost(proto, reason):
+        """The connection is gone (a Failure)."""
 
-    netloc = "[" + host + "]" if address is not None and address.version == 6 else host
-    ws_url = "{}://{}:{}{}".format("wss" if secure else "ws", netloc, port, SOCKET_IO_PATH)
-    return endpoint, ws_url
-
-
-# -- reply frames a link makes itself (PROTOCOL.md §1.4, §4.9)
-
-DOWN_ERROR = errors.MS_DOWN  # QEWD's text, §4.2 item 4, §4.9
-TIMEOUT_ERROR = errors.MS_TIMEOUT  # ours: QEWD has no deadline (§4.2 item 7)
-
-OnFrame = Callable[[dict[str, Any]], None]  # a link user's per-request frame callback
-
-
-def is_final_frame(frame: Mapping[str, Any]) -> bool:
-    """True for a reply frame that ends its request: ``finished`` is true, or there is no
-    ``finished`` key at all (QEWD's master-level JWT rejections, §1.4)."""
-    return bool(frame["finished"]) if "finished" in frame else True
-
-
-def down_frame(request_type: Any) -> dict[str, Any]:
-    """The 503 a request gets when its link is (or goes) down. QEWD's has no ``type`` (§1.4);
-    ours carries the request's type so the client's callback fires (DESIGN.md fix list)."""
-    return {"type": request_type, "finished": True,
-            "message": {"error": DOWN_ERROR, "status": {"code": 503}}}
-
-
-def timeout_frame(request_type: Any) -> dict[str, Any]:
-    """The 504 a request gets when its deadline passes."""
-    return {"type": request_type, "finished": True,
-            "message": {"error": TIMEOUT_ERROR, "status": {"code": 504}}}
-
-
-# -- ClientService plumbing
-
-
-def link_retry_policy(
-    rng: Callable[[], float] = random.random,
-    initial: float = 0.5,
-    maximum: float = 30.0,
-    jitter: float = 1.0,
-) -> Callable[[int], float]:
-    """Reconnect delays for ``ClientService``: 0.5 s doubling to 30 s, plus up to ``jitter``
-    seconds of noise so many masters do not reconnect to a restarted remote in step.
-
-    ``backoffPolicy`` adds its jitter after capping, so the cap is set ``jitter`` below
-    ``maximum``; every delay lies in ``[initial, maximum]``. ClientService counts attempts
-    from 1, so the first retry waits ``initial`` (+ noise).
-    """
-    policy = backoffPolicy(
-        initialDelay=initial, maxDelay=maximum - jitter, factor=2, jitter=lambda: rng() * jitter
-    )
-    return lambda attempt: min(max(policy(max(attempt - 1, 0)), initial), maximum)
-
-
-class LinkReceiver(TypingProtocol):
-    """What an ``EngineIOClientProtocol`` reports to (``links.Link`` implements it)."""
-
-    url: str
-
-    def frame_received(self, proto: EngineIOClientProtocol, frame: Any) -> None: ...
-
-    def protocol_lost(self, proto: EngineIOClientProtocol, reason: Failure) -> None: ...
+    def problem(proto, text):
+        """Something an operator should see (no pong, undecodable frames, kicked out)."""
 
 
 class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
     """One WebSocket to a remote QEWD node, framed as Engine.IO 3 / socket.io 2.
 
     ``when_ready()`` fires once the server's OPEN packet (``0{...}``) and socket.io CONNECT
-    (``40``) have both arrived (PROTOCOL.md §1.1, qewd-peer README "Wire protocol"). From
+    (``40``) have both arrived (docs/protocol.md §1.1, qewd-peer README "Wire protocol"). From
     then on every ``42["ewdjs",{...}]`` event goes to the receiver. The client pings (``2``) every
     ``pingInterval`` and drops the connection when no pong (``3``) comes within
     ``pingTimeout``, as socket.io-client 2 does; a dead TCP peer is noticed that way.
@@ -230,13 +121,12 @@ class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
-            log.warn("link {url}: binary frame ignored", url=self.factory.receiver.url)
+            self._problem("link {url}: binary frame ignored")
             return
         try:
             packet = wire.decode(payload.decode("utf-8"))
         except (UnicodeDecodeError, wire.WireError) as e:
-            log.warn("link {url}: undecodable frame ignored: {why}",
-                     url=self.factory.receiver.url, why=str(e))
+            self._problem("link {url}: undecodable frame ignored: {why}", why=str(e))
             return
         handler = getattr(self, "_on_" + packet.kind.replace("-", "_"), None)
         if handler is not None:
@@ -248,7 +138,7 @@ class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
         finally:
             self._gone(reason)
 
-    # -- Engine.IO / socket.io packets (PROTOCOL.md §1.1)
+    # -- Engine.IO / socket.io packets (docs/protocol.md §1.1)
 
     def _on_open(self, packet: wire.Packet) -> None:
         data = packet.data if isinstance(packet.data, dict) else {}
@@ -292,8 +182,7 @@ class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
         self._kicked("socket.io error " + wire.dumps(packet.data))
 
     def _kicked(self, why: str) -> None:
-        log.info("link {url}: remote ended the session ({why})",
-                 url=self.factory.receiver.url, why=why)
+        self._problem("link {url}: remote ended the session ({why})", warn=False, why=why)
         self.abort()
 
     # -- pings
@@ -309,9 +198,19 @@ class EngineIOClientProtocol(QuietFraming, WebSocketClientProtocol):
 
     def _no_pong(self) -> None:
         self._pong_deadline = None
-        log.warn("link {url}: no pong within {timeout}s, dropping the connection",
-                 url=self.factory.receiver.url, timeout=self._ping_timeout)
+        self._problem("link {url}: no pong within {timeout}s, dropping the connection",
+                      timeout=self._ping_timeout)
         self.abort()
+
+    def _problem(self, format: str, warn: bool = True, **fields: Any) -> None:
+        """Log one event and report it to the receiver (the status page's link events)."""
+        receiver = self.factory.receiver
+        (log.warn if warn else log.info)(format, url=receiver.url, **fields)
+        try:
+            receiver.problem(self, formatEvent({"log_format": format, "url": receiver.url,
+                                                **fields}))
+        except Exception:  # noqa: BLE001 - reporting must not break the link
+            log.failure("link {url}: problem report failed", url=receiver.url)
 
     def _cancel_timers(self) -> None:
         for call in (self._ping_call, self._pong_deadline):
@@ -360,88 +259,11 @@ class LinkClientFactory(WebSocketClientFactory):
 
     protocol = EngineIOClientProtocol
 
-    def __init__(self, ws_url: str, reactor: Any, clock: IReactorTime, receiver: LinkReceiver):
+    def __init__(self, ws_url: str, reactor: Any, clock: IReactorTime,
+                 receiver: ILinkTransportReceiver):
         super().__init__(url=ws_url, reactor=reactor)
         self.clock = clock
         self.receiver = receiver
         self.setProtocolOptions(
             autoPingInterval=0, openHandshakeTimeout=0, closeHandshakeTimeout=0
         )
-
-
-class _GuardProtocol(Protocol):
-    """Sits between the transport and ClientService's protocol proxy (see below)."""
-
-    def __init__(self, inner: IProtocol) -> None:
-        self.inner = inner
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-        self.connected = True
-        self.inner.makeConnection(transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.inner.dataReceived(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.connected = False
-        real = getattr(self.inner, "link_protocol", None)
-        if real is not None and not real.established:
-            # Lost before prepareConnection succeeded: tell only our protocol, whose
-            # failing handshake already counts as a failed attempt for ClientService.
-            real.connectionLost(reason)
-        else:
-            self.inner.connectionLost(reason)
-
-
-class _GuardFactory(Factory):
-    noisy = False  # one "Starting factory" line per reconnect attempt is noise
-
-    def __init__(self, wrapped: IProtocolFactory) -> None:
-        self.wrapped = wrapped
-
-    def buildProtocol(self, addr: Any) -> Protocol | None:
-        inner = self.wrapped.buildProtocol(addr)
-        return None if inner is None else _GuardProtocol(inner)
-
-
-@implementer(IStreamClientEndpoint)
-class HandshakeGuardEndpoint:
-    """Wraps the link's endpoint so ClientService never hears of a half-prepared connection.
-
-    ClientService (Twisted 26) cannot take a disconnect while ``prepareConnection`` is still
-    running, or after it failed: its state machine raises ``NoTransition`` from
-    ``connectionLost``. A link loses connections in exactly those states (remote closes
-    mid-handshake, registration refused, handshake timeout). Until the link marks its
-    protocol ``established``, the guard delivers ``connectionLost`` to the link's protocol
-    only; the failed handshake already told ClientService to back off and retry.
-    It also logs each attempt and each connect failure for the link.
-    """
-
-    def __init__(
-        self,
-        endpoint: IStreamClientEndpoint,
-        on_attempt: Callable[[], None],
-        on_failure: Callable[[Failure], None],
-        label: str = "",
-    ) -> None:
-        self._endpoint = endpoint
-        self._on_attempt = on_attempt
-        self._on_failure = on_failure
-        self._label = label
-
-    def __repr__(self) -> str:
-        return f"<link endpoint {self._label}>"
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        self._on_attempt()
-        d = self._endpoint.connect(_GuardFactory(protocolFactory))
-
-        def unwrap(guard: _GuardProtocol) -> IProtocol:
-            return guard.inner
-
-        def failed(f: Failure) -> Failure:
-            self._on_failure(f)
-            return f
-
-        return d.addCallbacks(unwrap, failed)

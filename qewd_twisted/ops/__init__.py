@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_ops -*-
 """
 Operations: what the node reports about itself.
 

@@ -28,7 +28,7 @@ import contextlib
 from bisect import bisect_left
 from collections import Counter as _Tally
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -43,11 +43,16 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
 from qewd_twisted._version import __version__
 from qewd_twisted.apps.modules import AppLoadError
+from qewd_twisted.core.interfaces import ILink, IWorkerPool
 from qewd_twisted.ops.observe import OUTCOMES, NodeObserver
+
+if TYPE_CHECKING:
+    from qewd_twisted.core.node import Node
 
 __all__ = ["DURATION_BUCKETS", "Labels", "MetricsResource", "NodeMetrics"]
 
@@ -130,9 +135,9 @@ class NodeMetrics(NodeObserver):
     ``process``: add the library's standard process and Python collectors.
     """
 
-    def __init__(self, node: Any, *, clock: Any, labels: Labels, pool: Any = None,
-                 links: Mapping[str, Any] | None = None, server_name: str = "qewd",
-                 process: bool = True) -> None:
+    def __init__(self, node: Node, *, clock: IReactorTime, labels: Labels,
+                 pool: IWorkerPool | None = None, links: Mapping[str, ILink] | None = None,
+                 server_name: str = "qewd", process: bool = True) -> None:
         self.node = node
         self.pool = pool
         self.links = dict(links or {})

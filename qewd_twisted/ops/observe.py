@@ -17,7 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["OUTCOMES", "FanOut", "NodeObserver", "combine", "outcome_of"]
+from zope.interface import implementer
+
+from qewd_twisted.core.interfaces import INodeObserver
+
+__all__ = ["OUTCOMES", "FanOut", "NodeObserver", "combine"]
 
 # What a request can come to. "503": refused or failed because something was unavailable (a
 # micro-service link down, the worker queue full, the node shutting down); "timeout": the
@@ -25,22 +29,7 @@ __all__ = ["OUTCOMES", "FanOut", "NodeObserver", "combine", "outcome_of"]
 OUTCOMES = ("ok", "error", "timeout", "503")
 
 
-def outcome_of(frame: Any) -> str:
-    """The outcome of a request from its final reply frame (as relayed from a link)."""
-    if not isinstance(frame, dict):
-        return "error"
-    message = frame.get("message")
-    if not isinstance(message, dict) or "error" not in message:
-        return "ok"
-    status = message.get("status")
-    code = status.get("code") if isinstance(status, dict) else None
-    if code == 503:
-        return "503"
-    if code == 504:
-        return "timeout"
-    return "error"
-
-
+@implementer(INodeObserver)
 class NodeObserver:
     """Hooks the node calls; every method is a no-op here. Subclass and override some.
 

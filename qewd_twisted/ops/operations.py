@@ -14,8 +14,8 @@ Operations: health and readiness checks, ``/metrics``, the ``/status`` page and 
 - the request log (``logRequests: True``): one ``info`` event per finished request in the
   ``qewd_twisted.requests`` namespace, with stable fields.
 
-It watches the node through one `NodeObserver` (observe.py), and the links through their state
-observers and their log events (for the status page's recent errors).
+It watches the node through one `NodeObserver` (observe.py), and the links as their
+``ILinkObserver`` (`LinkEvents`: the status page's recent link events).
 """
 
 from __future__ import annotations
@@ -23,23 +23,18 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from typing import Any, cast
+from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import Service
-from twisted.logger import (
-    ILogObserver,
-    Logger,
-    LogLevel,
-    formatEvent,
-    globalLogPublisher,
-)
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
 from qewd_twisted._version import __version__
+from qewd_twisted.core.interfaces import ILinkObserver
 from qewd_twisted.ops.metrics import Labels, MetricsResource, NodeMetrics
 from qewd_twisted.ops.observe import NodeObserver, combine
 
@@ -53,9 +48,6 @@ DEFAULT_MANAGEMENT_PASSWORD = "keepThisSecret"
 # QEWD-Up's default (PROTOCOL.md §9 item 8): just as public
 DEFAULT_PASSWORDS = frozenset({DEFAULT_MANAGEMENT_PASSWORD, "keepThisSecret!"})
 
-# Where link events come from, and the ones kept as the status page's "recent errors".
-_LINK_NAMESPACES = frozenset({"qewd_twisted.mesh.links", "qewd_twisted.mesh.protocol"})
-_PROBLEM_LEVELS = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
 
 
 def _iso(seconds: float) -> str:
@@ -157,13 +149,13 @@ class RequestRates(NodeObserver):
         return sorted(rows, key=lambda r: (-r["requests"], r["application"], r["type"]))
 
 
-@implementer(ILogObserver)
+@implementer(ILinkObserver)
 class LinkEvents:
-    """A ring buffer of the last ``size`` link state changes and link problems.
+    """A ring buffer of the last ``size`` link events, for the status page.
 
-    State changes come from each link's ``on_state_change``; problems from the links' own log
-    events: those at warn level or above, and those that carry a ``why`` or ``error`` field
-    (connect failures, drops). Only events about this node's links are kept.
+    An ``ILinkObserver`` of each of this node's links from the start (until ``stop``): state
+    changes (kind ``"state"``) and what the links report (``"error"``, ``"timeout"``,
+    ``"dropped"``); the last of those per link is its ``last_error``.
     """
 
     def __init__(self, clock: Any, links: dict[str, Any], size: int = 50) -> None:
@@ -172,44 +164,29 @@ class LinkEvents:
         self.events: deque[dict[str, Any]] = deque(maxlen=size)
         self.since: dict[str, float] = {}  # url -> when its state last changed
         self.last_error: dict[str, dict[str, Any]] = {}
-        for link in links.values():
-            link.on_state_change(self._state_changed)
-        self._observing = False
+        self._unsubscribe: list[Any] = []
+        self.start()
 
     def _add(self, url: str, kind: str, text: str) -> dict[str, Any]:
         event = {"time": _iso(self._clock.seconds()), "url": url, "kind": kind, "text": text}
         self.events.append(event)
         return event
 
-    def _state_changed(self, link: Any, state: Any) -> None:
+    def link_state_changed(self, link: Any, state: Any) -> None:
         self.since[link.url] = self._clock.seconds()
         self._add(link.url, "state", f"link {link.url} is {getattr(state, 'value', state)}")
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        """A log observer (added while the node runs)."""
-        if event.get("log_namespace") not in _LINK_NAMESPACES:
-            return
-        url = event.get("url")
-        if url not in self.links:
-            return
-        if not (event.get("log_level") in _PROBLEM_LEVELS or "why" in event
-                or "error" in event or "log_failure" in event):
-            return
-        try:
-            text = formatEvent(event)
-        except Exception:  # noqa: BLE001 - never let a log observer raise
-            text = str(event.get("log_format"))
-        self.last_error[url] = self._add(url, "error", text)
+    def link_event(self, link: Any, kind: str, text: str) -> None:
+        self.last_error[link.url] = self._add(link.url, kind, text)
 
     def start(self) -> None:
-        if not self._observing and self.links:
-            globalLogPublisher.addObserver(cast(ILogObserver, self))
-            self._observing = True
+        if not self._unsubscribe:
+            self._unsubscribe = [link.add_observer(self) for link in self.links.values()]
 
     def stop(self) -> None:
-        if self._observing:
-            globalLogPublisher.removeObserver(cast(ILogObserver, self))
-            self._observing = False
+        unsubscribe, self._unsubscribe = self._unsubscribe, []
+        for remove in unsubscribe:
+            remove()
 
 
 class _QuietSite(Site):

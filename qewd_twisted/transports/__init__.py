@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_wire -*-
 """
 The edge: how clients reach the node.
 

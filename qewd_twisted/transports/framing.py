@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_framing -*-
 """
 What our WebSocket protocols (server and link client) change in Autobahn's per-frame path.
 

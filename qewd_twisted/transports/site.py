@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_websocket -*-
 """
 The web layer: a twisted.web resource tree serving the WebSocket endpoints and static files.
 
@@ -23,6 +24,8 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.static import File
 
 from qewd_twisted import errors as E
+from qewd_twisted.config.limits import Limits
+from qewd_twisted.core import envelope
 from qewd_twisted.transports import wire
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
 from qewd_twisted.core.node import Connection, Node
@@ -45,10 +48,6 @@ def peer_ip(peer: str) -> str:
             break
     host, sep, port = peer.rpartition(":")
     return host if sep and port.isdigit() else peer
-
-
-def _error_frame(text: str) -> dict[str, Any]:
-    return {"type": "error", "finished": True, "message": {"error": text}}
 
 
 class _SlowReaderGuard:
@@ -164,7 +163,7 @@ class _NodeProtocol(DirectTextSend, SmallFrameUnmasking, QuietFraming, WebSocket
         self.factory.node.connection_opened(self.conn)
 
     def _deliver(self, obj: Any) -> None:
-        self.factory.node.message_received(self.conn, obj)
+        self.factory.node.receive(self.conn, obj)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.conn is not None:
@@ -217,11 +216,11 @@ class EngineIOProtocol(_NodeProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self._alive()
         if isBinary:
-            return self.conn.send(_error_frame(E.BINARY_FRAME))
+            return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
             packet = wire.decode(payload.decode("utf-8"))
         except (wire.WireError, UnicodeDecodeError) as e:
-            return self.conn.send(_error_frame(str(e)))
+            return self.conn.send(envelope.transport_error(str(e)))
         kind = packet.kind
         if kind == "ping":
             self.sendMessage((wire.EIO_PONG + packet.data).encode("utf-8"))
@@ -229,7 +228,8 @@ class EngineIOProtocol(_NodeProtocol):
             if packet.namespace != "/":
                 self.sendMessage(f'44{packet.namespace},"{E.BAD_NAMESPACE}"'.encode())
             elif packet.name != wire.EVENT_NAME:
-                self.conn.send(_error_frame(E.UNKNOWN_EVENT.format(name=packet.name[:64])))
+                self.conn.send(envelope.transport_error(
+                    E.UNKNOWN_EVENT.format(name=packet.name[:64])))
             else:
                 self._deliver(packet.args[0] if packet.args else None)
         elif kind == "connect":
@@ -238,7 +238,7 @@ class EngineIOProtocol(_NodeProtocol):
         elif kind == "close" or (kind == "disconnect" and packet.namespace == "/"):
             self.sendClose()  # a disconnect from another namespace concerns nothing here
         elif kind == "binary":
-            self.conn.send(_error_frame(E.BINARY_FRAME))
+            self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         # pong, noop, upgrade, ack, sio-error from a client: nothing to do
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -260,11 +260,11 @@ class PlainProtocol(_NodeProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
-            return self.conn.send(_error_frame(E.BINARY_FRAME))
+            return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
             obj = wire.decode_plain(payload.decode("utf-8"))
         except (wire.WireError, UnicodeDecodeError) as e:
-            return self.conn.send(_error_frame(str(e)))
+            return self.conn.send(envelope.transport_error(str(e)))
         self._deliver(obj)
 
 
@@ -286,8 +286,8 @@ class _ReactorTimer:
 def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int,
                  ping_interval: int = wire.PING_INTERVAL_MS,
                  ping_timeout: int = wire.PING_TIMEOUT_MS,
-                 max_connections: int = 20000,
-                 max_buffered_bytes: int = 4194304) -> WebSocketServerFactory:
+                 max_connections: int = Limits.max_connections,
+                 max_buffered_bytes: int = Limits.max_buffered_bytes) -> WebSocketServerFactory:
     """An Autobahn server factory bound to ``node``; oversize messages close with 1009."""
     factory = WebSocketServerFactory(reactor=reactor)
     factory.protocol = protocol
@@ -304,7 +304,7 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
         openHandshakeTimeout=30,
         closeHandshakeTimeout=5,
         failByDrop=False,
-        # our protocols unmask small client frames themselves (_autobahn.SmallFrameUnmasking)
+        # our protocols unmask small client frames themselves (framing.SmallFrameUnmasking)
         applyMask=not issubclass(protocol, SmallFrameUnmasking),
     )
     return factory
@@ -350,8 +350,8 @@ class _EngineError(Resource):
 
 
 def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
-                    max_message_size: int, max_connections: int = 20000,
-                    max_buffered_bytes: int = 4194304) -> Resource:
+                    max_message_size: int, max_connections: int = Limits.max_connections,
+                    max_buffered_bytes: int = Limits.max_buffered_bytes) -> Resource:
     """The resource tree for one node."""
     limits = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes}
     eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size,

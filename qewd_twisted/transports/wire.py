@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_wire -*-
 """
 Wire codecs: Engine.IO 3 / socket.io v2 framing (PROTOCOL.md §1.1, §1.2) and plain JSON.
 

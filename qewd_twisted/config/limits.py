@@ -1,0 +1,47 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+`Limits`: every bound and deadline of a node, with its default written once.
+
+``Config`` takes its defaults from here (and ``Config.limits`` gives them back as one object),
+the node and ``testing.NodeHarness`` take a ``Limits``, and the site's factories default to
+its values. The config key of each field is in `CONFIG_KEYS` (docs/configuration.md).
+
+May import: nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONFIG_KEYS", "Limits"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A node's limits. Timeouts are seconds; None or 0 means no deadline."""
+
+    max_connections: int = 20000  # clients at once; more are refused (HTTP 503)
+    max_in_flight: int = 64  # requests in flight per client connection
+    max_in_flight_link: int = 1024  # ... per connection from a master's link
+    max_buffered_bytes: int = 4194304  # queued for a client that stopped reading
+    max_message_size: int = 1048576  # one incoming message, bytes
+    max_queue_length: int = 20000  # handler calls waiting for a pool thread
+    handler_timeout: float | None = 60.0  # a local handler's deadline
+    micro_service_timeout: float | None = 30.0  # a forwarded request's deadline
+    initial_session_timeout: int = 300  # a new session's lifetime, seconds
+    shutdown_grace: float = 20.0  # in-flight requests get this long on shutdown
+
+
+#: Limits field -> its key in the startup file's ``config``.
+CONFIG_KEYS = {
+    "max_connections": "maxConnections",
+    "max_in_flight": "maxInFlight",
+    "max_in_flight_link": "maxInFlightPerLink",
+    "max_buffered_bytes": "maxBufferedBytes",
+    "max_message_size": "maxMessageSize",
+    "max_queue_length": "max_queue_length",
+    "handler_timeout": "handlerTimeout",
+    "micro_service_timeout": "microServiceTimeout",
+    "initial_session_timeout": "initialSessionTimeout",
+    "shutdown_grace": "shutdownGracePeriod",
+}

@@ -1,0 +1,53 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+``q``: what the node offers to application code, as QEWD's ``this`` / ``q`` does (docs/handlers.md).
+
+A `Q` is handed to ``workerResponseHandlers`` as their third argument (``fn(message, send, q)``).
+Its whole surface:
+
+- ``q.to_all(obj)``: send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``);
+- ``q.to_application(obj, application)``: to every client registered for ``application``;
+- ``q.send_to_socket(socket_id, obj) -> bool``: to one client by socket id (False when it is
+  not connected to this node);
+- ``q.db``: the document store, or None while this node has none.
+
+These are called on the reactor thread (a workerResponseHandler runs there). Room is kept for
+``set_custom_error_response`` (QEWD's ``q.setCustomErrorResponse``), and for handing ``q`` to
+handlers and to ``init(application, q)`` later.
+
+May import: nothing at run time (the node only for type checking).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qewd_twisted.core.node import Node
+
+__all__ = ["Q"]
+
+
+class Q:
+    """The application-facing surface of one node (see the module docstring)."""
+
+    __slots__ = ("_node", "db")
+
+    def __init__(self, node: Node, db: Any = None) -> None:
+        self._node = node
+        self.db = db
+
+    def to_all(self, obj: Any) -> None:
+        """Send ``obj`` as is to every connected client."""
+        self._node.to_all(obj)
+
+    def to_application(self, obj: Any, application: str) -> None:
+        """Send ``obj`` to every client registered for ``application``."""
+        self._node.to_application(obj, application)
+
+    def send_to_socket(self, socket_id: str, obj: Any) -> bool:
+        """Send ``obj`` to one client by socket id; False when it is not connected here."""
+        return self._node.send_to_socket(socket_id, obj)
+
+    def __repr__(self) -> str:
+        return "<q>"

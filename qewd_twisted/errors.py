@@ -77,5 +77,5 @@ INTERNAL_TYPES = frozenset(
 
 # QEWD built-ins this node does not provide (yet): refused with NOT_SUPPORTED.
 UNSUPPORTED_TYPES = frozenset(
-    {"ewd-fragment", "restRequest", "ewd-dump-documents", "ewd-save-documents"}
+    {"restRequest", "ewd-dump-documents", "ewd-save-documents"}
 )

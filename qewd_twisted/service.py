@@ -69,9 +69,6 @@ class QEWDService(MultiService):
         self.reactor = reactor
 
         self.apps = Applications(config.module_map)
-        problems = [f"config.moduleMap.{e.application}: {e.reason}" for e in self.apps.load_all()]
-        if problems:
-            raise ConfigError(problems)
 
         limits = config.limits
         self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length)
@@ -96,11 +93,21 @@ class QEWDService(MultiService):
 
         self.micro_services = None
         routes = list(config.micro_services.routes.values()) if config.micro_services else []
-        if routes:
+        # an application switch reaches destinations no route names (§4.7)
+        switching = bool(config.permit_application_switch and self.tokens is not None
+                         and config.micro_services.destinations)
+        if routes or switching:
             from qewd_twisted.mesh.links import MicroServices
 
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
             self.micro_services.setServiceParent(self)
+        switch = None
+        if switching:
+            from qewd_twisted.core.switch import ApplicationSwitch
+
+            switch = ApplicationSwitch(config.micro_services.destinations,
+                                       config.permit_application_switch,
+                                       self.micro_services.link_for)
 
         self.node = Node(
             reactor,
@@ -110,12 +117,21 @@ class QEWDService(MultiService):
             sessions=self.sessions,
             micro_services=self.micro_services,
             limits=limits,
+            web_root=config.web_server_root,
+            lock_timeout=config.lock_session,
+            switch=switch,
         )
+        # init(application, q) runs now that q exists
+        problems = [f"config.moduleMap.{e.application}: {e.reason}"
+                    for e in self.apps.load_all(self.node.q)]
+        if problems:
+            raise ConfigError(problems)
         self.site = _QuietSite(
             build_site_root(self.node, reactor, web_root=config.web_server_root,
                             max_message_size=limits.max_message_size,
                             max_connections=limits.max_connections,
-                            max_buffered_bytes=limits.max_buffered_bytes))
+                            max_buffered_bytes=limits.max_buffered_bytes,
+                            io_paths=config.io_paths))
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)

@@ -30,7 +30,6 @@ from qewd_twisted.core.session_locks import (
     LockTimedOut,
     MemorySessionLocks,
     StoreSessionLocks,
-    lock_timeout,
 )
 from qewd_twisted.core.switch import ApplicationSwitch, SwitchRefused, wants_switch
 from qewd_twisted.transports import wire
@@ -210,10 +209,6 @@ class CustomErrorTests(SynchronousTestCase):
 
 
 class SessionLockTests(SynchronousTestCase):
-    def test_lock_timeout_values(self) -> None:
-        self.assertEqual([lock_timeout(v) for v in (None, False, True, {}, {"timeout": 5})],
-                         [None, None, 30.0, 30.0, 5.0])
-
     def test_one_at_a_time_per_session_in_order(self) -> None:
         clock = Clock()
         locks = MemorySessionLocks(clock)
@@ -389,3 +384,37 @@ class NamespaceTests(SynchronousTestCase):
         self.assertEqual(self.node.events[-1], ("lost", conn.id))
         self.assertEqual(self.ns.connections, {})
         self.assertEqual(E.BAD_NAMESPACE, "Invalid namespace")
+
+
+class FragmentFolderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = _tree()
+        svc_dir = tempfile.mkdtemp()
+        os.makedirs(os.path.join(svc_dir, "fragments"))
+        with open(os.path.join(svc_dir, "fragments", "f.html"), "w") as f:
+            f.write("<b>service</b>")
+        svc = _module(handlers={}, __file__=os.path.join(svc_dir, "svc.py"))
+        self.apps = Applications.from_objects({
+            "app": _module(handlers={}, servicesAllowed={"svc": True}), "svc": svc})
+
+    def folder(self, message, application="app"):
+        from qewd_twisted.apps.fragments import fragment_folder
+
+        return fragment_folder(self.root, application, message, self.apps, CustomErrors())
+
+    def test_folders(self) -> None:
+        self.assertEqual(self.folder({"params": {"file": "x"}}), os.path.join(self.root, "app"))
+        self.assertEqual(self.folder({"params": {"file": "x", "isServiceFragment": True}}),
+                         os.path.join(self.root, "services"))
+        svc_folder = self.folder({"params": {"file": "f.html"}, "service": "svc"})
+        self.assertEqual(read_fragment(svc_folder, {"params": {"file": "f.html"}})["content"],
+                         "<b>service</b>")
+        self.assertIsNone(self.folder({"params": {}}, application="../etc"))
+
+    def test_refused_service_as_the_peer_answers(self) -> None:
+        # the QEWD.js peer: {"error": "svc service is not permitted for the jwt application"}
+        self.assertEqual(self.folder({"params": {"file": "x"}, "service": "nope"}),
+                         {"error": "nope service is not permitted for the app application"})
+        self.assertEqual(self.folder({"params": {"file": "x"}, "service": "x"}, "unknown"),
+                         {"error": "Unable to load handler module for: unknown",
+                          "reason": "no moduleMap entry for application 'unknown'"})

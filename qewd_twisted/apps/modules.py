@@ -15,7 +15,9 @@ A handler module exports (PROTOCOL.md §5.2):
 - ``workerResponseHandlers``: ``{type: fn(message, send[, q])}``, run on the reactor before a
   successful final reply is sent; return ``True`` (took over sending), ``None`` (keep) or a
   replacement message
-- ``init(application)``: run once when the module is loaded
+- ``init(application)`` or ``init(application, q)``: run once when the module is loaded
+- ``servicesAllowed``: ``{service: True}``, the service modules its messages may name
+  (``apps.services``)
 
 Plain ``def`` handlers run in the worker pool; ``async def`` handlers, ``@inlineCallbacks``
 functions and functions marked with :func:`on_reactor` run on the reactor thread.
@@ -136,6 +138,20 @@ def load_module(application: str, path: str | None = None, module: str | None = 
     return mod
 
 
+def _call_init(init: Callable[..., Any], name: str, q: Any) -> None:
+    """QEWD's ``init``: ``init(application, q)`` when it takes two positional parameters."""
+    try:
+        params = inspect.signature(init).parameters.values()
+        n = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):
+        n, varargs = 1, False
+    if n >= 2 or varargs:
+        init(name, q)
+    else:
+        init(name)
+
+
 class Applications:
     """The node's applications: only those the operator named in ``moduleMap``.
 
@@ -150,14 +166,14 @@ class Applications:
         self._errors: dict[str, AppLoadError] = {}
 
     @classmethod
-    def from_objects(cls, apps: Mapping[str, Any]) -> "Applications":
+    def from_objects(cls, apps: Mapping[str, Any], q: Any = None) -> "Applications":
         """Build from already imported modules or objects (embedding and tests)."""
         self = cls({})
         for name, obj in apps.items():
             self.add(name, obj)
             init = getattr(obj, "init", None)
             if callable(init) and not isinstance(obj, Application):
-                init(name)
+                _call_init(init, name, q)
         return self
 
     def add(self, name: str, module: Any) -> Application:
@@ -166,7 +182,12 @@ class Applications:
         self._errors.pop(name, None)
         return app
 
-    def load_all(self) -> list[AppLoadError]:
+    def load_all(self, q: Any = None) -> list[AppLoadError]:
+        """Import every module not loaded yet and run its ``init(application)``, or
+        ``init(application, q)`` when it takes two parameters."""
+        if q is not None:
+            self._q = q
+        q = getattr(self, "_q", None)
         for name, spec in self._specs.items():
             if name in self._apps:
                 continue
@@ -175,7 +196,7 @@ class Applications:
                 self.add(name, mod)
                 init = getattr(mod, "init", None)
                 if callable(init):
-                    init(name)
+                    _call_init(init, name, q)
             except AppLoadError as e:
                 self._errors[name] = e
             except Exception as e:

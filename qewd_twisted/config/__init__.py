@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 8080
+DEFAULT_LOCK_TIMEOUT = 30.0  # lockSession: QEWD's wait for a locked session, seconds
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 # "qewd": AES-256-CBC as QEWD.js does it (§3.3), the default; "aes-256-gcm": authenticated,
 # random nonce, for meshes of qewd-twisted nodes only (QEWD.js cannot read it).
@@ -70,18 +71,19 @@ SUPPORTED_KEYS = (
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
     "maxInFlightPerLink",
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
+    *("lockSession", "webSockets", "permit_application_switch"),  # docs/compatibility.md
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
 IGNORED_KEYS = (
     *("database", "webServer", "sessionDocumentName", "poolPrefork", "idleLimit", "mode"),
-    *("bodyParser", "lockSession", "resilientMode", "errorLogFile"),
+    *("bodyParser", "resilientMode", "errorLogFile"),
 )
 # QEWD.js keys whose behaviour we do not provide: ignoring them would silently change what the
 # node does, so they are problems, with their own message rather than "unknown key".
 UNSUPPORTED_QEWD_KEYS = (
-    *("no_sockets", "webSockets", "addMiddleware", "addMiddlewareUp", "customSocketModule"),
-    *("qewd_up", "permit_application_switch", "service_name", "use_worker_threads"),
+    *("no_sockets", "addMiddleware", "addMiddlewareUp", "customSocketModule"),
+    *("qewd_up", "service_name", "use_worker_threads"),
     "onWorkerStartedPath",
 )
 
@@ -156,6 +158,9 @@ class Config:
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
     log_requests: bool = False  # one log event per finished request
+    lock_session: float | None = None  # lockSession: seconds a request waits for its session
+    io_paths: tuple[str, ...] = ()  # webSockets.io_paths: extra socket.io namespaces
+    permit_application_switch: dict[str, dict[str, bool]] = field(default_factory=dict)
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -277,6 +282,7 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         max_buffered_bytes=c.get_int(d, "maxBufferedBytes", Limits.max_buffered_bytes, 65536),
         micro_services=micro_services,
         **_operations(c, d, listen),
+        **_parity(c, d),
         ignored_keys=ignored,
         base_dir=base_dir,
         raw=d,
@@ -295,6 +301,52 @@ def _in_file_order(problems: list[str], d: dict[Any, Any]) -> list[str]:
         return order.get(head.group(0), len(order)) if head else len(order)
 
     return sorted(problems, key=position)
+
+
+def _parity(c: Checker, d: dict[str, Any]) -> dict[str, Any]:
+    """``lockSession``, ``webSockets`` (``io_paths``; QEWD.js's ``module`` and ``engine``
+    choose its own socket.io server and are accepted as they are) and
+    ``permit_application_switch``."""
+    lock = d.get("lockSession")
+    if lock is not None and not isinstance(lock, (bool, dict)):
+        c.add("config.lockSession", f"must be true, false or {{timeout: seconds}}, got {show(lock)}")
+    elif isinstance(lock, dict):
+        c.check_keys(lock, "config.lockSession", ("timeout",))
+        t = lock.get("timeout")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0):
+            c.add("config.lockSession.timeout", f"must be a positive number, got {show(t)}")
+            lock = True
+    io_paths: tuple[str, ...] = ()
+    ws = d.get("webSockets")
+    if ws is not None and not isinstance(ws, dict):
+        c.add("config.webSockets", f"must be a dict, got {show(ws)}")
+    elif isinstance(ws, dict):
+        c.check_keys(ws, "config.webSockets", ("module", "engine", "io_paths"))
+        if ws.get("module") not in (None, "socket.io"):
+            c.add("config.webSockets.module", "only 'socket.io' is served")
+        raw = ws.get("io_paths")
+        if raw is not None and (not isinstance(raw, list) or not all(
+                isinstance(p, str) and p.startswith("/") and len(p) > 1 for p in raw)):
+            c.add("config.webSockets.io_paths",
+                  f"must be a list of namespaces such as '/qewd', got {show(raw)}")
+        else:
+            io_paths = tuple(dict.fromkeys(raw or ()))
+    permit = d.get("permit_application_switch")
+    if permit is not None and not isinstance(permit, dict):
+        c.add("config.permit_application_switch",
+              f"must be a dict of application -> {{application: true}}, got {show(permit)}")
+    for source, targets in (permit.items() if isinstance(permit, dict) else ()):
+        if not isinstance(targets, dict) or not all(
+                isinstance(k, str) and isinstance(v, bool) for k, v in targets.items()):
+            c.add(key_path("config.permit_application_switch", source),
+                  f"must be a dict of application -> true/false, got {show(targets)}")
+    if isinstance(lock, dict):  # an object is truthy in JavaScript, even {}
+        seconds: float | None = float(lock.get("timeout") or DEFAULT_LOCK_TIMEOUT)
+    else:
+        seconds = DEFAULT_LOCK_TIMEOUT if lock else None
+    return {"lock_session": seconds,
+            "io_paths": io_paths,
+            "permit_application_switch": permit if isinstance(permit, dict) else {}}
 
 
 def _off(value: Any) -> bool:

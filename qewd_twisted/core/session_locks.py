@@ -32,22 +32,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-__all__ = ["ISessionLocks", "LockTimedOut", "MemorySessionLocks", "StoreSessionLocks",
-           "lock_timeout"]
+__all__ = ["ISessionLocks", "LockTimedOut", "MemorySessionLocks", "StoreSessionLocks"]
 
 log = Logger()
-
-#: QEWD's default wait, seconds.
-DEFAULT_TIMEOUT = 30.0
-
-
-def lock_timeout(value: Any) -> float | None:
-    """``lockSession``'s value as a timeout in seconds: None when locking is off
-    (``false`` / absent); ``true`` or an object without ``timeout``: 30."""
-    if isinstance(value, dict):  # an object is truthy in JavaScript, even {}
-        return float(value.get("timeout") or DEFAULT_TIMEOUT)
-    return DEFAULT_TIMEOUT if value else None
-
 
 class LockTimedOut(Exception):
     """The session stayed locked for longer than the timeout."""

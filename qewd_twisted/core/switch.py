@@ -29,27 +29,13 @@ from typing import Any, Callable, Mapping
 
 from qewd_twisted import errors as E
 
-__all__ = ["ApplicationSwitch", "SwitchRefused", "check_permissions", "wants_switch"]
+__all__ = ["ApplicationSwitch", "SwitchRefused", "wants_switch"]
 
 
 def wants_switch(result: Any) -> bool:
     """True for a handler's final reply that asks for an application switch."""
     return (isinstance(result, dict) and bool(result.get("qewd_destination"))
             and bool(result.get("qewd_application")))
-
-
-def check_permissions(value: Any) -> list[str]:
-    """Problems with a ``permit_application_switch`` value (``{from: {to: bool}}``)."""
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        return ["must be a dict of application -> {application: true}"]
-    problems = []
-    for source, targets in value.items():
-        if not isinstance(targets, dict) or not all(
-                isinstance(k, str) and isinstance(v, bool) for k, v in targets.items()):
-            problems.append(f"{source}: must be a dict of application -> true/false")
-    return problems
 
 
 class SwitchRefused(Exception):

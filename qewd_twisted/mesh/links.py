@@ -457,16 +457,26 @@ class MicroServices(MultiService):
         super().__init__()
         self._links: dict[str, Link] = {}
         self._routes: dict[tuple[str, str], tuple[Link, str]] = {}
+        self._reactor = reactor
+        self._refresh_token = refresh_token
+        self._clock = clock
+        self._link_options = link_options
         if isinstance(routes, Mapping):
             routes = routes.values()
         for route in routes:
-            link = self._links.get(route.url)
-            if link is None:
-                link = Link(route.url, route.remote_application, reactor,
-                            refresh_token=refresh_token, clock=clock, **link_options)
-                self._links[route.url] = link
-                link.setServiceParent(self)
+            link = self.link_for(route.url, route.remote_application)
             self._routes[(route.application, route.type)] = (link, route.remote_application)
+
+    def link_for(self, url: str, application: str) -> Link:
+        """The link to ``url`` (made now, registering as ``application``, if there is none):
+        REST micro-service destinations share the links of WebSocket routes (§4.1)."""
+        link = self._links.get(url)
+        if link is None:
+            link = Link(url, application, self._reactor, refresh_token=self._refresh_token,
+                        clock=self._clock, **self._link_options)
+            self._links[url] = link
+            link.setServiceParent(self)
+        return link
 
     @property
     def links(self) -> Mapping[str, Link]:

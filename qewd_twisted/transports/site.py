@@ -27,6 +27,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.transports import wire
+from qewd_twisted.transports.namespaces import Namespaces
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
 from qewd_twisted.core.node import Connection, Node
 
@@ -184,6 +185,7 @@ class EngineIOProtocol(_NodeProtocol):
     """One socket.io v2 client over the WebSocket transport."""
 
     _heartbeat: Any = None
+    namespaces: Namespaces | None = None  # webSockets.io_paths (transports.namespaces)
 
     def onConnect(self, request: Any) -> None:
         eio = request.params.get("EIO", ["3"])[0]
@@ -200,6 +202,8 @@ class EngineIOProtocol(_NodeProtocol):
         self.sendMessage(wire.open_packet(self.conn.id, f.ping_interval, f.ping_timeout).encode())
         self.sendMessage(wire.SIO_CONNECT.encode())
         self._opened()
+        if f.io_paths:
+            self.namespaces = Namespaces(f.node, self.conn, f.io_paths)
         self._heartbeat = f.reactor.callLater(
             (f.ping_interval + f.ping_timeout) / 1000.0, self._silent)
 
@@ -222,6 +226,8 @@ class EngineIOProtocol(_NodeProtocol):
         except (wire.WireError, UnicodeDecodeError) as e:
             return self.conn.send(envelope.transport_error(str(e)))
         kind = packet.kind
+        if self.namespaces is not None and packet.namespace != "/":
+            return self.namespaces.packet(packet)
         if kind == "ping":
             self.sendMessage((wire.EIO_PONG + packet.data).encode("utf-8"))
         elif kind == "event":
@@ -245,6 +251,8 @@ class EngineIOProtocol(_NodeProtocol):
         if self._heartbeat is not None and self._heartbeat.active():
             self._heartbeat.cancel()
         self._heartbeat = None
+        if self.namespaces is not None:
+            self.namespaces.close_all()
         super().onClose(wasClean, code, reason)
 
 
@@ -287,9 +295,11 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
                  ping_interval: int = wire.PING_INTERVAL_MS,
                  ping_timeout: int = wire.PING_TIMEOUT_MS,
                  max_connections: int = Limits.max_connections,
-                 max_buffered_bytes: int = Limits.max_buffered_bytes) -> WebSocketServerFactory:
+                 max_buffered_bytes: int = Limits.max_buffered_bytes,
+                 io_paths: tuple[str, ...] = ()) -> WebSocketServerFactory:
     """An Autobahn server factory bound to ``node``; oversize messages close with 1009."""
     factory = WebSocketServerFactory(reactor=reactor)
+    factory.io_paths = frozenset(io_paths)
     factory.protocol = protocol
     factory.node = node
     factory.ping_interval = ping_interval
@@ -351,11 +361,12 @@ class _EngineError(Resource):
 
 def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
                     max_message_size: int, max_connections: int = Limits.max_connections,
-                    max_buffered_bytes: int = Limits.max_buffered_bytes) -> Resource:
-    """The resource tree for one node."""
+                    max_buffered_bytes: int = Limits.max_buffered_bytes,
+                    io_paths: tuple[str, ...] = ()) -> Resource:
+    """The resource tree for one node (``io_paths``: extra socket.io namespaces)."""
     limits = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes}
     eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size,
-                                         **limits))
+                                         io_paths=io_paths, **limits))
     plain = WebSocketResource(make_factory(PlainProtocol, node, reactor, max_message_size,
                                            **limits))
     root: Resource = StaticFiles(web_root) if web_root else Resource()

@@ -106,7 +106,10 @@ class NodeHarness:
         max_in_flight: int = Limits.max_in_flight,
         max_in_flight_link: int = Limits.max_in_flight_link,
         start_time: float = 1_700_000_000.0,
+        **node_options: Any,
     ) -> None:
+        """``node_options`` go to the `Node` as they are (``web_root``, ``lock_timeout``,
+        ``switch``, ...)."""
         self.limits = Limits(initial_session_timeout=initial_session_timeout,
                              handler_timeout=handler_timeout,
                              micro_service_timeout=micro_service_timeout,
@@ -120,15 +123,19 @@ class NodeHarness:
             self.tokens = TokenCodec(jwt_secret, algorithms=algorithms, clock=self.clock,
                                      initial_timeout=initial_session_timeout)
         self.sessions = MemorySessionStore(self.clock)
+        applications = Applications({})
         self.node = Node(
             self.clock,
-            Applications.from_objects(apps),
+            applications,
             SyncPool(),
             tokens=self.tokens,
             sessions=self.sessions,
             micro_services=micro_services,
             limits=self.limits,
+            **node_options,
         )
+        # init(application, q) runs with this node's q, as under a QEWDService
+        applications.add_objects(apps, self.node.q)
         self._n = 0
 
     def connect(self, ip: str = "127.0.0.1") -> MemoryConnection:

@@ -169,12 +169,16 @@ class Applications:
     def from_objects(cls, apps: Mapping[str, Any], q: Any = None) -> "Applications":
         """Build from already imported modules or objects (embedding and tests)."""
         self = cls({})
+        self.add_objects(apps, q)
+        return self
+
+    def add_objects(self, apps: Mapping[str, Any], q: Any = None) -> None:
+        """Add already imported modules or objects, running each one's ``init``."""
         for name, obj in apps.items():
             self.add(name, obj)
             init = getattr(obj, "init", None)
             if callable(init) and not isinstance(obj, Application):
                 _call_init(init, name, q)
-        return self
 
     def add(self, name: str, module: Any) -> Application:
         app = module if isinstance(module, Application) else Application.from_module(name, module)

@@ -108,6 +108,8 @@ class QEWDService(MultiService):
             switch = ApplicationSwitch(config.micro_services.destinations,
                                        config.permit_application_switch,
                                        self.micro_services.link_for)
+            for dest in config.micro_services.destinations.values():
+                self.micro_services.link_for(dest.url, dest.application)  # up before use
 
         self.node = Node(
             reactor,

@@ -1,0 +1,92 @@
+# -*- test-case-name: tests.interop.test_parity_interop -*-
+"""
+Application switch (docs/protocol.md §4.7) from our node to a real QEWD.js micro-service: our
+local ``portal`` handler finishes with ``qewd_destination: "login_service"`` /
+``qewd_application: "test-app"``; the node forwards it to the peer's micro-service node and
+relays the peer's intermediate and final frames, the token back in ``portal``. The QEWD.js
+micro-service is a private one from the peer kit (microservice/qewd-ms.js) on a free port.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+import os
+
+from twisted.trial.unittest import SkipTest
+
+from tests.integration.nodes import eio_url, start_node
+from tests.interop.peer import (
+    NODE,
+    SECRET,
+    claims,
+    free_port,
+    http_url,
+    peer_home,
+    register,
+    request,
+    start_peer_ms,
+)
+from tests.wsclient import EIOClient
+
+
+class SwitchToQEWDjsTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        if NODE is None or peer_home() is None:
+            why = "QEWD.js peer kit or node missing (bash scripts/peer.sh start installs it)"
+            if os.environ.get("CI"):
+                self.fail(why)
+            raise SkipTest(why)
+        port = free_port()
+        self.ms_url = http_url(("127.0.0.1", port))
+        _ms, ready = start_peer_ms(self, port)
+        yield ready
+        self.node = start_node(
+            self, jwt={"secret": SECRET}, moduleMap={"portal": "tests.apps.switcher"},
+            u_services={"destinations": {"login_service": {"host": self.ms_url,
+                                                           "application": "test-app"}},
+                        "routes": []},
+            permit_application_switch={"portal": {"test-app": True}})
+        self.link = self.node.micro_services.links[self.ms_url]
+
+    async def client(self) -> tuple[EIOClient, str]:
+        c = EIOClient(eio_url(self.node))
+        self.addCleanup(c.close)
+        return c, await register(c, "portal")
+
+    @defer.inlineCallbacks
+    def test_switch_login_at_the_peer(self):
+        yield self.link.when_up()
+        c, token = yield defer.ensureDeferred(self.client())
+        frames = yield defer.ensureDeferred(request(c, {
+            "type": "signin", "token": token,
+            "params": {"username": "rob", "password": "secret"}}))
+        # the peer's test-app: one send() then finished({ok: true})
+        self.assertEqual([(f["type"], f["finished"]) for f in frames],
+                         [("login", False), ("login", True)])
+        self.assertEqual(frames[0]["message"], {"text": "checking credentials",
+                                                "username": "rob"})
+        final = frames[1]["message"]
+        self.assertIs(final["ok"], True)
+        self.assertEqual(claims(final["token"])["application"], "portal")
+        session = self.node.tokens.session(final["token"])
+        self.assertEqual((session["username"], session["authenticated"], session["via"]),
+                         ("rob", True, "portal"))
+        [reply] = yield defer.ensureDeferred(request(c, {"type": "whoami",
+                                                         "token": final["token"]}))
+        self.assertEqual(reply["message"]["username"], "rob")
+        self.assertEqual(self.node.node.in_flight, 0)
+
+    @defer.inlineCallbacks
+    def test_peer_errors_reach_the_client(self):
+        yield self.link.when_up()
+        c, token = yield defer.ensureDeferred(self.client())
+        frames = yield defer.ensureDeferred(request(c, {
+            "type": "signin", "token": token,
+            "params": {"username": "rob", "password": "wrong"}}))
+        self.assertEqual(frames[-1]["type"], "login")
+        self.assertEqual(frames[-1]["message"], {"error": "Invalid login"})

@@ -418,3 +418,52 @@ class FragmentFolderTests(SynchronousTestCase):
         self.assertEqual(self.folder({"params": {"file": "x"}, "service": "x"}, "unknown"),
                          {"error": "Unable to load handler module for: unknown",
                           "reason": "no moduleMap entry for application 'unknown'"})
+
+
+class ConfigKeyTests(SynchronousTestCase):
+    """lockSession, webSockets.io_paths and permit_application_switch (docs/configuration.md)."""
+
+    def build(self, **d):
+        from qewd_twisted.config import config_from_dict
+
+        return config_from_dict(d, tempfile.mkdtemp())
+
+    def problems(self, **d):
+        from qewd_twisted.config import ConfigError
+
+        with self.assertRaises(ConfigError) as cm:
+            self.build(**d)
+        return cm.exception.problems
+
+    def test_defaults(self) -> None:
+        c = self.build()
+        self.assertEqual((c.lock_session, c.io_paths, c.permit_application_switch),
+                         (None, (), {}))
+
+    def test_lock_session(self) -> None:
+        # QEWD.js: lockSession.timeout || 30, and any object is truthy
+        self.assertEqual([self.build(lockSession=v).lock_session
+                          for v in (False, True, {}, {"timeout": 5})], [None, 30.0, 30.0, 5.0])
+        self.assertEqual(self.problems(lockSession="yes"), [
+            "config.lockSession: must be true, false or {timeout: seconds}, got 'yes' (str)"])
+        self.assertEqual(self.problems(lockSession={"timeout": -1}), [
+            "config.lockSession.timeout: must be a positive number, got -1 (int)"])
+        self.assertIn("config.lockSession.wait", self.problems(lockSession={"wait": 1})[0])
+
+    def test_io_paths(self) -> None:
+        self.assertEqual(self.build(webSockets={"io_paths": ["/a", "/b", "/a"],
+                                                "module": "socket.io", "engine": "ws"}).io_paths,
+                         ("/a", "/b"))
+        self.assertEqual(self.problems(webSockets={"io_paths": ["a"]}), [
+            "config.webSockets.io_paths: must be a list of namespaces such as '/qewd', "
+            "got ['a'] (list)"])
+        self.assertEqual(self.problems(webSockets={"module": "ws"}), [
+            "config.webSockets.module: only 'socket.io' is served"])
+
+    def test_permit_application_switch(self) -> None:
+        permit = {"portal": {"login": True}}
+        self.assertEqual(self.build(permit_application_switch=permit).permit_application_switch,
+                         permit)
+        self.assertEqual(self.problems(permit_application_switch={"portal": ["login"]}), [
+            "config.permit_application_switch.portal: must be a dict of application -> "
+            "true/false, got ['login'] (list)"])

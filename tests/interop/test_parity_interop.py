@@ -90,3 +90,56 @@ class SwitchToQEWDjsTests(TestCase):
             "params": {"username": "rob", "password": "wrong"}}))
         self.assertEqual(frames[-1]["type"], "login")
         self.assertEqual(frames[-1]["message"], {"error": "Invalid login"})
+
+
+class SameAnswersAsQEWDjsTests(TestCase):
+    """The same session-token and fragment messages to the running QEWD.js master (the shared
+    peer, app ``jwt``) and to our node: the same ``message`` in every reply."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        import socket
+
+        from tests.interop.peer import PEER_MASTER
+
+        try:
+            socket.create_connection(PEER_MASTER, timeout=2).close()
+        except OSError:
+            why = f"QEWD.js peer master {PEER_MASTER} unreachable (bash scripts/peer.sh start)"
+            if os.environ.get("CI"):
+                self.fail(why)
+            raise SkipTest(why)
+        from tests.interop.peer import eio_url as peer_eio_url
+
+        self.peer_url = peer_eio_url(PEER_MASTER)
+        self.ours = start_node(self, base_dir=os.path.join(os.path.dirname(__file__),
+                                                           os.pardir, os.pardir, "examples",
+                                                           "jwt"),
+                               moduleMap={"jwt": "jwt_app.py"})
+
+    async def answers(self, url: str) -> list[dict]:
+        c = EIOClient(url)
+        self.addCleanup(c.close)
+        await c.handshake()
+        c.emit({"type": "ewd-register", "application": "jwt"})  # session-token mode
+        token = (await c.message())["message"]["token"]
+        out = []
+        for message in ({"type": "test2"}, {"type": "test", "token": "nope"},
+                        {"type": "ewd-fragment", "token": token, "params": {"file": "x.html"}},
+                        {"type": "ewd-fragment", "token": token,
+                         "params": {"file": "../../package.json"}},
+                        {"type": "ewd-fragment", "token": token, "service": "svc",
+                         "params": {"file": "x.html"}}):
+            c.emit(message)
+            frame = await c.message()
+            out.append((frame["type"], frame["finished"], frame["message"]))
+        return out
+
+    @defer.inlineCallbacks
+    def test_same_messages(self):
+        peer = yield defer.ensureDeferred(self.answers(self.peer_url))
+        ours = yield defer.ensureDeferred(self.answers(eio_url(self.ours)))
+        self.assertEqual(ours, peer)
+        self.assertEqual(peer[1][2], {"error": "Invalid token or session expired",
+                                      "disconnect": True})

@@ -32,7 +32,8 @@ from qewd_twisted.apps.modules import AppLoadError
 from qewd_twisted.apps.pool import PoolFull
 from qewd_twisted.core import envelope
 
-__all__ = ["FragmentBuiltin", "fragment_folder", "fragment_path", "fragment_reply", "js_str", "read_fragment"]
+__all__ = ["FragmentBuiltin", "fragment_folder", "fragment_path", "fragment_reply", "js_str",
+           "read_fragment"]
 
 _log = Logger()
 
@@ -132,7 +133,8 @@ def fragment_folder(web_root: str | None, application: str, message: dict[str, A
 def read_fragment(folder: str | None, message: dict[str, Any]) -> dict[str, Any]:
     """Read ``message["params"]["file"]`` from ``folder`` and return the reply message:
     ``{fragmentName, content}``, or QEWD's missing-file error. Never reads outside
-    ``folder`` (None: no folder, the fragment is missing); never blocks on a FIFO or device (only regular files are read)."""
+    ``folder`` (None: no folder, the fragment is missing); never blocks on a FIFO or device
+    (only regular files are read)."""
     params = message.get("params")
     name = params.get("file") if isinstance(params, dict) else None
     path = fragment_path(folder, name) if folder is not None else None

@@ -309,7 +309,8 @@ def _parity(c: Checker, d: dict[str, Any]) -> dict[str, Any]:
     ``permit_application_switch``."""
     lock = d.get("lockSession")
     if lock is not None and not isinstance(lock, (bool, dict)):
-        c.add("config.lockSession", f"must be true, false or {{timeout: seconds}}, got {show(lock)}")
+        c.add("config.lockSession",
+              f"must be true, false or {{timeout: seconds}}, got {show(lock)}")
     elif isinstance(lock, dict):
         c.check_keys(lock, "config.lockSession", ("timeout",))
         t = lock.get("timeout")

@@ -52,6 +52,10 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
+def _no_link(url: str, application: str) -> Any:
+    raise LookupError("no links: this node has no jwt or no u_services destinations")
+
+
 class QEWDService(MultiService):
     """A QEWD node: listeners, worker pool, micro-service links and the router between them.
 
@@ -102,14 +106,15 @@ class QEWDService(MultiService):
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
             self.micro_services.setServiceParent(self)
         switch = None
-        if switching:
+        if config.permit_application_switch:
             from qewd_twisted.core.switch import ApplicationSwitch
 
+            # a destination too: accepts switches its permit_application_switch allows
+            link_for = self.micro_services.link_for if switching else _no_link
             switch = ApplicationSwitch(config.micro_services.destinations,
-                                       config.permit_application_switch,
-                                       self.micro_services.link_for)
-            for dest in config.micro_services.destinations.values():
-                self.micro_services.link_for(dest.url, dest.application)  # up before use
+                                       config.permit_application_switch, link_for)
+            for dest in config.micro_services.destinations.values() if switching else ():
+                link_for(dest.url, dest.application)  # up before use
 
         self.node = Node(
             reactor,

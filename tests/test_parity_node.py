@@ -390,3 +390,46 @@ class SwitchTests(SynchronousTestCase):
         c = h.connect()
         [f] = h.send(c, {"type": "login", "token": h.register(c, "demo")})
         self.assertEqual(f["message"]["qewd_destination"], "x")
+
+
+class SwitchDestinationTests(SynchronousTestCase):
+    """The destination side: a QEWD.js master sends the reply object with the caller's token
+    (application unchanged) and ``qewd_application``; this node's own
+    ``permit_application_switch`` says whether it runs as that application."""
+
+    def setUp(self) -> None:
+        def login(message, session, send, finished):
+            finished({"ran": "login", "application": session["application"]})
+
+        switch = ApplicationSwitch({}, {"portal": {"login": True}}, lambda url, app: None)
+        self.h = NodeHarness({"portal": app(handlers={"echo": echo}),
+                              "login": app(handlers={"login": login}),
+                              "admin": app(handlers={"login": login})}, switch=switch)
+        self.c = self.h.connect()
+        self.token = self.h.register(self.c, "portal")
+
+    def send(self, **message: Any) -> dict:
+        [f] = self.h.send(self.c, {"type": "login", "token": self.token, **message})
+        return f
+
+    def test_permitted_switch_runs_the_target(self) -> None:
+        f = self.send(qewd_destination="login_service", qewd_application="login")
+        self.assertEqual(f["message"]["ran"], "login")
+        self.assertEqual(f["message"]["application"], "portal")  # the caller's token
+        self.assertEqual(self.h.tokens.decode(f["message"]["token"])["application"], "portal")
+
+    def test_anything_else_runs_as_the_token_says(self) -> None:
+        for extra in ({"qewd_application": "login"},  # no destination
+                      {"qewd_destination": "d", "qewd_application": "admin"},  # not permitted
+                      {"qewd_destination": "d", "qewd_application": 5}):
+            f = self.send(**extra)
+            self.assertEqual(f["message"]["error"],
+                             "Handler not defined for portal messages of type login")
+
+    def test_a_switch_request_without_destinations_is_refused(self) -> None:
+        h = NodeHarness({"portal": app(handlers={"go": lambda m, s, send, fin: fin(
+            {"qewd_destination": "d", "qewd_application": "login"})})},
+            switch=ApplicationSwitch({}, {"portal": {"login": True}}, lambda u, a: None))
+        c = h.connect()
+        [f] = h.send(c, {"type": "go", "token": h.register(c, "portal")})
+        self.assertEqual(f["message"], {"error": "d is not a valid microservice destination"})

@@ -133,7 +133,7 @@ class Node:
                                             self._send, self.custom_errors),
         }
         self.switch = switch
-        if switch is not None and self.forwarder is not None:
+        if switch is not None:
             self.local.switch = self._switch
         self._run_local = self.local.run  # per request: one bound method, looked up once
 
@@ -299,6 +299,9 @@ class Node:
         req = Request(conn, obj, mtype, started, rid, True, session, application)
         if self.session_builtins and mtype in self.session_builtins:
             return self.session_builtins[mtype](req)
+        if self.switch is not None and "qewd_application" in obj:
+            # the destination side of an application switch from a QEWD.js master (§2.5)
+            req.application = self.switch.accepts(application, obj)
         self._run_local(req)
 
     def _session_message(self, conn: IConnection, obj: dict, mtype: str, token: Any,
@@ -361,6 +364,9 @@ class Node:
             if not req.jwt:
                 raise SwitchRefused(E.SWITCH_NEEDS_JWT)
             link, target = switch.route(req.application, result)
+            if self.forwarder is None:
+                raise SwitchRefused(E.SWITCH_BAD_DESTINATION.format(
+                    destination=result.get("qewd_destination")))
             token = self.tokens.issue(req.session)  # type: ignore[union-attr]
         except SwitchRefused as e:
             return self._error(req.conn, req.type, str(e), req.started, req.ms_request_id)
@@ -371,7 +377,7 @@ class Node:
                  source=req.application, type=req.type, target=target, link=link)
         out = Request(req.conn, switch.message(result, req.type, token), req.type, req.started,
                       req.ms_request_id, True, None, req.application)
-        self.forwarder.forward(out, link, target)  # type: ignore[union-attr]
+        self.forwarder.forward(out, link, target)
 
     # -- built-ins (docs/protocol.md §2) -----------------------------------------------------
 

@@ -19,6 +19,11 @@ forwarded token names the target application (so a QEWD.js destination needs no
 back, as for any forwarded request; a session-token session cannot be switched (there is no
 token a remote node could read).
 
+On the destination side, a QEWD.js master sends the reply object with the caller's token (its
+``application`` claim unchanged) and expects ``qewd_application`` to pick the handler module;
+here that is honoured when the destination's own ``permit_application_switch`` allows the
+switch (`ApplicationSwitch.accepts`). The reply's token stays in the caller's application.
+
 `ApplicationSwitch` decides (pure); the node forwards through its ``Forwarder``. May import:
 ``qewd_twisted.errors``, ``qewd_twisted.core`` and Twisted.
 """
@@ -69,6 +74,20 @@ class ApplicationSwitch:
                 and allowed.get(target) is True):
             raise SwitchRefused(E.SWITCH_NOT_PERMITTED.format(source=source, target=target))
         return self._link_for(dest.url, dest.application), target
+
+    def accepts(self, application: str, message: Mapping[str, Any]) -> str:
+        """The application a switched request runs as on this node, the destination: the
+        message's ``qewd_application`` when it also has a ``qewd_destination`` and this node's
+        own ``permit_application_switch`` allows ``application`` (the token's) to switch to
+        it; else ``application``. (QEWD.js honours it whenever the node runs with env
+        ``mode=microservice``; here the destination's operator says which switches.)"""
+        target = message.get("qewd_application")
+        if not (isinstance(target, str) and target and message.get("qewd_destination")):
+            return application
+        allowed = self.permit.get(application)
+        if isinstance(allowed, Mapping) and allowed.get(target) is True:
+            return target
+        return application
 
     @staticmethod
     def message(result: Mapping[str, Any], request_type: str, token: str) -> dict[str, Any]:

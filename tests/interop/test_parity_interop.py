@@ -20,6 +20,7 @@ from tests.integration.nodes import eio_url, start_node
 from tests.interop.peer import (
     NODE,
     SECRET,
+    PeerProcess,
     claims,
     free_port,
     http_url,
@@ -143,3 +144,47 @@ class SameAnswersAsQEWDjsTests(TestCase):
         self.assertEqual(ours, peer)
         self.assertEqual(peer[1][2], {"error": "Invalid token or session expired",
                                       "disconnect": True})
+
+
+class SwitchFromQEWDjsTests(TestCase):
+    """A QEWD.js master (tests/interop/js/switch_master.js) switches its ``portal`` requests to
+    application ``login`` on our node: our node runs ``login`` because its own
+    ``permit_application_switch`` allows portal -> login, and the QEWD.js master relays our
+    frames to its browser client."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_qewd_js_master_switches_to_us(self):
+        home = peer_home()
+        if NODE is None or home is None:
+            why = "QEWD.js peer kit or node missing (bash scripts/peer.sh start installs it)"
+            if os.environ.get("CI"):
+                self.fail(why)
+            raise SkipTest(why)
+        ours = start_node(self, jwt={"secret": SECRET},
+                          moduleMap={"login": "tests.apps.demo", "portal": "tests.apps.switcher"},
+                          permit_application_switch={"portal": {"login": True}})
+        port = free_port()
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js",
+                              "switch_master.js")
+        master = PeerProcess(self, script, {
+            "QEWD_MASTER_PORT": str(port),
+            "QEWD_SWITCH_URL": f"http://127.0.0.1:{ours.ports[0].getHost().port}",
+            "NODE_PATH": os.path.join(home, "node_modules")}, f"QEWD.js master :{port}")
+        registered = master.wait_for("login registered")  # its socket client, at our node
+        master.start()
+        yield registered
+        c = EIOClient(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket")
+        self.addCleanup(c.close)
+        token = yield defer.ensureDeferred(register(c, "portal"))
+        c.emit({"type": "signin", "token": token,
+                "params": {"username": "rob", "password": "secret"}})
+        progress = yield defer.ensureDeferred(c.message())
+        final = yield defer.ensureDeferred(c.message())
+        self.assertEqual((progress["type"], progress["finished"], progress["message"]),
+                         ("login", False, {"text": "checking credentials", "username": "rob"}))
+        self.assertEqual((final["type"], final["finished"], final["message"]["ok"]),
+                         ("login", True, True))
+        session = ours.tokens.session(final["message"]["token"])
+        self.assertEqual((session["application"], session["username"]), ("portal", "rob"))

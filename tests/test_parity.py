@@ -113,6 +113,13 @@ class FragmentTests(SynchronousTestCase):
         # would block forever if opened for reading without O_NONBLOCK and read
         self.assertEqual(self.read("fifo.html")["error"], "Fragment file fifo.html does not exist")
 
+    def test_unreadable_file(self) -> None:
+        def broken(fd, *a, **kw):
+            raise OSError(5, "Input/output error")
+
+        self.patch(os, "fdopen", broken)
+        self.assertEqual(self.read("main.html"), {"error": "Unable to read file main.html"})
+
     def test_directory_is_not_a_fragment(self) -> None:
         self.assertIn("error", self.read("sub"))
 

@@ -297,6 +297,18 @@ class LockSessionTests(SynchronousTestCase):
             self.assertIn("Handler not defined", f["message"]["error"])
         self.assertFalse(self.h.node.session_locks.held(1))
 
+    def test_waiting_when_the_node_stops(self) -> None:
+        c, token = self.session()
+        self.h.node.receive(c, {"type": "slow", "token": token, "params": "a"})
+        self.h.node.receive(c, {"type": "slow", "token": token, "params": "b"})
+        self.h.node.accepting = False  # what drain() does first
+        self.gates["a"].callback(None)
+        done, refused = c.take()
+        self.assertEqual(done["message"]["name"], "a")
+        self.assertEqual(refused["message"], {"error": E.SHUTTING_DOWN, "status": {"code": 503}})
+        self.assertEqual(self.order, ["start a", "end a"])
+        self.assertFalse(self.h.node.session_locks.held(1))
+
     def test_jwt_sessions_are_not_locked(self) -> None:
         c = self.h.connect()
         token = self.h.register(c, "demo")

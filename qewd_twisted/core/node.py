@@ -337,6 +337,11 @@ class Node:
         def locked(release: Callable[[], None]) -> None:
             if not req.conn.open:
                 return release()
+            if not self.accepting:  # the node began to stop while this one waited
+                release()
+                self.requests.ended_early(req, "503")
+                return self._error(req.conn, req.type, E.SHUTTING_DOWN, req.started,
+                                   req.ms_request_id, status=E.STATUS_BUSY)
             self.requests.on_end(req, release)
             self._run_local(req)
 
@@ -377,7 +382,15 @@ class Node:
                  source=req.application, type=req.type, target=target, link=link)
         out = Request(req.conn, switch.message(result, req.type, token), req.type, req.started,
                       req.ms_request_id, True, None, req.application)
-        self.forwarder.forward(out, link, target)
+        try:
+            self.forwarder.forward(out, link, target)
+        except Exception:
+            log.failure("application switch of {type} to {target}", type=req.type,
+                        target=target)
+            if not out.done:
+                self.requests.end(out, "error")
+                self._error(req.conn, req.type, E.INTERNAL_ERROR, req.started,
+                            req.ms_request_id)
 
     # -- built-ins (docs/protocol.md §2) -----------------------------------------------------
 

@@ -303,7 +303,8 @@ class LockSessionTests(SynchronousTestCase):
         self.h.node.receive(c, {"type": "slow", "token": token, "params": "b"})
         self.h.node.accepting = False  # what drain() does first
         self.gates["a"].callback(None)
-        done, refused = c.take()
+        # b is refused as a's end releases the lock, just before a's reply goes out
+        refused, done = c.take()
         self.assertEqual(done["message"]["name"], "a")
         self.assertEqual(refused["message"], {"error": E.SHUTTING_DOWN, "status": {"code": 503}})
         self.assertEqual(self.order, ["start a", "end a"])

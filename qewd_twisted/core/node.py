@@ -75,6 +75,10 @@ class Node:
 
     Composed of: an `InFlight` set, a `LocalRunner` (local handlers) and a `Forwarder`
     (links; only with ``micro_services`` and ``tokens``). ``q`` is what application code gets.
+    QEWD's message features (docs/handlers.md): ``ewd-fragment`` (a session built-in, read
+    from ``web_root``), custom errors (``custom_errors``, filled through ``q``), ``lockSession``
+    (``session_locks``, or in-process locks when only ``lock_timeout`` is given) and the
+    application ``switch`` (``core.switch.ApplicationSwitch``).
     ``limits``: ``maxInFlight``, ``maxInFlightPerLink``, the handler and micro-service
     deadlines and the initial session timeout are read from it.
     """
@@ -357,6 +361,8 @@ class Node:
             self._error(req.conn, req.type, text, req.started, req.ms_request_id)
 
         d.addCallbacks(locked, failed)
+        d.addErrback(lambda f: log.failure("running {type} under its session lock", f,
+                                           type=req.type))
 
     # -- application switch (docs/protocol.md §4.7) --------------------------------------
 

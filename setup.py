@@ -32,7 +32,12 @@ setup(
         # formats (text and OpenMetrics), rather than a hand-written one (docs/operations.md)
         "prometheus-client>=0.17",
     ],
-    extras_require={"test": ["hypothesis>=6"]},
+    extras_require={
+        # config["database"] = {"type": "redis", ...}: redis-py, the Redis project's own
+        # maintained client (connection pool, reconnects, Lua scripts), not a hand-written RESP
+        "redis": ["redis>=5"],
+        "test": ["hypothesis>=6", "redis>=5"],
+    },
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -48,6 +48,9 @@ BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
 SWITCH_NEEDS_JWT = "An application switch needs a JWT session"
+SESSION_STORE_DOWN = "Session store unavailable"  # ours: a database-backed session store
+DATABASE_DOWN = "Database unavailable: {reason}"
+STATUS_DATABASE_DOWN = 503
 
 # Status codes carried in message.status.code (QEWD's convention for MS_DOWN, §4.2)
 STATUS_MS_DOWN = 503
@@ -80,3 +83,12 @@ INTERNAL_TYPES = frozenset(
 UNSUPPORTED_TYPES = frozenset(
     {"restRequest", "ewd-dump-documents", "ewd-save-documents"}
 )
+
+
+class ServiceUnavailable(Exception):
+    """Raised by something a handler depends on (a database) that cannot be reached now.
+
+    A handler that lets it through is answered with ``DATABASE_DOWN`` (this text as the
+    reason) and status 503 under the request's type, not with a crash frame.
+    ``documents.DatabaseUnavailable`` is one.
+    """

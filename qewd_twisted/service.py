@@ -56,6 +56,19 @@ def _no_link(url: str, application: str) -> Any:
     raise LookupError("no links: this node has no jwt or no u_services destinations")
 
 
+class _Closer(Service):
+    """Closes the document store when the node stops (after in-flight requests ended)."""
+
+    name = "documents"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.store.close()
+
+
 class QEWDService(MultiService):
     """A QEWD node: listeners, worker pool, micro-service links and the router between them.
 
@@ -71,6 +84,17 @@ class QEWDService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
+
+        # Documents (q.db) and, with a database configured, session-token sessions: opened
+        # now so that an unusable database stops the node before it listens.
+        from qewd_twisted.documents import DatabaseUnavailable, DocumentStore, open_backend
+
+        try:
+            backend = open_backend(config.database)
+        except DatabaseUnavailable as e:
+            raise ConfigError([f"config.database: {e}"]) from e
+        self.documents = DocumentStore(backend, reactor)
+        _Closer(self.documents).setServiceParent(self)  # first in, last stopped
 
         self.apps = Applications(config.module_map)
 
@@ -90,8 +114,15 @@ class QEWDService(MultiService):
                 previous_secrets=config.jwt.previous_secrets,
                 cipher=config.jwt.cipher,
             )
-        self.sessions = MemorySessionStore(reactor)
-        gc = TimerService(60, self.sessions.collect_garbage)
+        if config.database is None:
+            self.sessions = MemorySessionStore(reactor)
+            gc = TimerService(60, self.sessions.collect_garbage)
+        else:
+            from qewd_twisted.documents.sessions import DocumentSessionStore
+
+            self.sessions = DocumentSessionStore(self.documents, reactor,
+                                                 config.session_document_name)
+            gc = TimerService(60, self.sessions.sweep)
         gc.clock = reactor
         gc.setServiceParent(self)
 
@@ -127,11 +158,13 @@ class QEWDService(MultiService):
             web_root=config.web_server_root,
             lock_timeout=config.lock_session,
             switch=switch,
+            db=self.documents,
         )
-        # init(application, q) runs now that q exists
+        # handler modules are imported once the node exists: init(application, q) gets its q
         problems = [f"config.moduleMap.{e.application}: {e.reason}"
                     for e in self.apps.load_all(self.node.q)]
         if problems:
+            self.documents.close()
             raise ConfigError(problems)
         self.site = _QuietSite(
             build_site_root(self.node, reactor, web_root=config.web_server_root,

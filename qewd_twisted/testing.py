@@ -106,6 +106,7 @@ class NodeHarness:
         max_in_flight: int = Limits.max_in_flight,
         max_in_flight_link: int = Limits.max_in_flight_link,
         start_time: float = 1_700_000_000.0,
+        db: Any = None,
         **node_options: Any,
     ) -> None:
         """``node_options`` go to the `Node` as they are (``web_root``, ``lock_timeout``,
@@ -123,19 +124,20 @@ class NodeHarness:
             self.tokens = TokenCodec(jwt_secret, algorithms=algorithms, clock=self.clock,
                                      initial_timeout=initial_session_timeout)
         self.sessions = MemorySessionStore(self.clock)
-        applications = Applications({})
+        registry = Applications({})
         self.node = Node(
             self.clock,
-            applications,
+            registry,
             SyncPool(),
             tokens=self.tokens,
             sessions=self.sessions,
             micro_services=micro_services,
             limits=self.limits,
+            db=db,
             **node_options,
         )
-        # init(application, q) runs with this node's q, as under a QEWDService
-        applications.add_objects(apps, self.node.q)
+        # modules are added once the node exists: init(application, q) gets its q
+        registry.add_objects(apps, self.node.q)
         self._n = 0
 
     def connect(self, ip: str = "127.0.0.1") -> MemoryConnection:

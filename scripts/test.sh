@@ -9,6 +9,11 @@ if command -v npm >/dev/null 2>&1; then
   (cd tests/js && { [[ -d node_modules/socket.io-client ]] || npm ci --no-audit --no-fund --silent; }) \
     || { echo "[test] npm ci in tests/js failed"; exit 1; }
 fi
+# A real redis-server for tests/documents (each test run starts its own on a free loopback port).
+if ! command -v redis-server >/dev/null 2>&1 && [[ ! -x /usr/bin/redis-server ]]; then
+  { apt-get install -y -q redis-server >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }; } \
+    || { echo "[test] could not install redis-server"; exit 1; }
+fi
 # The QEWD.js reference peer for tests/interop (../shared/qewd-peer): started here and stopped
 # on exit, even on failure; a peer that was already running is left alone.
 if bash scripts/peer.sh status >/dev/null 2>&1; then

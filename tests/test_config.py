@@ -541,10 +541,8 @@ class UnknownKeyTests(ConfigTestCase):
         """QEWD.js keys with no effect here are accepted and listed, in the file's order."""
         config = self.build(
             {
-                "database": {"type": "redis"},
                 "port": 8080,
                 "webServer": "express",
-                "sessionDocumentName": "CacheTempEWDSession",
                 "poolPrefork": True,
                 "idleLimit": 3600000,
                 "mode": "production",
@@ -557,9 +555,7 @@ class UnknownKeyTests(ConfigTestCase):
         self.assertEqual(
             config.ignored_keys,
             [
-                "database",
                 "webServer",
-                "sessionDocumentName",
                 "poolPrefork",
                 "idleLimit",
                 "mode",
@@ -569,6 +565,47 @@ class UnknownKeyTests(ConfigTestCase):
             ],
         )
         self.assertEqual(config.port, 8080)
+
+
+class DatabaseConfigTests(ConfigTestCase):
+    """config.database (QEWD's key) and sessionDocumentName (docs/configuration.md)."""
+
+    def test_default_is_memory(self) -> None:
+        config = self.build({})
+        self.assertIsNone(config.database)
+        self.assertEqual(config.session_document_name, "CacheTempEWDSession")
+
+    def test_sqlite(self) -> None:
+        config = config_from_dict({"database": {"type": "sqlite", "params": {"path": "d.db"}},
+                                   "sessionDocumentName": "mySessions"}, base_dir="/srv/app")
+        self.assertEqual(config.database, {"type": "sqlite", "params": {
+            "path": "/srv/app/d.db", "busyTimeout": 5.0}})
+        self.assertEqual(config.session_document_name, "mySessions")
+        self.assertEqual(self.build({"database": {"type": "sqlite"}}).database["params"]["path"],
+                         os.path.join(self.dir, "qewd.sqlite"))
+
+    def test_redis(self) -> None:
+        config = self.build({"database": {"type": "redis", "params": {"host": "127.0.0.1",
+                                                                      "port": 16379}}})
+        self.assertEqual(config.database, {"type": "redis", "params": {
+            "host": "127.0.0.1", "port": 16379, "password": None, "db": 0, "timeout": 5.0}})
+
+    def test_problems(self) -> None:
+        self.assertEqual(self.problems({"database": "redis"}), [
+            "config.database: must be {'type': 'sqlite' or 'redis', 'params': {...}}, "
+            "got 'redis' (str)"])
+        self.assertEqual(self.problems({"database": {"type": "gtm"}}), [
+            "config.database.type: 'gtm' needs an M/IRIS engine: not supported by qewd-twisted "
+            "(use 'sqlite', or 'redis' to share documents with QEWD.js nodes)"])
+        self.assertEqual(self.problems({"database": {"type": "mysql"}}), [
+            "config.database.type: must be one of 'memory', 'sqlite', 'redis', got 'mysql' (str)"])
+        self.assertEqual(self.problems({"database": {"type": "redis", "params": {
+            "port": "6379", "hots": "x", "timeout": 0}}}), [
+            "config.database.params.hots: unknown key (did you mean 'host'?)",
+            "config.database.params.port: must be an integer from 1 to 65535, got '6379' (str)",
+            "config.database.params.timeout: must be a number of seconds > 0, got 0 (int)"])
+        self.assertEqual(self.problems({"sessionDocumentName": ""}), [
+            "config.sessionDocumentName: must be a non-empty string, got '' (str)"])
 
 
 class AllProblemsTests(ConfigTestCase):

@@ -25,6 +25,7 @@ ALLOWED = {
     "mesh": {"core.envelope", "core.interfaces", "errors", "transports.wire",
              "transports.framing"},
     "config": {"errors"},
+    "documents": {"errors", "auth.sessions"},
 }
 
 

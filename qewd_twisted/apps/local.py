@@ -162,7 +162,7 @@ class LocalRunner:
         handler itself. One that does await is handed to Twisted where it stopped.
         """
         try:
-            result = handler(req.message, req.session, send, finished)
+            result = self._invoke(handler, req.message, req.session, send, finished)
             if type(result) is types.CoroutineType or isinstance(result, Coroutine):
                 try:
                     awaited = result.send(None)
@@ -176,6 +176,17 @@ class LocalRunner:
         except Exception:
             return self._handler_failed(Failure(), req)
         d.addErrback(self._handler_failed, req)
+
+    def _invoke(self, fn: Callable, msg: Any, session: Any, send: Callable,
+                finished: Callable) -> Any:
+        """``fn(msg, session, send, finished)``, plus ``q`` when ``fn`` takes a fifth
+        positional parameter (its arity is read once per function)."""
+        n = self._arity.get(fn)
+        if n is None:
+            n = self._arity[fn] = positional_arity(fn)
+        if n >= 5:
+            return fn(msg, session, send, finished, self.q)
+        return fn(msg, session, send, finished)
 
     def _thread_returned(self, result: Any, req: Request) -> Any:
         if req.spare:
@@ -222,15 +233,16 @@ class LocalRunner:
                 return blockingCallFromThread(self.reactor, defer.ensureDeferred, result)
             return result
 
+        invoke = self._invoke
         if app.before_handler is not None:
-            if resolve(app.before_handler(msg, session, send, finished)) is False:
+            if resolve(invoke(app.before_handler, msg, session, send, finished)) is False:
                 return
         if handler is None:
             finished(self._no_handler(req))
             return
-        resolve(handler(msg, session, send, finished))
+        resolve(invoke(handler, msg, session, send, finished))
         if app.after_handler is not None:
-            resolve(app.after_handler(msg, session, send, finished))
+            resolve(invoke(app.after_handler, msg, session, send, finished))
 
     async def _chain_async(self, app: Application, handler: Any, req: Request,
                            send: Callable, finished: Callable) -> None:
@@ -238,7 +250,7 @@ class LocalRunner:
         msg, session = req.message, req.session
 
         async def call(fn: Callable) -> Any:
-            result = fn(msg, session, send, finished)
+            result = self._invoke(fn, msg, session, send, finished)
             if inspect.isawaitable(result):
                 result = await result
             return result
@@ -259,6 +271,16 @@ class LocalRunner:
                 self._end(req, "503")
                 self._error(req.conn, req.type, E.SERVER_BUSY, req.started, req.ms_request_id,
                             status=E.STATUS_BUSY)
+            return
+        if failure.check(E.ServiceUnavailable):
+            # the database, not the handler, failed: a reply under the request's type (503)
+            log.warn("handler for {application}/{type}: {error}", application=req.application,
+                     type=req.type, error=failure.getErrorMessage())
+            if not req.done:
+                self._end(req, "503")
+                self._error(req.conn, req.type,
+                            E.DATABASE_DOWN.format(reason=failure.getErrorMessage()),
+                            req.started, req.ms_request_id, status=E.STATUS_DATABASE_DOWN)
             return
         log.failure("handler for {application}/{type} raised", failure,
                     application=req.application, type=req.type, request_id=req.id)

@@ -173,7 +173,7 @@ class Applications:
         return self
 
     def add_objects(self, apps: Mapping[str, Any], q: Any = None) -> None:
-        """Add already imported modules or objects, running each one's ``init``."""
+        """Add already imported modules or objects and run their ``init``."""
         for name, obj in apps.items():
             self.add(name, obj)
             init = getattr(obj, "init", None)

@@ -16,6 +16,7 @@ import importlib.machinery
 import importlib.util
 import itertools
 import keyword
+import math
 import os
 import re
 import sys
@@ -71,12 +72,13 @@ SUPPORTED_KEYS = (
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
     "maxInFlightPerLink",
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
+    *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
     *("lockSession", "webSockets", "permit_application_switch"),  # docs/compatibility.md
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
 IGNORED_KEYS = (
-    *("database", "webServer", "sessionDocumentName", "poolPrefork", "idleLimit", "mode"),
+    *("webServer", "poolPrefork", "idleLimit", "mode"),
     *("bodyParser", "resilientMode", "errorLogFile"),
 )
 # QEWD.js keys whose behaviour we do not provide: ignoring them would silently change what the
@@ -161,6 +163,10 @@ class Config:
     lock_session: float | None = None  # lockSession: seconds a request waits for its session
     io_paths: tuple[str, ...] = ()  # webSockets.io_paths: extra socket.io namespaces
     permit_application_switch: dict[str, dict[str, bool]] = field(default_factory=dict)
+    # where documents and session-token sessions live: None (in memory) or a normalised
+    # {"type": "sqlite"|"redis", "params": {...}} (docs/documents.md)
+    database: dict[str, Any] | None = None
+    session_document_name: str = "CacheTempEWDSession"  # QEWD's default
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -283,6 +289,9 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         micro_services=micro_services,
         **_operations(c, d, listen),
         **_parity(c, d),
+        database=_database(c, d),
+        session_document_name=c.get_str(d, "sessionDocumentName", "config")
+        or "CacheTempEWDSession",
         ignored_keys=ignored,
         base_dir=base_dir,
         raw=d,
@@ -558,3 +567,68 @@ def _operations(c: Checker, d: dict[str, Any], listen: list[str]) -> dict[str, A
         "status": c.get_bool(d, "status", True),
         "log_requests": c.get_bool(d, "logRequests", False),
     }
+
+
+# QEWD.js database types that need an M or IRIS engine: named in the error, not "unknown".
+_QEWD_ONLY_DATABASES = ("gtm", "yottadb", "cache", "iris", "dbx", "mongodb")
+_DATABASE_PARAMS = {
+    "memory": (),
+    "sqlite": ("path", "busyTimeout"),
+    "redis": ("host", "port", "password", "db", "timeout"),
+}
+
+
+def _database(c: Checker, d: dict[str, Any]) -> dict[str, Any] | None:
+    """QEWD's ``database: {type, params}``: memory (the default), sqlite or redis."""
+    raw = d.get("database")
+    if raw is None:
+        return None
+    path = "config.database"
+    if not isinstance(raw, dict):
+        c.add(path, f"must be {{'type': 'sqlite' or 'redis', 'params': {{...}}}}, got {show(raw)}")
+        return None
+    c.check_keys(raw, path, ("type", "params"))
+    kind = raw.get("type")
+    if kind in _QEWD_ONLY_DATABASES:
+        c.add(f"{path}.type", f"{kind!r} needs an M/IRIS engine: not supported by qewd-twisted "
+              "(use 'sqlite', or 'redis' to share documents with QEWD.js nodes)")
+        return None
+    if kind not in _DATABASE_PARAMS:
+        c.add(f"{path}.type", f"must be one of 'memory', 'sqlite', 'redis', got {show(kind)}")
+        return None
+    params = raw.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        c.add(f"{path}.params", f"must be a dict, got {show(params)}")
+        return None
+    ppath = f"{path}.params"
+    c.check_keys(params, ppath, _DATABASE_PARAMS[kind])
+    out: dict[str, Any] = {}
+
+    def seconds(key: str, default: float) -> float:
+        v = params.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v <= 0:
+            c.add(key_path(ppath, key), f"must be a number of seconds > 0, got {show(v)}")
+            return default
+        return float(v)
+
+    if kind == "sqlite":
+        out["path"] = c.resolve(c.get_str(params, "path", ppath) or "qewd.sqlite")
+        out["busyTimeout"] = seconds("busyTimeout", 5.0)
+    elif kind == "redis":
+        out["host"] = c.get_str(params, "host", ppath) or "127.0.0.1"
+        port = params.get("port", 6379)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            c.add(key_path(ppath, "port"), f"must be an integer from 1 to 65535, got {show(port)}")
+            port = 6379
+        out["port"] = port
+        out["password"] = c.get_str(params, "password", ppath, secret=True)
+        db = params.get("db", 0)
+        if isinstance(db, bool) or not isinstance(db, int) or db < 0:
+            c.add(key_path(ppath, "db"), f"must be an integer >= 0, got {show(db)}")
+            db = 0
+        out["db"] = db
+        out["timeout"] = seconds("timeout", 5.0)
+    return {"type": kind, "params": out}

@@ -93,6 +93,7 @@ class Node:
         session_locks: ISessionLocks | None = None,
         lock_timeout: float | None = None,
         switch: ApplicationSwitch | None = None,
+        db: Any = None,
     ) -> None:
         self.reactor = reactor
         self.apps = apps
@@ -111,7 +112,8 @@ class Node:
         self._observer: INodeObserver = NodeObserver()
         self.requests = InFlight(reactor, self._observer)
         self.custom_errors = CustomErrors()  # q.set_custom_error_response fills it
-        self.q = Q(self)
+        # q.db: the document store (documents.DocumentStore), or None
+        self.q = Q(self, db)
         self.local = LocalRunner(reactor, apps, pool, self.requests, self._send, self.q,
                                  tokens=tokens, handler_timeout=limits.handler_timeout,
                                  custom_errors=self.custom_errors)
@@ -312,6 +314,14 @@ class Node:
         except SessionError as e:
             return self._not_authenticated(conn, envelope.error(
                 mtype, str(e), self._elapsed(started), rid, disconnect=True))
+        if isinstance(session, defer.Deferred):  # a store in a database (documents/sessions.py)
+            return self._when_session(
+                session, conn, mtype, started, rid,
+                lambda s: self._session_ready(conn, obj, mtype, s, started, rid))
+        self._session_ready(conn, obj, mtype, session, started, rid)
+
+    def _session_ready(self, conn: IConnection, obj: dict, mtype: str, session: Any,
+                       started: float, rid: Any) -> None:
         req = Request(conn, obj, mtype, started, rid, False, session, session.application)
         if self.session_builtins and mtype in self.session_builtins:
             return self.session_builtins[mtype](req)
@@ -392,6 +402,32 @@ class Node:
                 self._error(req.conn, req.type, E.INTERNAL_ERROR, req.started,
                             req.ms_request_id)
 
+    def _when_session(self, d: defer.Deferred, conn: IConnection, mtype: str, started: float,
+                      rid: Any, then: Callable[[Any], None], disconnect: bool = True,
+                      status: int | None = None) -> None:
+        """Go on with ``then(session)`` once a session store that waits on a database answers
+        (its methods return Deferreds); its SessionError is answered as a synchronous one
+        would be, and a database that can't be reached with ``Session store unavailable``."""
+
+        def failed(f: Any) -> None:
+            if f.check(SessionError):
+                frame = envelope.error(mtype, f.getErrorMessage(), self._elapsed(started), rid,
+                                       disconnect=disconnect, status=status)
+                if disconnect:  # an authentication failure
+                    return self._not_authenticated(conn, frame)
+                return self._send(conn, frame)
+            log.warn("session store failed for {type}: {error}", type=mtype,
+                     error=f.getErrorMessage())
+            self._error(conn, mtype, E.SESSION_STORE_DOWN, started, rid,
+                        status=E.STATUS_DATABASE_DOWN)
+
+        def ready(session: Any) -> None:
+            if conn.open:
+                then(session)
+
+        d.addCallbacks(ready, failed)
+        d.addErrback(lambda f: log.failure("handling {type}", f, type=mtype))
+
     # -- built-ins (docs/protocol.md §2) -----------------------------------------------------
 
     def _register(self, conn: Connection, obj: dict, started: float, rid: Any) -> None:
@@ -408,15 +444,25 @@ class Node:
                 {"socketId": conn.id, "ipAddress": conn.ip, "authenticated": False},
                 timeout=self.initial_session_timeout,
             )
-            conn.jwt = True
         else:
             try:
                 session = self.sessions.create(
                     application, self.initial_session_timeout, conn.id, conn.ip)
             except SessionError as e:
                 return self._error(conn, mtype, str(e), started, rid, status=E.STATUS_BUSY)
+            if isinstance(session, defer.Deferred):
+                return self._when_session(
+                    session, conn, mtype, started, rid,
+                    lambda s: self._registered(conn, obj, application, s.token, False,
+                                               started, rid),
+                    disconnect=False, status=E.STATUS_BUSY)
             token = session.token
-            conn.jwt = False
+        self._registered(conn, obj, application, token, bool(obj.get("jwt")), started, rid)
+
+    def _registered(self, conn: IConnection, obj: dict, application: str, token: str,
+                    jwt: bool, started: float, rid: Any) -> None:
+        mtype = "ewd-register"
+        conn.jwt = jwt
         conn.application = application
         message: dict[str, Any] = {"token": token}
         if obj.get("qewd_twisted"):
@@ -449,9 +495,23 @@ class Node:
                 server_session = self.sessions.authenticate(token)
             except SessionError as e:
                 return self._error(conn, mtype, str(e), started, rid, disconnect=True)
-            server_session["socketId"] = conn.id
-            conn.jwt = False
-            conn.application = server_session.application
+            if isinstance(server_session, defer.Deferred):
+                return self._when_session(
+                    server_session, conn, mtype, started, rid,
+                    lambda s: self._reregistered(conn, obj, message, s, started, rid))
+            return self._reregistered(conn, obj, message, server_session, started, rid)
+        self._reregistered_done(conn, obj, message, started, rid)
+
+    def _reregistered(self, conn: IConnection, obj: dict, message: dict, server_session: Any,
+                      started: float, rid: Any) -> None:
+        server_session["socketId"] = conn.id
+        conn.jwt = False
+        conn.application = server_session.application
+        self._reregistered_done(conn, obj, message, started, rid)
+
+    def _reregistered_done(self, conn: IConnection, obj: dict, message: dict, started: float,
+                           rid: Any) -> None:
+        mtype = "ewd-reregister"
         if obj.get("qewd_twisted"):
             message["qewd_twisted"] = 1
             conn.is_link = True

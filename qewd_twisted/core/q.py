@@ -2,21 +2,26 @@
 """
 ``q``: what the node offers to application code, as QEWD's ``this`` / ``q`` does (docs/handlers.md).
 
-A `Q` is handed to ``workerResponseHandlers`` as their third argument (``fn(message, send, q)``).
+A `Q` is handed to ``workerResponseHandlers`` as their third argument (``fn(message, send, q)``),
+to handlers (and before/after hooks) that take a fifth parameter
+(``fn(messageObj, session, send, finished, q)``), and to ``init(application, q)``.
 Its whole surface:
 
 - ``q.to_all(obj)``: send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``);
 - ``q.to_application(obj, application)``: to every client registered for ``application``;
 - ``q.send_to_socket(socket_id, obj) -> bool``: to one client by socket id (False when it is
   not connected to this node);
-- ``q.db``: the document store, or None while this node has none.
+- ``q.db``: the document store (``documents.DocumentStore``), or None for a node built
+  without one.
 
 - ``q.set_custom_error_response(application=..., errorType=..., text=..., statusCode=...)``
   (or one dict; QEWD's ``this.setCustomErrorResponse``): the text and status code of one of
   QEWD's error types for one application (``apps.custom_errors``); called from a module's
   ``init(application, q)``.
 
-These are called on the reactor thread (a workerResponseHandler and ``init`` run there).
+The push methods are called on the reactor thread (a workerResponseHandler and ``init`` run
+there); the document store blocks, so ``async def`` code reaches it through ``q.db.run``
+(docs/documents.md).
 
 May import: nothing at run time (the node only for type checking).
 """

@@ -1,0 +1,1 @@
+"""Tests for qewd_twisted.documents: one suite run against every back-end."""

@@ -1,0 +1,73 @@
+/*
+  QEWD.js handlers over ewd-document-store for the documents interop test: each one works on
+  the node params.name[params.subscripts...] with QEWD's own API (this.documentStore).
+*/
+function node(worker, params) {
+  return new worker.documentStore.DocumentNode(params.name, params.subscripts || []);
+}
+
+module.exports = {
+  handlers: {
+    write: function(messageObj, session, send, finished) {
+      var doc = node(this, messageObj.params);
+      if (messageObj.params.replace) doc.delete();
+      doc.setDocument(messageObj.params.document);
+      finished({ok: true});
+    },
+    setValue: function(messageObj, session, send, finished) {
+      node(this, messageObj.params).value = messageObj.params.value;
+      finished({ok: true});
+    },
+    read: function(messageObj, session, send, finished) {
+      var doc = node(this, messageObj.params);
+      var children = [];
+      doc.forEachChild(function(sub) { children.push(sub); });
+      finished({
+        exists: doc.exists,
+        hasValue: doc.hasValue,
+        hasChildren: doc.hasChildren,
+        value: doc.value,
+        children: children,
+        document: doc.getDocument(true)
+      });
+    },
+    increment: function(messageObj, session, send, finished) {
+      finished({value: node(this, messageObj.params).increment()});
+    },
+    // bench/documents.py: params.n times one operation, timed inside the worker
+    bench: function(messageObj, session, send, finished) {
+      var p = messageObj.params;
+      var base = node(this, p);
+      var n = p.n;
+      var leaf = base.$('value');
+      var doc = {};
+      for (var k = 0; k < 50; k++) doc['field' + k] = 'value ' + k;
+      var i;
+      if (p.op === 'prepare') {
+        base.delete();
+        for (i = 0; i < 1000; i++) base.$('kids').$('k' + i).value = i;
+        base.$('doc').setDocument(doc);
+        leaf.value = 'x';
+        return finished({ok: true});
+      }
+      var t0 = process.hrtime.bigint();
+      if (p.op === 'set') for (i = 0; i < n; i++) leaf.value = i;
+      else if (p.op === 'get') for (i = 0; i < n; i++) leaf.value;
+      else if (p.op === 'set_document') for (i = 0; i < n; i++) base.$('doc').setDocument(doc);
+      else if (p.op === 'get_document') for (i = 0; i < n; i++) base.$('doc').getDocument(true);
+      else if (p.op === 'increment') for (i = 0; i < n; i++) base.$('counter').increment();
+      else if (p.op === 'children') {
+        for (i = 0; i < n; i++) {
+          var subs = [];
+          base.$('kids').forEachChild(function(sub) { subs.push(sub); });
+        }
+      }
+      else return finished({error: 'unknown op ' + p.op});
+      finished({ns: Number(process.hrtime.bigint() - t0), n: n});
+    },
+    remove: function(messageObj, session, send, finished) {
+      node(this, messageObj.params).delete();
+      finished({ok: true});
+    }
+  }
+};

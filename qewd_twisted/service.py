@@ -21,6 +21,7 @@ from qewd_twisted.apps.modules import Applications
 from qewd_twisted.config import Config, ConfigError
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.core.session_locks import StoreSessionLocks
 from qewd_twisted.transports.site import build_site_root
 from qewd_twisted.apps.pool import WorkerPool
 
@@ -157,6 +158,9 @@ class QEWDService(MultiService):
             limits=limits,
             web_root=config.web_server_root,
             lock_timeout=config.lock_session,
+            # lockSession with sessions in a database: its lock, shared by every node on it
+            session_locks=(StoreSessionLocks(self.documents, config.session_document_name)
+                           if config.lock_session and config.database is not None else None),
             switch=switch,
             db=self.documents,
         )

@@ -11,8 +11,9 @@ import os
 import tempfile
 import types
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from qewd_twisted import errors as E
@@ -256,27 +257,65 @@ class SessionLockTests(SynchronousTestCase):
 
         calls = []
 
-        class Store:
-            def lock(self, name, path, timeout):
-                calls.append(("lock", name, path, timeout))
-                if path[1] == "busy":
+        class Lock:
+            def __init__(self, path):
+                self.path = path
+
+            def release(self):
+                calls.append(("release", self.path))
+
+        class Node:
+            def __init__(self, path):
+                self.path = path
+
+            def lock(self, timeout):
+                calls.append(("lock", self.path, timeout))
+                if self.path[-1] == "busy":
                     raise TimeoutError()
-                return "tok"
+                return Lock(self.path)
 
-            def unlock(self, name, path, token):
-                calls.append(("unlock", name, path, token))
+        class Documents:
+            def use(self, name, *subscripts):
+                return Node((name, *subscripts))
 
-        locks = StoreSessionLocks(Store(), "CacheTempEWDSession",
-                                  lambda fn, *a: defer.maybeDeferred(fn, *a))
+            def run(self, fn, *a):
+                return defer.maybeDeferred(fn, *a)
+
+        locks = StoreSessionLocks(Documents(), "CacheTempEWDSession")
         verifyObject(ISessionLocks, locks)
         release = self.successResultOf(locks.acquire(7, 30))
         release()
         release()
         self.failureResultOf(locks.acquire("busy", 1), LockTimedOut)
         self.assertEqual(calls, [
-            ("lock", "CacheTempEWDSession", ("session", 7), 30),
-            ("unlock", "CacheTempEWDSession", ("session", 7), "tok"),
-            ("lock", "CacheTempEWDSession", ("session", "busy"), 1)])
+            ("lock", ("CacheTempEWDSession", "session", 7), 30),
+            ("release", ("CacheTempEWDSession", "session", 7)),
+            ("lock", ("CacheTempEWDSession", "session", "busy"), 1)])
+
+
+
+class StoreSessionLockTests(TestCase):
+    """StoreSessionLocks on a real DocumentStore (the in-memory back-end, its thread pool)."""
+
+    @defer.inlineCallbacks
+    def test_on_a_real_store(self):
+        from twisted.internet import reactor
+
+        from qewd_twisted.documents import DocumentStore
+        from qewd_twisted.documents.memory import MemoryStore
+
+        store = DocumentStore(MemoryStore(), reactor)
+        self.addCleanup(store.close)
+        locks = StoreSessionLocks(store, "CacheTempEWDSession")
+        node = store.use("CacheTempEWDSession", "session", 3)
+        release = yield locks.acquire(3, 5)
+        with self.assertRaises(TimeoutError):
+            yield store.run(node.lock, 0)  # held: QEWD's lock name, another taker waits
+        other = yield locks.acquire(4, 5)  # another session: free
+        other()
+        release()
+        again = yield locks.acquire(3, 5)  # released (in the store's thread, in order)
+        again()
 
 
 class Dest:

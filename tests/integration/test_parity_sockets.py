@@ -111,3 +111,41 @@ class SocketIOClientNamespaceTests(TestCase):
                          [("ewd-register", True), ("login", False), ("login", True),
                           ("echo", True)])
         self.assertEqual(events[3]["message"]["user"], "rob")
+
+
+class LockSessionSharedStoreTests(TestCase):
+    """``lockSession`` with session-token sessions in a database (SQLite here): the requests of
+    one session wait for each other through the store's lock; other sessions do not."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_second_request_waits_for_the_first(self):
+        import tempfile
+
+        from tests.apps import demo
+
+        demo.release.clear()
+        self.addCleanup(demo.release.set)
+        path = os.path.join(tempfile.mkdtemp(), "qewd.sqlite")
+        node = start_node(self, lockSession={"timeout": 20},
+                          database={"type": "sqlite", "params": {"path": path}})
+        c = EIOClient(eio_url(node))
+        self.addCleanup(c.close)
+        yield defer.ensureDeferred(c.handshake())
+        tokens = []
+        for _ in range(2):
+            c.emit({"type": "ewd-register", "application": "demo"})  # session-token mode
+            tokens.append((yield defer.ensureDeferred(c.message()))["message"]["token"])
+        mine, other = tokens
+        c.emit({"type": "blocked", "token": mine})
+        self.assertEqual((yield defer.ensureDeferred(c.message()))["message"], {"blocked": True})
+        c.emit({"type": "echo", "token": mine, "params": "second"})
+        c.emit({"type": "echo", "token": other, "params": "other session"})
+        reply = yield defer.ensureDeferred(c.message())  # not held up by the locked one
+        self.assertEqual(reply["message"]["you sent"], "other session")
+        demo.release.set()
+        first = yield defer.ensureDeferred(c.message())
+        second = yield defer.ensureDeferred(c.message())
+        self.assertEqual((first["type"], first["message"]), ("blocked", {"released": True}))
+        self.assertEqual(second["message"]["you sent"], "second")

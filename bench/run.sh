@@ -3,6 +3,7 @@
 #   bash bench/run.sh            # full set: 5 rounds, idle connections, link recovery (~10 min)
 #   bash bench/run.sh --quick    # 1 round, shorter cells (~3 min)
 #   bash bench/run.sh profile    # py-spy + cProfile of our node, local async, 32 clients
+#   bash bench/run.sh rest [--rounds 3] [--duration 2]   # REST: floor, local, forwarded, QEWD.js
 # Other options: python -m bench.runner --help. Raw results and server logs: bench/results/.
 # Servers run on CPU 1 and the load generator on CPU 0; the QEWD.js peer (../shared/qewd-peer)
 # is used if it runs (or can be started), moved to CPU 1 for the run and put back after.
@@ -22,4 +23,5 @@ for pkg in "${want[@]}"; do
 done
 command -v taskset >/dev/null || echo "[bench] taskset not found: processes will not be pinned" >&2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [[ "${1:-}" == "rest" ]]; then shift; exec "$PY" -m bench.rest "$@"; fi
 exec "$PY" -m bench.runner "$@"

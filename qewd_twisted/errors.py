@@ -81,7 +81,7 @@ INTERNAL_TYPES = frozenset(
 
 # QEWD built-ins this node does not provide (yet): refused with NOT_SUPPORTED.
 UNSUPPORTED_TYPES = frozenset(
-    {"restRequest", "ewd-dump-documents", "ewd-save-documents"}
+    {"ewd-dump-documents", "ewd-save-documents"}
 )
 
 
@@ -92,3 +92,24 @@ class ServiceUnavailable(Exception):
     reason) and status 503 under the request's type, not with a crash frame.
     ``documents.DatabaseUnavailable`` is one.
     """
+
+
+# REST and /ajax (qewd_twisted/rest; docs/rest.md)
+UNEXPECTED_EXCEPTION = "Unexpected Exception occurred: {error}"  # §5.4 (ewd-qoper8-express)
+REST_NOT_FOUND = "url could not be matched"  # qewd-router's 404 (§5.6)
+AUTH_HEADER_MISSING = (  # §3.8 (sic: no closing parenthesis)
+    "Authorization Header missing or JWT not found in header (expected format: Bearer {{JWT}}"
+)
+NOT_AUTHENTICATED = "User is not authenticated"  # §3.8
+NO_HANDLER_REST = "No handler defined for {application} messages of type {type}"  # §5.3
+NO_SUCH_DESTINATION = "No such destination: {destination}"  # §4.5 step 2
+MS_NO_ROUTES = "No routes defined for handling REST MicroService requests"  # §4.5 step 5
+MS_NO_HANDLER = "No handler defined for incoming REST MicroService request"  # §4.5 step 5
+# ours
+METHOD_NOT_ALLOWED = "Method {method} is not allowed for {path}"
+BAD_JSON_BODY = "Invalid JSON in request body: {reason}"
+REST_BODY_TOO_LARGE = "Request body too large: the limit is {limit} bytes"
+BAD_REPLY = "Invalid or missing response"  # ewd-qoper8-express's text for a reply with no message
+WRONG_APPLICATION = "Invalid JWT: the token was issued for application {application}"
+NO_REST_ROUTES = "Application {application} has no REST routes: {reason}"
+BAD_REST_REQUEST = "Invalid restRequest: {reason}"

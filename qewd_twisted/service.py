@@ -132,7 +132,7 @@ class QEWDService(MultiService):
         # an application switch reaches destinations no route names (§4.7)
         switching = bool(config.permit_application_switch and self.tokens is not None
                          and config.micro_services.destinations)
-        if routes or switching:
+        if routes or switching or (config.micro_services and config.micro_services.rest_routes):
             from qewd_twisted.mesh.links import MicroServices
 
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
@@ -170,12 +170,17 @@ class QEWDService(MultiService):
         if problems:
             self.documents.close()
             raise ConfigError(problems)
-        self.site = _QuietSite(
-            build_site_root(self.node, reactor, web_root=config.web_server_root,
-                            max_message_size=limits.max_message_size,
-                            max_connections=limits.max_connections,
-                            max_buffered_bytes=limits.max_buffered_bytes,
-                            io_paths=config.io_paths))
+        root = build_site_root(self.node, reactor, web_root=config.web_server_root,
+                               max_message_size=limits.max_message_size,
+                               max_connections=limits.max_connections,
+                               max_buffered_bytes=limits.max_buffered_bytes,
+                               io_paths=config.io_paths)
+        # REST: the startup file's routes, the micro-service REST routes, POST /ajax
+        from qewd_twisted.rest import install_rest
+        from qewd_twisted.rest.resource import FormlessRequest
+
+        self.rest = install_rest(self.node, root, reactor, config, self.micro_services)
+        self.site = _QuietSite(root, requestFactory=FormlessRequest)
         self.listeners: list[Service] = []
         for description in config.listen:
             listener = strports.service(with_backlog(description), self.site, reactor=reactor)

@@ -205,3 +205,28 @@ class BenchSmokeTests(TestCase):
 
 def eio_url_for(port: int) -> str:
     return f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket"
+
+
+class RestBenchSmokeTests(TestCase):
+    """bench/rest.py's generator and misdelivery check against a real node (in-process)."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_rest_load_and_misdelivery_check(self):
+        from bench import rest
+        from twisted.internet import threads
+
+        from tests.test_rest_http import start_rest_node
+
+        node = start_rest_node(self, routes=[
+            {"path": "/api", "module": os.path.join(REPO, "bench", "apps", "rest_bench.py")},
+            {"path": "/t", "module": "rest_api.py"}])  # /t/api/echo/...: answers no id
+        port = port_of(node)
+        result = yield threads.deferToThread(rest.load, port, "/api/users/", 2, 0.3)
+        self.assertGreater(result["rps"], 0)
+        self.assertEqual(result["errors"], 0)
+        bad = yield threads.deferToThread(rest.misdelivered, port, "/api/users/", 20)
+        self.assertEqual(bad, 0)
+        crossed = yield threads.deferToThread(rest.misdelivered, port, "/t/api/echo/", 20)
+        self.assertEqual(crossed, 20)  # the checker does catch replies that are not the asked

@@ -1074,7 +1074,8 @@ class MicroServicesArrayFormTests(ConfigTestCase):
     def test_rest_route(self) -> None:
         self.assertEqual(
             self.problems({"jwt": JWT, "u_services": [{"path": "/api/login", "method": "POST"}]}),
-            ["config.u_services[0]: REST micro-service routes are not supported yet"],
+            ["config.u_services[0]: needs a destination, a :destination variable in path, "
+             "or onRequest"],
         )
 
     def test_duplicate_route(self) -> None:
@@ -1196,22 +1197,23 @@ class MicroServicesObjectFormTests(ConfigTestCase):
             ),
             [
                 "config.u_services.routes[0].types.t.destination: 'all_stores' is a group: group "
-                "destinations are only for REST routes (not supported yet)"
+                "destinations are only for REST routes"
             ],
         )
 
     def test_rest_route(self) -> None:
-        self.assertEqual(
-            self.problems(
-                self.services(
-                    [
-                        {"application": "a", "types": {"t": {"destination": "store1"}}},
-                        {"path": "/api/store/:destination/stocklist", "method": "GET"},
-                    ]
-                )
+        # REST routes themselves: tests/test_rest_config.py
+        config = config_from_dict(
+            self.services(
+                [
+                    {"application": "a", "types": {"t": {"destination": "store1"}}},
+                    {"path": "/api/store/:destination/stocklist", "method": "GET"},
+                ]
             ),
-            ["config.u_services.routes[1]: REST micro-service routes are not supported yet"],
+            self.dir,
         )
+        [rest] = config.micro_services.rest_routes
+        self.assertEqual((rest.path, rest.method), ("/api/store/:destination/stocklist", "GET"))
 
     def test_destination_and_url(self) -> None:
         self.assertEqual(

@@ -26,6 +26,7 @@ ALLOWED = {
              "transports.framing"},
     "config": {"errors"},
     "documents": {"errors", "auth.sessions"},
+    "rest": {"core", "apps", "auth", "config", "errors", "_json"},
 }
 
 

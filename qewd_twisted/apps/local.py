@@ -101,6 +101,9 @@ class LocalRunner:
         # own) gets callFromThread.
         self._to_reactor: Callable[..., None] = (
             getattr(pool, "post", None) or getattr(reactor, "callFromThread", None))
+        #: ``fn(req, result)`` for a reply ``{use_microservice: True, request}`` (§4.7): the
+        #: REST router (rest/dispatch.py) sets it; None: such a reply is sent as it is.
+        self.use_microservice: Callable[[Request, dict], None] | None = None
 
     def _elapsed(self, started: float) -> str:
         return envelope.response_time(started, self.reactor.seconds())
@@ -152,6 +155,47 @@ class LocalRunner:
             d = self.pool.run(self._chain_sync, app, handler, req, send, finished)
             d.addBoth(self._thread_returned, req)
         d.addErrback(self._handler_failed, req)
+
+    def run_handler(self, req: Request, target: Callable, call: Callable) -> None:
+        """Run ``call(send, finished)`` for ``req`` as a handler runs: in the pool, or on the
+        reactor when ``target`` (the user's function) is ``async def`` / ``@on_reactor``; with
+        the handler timeout, and crashes answered. REST routes (rest/dispatch.py) use this."""
+        self._begin(req)
+        on_reactor = self._on_reactor.get(target)
+        if on_reactor is None:
+            on_reactor = self._on_reactor[target] = runs_on_reactor(target)
+        if on_reactor:
+            # The deadline starts only if the handler returns without having finished: most
+            # finish at once, and a timer made and cancelled per request is pure cost.
+            send, finished = self._callbacks(req, threaded=False)
+            try:
+                result = call(send, finished)
+                if isinstance(result, Coroutine):
+                    # most finish without awaiting: run them to the end before a Deferred
+                    try:
+                        awaited = result.send(None)
+                    except StopIteration:
+                        return self._deadline(req)
+                    d = defer.Deferred.fromCoroutine(_resume(result, awaited))
+                elif inspect.isawaitable(result):
+                    d = defer.ensureDeferred(result)
+                else:
+                    return self._deadline(req)
+            except Exception:
+                return self._handler_failed(Failure(), req)
+            self._deadline(req)
+        else:
+            self._deadline(req)
+            send, finished = self._callbacks(req, threaded=True)
+            req.in_thread = True
+            d = self.pool.run(call, send, finished)
+            d.addBoth(self._thread_returned, req)
+        d.addErrback(self._handler_failed, req)
+
+    def _deadline(self, req: Request) -> None:
+        """Start ``req``'s handler deadline, unless it is over already."""
+        if self.handler_timeout and not req.done:
+            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
 
     def _call_on_reactor(self, handler: Callable, req: Request, send: Callable,
                          finished: Callable) -> None:
@@ -338,6 +382,9 @@ class LocalRunner:
                 return self._error(req.conn, req.type,
                                    E.BAD_SESSION.format(type=req.type, reason=e),
                                    req.started, req.ms_request_id)
+        if (self.use_microservice is not None and isinstance(result, dict)
+                and result.get("use_microservice") is True):
+            return self.use_microservice(req, result)  # §4.7: the reply goes on via REST
         wrh = req.app.worker_response_handlers.get(req.type) if req.app else None
         if wrh is not None:
             try:
@@ -349,8 +396,8 @@ class LocalRunner:
                 return
             if replaced is not None:
                 result = replaced
-        if result == {} and not req.jwt:
-            return  # §1.4: an empty reply sends nothing (session mode)
+        if result == {} and not req.jwt and not getattr(req.conn, "needs_reply", False):
+            return  # §1.4: an empty reply sends nothing (session mode; HTTP always answers)
         self._reply(req.conn, req.type, result, req.started, req.ms_request_id)
 
     def _call_wrh(self, fn: Callable, req: Request, message: Any) -> Any:

@@ -32,10 +32,12 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.testing import MemoryReactor
 
+from qewd_twisted.config.rest import RestMount, check_routes
 from qewd_twisted.config.checks import (
     Checker,
     Destination,
     MicroServicesConfig,
+    RestServiceRoute,
     Route,
     check_u_services,
     key_path,
@@ -52,6 +54,8 @@ __all__ = [
     "Limits",
     "MicroServicesConfig",
     "ModuleSpec",
+    "RestMount",
+    "RestServiceRoute",
     "Route",
     "config_from_dict",
     "load_config",
@@ -70,7 +74,7 @@ SUPPORTED_KEYS = (
     *("initialSessionTimeout", "webServerRootPath", "serverName", "managementPassword"),
     *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
-    "maxInFlightPerLink",
+    "maxInFlightPerLink", "maxBodySize",
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
     *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
     *("lockSession", "webSockets", "permit_application_switch"),  # docs/compatibility.md
@@ -156,6 +160,8 @@ class Config:
     max_in_flight_link: int = Limits.max_in_flight_link
     max_buffered_bytes: int = Limits.max_buffered_bytes
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
+    rest_mounts: tuple[RestMount, ...] = ()  # the startup file's routes (config/rest.py)
+    max_body_size: int = Limits.max_body_size  # REST and /ajax request bodies (maxBodySize)
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
@@ -224,19 +230,22 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     if not isinstance(module.config, dict):
         kind = type(module.config).__name__
         raise ConfigError([f"{source}: 'config' must be a dict, not {kind}"], source)
-    return _build(module.config, base_dir, source)
+    return _build(module.config, base_dir, source, getattr(module, "routes", None))
 
 
-def config_from_dict(d: dict[str, Any], base_dir: str | None = None) -> Config:
+def config_from_dict(d: dict[str, Any], base_dir: str | None = None,
+                     routes: list[dict[str, Any]] | None = None) -> Config:
     """Validate a config dict given directly (embedding). Relative paths are resolved against
-    ``base_dir`` (default: the current directory). Raises `ConfigError` listing every problem."""
-    return _build(d, os.path.abspath(base_dir if base_dir is not None else os.getcwd()), None)
+    ``base_dir`` (default: the current directory); ``routes``: the REST mount points a startup
+    file would define. Raises `ConfigError` listing every problem."""
+    return _build(d, os.path.abspath(base_dir if base_dir is not None else os.getcwd()), None,
+                  routes)
 
 
 # -- the top level ---------------------------------------------------------------------------
 
 
-def _build(d: Any, base_dir: str, source: str | None) -> Config:
+def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Config:
     if not isinstance(d, dict):
         raise ConfigError([f"config: must be a dict, got {show(d)}"], source)
     c = Checker(base_dir)
@@ -267,7 +276,9 @@ def _build(d: Any, base_dir: str, source: str | None) -> Config:
         port=port,
         pool_size=c.get_int(d, "poolSize", 2, 1),
         jwt=jwt,
-        module_map=_module_map(c, d),
+        module_map=(module_map := _module_map(c, d)),
+        rest_mounts=check_routes(c, routes, module_map, ModuleSpec, _is_dotted_name),
+        max_body_size=c.get_int(d, "maxBodySize", Limits.max_body_size, 0),
         initial_session_timeout=c.get_int(d, "initialSessionTimeout",
                                           Limits.initial_session_timeout, 1),
         web_server_root=_web_server_root(c, d),

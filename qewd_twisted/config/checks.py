@@ -42,6 +42,22 @@ class Route:
 
 
 @dataclass(frozen=True)
+class RestServiceRoute:
+    """A REST micro-service route (``u_services.routes[i]`` with ``path``, §4.1 B, §4.5):
+    requests whose path matches ``path`` (and ``method``, if given) are forwarded to
+    ``destination`` (or the ``:destination`` path variable). ``on_request`` /
+    ``on_response`` are QEWD's hooks; ``bypass_jwt_check`` forwards the client's JWT unchecked
+    (the remote checks it)."""
+
+    path: str
+    method: str | None = None
+    destination: str | None = None
+    bypass_jwt_check: bool = False
+    on_request: Any = field(default=None, compare=False)
+    on_response: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class MicroServicesConfig:
     """``u_services`` in either QEWD form (PROTOCOL.md §4.1), normalised.
 
@@ -52,6 +68,7 @@ class MicroServicesConfig:
     destinations: dict[str, Destination] = field(default_factory=dict)
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
+    rest_routes: tuple[RestServiceRoute, ...] = ()
 
     @property
     def urls(self) -> list[str]:
@@ -223,6 +240,7 @@ class _MicroServicesChecker:
             )
             return MicroServicesConfig()
         routes: dict[tuple[str, str], Route] = {}
+        rest_routes: list[RestServiceRoute] = []
         seen_at: dict[tuple[str, str], str] = {}
         for i, entry in enumerate(entries):
             rpath = f"{path}[{i}]"
@@ -230,7 +248,9 @@ class _MicroServicesChecker:
                 c.add(rpath, f"must be a dict {{application, types}}, got {show(entry)}")
                 continue
             if "path" in entry:
-                c.add(rpath, "REST micro-service routes are not supported yet")
+                rest = self._rest_route(entry, rpath)
+                if rest is not None:
+                    rest_routes.append(rest)
                 continue
             c.check_keys(entry, rpath, ("application", "types"))
             app = c.get_str(entry, "application", rpath, required="the local application name")
@@ -257,7 +277,43 @@ class _MicroServicesChecker:
                     continue
                 routes[key] = Route(app, type_name, *found)
                 seen_at[key] = tpath
-        return MicroServicesConfig(self.destinations, self.groups, routes)
+        return MicroServicesConfig(self.destinations, self.groups, routes, tuple(rest_routes))
+
+    def _rest_route(self, entry: dict[Any, Any], rpath: str) -> RestServiceRoute | None:
+        """``{path, method, destination, bypassJWTCheck, onRequest, onResponse}``."""
+        c = self.c
+        c.check_keys(entry, rpath, ("path", "method", "destination", "bypassJWTCheck",
+                                    "onRequest", "onResponse"))
+        n = len(c.problems)
+        path = entry.get("path")
+        variables: list[str] = []
+        if not isinstance(path, str) or not path.startswith("/"):
+            c.add(rpath + ".path", f"must be a path template such as '/api/users/:id', "
+                  f"got {show(path)}")
+        else:
+            variables = re.findall(r":([A-Za-z_$][\w$]*)", path)
+        method = entry.get("method")
+        if method is not None and (not isinstance(method, str) or not method.isalpha()):
+            c.add(rpath + ".method", f"must be an HTTP method such as 'GET', got {show(method)}")
+        destination = entry.get("destination")
+        if destination is not None:
+            if not isinstance(destination, str) or not destination:
+                c.add(rpath + ".destination", f"must be a destination name, got "
+                      f"{show(destination)}")
+            elif destination not in self.declared:
+                c.add(rpath + ".destination", f"unknown destination {destination!r}")
+        elif "destination" not in variables and entry.get("onRequest") is None:
+            c.add(rpath, "needs a destination, a :destination variable in path, or onRequest")
+        for hook in ("onRequest", "onResponse"):
+            if entry.get(hook) is not None and not callable(entry[hook]):
+                c.add(f"{rpath}.{hook}", "must be a function")
+        bypass = entry.get("bypassJWTCheck", False)
+        if not isinstance(bypass, bool):
+            c.add(rpath + ".bypassJWTCheck", f"must be True or False, got {show(bypass)}")
+        if len(c.problems) != n:
+            return None
+        return RestServiceRoute(path, method.upper() if method else None, destination,
+                                bypass, entry.get("onRequest"), entry.get("onResponse"))
 
     def _destinations(self, raw: dict[Any, Any], path: str) -> None:
         c = self.c
@@ -333,8 +389,7 @@ class _MicroServicesChecker:
         elif name in self.groups:
             c.add(
                 tpath + ".destination",
-                f"{name!r} is a group: group destinations are only "
-                "for REST routes (not supported yet)",
+                f"{name!r} is a group: group destinations are only for REST routes",
             )
         elif name not in self.declared:
             c.add(tpath + ".destination", f"unknown destination {name!r}")

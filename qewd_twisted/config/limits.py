@@ -30,6 +30,7 @@ class Limits:
     micro_service_timeout: float | None = 30.0  # a forwarded request's deadline
     initial_session_timeout: int = 300  # a new session's lifetime, seconds
     shutdown_grace: float = 20.0  # in-flight requests get this long on shutdown
+    max_body_size: int = 1048576  # one REST or /ajax request body, bytes
 
 
 #: Limits field -> its key in the startup file's ``config``.
@@ -44,4 +45,5 @@ CONFIG_KEYS = {
     "micro_service_timeout": "microServiceTimeout",
     "initial_session_timeout": "initialSessionTimeout",
     "shutdown_grace": "shutdownGracePeriod",
+    "max_body_size": "maxBodySize",
 }

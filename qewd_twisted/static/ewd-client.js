@@ -362,7 +362,7 @@ var EWD = (function (root) {
     if (ewd.log) log('sent: ' + JSON.stringify(messageObj));
   }
 
-  // POST <url>/ajax, QEWD's HTTP channel (a qewd-twisted node does not serve it yet).
+  // POST <url>/ajax, QEWD's HTTP channel (docs/protocol.md §1.7; docs/rest.md).
   function ajaxSend(messageObj, callback) {
     if (!token && messageObj.type !== 'ewd-register') return;
     var out = copy(messageObj);

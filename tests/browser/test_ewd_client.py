@@ -186,6 +186,30 @@ class EWDClientTests(BrowserTestCase):
         calls = yield self.in_browser(page.evaluate, "ajaxCalls.map(c => [c.url, c.data.type])")
         self.assertEqual(calls, [["/ajax", "ewd-register"], ["/ajax", "echo"], ["/ajax", "nope"]])
 
+    @defer.inlineCallbacks
+    def test_ajax_channel_against_the_node(self):
+        """No io, no ajax function: the client's own XMLHttpRequest to the node's POST /ajax
+        (issue 13 item 3): register, log in, a handler error, an expired token."""
+        node, page = yield self.open_page("?form=xhr")
+        yield self.in_browser(page.evaluate, """() => {
+            track('login', {type: 'login', params: {username: 'rob', password: 'secret'}});
+        }""")
+        yield self.in_browser(_wait_js, page, "finalOf('login')")
+        yield self.in_browser(page.evaluate, """() => {
+            track('ok', {type: 'echo', params: 'over http'});
+            track('bad', {type: 'nope'});
+        }""")
+        yield self.in_browser(_wait_js, page, "finalOf('ok') && finalOf('bad')")
+        results = yield self.in_browser(page.evaluate, "results")
+        [login] = results["login"]  # send() is not delivered over HTTP (QEWD's rule)
+        self.assertIs(login["message"]["ok"], True)
+        [ok] = results["ok"]
+        self.assertEqual(ok["message"]["you sent"], "over http")
+        self.assertEqual(ok["message"]["user"], "rob")  # the token from login came back
+        self.assertEqual(node.tokens.session(ok["message"]["token"])["username"], "rob")
+        self.assertEqual(results["bad"][0]["message"],
+                         {"error": "Handler not defined for browser-test messages of type nope"})
+
 
 # -- browser-thread steps ----------------------------------------------------------------
 

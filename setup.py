@@ -36,7 +36,10 @@ setup(
         # config["database"] = {"type": "redis", ...}: redis-py, the Redis project's own
         # maintained client (connection pool, reconnects, Lua scripts), not a hand-written RESP
         "redis": ["redis>=5"],
-        "test": ["hypothesis>=6", "redis>=5"],
+        # python-socketio 4 / python-engineio 3: the socket.io 2 (EIO=3) Python client, tested
+        # against our long-polling transport (tests/integration/test_polling_clients.py)
+        "test": ["hypothesis>=6", "redis>=5", "python-socketio[client]>=4.6,<5",
+                 "python-engineio>=3.14,<4"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -16,6 +16,13 @@ every round; one that does not levels off after the warm-up.
     python -m bench.churn --rounds 3            # 3 x 10,000, to see whether growth levels off
     python -m bench.churn --session             # session-token mode (each cycle leaves a
                                                 # server-side session until it expires)
+    python -m bench.churn --polling             # Engine.IO long-polling sessions opened and
+                                                # abandoned (below)
+
+With ``--polling`` a cycle is one of, in turn: a handshake GET and nothing more (reaped by
+maxPendingHandshakes); handshake, ``ewd-register`` POSTed, its reply fetched by a GET, then
+silence (closed after pingInterval + pingTimeout, set to 1 s + 1 s here); the same, then a GET
+left waiting and its TCP connection dropped (closed at once). The node must give all of it back.
 
 Output: a table on stdout, and with ``--json`` one JSON object. Linux only (``/proc``).
 This is a measurement, not a test: tests/integration/test_churn.py is the bounded smoke test.
@@ -55,7 +62,7 @@ def free_port() -> int:
 class Node:
     """One ``twistd -n qewd`` child process."""
 
-    def __init__(self, workdir: str, port: int) -> None:
+    def __init__(self, workdir: str, port: int, **extra: Any) -> None:
         self.port = port
         self.startup = os.path.join(workdir, "startup.py")
         self.log_path = os.path.join(workdir, "node.log")
@@ -64,6 +71,7 @@ class Node:
             "jwt": {"secret": SECRET},
             "moduleMap": {"bench": "bench.apps.bench_app"},
             "managementPassword": PASSWORD,  # for /status.json
+            **extra,
         }
         with open(self.startup, "w") as f:
             f.write("config = " + repr(config) + "\n")
@@ -158,14 +166,74 @@ async def cycle(port: int, jwt: bool) -> None:
             pass
 
 
-async def run_cycles(port: int, n: int, concurrency: int, jwt: bool) -> dict[str, Any]:
+async def _http(port: int, method: str, path: str, body: bytes = b"",
+                drop: bool = False) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on its own connection; ``drop``: send it, then cut the connection
+    without reading the answer (a client that went away while its GET waited)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                     + body)
+        if drop:
+            await writer.drain()
+            return 0, b""
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return status, await reader.read()
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+
+
+def _payload(body: bytes) -> list[str]:
+    text, out = body.decode(), []
+    while text:
+        n, _, rest = text.partition(":")
+        out.append(rest[:int(n)])
+        text = rest[int(n):]
+    return out
+
+
+async def polling_cycle(port: int, jwt: bool, kind: int, bare: bool = False) -> None:
+    """Open a long-polling session and abandon it in one of three ways (module docstring);
+    ``bare``: a ping and its pong instead of ``ewd-register`` (the transport alone)."""
+    path = "/socket.io/?EIO=3&transport=polling"
+    status, body = await _http(port, "GET", path)
+    assert status == 200, (status, body)
+    opening = _payload(body)[0]
+    sid = json.loads(opening[1:])["sid"]
+    if kind == 0:
+        return
+    path += "&sid=" + sid
+    register = "42" + json.dumps(["ewdjs", {"type": "ewd-register", "application": "bench",
+                                            "jwt": jwt}])
+    sent = "2" if bare else register
+    status, body = await _http(port, "POST", path, f"{len(sent)}:{sent}".encode())
+    assert (status, body) == (200, b"ok"), (status, body)
+    status, body = await _http(port, "GET", path)
+    if bare:
+        assert _payload(body) == ["3"], body
+    else:
+        reply = json.loads(_payload(body)[0][2:])[1]
+        assert reply["type"] == "ewd-register" and "token" in reply["message"], reply
+    if kind == 2:
+        await _http(port, "GET", path, drop=True)
+
+
+async def run_cycles(port: int, n: int, concurrency: int, jwt: bool,
+                     polling: bool = False, bare: bool = False) -> dict[str, Any]:
     errors: dict[str, int] = {}
     todo = iter(range(n))
 
     async def worker() -> None:
-        for _ in todo:
+        for i in todo:
             try:
-                await asyncio.wait_for(cycle(port, jwt), 30)
+                work = polling_cycle(port, jwt, i % 3, bare) if polling else cycle(port, jwt)
+                await asyncio.wait_for(work, 30)
             # OSError includes TimeoutError; EOFError, asyncio.IncompleteReadError
             except (OSError, EOFError, AssertionError, KeyError, ValueError, IndexError) as e:
                 key = f"{type(e).__name__}: {e}"[:100]
@@ -205,6 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=1, help="measured rounds (1)")
     p.add_argument("--concurrency", type=int, default=50, help="cycles at a time (50)")
     p.add_argument("--session", action="store_true", help="session-token mode, not JWT")
+    p.add_argument("--polling", action="store_true",
+                   help="long-polling sessions opened and abandoned, not WebSockets")
+    p.add_argument("--bare", action="store_true",
+                   help="with --polling: a ping instead of ewd-register (no token caches)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -212,22 +284,28 @@ def main(argv: list[str] | None = None) -> None:
     jwt = not args.session
 
     with tempfile.TemporaryDirectory(prefix="qewd-churn-") as workdir:
-        node = Node(workdir, free_port())
+        extra = ({"pingInterval": 1000, "pingTimeout": 1000, "maxPendingHandshakes": 100}
+                 if args.polling else {})
+        node = Node(workdir, free_port(), **extra)
         try:
             node.wait_ready()
             rows = [snapshot(node, "started", None)]
-            run = asyncio.run(run_cycles(node.port, args.warmup, args.concurrency, jwt))
+            run = asyncio.run(run_cycles(node.port, args.warmup, args.concurrency, jwt,
+                                        args.polling, args.bare))
             settle(node)
             rows.append(snapshot(node, f"after {args.warmup} warm-up cycles", run))
             for i in range(args.rounds):
-                run = asyncio.run(run_cycles(node.port, args.cycles, args.concurrency, jwt))
+                run = asyncio.run(run_cycles(node.port, args.cycles, args.concurrency, jwt,
+                                            args.polling, args.bare))
                 settle(node)
                 rows.append(snapshot(node, f"after round {i + 1} ({args.cycles} cycles)", run))
         finally:
             node.stop()
 
     base = rows[1]["VmRSS"]
-    result = {"mode": "jwt" if jwt else "session", "concurrency": args.concurrency,
+    result = {"mode": ("jwt" if jwt else "session") + (" polling" if args.polling else "")
+              + (" bare" if args.bare else ""),
+              "concurrency": args.concurrency,
               "python": sys.version.split()[0], "rows": rows,
               "growth_kib": rows[-1]["VmRSS"] - base,
               "growth_bytes_per_cycle": round((rows[-1]["VmRSS"] - base) * 1024

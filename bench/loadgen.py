@@ -521,10 +521,10 @@ class Generator:
 
         async def one(i: int) -> None:
             async with sem:
-                client = Client(self, i)
+                client = self.client_class(self, i)
                 self.clients.append(client)
                 try:
-                    await loop.create_connection(lambda: client, self.host, self.port)
+                    await self.open_client(client)
                     await asyncio.wait_for(asyncio.shield(client.opened), 30)
                 except Exception as e:
                     self.stats.connect_errors += 1
@@ -543,6 +543,11 @@ class Generator:
             if not t.done():
                 t.cancel()
         return elapsed
+
+    client_class: Any = Client  # bench/pollgen.py: long-polling and upgraded clients
+
+    async def open_client(self, client: Client) -> None:
+        await asyncio.get_running_loop().create_connection(lambda: client, self.host, self.port)
 
     async def _watchdog(self) -> None:
         while True:
@@ -605,8 +610,16 @@ def _base_result(args: argparse.Namespace, gen: Generator) -> dict[str, Any]:
     }
 
 
+def make_generator(args: argparse.Namespace) -> Generator:
+    if args.transport == "websocket":
+        return Generator(args)
+    from .pollgen import PollingGenerator  # --transport polling | upgrade
+
+    return PollingGenerator(args)
+
+
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
-    gen = Generator(args)
+    gen = make_generator(args)
     st = gen.stats
     setup_s = await gen.connect_all(args.clients, args.connect_concurrency, args.setup_timeout)
     clients = gen.ready_clients()
@@ -658,7 +671,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
-    gen = Generator(args)
+    gen = make_generator(args)
     setup_s = await gen.connect_all(args.clients, args.connect_concurrency, args.setup_timeout)
     ready = gen.ready_clients()
     out = _base_result(args, gen)
@@ -686,7 +699,7 @@ async def run_probe(args: argparse.Namespace) -> dict[str, Any]:
     have been answered (a lost request must not hide the recovery), for at most
     ``--duration`` seconds, and records (wall time, ok, error) for every final reply; it stops
     at the first success after a failure (a recovery)."""
-    gen = Generator(args)
+    gen = make_generator(args)
     await gen.connect_all(1, 1, args.setup_timeout)
     clients = gen.ready_clients()
     if not clients:
@@ -726,6 +739,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", required=True,
                    help="ws://127.0.0.1:PORT/socket.io/?EIO=3&transport=websocket")
     p.add_argument("--mode", choices=("load", "idle", "probe"), default="load")
+    p.add_argument("--transport", choices=("websocket", "polling", "upgrade"),
+                   default="websocket",
+                   help="polling: Engine.IO long-polling only; upgrade: a polling handshake, "
+                        "then the upgrade to WebSocket (bench/pollgen.py); --url stays ws://")
     p.add_argument("--app", default="bench", help="application to register")
     p.add_argument("--clients", type=int, default=1)
     p.add_argument("--inflight", type=int, default=1, help="requests in flight per client")

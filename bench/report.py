@@ -150,6 +150,7 @@ def render(results: dict[str, Any]) -> str:
             out.append(f"| {label} | {n} | {lat(_find(cells, fs, 'floor', n))} | {lat(node)} | "
                        f"{lat(_find(cells, qs, 'qewd', n))} |")
     out.append("")
+    out.extend(polling_section(cells))
     out.append("### Correctness and cost (sums over all rounds; CPU per request is the median)")
     out.append("")
     out.append("| scenario | system | clients | misdelivered | errors | timeouts | intermediate "
@@ -242,6 +243,35 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def polling_section(cells: list[dict[str, Any]]) -> list[str]:
+    """Engine.IO long-polling rows (issue 14): polling-only clients against QEWD.js's polling,
+    and upgraded connections against WebSocket-only ones."""
+    rows = []
+    for n in (1, 32):
+        node, q = _find(cells, "polling", "node", n), _find(cells, "polling", "qewd", n)
+        if node is not None:
+            rows.append(f"| polling only, QEWD.js's `test` work | {n} | {_f(node['rps'])} | "
+                        f"{_f(q and q['rps'])} | {_ratio(node, q)} | "
+                        f"{_f(node['latency_ms']['p99'], 1)} / "
+                        f"{_f(q and q['latency_ms']['p99'], 1)} | {node['misdelivered']} |")
+    for n in (1, 32):
+        up, ws = _find(cells, "upgraded", "node", n), _find(cells, "local-async", "node", n)
+        if up is not None:
+            rows.append(f"| upgraded (polling, then WebSocket), async echo | {n} | "
+                        f"{_f(up['rps'])} | {_f(ws and ws['rps'])} (WebSocket only) | "
+                        f"{_ratio(up, ws)} | {_f(up['latency_ms']['p99'], 1)} / "
+                        f"{_f(ws and ws['latency_ms']['p99'], 1)} | {up['misdelivered']} |")
+    if not rows:
+        return []
+    return ["### Long-polling (Engine.IO 3)", "",
+            "| scenario | clients | node req/s | compared with | ratio | p99 ms (node / other) "
+            "| misdelivered |", "|---|---:|---:|---:|---:|---|---:|", *rows, "",
+            "Polling clients keep one GET waiting and POST what they send (several packets per "
+            "POST while one is in flight), as socket.io-client 2 does with "
+            "`transports: ['polling']` (bench/pollgen.py). Both servers broadcast "
+            "`{test: 'message 2'}` to every socket per request (QEWD.js's `test`).", ""]
+
+
 def targets(results: dict[str, Any]) -> list[str]:
     cells = results.get("cells", [])
     lines = ["| target | measured | |", "|---|---|---|"]
@@ -264,6 +294,9 @@ def targets(results: dict[str, Any]) -> list[str]:
     add("local ≥ 3x QEWD.js, 1 client", f"{r:.2f}x" if r else "–", (r >= 3) if r else None)
     r = ratio("forwarded", "node", 1, "forwarded", "qewd")
     add("forwarded ≥ 5x QEWD.js, 1 client", f"{r:.2f}x" if r else "–", (r >= 5) if r else None)
+    r = ratio("polling", "node", 32, "polling", "qewd")
+    add("polling ≥ 3x QEWD.js's polling, 32 clients", f"{r:.2f}x" if r else "–",
+        (r >= 3) if r else None)
     mis = [c for c in cells if c["system"] == "node" and c["clients"] in (32, 200)]
     total = sum(c["misdelivered"] for c in mis)
     add("zero misdelivered replies at 32 and 200 clients (node)", str(total) if mis else "–",

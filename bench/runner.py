@@ -83,7 +83,12 @@ SCENARIOS = {
                       "(examples/jwt: beforeHandler, `test`, `to_all` broadcast; sync)",
     "forwarded": "Forwarded to a micro-service node (`login`: 1 intermediate + final)",
     "ceiling": "Generator ceiling: tuned floor, 32 clients x 8 requests in flight",
+    "polling": "Engine.IO long-polling clients only (`transports: ['polling']`), QEWD.js's "
+               "`test` work on both (1 and 32 clients)",
+    "upgraded": "Clients that start on polling and upgrade to WebSocket, `async def` echo "
+                "(against local-async's WebSocket-only clients)",
 }
+POLLING_CLIENTS = (1, 32)  # the polling rows
 
 
 def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
@@ -131,6 +136,21 @@ def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
                 cells.append(Cell("forwarded", "qewd", n, qm,
                                   ["--app", "jwt", "--request", "login", "--user", "rob",
                                    "--echo", "none", "--timeout", "2"], qpids))
+        if want("polling") and n in POLLING_CLIENTS:
+            cells.append(Cell("polling", "node", n, lambda: eio_url(master.port),
+                              ["--transport", "polling", "--app", "jwt", "--setup-login",
+                               "rob:secret", "--type", "test"], lambda: [master.pid]))
+            if qewd:
+                cells.append(Cell("polling", "qewd", n, qm,
+                                  ["--transport", "polling", "--app", "jwt", "--setup-login",
+                                   "rob:secret", "--type", "test"], qpids))
+        if want("upgraded") and n in POLLING_CLIENTS:
+            cells.append(Cell("upgraded", "node", n, lambda: eio_url(master.port),
+                              ["--transport", "upgrade", "--app", "bench", "--type", "echo"],
+                              lambda: [master.pid]))
+            if only is not None and not want("local-async"):  # its WebSocket-only pair
+                cells.append(Cell("local-async", "node", n, lambda: eio_url(master.port),
+                                  ["--app", "bench", "--type", "echo"], lambda: [master.pid]))
     if want("ceiling"):
         # the fastest server we have (the tuned floor), so the ceiling is above every cell
         cells.append(Cell("ceiling", "floor", 32, lambda: eio_url(floor_tuned.port),

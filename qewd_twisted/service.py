@@ -22,6 +22,7 @@ from qewd_twisted.config import Config, ConfigError
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
 from qewd_twisted.core.session_locks import StoreSessionLocks
+from qewd_twisted.transports.polling import BoundedBodyRequest
 from qewd_twisted.transports.site import build_site_root
 from qewd_twisted.apps.pool import WorkerPool
 
@@ -32,6 +33,7 @@ class _QuietSite(Site):
     """A Site that does not write an access-log line per request (WebSocket upgrades included)."""
 
     noisy = False
+    requestFactory = BoundedBodyRequest  # polling bodies over maxMessageSize never buffered
 
     def log(self, request: Any) -> None:
         pass
@@ -174,7 +176,12 @@ class QEWDService(MultiService):
                                max_message_size=limits.max_message_size,
                                max_connections=limits.max_connections,
                                max_buffered_bytes=limits.max_buffered_bytes,
+                               ping_interval=limits.ping_interval,
+                               ping_timeout=limits.ping_timeout,
+                               max_pending_handshakes=limits.max_pending_handshakes,
                                io_paths=config.io_paths)
+        # the Engine.IO polling sessions (transports/polling.py), finished on stop
+        self.engine = getattr(root.getStaticEntity(b"socket.io"), "engine", None)
         # REST: the startup file's routes, the micro-service REST routes, POST /ajax
         from qewd_twisted.rest import install_rest
         from qewd_twisted.rest.resource import FormlessRequest
@@ -218,6 +225,8 @@ class QEWDService(MultiService):
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in self.listeners])
         yield self.node.drain(self.config.shutdown_grace)
         yield self.node.close_all()
+        if self.engine is not None:
+            self.engine.sessions.shutdown()
         others = [s for s in reversed(list(self)) if s not in self.listeners and s.running]
         yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in others])
         log.info("{name} stopped", name=self.config.server_name)

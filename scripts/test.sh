@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh || exit 1
 bash scripts/setup-browser.sh || exit 1
 if command -v npm >/dev/null 2>&1; then
-  (cd tests/js && { [[ -d node_modules/socket.io-client ]] || npm ci --no-audit --no-fund --silent; }) \
+  (cd tests/js && { [[ -d node_modules/socket.io-client && -d node_modules/ewd-client ]] || npm ci --no-audit --no-fund --silent; }) \
     || { echo "[test] npm ci in tests/js failed"; exit 1; }
 fi
 # A real redis-server for tests/documents (each test run starts its own on a free loopback port).

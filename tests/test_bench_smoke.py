@@ -148,6 +148,16 @@ class BenchSmokeTests(TestCase):
         self.check_clean(r)
         self.assertGreaterEqual(r["intermediates"], r["completed"])
 
+    @defer.inlineCallbacks
+    def test_node_polling_and_upgraded(self):
+        """bench/pollgen.py: long-polling clients and clients that upgrade, checked like the
+        WebSocket ones (nonces, token socketIds)."""
+        node = start_node(self, moduleMap={"bench": "bench.apps.bench_app"}, base_dir=REPO)
+        for transport in ("polling", "upgrade"):
+            r = yield self.loadgen(eio_url(node), "--transport", transport, "--type", "echo")
+            self.check_clean(r)
+            self.assertEqual(r["connections_lost"], 0)
+
     def test_report(self):
         """The runner turns results into markdown tables with consistent columns, and only
         replaces its own section of docs/performance.md."""

@@ -75,6 +75,7 @@ SUPPORTED_KEYS = (
     *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
     "maxInFlightPerLink", "maxBodySize",
+    *("pingInterval", "pingTimeout", "maxPendingHandshakes"),  # Engine.IO (docs/browser.md)
     *("metrics", "status", "logRequests"),  # operations (docs/operations.md)
     *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
     *("lockSession", "webSockets", "permit_application_switch"),  # docs/compatibility.md
@@ -159,6 +160,9 @@ class Config:
     max_in_flight: int = Limits.max_in_flight
     max_in_flight_link: int = Limits.max_in_flight_link
     max_buffered_bytes: int = Limits.max_buffered_bytes
+    ping_interval: int = Limits.ping_interval
+    ping_timeout: int = Limits.ping_timeout
+    max_pending_handshakes: int = Limits.max_pending_handshakes
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     rest_mounts: tuple[RestMount, ...] = ()  # the startup file's routes (config/rest.py)
     max_body_size: int = Limits.max_body_size  # REST and /ajax request bodies (maxBodySize)
@@ -297,6 +301,10 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         max_in_flight=c.get_int(d, "maxInFlight", Limits.max_in_flight, 1),
         max_in_flight_link=c.get_int(d, "maxInFlightPerLink", Limits.max_in_flight_link, 1),
         max_buffered_bytes=c.get_int(d, "maxBufferedBytes", Limits.max_buffered_bytes, 65536),
+        ping_interval=c.get_int(d, "pingInterval", Limits.ping_interval, 1000),
+        ping_timeout=c.get_int(d, "pingTimeout", Limits.ping_timeout, 1000),
+        max_pending_handshakes=c.get_int(d, "maxPendingHandshakes",
+                                         Limits.max_pending_handshakes, 1),
         micro_services=micro_services,
         **_operations(c, d, listen),
         **_parity(c, d),

@@ -31,6 +31,10 @@ class Limits:
     initial_session_timeout: int = 300  # a new session's lifetime, seconds
     shutdown_grace: float = 20.0  # in-flight requests get this long on shutdown
     max_body_size: int = 1048576  # one REST or /ajax request body, bytes
+    # Engine.IO (socket.io 2's names and defaults; the QEWD.js peer sends pingTimeout 20000)
+    ping_interval: int = 25000  # ms between a socket.io client's pings
+    ping_timeout: int = 20000  # ms: silent for ping_interval + ping_timeout -> closed
+    max_pending_handshakes: int = 1000  # polling sessions that never polled after the handshake
 
 
 #: Limits field -> its key in the startup file's ``config``.
@@ -46,4 +50,7 @@ CONFIG_KEYS = {
     "initial_session_timeout": "initialSessionTimeout",
     "shutdown_grace": "shutdownGracePeriod",
     "max_body_size": "maxBodySize",
+    "ping_interval": "pingInterval",
+    "ping_timeout": "pingTimeout",
+    "max_pending_handshakes": "maxPendingHandshakes",
 }

@@ -26,7 +26,7 @@ from twisted.web.static import File
 from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
-from qewd_twisted.transports import wire
+from qewd_twisted.transports import polling, wire
 from qewd_twisted.transports.namespaces import Namespaces
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
 from qewd_twisted.core.node import Connection, Node
@@ -330,47 +330,70 @@ class StaticFiles(File):
 
 
 class _Upgrade(Resource):
-    """``/socket.io/``: the WebSocket transport; a polling request gets engine.io's error."""
+    """``/socket.io/``: routes by Engine.IO transport (docs/protocol.md §1.1).
+
+    ``transport=polling`` goes to the long-polling resource; a WebSocket upgrade with a
+    ``sid`` upgrades that polling session; one without starts a WebSocket-only session.
+    """
 
     isLeaf = False
 
-    def __init__(self, ws: WebSocketResource, client_js: str | None) -> None:
+    def __init__(self, ws: WebSocketResource, client_js: str | None, engine: Any = None) -> None:
         super().__init__()
         self._ws = ws
         self._client_js = client_js
+        self.engine = engine  # polling.Engine
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         if path == b"socket.io.js" and self._client_js and os.path.exists(self._client_js):
             return File(self._client_js, defaultType="application/javascript")
         if path == b"":
+            # args from the query string (also when the resource is looked up before the
+            # request is complete, with request.args not parsed yet)
+            args = request.args or polling.query_args(request.uri)
+            transport = (args.get(b"transport") or [b""])[0]
             upgrade = (request.getHeader(b"upgrade") or b"").lower()
             if upgrade == b"websocket":
+                if self.engine is not None and args.get(b"sid"):
+                    return self.engine.upgrade
                 return self._ws
-            return _EngineError()
+            if transport == b"polling" and self.engine is not None:
+                return self.engine.polling
+            return _EngineError(3 if transport == b"websocket" else 0)
         return NoResource()
 
 
 class _EngineError(Resource):
     isLeaf = True
 
+    def __init__(self, code: int = 0) -> None:
+        super().__init__()
+        self._code = code
+
     def render(self, request: Any) -> bytes:
-        request.setResponseCode(400)
-        request.setHeader(b"content-type", b"application/json")
-        return b'{"code":0,"message":"Transport unknown"}'
+        return polling.engine_error(request, self._code)
 
 
 def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
                     max_message_size: int, max_connections: int = Limits.max_connections,
                     max_buffered_bytes: int = Limits.max_buffered_bytes,
+                    ping_interval: int = Limits.ping_interval,
+                    ping_timeout: int = Limits.ping_timeout,
+                    max_pending_handshakes: int = Limits.max_pending_handshakes,
                     io_paths: tuple[str, ...] = ()) -> Resource:
     """The resource tree for one node (``io_paths``: extra socket.io namespaces)."""
-    limits = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes}
+    limits = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes,
+              "ping_interval": ping_interval, "ping_timeout": ping_timeout}
     eio = WebSocketResource(make_factory(EngineIOProtocol, node, reactor, max_message_size,
                                          io_paths=io_paths, **limits))
+    engine = polling.build_engine(
+        node, reactor, lambda p: make_factory(p, node, reactor, max_message_size, **limits),
+        max_http_buffer_size=max_message_size, max_pending=max_pending_handshakes,
+        io_paths=io_paths, **limits)
     plain = WebSocketResource(make_factory(PlainProtocol, node, reactor, max_message_size,
                                            **limits))
     root: Resource = StaticFiles(web_root) if web_root else Resource()
-    root.putChild(b"socket.io", _Upgrade(eio, os.path.join(STATIC_DIR, "socket.io.js")))
+    root.putChild(b"socket.io", _Upgrade(eio, os.path.join(STATIC_DIR, "socket.io.js"), engine))
     root.putChild(b"ws", plain)
     # The browser clients we ship (qewd_twisted/static/*) are served at the root, e.g.
     # /ewd-client.js; socket.io.js is served under /socket.io/ where QEWD pages load it.

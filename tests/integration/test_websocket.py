@@ -109,7 +109,7 @@ class EngineIOTests(TestCase):
         self.assertIn("token", reg["message"])
 
     @defer.inlineCallbacks
-    def test_wrong_protocol_version_and_polling_refused(self):
+    def test_wrong_protocol_version_and_unknown_transport_refused(self):
         node = start_node(self)
         c = EIOClient(f"ws://127.0.0.1:{port_of(node)}/socket.io/?EIO=4&transport=websocket")
         code, _ = yield c.closed
@@ -117,10 +117,16 @@ class EngineIOTests(TestCase):
         yield c.opened.addErrback(lambda f: None)
         agent = Agent(reactor)
         resp = yield agent.request(
-            b"GET", f"http://127.0.0.1:{port_of(node)}/socket.io/?EIO=3&transport=polling".encode())
+            b"GET", f"http://127.0.0.1:{port_of(node)}/socket.io/?EIO=3&transport=flash".encode())
         body = yield readBody(resp)
         self.assertEqual(resp.code, 400)
         self.assertEqual(json.loads(body), {"code": 0, "message": "Transport unknown"})
+        # long-polling is served (tests/integration/test_polling.py), for EIO=3 only
+        resp = yield agent.request(
+            b"GET", f"http://127.0.0.1:{port_of(node)}/socket.io/?EIO=4&transport=polling".encode())
+        body = yield readBody(resp)
+        self.assertEqual(resp.code, 400)
+        self.assertEqual(json.loads(body)["code"], 5)
 
 
 class PlainTests(TestCase):

@@ -149,3 +149,41 @@ class LockSessionSharedStoreTests(TestCase):
         second = yield defer.ensureDeferred(c.message())
         self.assertEqual((first["type"], first["message"]), ("blocked", {"released": True}))
         self.assertEqual(second["message"]["you sent"], "second")
+
+
+class PollingNamespaceTests(TestCase):
+    """socket.io-client 2.x on ``/qewd`` over long-polling (tests/js/sio_polling.js): polling
+    only, and its defaults (polling, then the upgrade to WebSocket with 50 replies in flight)."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def run_client(self, mode):
+        script = os.path.join(REPO, "tests", "js", "sio_polling.js")
+        node_bin = shutil.which("node")
+        modules = os.path.join(REPO, "tests", "js", "node_modules", "socket.io-client")
+        if not node_bin or not os.path.isdir(modules) or not os.path.exists(script):
+            if os.environ.get("CI"):
+                self.fail("node and tests/js/node_modules are required in CI")
+            raise SkipTest("node or tests/js/node_modules missing (scripts/test.sh installs them)")
+        node = start_node(self, webSockets={"io_paths": ["/qewd"]})
+        out, err, code = yield getProcessOutputAndValue(
+            node_bin, [script, f"http://127.0.0.1:{port_of(node)}/qewd", mode],
+            env=dict(os.environ))
+        self.assertEqual(code, 0, err.decode())
+        lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+        frames, last = lines[:-1], lines[-1]
+        self.assertEqual([(f["type"], f["finished"]) for f in frames[:3]],
+                         [("ewd-register", True), ("login", False), ("login", True)])
+        self.assertEqual(last["echoes"], {f"n{i}": 1 for i in range(50)})
+        return last
+
+    @defer.inlineCallbacks
+    def test_polling_only(self):
+        last = yield self.run_client("polling")
+        self.assertEqual(last["transport"], "polling")
+
+    @defer.inlineCallbacks
+    def test_polling_then_upgrade(self):
+        last = yield self.run_client("default")
+        self.assertEqual((last["transport"], last["upgraded"]), ("websocket", True))

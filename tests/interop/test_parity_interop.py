@@ -94,44 +94,40 @@ class SwitchToQEWDjsTests(TestCase):
 
 
 class SameAnswersAsQEWDjsTests(TestCase):
-    """The same session-token and fragment messages to the running QEWD.js master (the shared
-    peer, app ``jwt``) and to our node: the same ``message`` in every reply."""
+    """The same session-token, fragment and service messages to a QEWD.js node (a private
+    micro-service node from the peer kit, application ``test-app``) and to our node: the same
+    ``type``, ``finished`` and ``message`` in every reply."""
 
-    timeout = 30
+    timeout = 60
 
-    def setUp(self) -> None:
-        import socket
-
-        from tests.interop.peer import PEER_MASTER
-
-        try:
-            socket.create_connection(PEER_MASTER, timeout=2).close()
-        except OSError:
-            why = f"QEWD.js peer master {PEER_MASTER} unreachable (bash scripts/peer.sh start)"
+    @defer.inlineCallbacks
+    def setUp(self):
+        if NODE is None or peer_home() is None:
+            why = "QEWD.js peer kit or node missing (bash scripts/peer.sh start installs it)"
             if os.environ.get("CI"):
                 self.fail(why)
             raise SkipTest(why)
-        from tests.interop.peer import eio_url as peer_eio_url
+        port = free_port()
+        _ms, ready = start_peer_ms(self, port)
+        yield ready
+        self.peer_url = f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket"
+        self.ours = start_node(self, moduleMap={"test-app": "tests.apps.demo"})
 
-        self.peer_url = peer_eio_url(PEER_MASTER)
-        self.ours = start_node(self, base_dir=os.path.join(os.path.dirname(__file__),
-                                                           os.pardir, os.pardir, "examples",
-                                                           "jwt"),
-                               moduleMap={"jwt": "jwt_app.py"})
-
-    async def answers(self, url: str) -> list[dict]:
+    async def answers(self, url: str) -> list:
         c = EIOClient(url)
         self.addCleanup(c.close)
         await c.handshake()
-        c.emit({"type": "ewd-register", "application": "jwt"})  # session-token mode
+        c.emit({"type": "ewd-register", "application": "test-app"})  # session-token mode
         token = (await c.message())["message"]["token"]
         out = []
         for message in ({"type": "test2"}, {"type": "test", "token": "nope"},
+                        {"type": "nope", "token": token},
                         {"type": "ewd-fragment", "token": token, "params": {"file": "x.html"}},
                         {"type": "ewd-fragment", "token": token,
                          "params": {"file": "../../package.json"}},
                         {"type": "ewd-fragment", "token": token, "service": "svc",
-                         "params": {"file": "x.html"}}):
+                         "params": {"file": "x.html"}},
+                        {"type": "test", "token": token, "service": "svc"}):
             c.emit(message)
             frame = await c.message()
             out.append((frame["type"], frame["finished"], frame["message"]))
@@ -144,6 +140,8 @@ class SameAnswersAsQEWDjsTests(TestCase):
         self.assertEqual(ours, peer)
         self.assertEqual(peer[1][2], {"error": "Invalid token or session expired",
                                       "disconnect": True})
+        self.assertEqual(peer[6][2], {"error": "svc service is not permitted for the test-app "
+                                               "application", "service": "svc"})
 
 
 class SwitchFromQEWDjsTests(TestCase):

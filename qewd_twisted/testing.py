@@ -27,10 +27,11 @@ from qewd_twisted.transports import wire
 from qewd_twisted.apps.modules import Applications
 from qewd_twisted.core.interfaces import IRoutes, IWorkerPool
 from qewd_twisted.core.node import Connection, Node
+from qewd_twisted.core.push import IPushBus, check_push
 from qewd_twisted.auth.sessions import MemorySessionStore
 from qewd_twisted.config.limits import Limits
 
-__all__ = ["MemoryConnection", "SyncPool", "FakeReactor", "NodeHarness"]
+__all__ = ["MemoryConnection", "SyncPool", "FakeReactor", "NodeHarness", "MemoryPushHub"]
 
 
 class MemoryConnection(Connection):
@@ -163,3 +164,36 @@ class NodeHarness:
             msg["jwt"] = True
         frames = self.send(conn, msg)
         return frames[-1]["message"]["token"]
+
+
+class MemoryPushHub:
+    """Joins several nodes' server push in memory, as processes or nodes sharing a bus would be.
+
+    ``hub.join(node)`` gives ``node`` a bus (``IPushBus``) that delivers each push, through a
+    JSON round trip, to every other joined node, synchronously and in order. ``hub.pushes``
+    records what was published.
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.pushes: list[dict[str, Any]] = []
+
+    def join(self, node: Node) -> None:
+        self.nodes.append(node)
+        node.push_buses.append(_MemoryPushBus(self, node))
+
+
+@implementer(IPushBus)
+class _MemoryPushBus:
+    def __init__(self, hub: MemoryPushHub, node: Node) -> None:
+        self._hub, self._node = hub, node
+
+    def publish(self, push: dict[str, Any]) -> None:
+        try:
+            record = check_push(json.loads(json.dumps(push)))
+        except (TypeError, ValueError):
+            return  # not JSON: a real bus logs and counts it as dropped
+        self._hub.pushes.append(record)
+        for node in self._hub.nodes:
+            if node is not self._node:
+                node.deliver_push(record)

@@ -35,6 +35,7 @@ do-nothing observer). Never a transport, never the mesh (links and routes are ``
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -51,6 +52,7 @@ from qewd_twisted.core import envelope
 from qewd_twisted.core.forwarding import Forwarder
 from qewd_twisted.core.inflight import InFlight
 from qewd_twisted.core.interfaces import IConnection, INodeObserver, IRoutes, IWorkerPool
+from qewd_twisted.core.push import IPushBus, make_push
 from qewd_twisted.core.q import Q
 from qewd_twisted.core.requests import Connection, Request, looks_like_jwt
 from qewd_twisted.ops.observe import NodeObserver
@@ -97,6 +99,9 @@ class Node:
         self.max_in_flight = limits.max_in_flight
         self.max_in_flight_link = limits.max_in_flight_link
         self.connections: dict[str, IConnection] = {}
+        # server push beyond this process (core.push): the buses, and this process's name on them
+        self.push_buses: list[IPushBus] = []
+        self.origin = uuid.uuid4().hex
         self.accepting = True
         self._all_closed: list[defer.Deferred[None]] = []
         # metrics, status page, request log (ops); the default does nothing
@@ -146,13 +151,36 @@ class Node:
                     d.callback(None)
 
     def to_all(self, obj: Any) -> None:
-        """Send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``)."""
+        """Send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``), of every
+        process and node the push buses reach."""
         self._broadcast(obj, list(self.connections.values()))
+        self._publish("all", obj)
 
     def to_application(self, obj: Any, application: str) -> None:
-        """Send ``obj`` to every client registered for ``application`` (``toApplication``)."""
+        """Send ``obj`` to every client registered for ``application`` (``toApplication``),
+        here and wherever the push buses reach."""
         self._broadcast(obj, [c for c in self.connections.values()
                               if c.application == application])
+        self._publish("application", obj, application=application)
+
+    def _publish(self, scope: str, obj: Any, **where: Any) -> None:
+        if self.push_buses:
+            push = make_push(scope, obj, self.origin, **where)
+            for bus in self.push_buses:
+                bus.publish(push)
+
+    def deliver_push(self, push: dict[str, Any]) -> None:
+        """A push from another process or node (``core.push``): this process's sockets only."""
+        scope, obj = push["scope"], push["message"]
+        if scope == "all":
+            self._broadcast(obj, list(self.connections.values()))
+        elif scope == "application":
+            app = push["application"]
+            self._broadcast(obj, [c for c in self.connections.values() if c.application == app])
+        elif scope == "socket":
+            conn = self.connections.get(push["socket_id"])
+            if conn is not None:
+                self._send(conn, obj)
 
     def _broadcast(self, obj: Any, conns: list[IConnection]) -> None:
         # one encoding per framing, not per recipient
@@ -170,11 +198,16 @@ class Node:
             conn.send_encoded(data)
 
     def send_to_socket(self, socket_id: str, obj: Any) -> bool:
-        """Send ``obj`` to one socket by id; False when it is not connected here."""
+        """Send ``obj`` to one socket by id. True when it was connected here, or when the push
+        buses took it to the other processes and nodes (one of them may have it); False when it
+        is not connected here and there is no bus."""
         conn = self.connections.get(socket_id)
-        if conn is None:
+        if conn is not None:
+            self._send(conn, obj)
+            return True
+        if not self.push_buses:
             return False
-        self._send(conn, obj)
+        self._publish("socket", obj, socket_id=socket_id)
         return True
 
     # -- sending -------------------------------------------------------------------------

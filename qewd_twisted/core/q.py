@@ -10,7 +10,7 @@ Its whole surface:
 - ``q.to_all(obj)``: send ``obj`` as is to every connected client (QEWD's ``q.io.toAll``);
 - ``q.to_application(obj, application)``: to every client registered for ``application``;
 - ``q.send_to_socket(socket_id, obj) -> bool``: to one client by socket id (False when it is
-  not connected to this node);
+  not connected to this node and no push bus (``core.push``) carries it elsewhere);
 - ``q.db``: the document store (``documents.DocumentStore``), or None for a node built
   without one.
 

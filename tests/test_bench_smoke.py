@@ -282,3 +282,44 @@ class RestBenchSmokeTests(TestCase):
         self.assertEqual(bad, 0)
         crossed = yield threads.deferToThread(rest.misdelivered, port, "/t/api/echo/", 20)
         self.assertEqual(crossed, 20)  # the checker does catch replies that are not the asked
+
+
+class DocumentsBenchSmokeTests(TestCase):
+    """bench/documents.py --smoke: both tables, every row present and numeric (a real
+    redis-server, our node over WebSocket, and the QEWD.js node of the peer kit)."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_documents_tables(self):
+        from bench.documents import OPS, peer_home
+
+        from tests.documents.redisserver import redis_server_path
+        from tests.strict import require
+
+        if redis_server_path() is None:
+            self.fail("redis-server is not installed (scripts/test.sh installs it)")
+        if peer_home() is None:
+            require(self, "interop", "node or the peer kit's installed qewd is missing")
+        out_dir = self.mktemp()
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "bench.documents", "--smoke", "--out", out_dir],
+            env=ENV, path=REPO)
+        self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
+        with open(os.path.join(out_dir, "documents.json")) as f:
+            r = json.load(f)
+        self.assertEqual(set(r["direct_us_per_op"]), {
+            "ours, memory", "ours, SQLite", "raw sqlite3", "ours, Redis", "raw redis-py",
+            "QEWD.js on Redis (in its worker)"})
+        self.assertEqual(set(r["ws_us_per_op"]), {"our node (Redis)", "QEWD.js node (Redis)"})
+        for table in (r["direct_us_per_op"], r["ws_us_per_op"]):
+            for row, ops in table.items():
+                self.assertEqual(set(ops), set(OPS), row)
+                for op, us in ops.items():
+                    self.assertIsInstance(us, float, (row, op))
+                    self.assertGreater(us, 0, (row, op))
+        self.assertEqual(len(r["ratios"]), 4)
+        with open(os.path.join(out_dir, "documents.md")) as f:
+            text = f.read()
+        self.assertIn("| our node (Redis) |", text)
+        self.assertIn("ours Redis / raw redis-py (throughput)", text)

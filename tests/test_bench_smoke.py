@@ -301,7 +301,7 @@ class DocumentsBenchSmokeTests(TestCase):
             self.fail("redis-server is not installed (scripts/test.sh installs it)")
         if peer_home() is None:
             require(self, "interop", "node or the peer kit's installed qewd is missing")
-        out_dir = self.mktemp()
+        out_dir = os.path.abspath(self.mktemp())
         out, err, code = yield getProcessOutputAndValue(
             sys.executable, ["-m", "bench.documents", "--smoke", "--out", out_dir],
             env=ENV, path=REPO)
@@ -310,7 +310,7 @@ class DocumentsBenchSmokeTests(TestCase):
             r = json.load(f)
         self.assertEqual(set(r["direct_us_per_op"]), {
             "ours, memory", "ours, SQLite", "raw sqlite3", "ours, Redis", "raw redis-py",
-            "QEWD.js on Redis (in its worker)"})
+            "raw RESP (redis-py Connection)", "QEWD.js on Redis (in its worker)"})
         self.assertEqual(set(r["ws_us_per_op"]), {"our node (Redis)", "QEWD.js node (Redis)"})
         for table in (r["direct_us_per_op"], r["ws_us_per_op"]):
             for row, ops in table.items():
@@ -318,7 +318,7 @@ class DocumentsBenchSmokeTests(TestCase):
                 for op, us in ops.items():
                     self.assertIsInstance(us, float, (row, op))
                     self.assertGreater(us, 0, (row, op))
-        self.assertEqual(len(r["ratios"]), 4)
+        self.assertEqual(len(r["ratios"]), 5)
         with open(os.path.join(out_dir, "documents.md")) as f:
             text = f.read()
         self.assertIn("| our node (Redis) |", text)

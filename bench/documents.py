@@ -618,10 +618,11 @@ def main() -> None:
                           ws_ratios, rounds)
     flags = "".join(f" {a}" for a in sys.argv[1:])
     if crashes:
-        lines.append(f"Failed and re-run ({len(crashes)}): {'; '.join(crashes)}. A QEWD.js "
-                     "worker crashes when the kit's synchronous Redis driver times out a read "
-                     "under load (it is forked again); one that never answers holds the only "
-                     "worker, so the node is restarted. That round's time includes it.")
+        lines.append(f"Failed and re-run ({len(crashes)}): {'; '.join(crashes)}. Under load "
+                     "the QEWD.js kit's synchronous Redis driver can time out a read: the "
+                     "worker crashes (it is forked again), answers short (it read out of "
+                     "step), or never answers (it holds the only worker: the node is "
+                     "restarted). That round's time includes the re-run.")
     lines.append(f"`python -m bench.documents{flags}`, "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed:.0f} s, "
                  f"{os.cpu_count()} CPUs.")

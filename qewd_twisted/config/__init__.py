@@ -41,6 +41,7 @@ from qewd_twisted.config.checks import (
     MicroServicesConfig,
     RestServiceRoute,
     Route,
+    check_processes,
     check_u_services,
     key_path,
     show,
@@ -83,6 +84,7 @@ SUPPORTED_KEYS = (
     *("maxConnectionsPerAddress", "allowedOrigins", "stallTimeout", "maxRanges"),
     *("statusAuthFailures", "statusAuthWindow"),
     *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
+    *("processes", "processHeartbeatTimeout"),  # processes of one node (docs/reliability.md)
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
@@ -170,6 +172,8 @@ class Config:
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     rest_mounts: tuple[RestMount, ...] = ()  # the startup file's routes (config/rest.py)
     max_body_size: int = Limits.max_body_size  # REST and /ajax request bodies (maxBodySize)
+    processes: int = Limits.processes  # node processes under twistd qewd (cluster/)
+    process_heartbeat_timeout: float = Limits.process_heartbeat_timeout
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
@@ -320,6 +324,9 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         max_pending_handshakes=c.get_int(d, "maxPendingHandshakes",
                                          Limits.max_pending_handshakes, 1),
         micro_services=micro_services,
+        processes=check_processes(c, d, listen),
+        process_heartbeat_timeout=c.get_seconds(d, "processHeartbeatTimeout",
+                                                Limits.process_heartbeat_timeout),
         **_operations(c, d, listen),
         **_http_limits(c, d),
         allowed_origins=_allowed_origins(c, d),

@@ -1,0 +1,202 @@
+"""
+``twistd -n qewd`` with ``processes: 2`` on a reserved loopback port, as a user runs it: the
+clients are spread over the two processes, server push reaches both exactly once and in order,
+a process killed with SIGKILL (or stuck in a handler) is replaced while the port keeps
+answering, ``/health`` and ``/metrics`` speak for the whole node, and SIGTERM drains every
+process and leaves none behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any, Callable
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+
+from tests.integration.processes import TwistdProcess, write_startup
+from tests.ports import reserve_port
+from tests.wsclient import EIOClient
+
+SECRET = "someSecret123"
+DEADLINE = 30.0  # seconds: any one wait for the processes
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@defer.inlineCallbacks
+def poll(what: str, condition: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    """Wait (bounded) for ``condition()`` to be true: real processes give no other signal."""
+    waited = 0.0
+    while True:
+        result = condition()
+        if isinstance(result, defer.Deferred):
+            result = yield result
+        if result:
+            return result
+        if waited >= timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        yield task.deferLater(reactor, 0.1, lambda: None)
+        waited += 0.1
+
+
+class ProcessesTests(TestCase):
+    timeout = 240
+
+    def setUp(self) -> None:
+        self.port = reserve_port(self)
+        self.pids: set[int] = set()
+        self.addCleanup(self._kill_strays)
+
+    def _kill_strays(self) -> None:
+        for pid in self.pids:  # only processes this node reported as its own
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    def start(self) -> TwistdProcess:
+        startup = write_startup(self, repr({
+            "listen": f"tcp:{self.port}:interface=127.0.0.1",
+            "processes": 2,
+            "processHeartbeatTimeout": 3,
+            "shutdownGracePeriod": 2,
+            "jwt": {"secret": SECRET},
+            "moduleMap": {"procs": "tests.apps.procs"},
+            "metrics": True,
+            "managementPassword": "not the default",
+        }))
+        return TwistdProcess(self, startup).start()
+
+    def serving(self, node: TwistdProcess, n: int) -> defer.Deferred[Any]:
+        return poll(f"{n} processes serving",
+                    lambda: node.output.count(") is serving") >= n)
+
+    @defer.inlineCallbacks
+    def get(self, path: str, auth: bytes | None = None) -> Any:
+        headers = Headers({b"authorization": [auth]} if auth else {})
+        response = yield Agent(reactor).request(
+            b"GET", b"http://127.0.0.1:%d%s" % (self.port, path.encode()), headers)
+        body = yield readBody(response)
+        return response.code, body
+
+    @defer.inlineCallbacks
+    def health(self) -> Any:
+        code, body = yield self.get("/health")
+        self.assertEqual(code, 200)
+        health = json.loads(body)
+        self.pids.update(p["pid"] for p in health["processes"] if p["pid"])
+        return health
+
+    @defer.inlineCallbacks
+    def client(self) -> Any:
+        c = EIOClient(f"ws://127.0.0.1:{self.port}/socket.io/?EIO=3&transport=websocket")
+        self.addCleanup(c.close)
+        yield defer.ensureDeferred(c.handshake())
+        c.emit({"type": "ewd-register", "application": "procs", "jwt": True})
+        reg = yield defer.ensureDeferred(c.message())
+        c.token = reg["message"]["token"]
+        c.emit({"type": "whoami", "token": c.token})
+        me = yield defer.ensureDeferred(c.message())
+        c.pid = me["message"]["pid"]
+        self.pids.add(c.pid)
+        return c
+
+    @defer.inlineCallbacks
+    def one_per_process(self) -> Any:
+        """Clients until two land on different processes (bounded)."""
+        by_pid: dict[int, Any] = {}
+        for _ in range(40):
+            c = yield self.client()
+            by_pid.setdefault(c.pid, c)
+            if len(by_pid) == 2:
+                return list(by_pid.values())
+        self.fail(f"40 clients all landed on the processes {sorted(by_pid)}")
+
+    @defer.inlineCallbacks
+    def shouts(self, c: Any, tag: str) -> Any:
+        """The pushes ``c`` received up to the one tagged ``tag``-end."""
+        got = []
+        while True:
+            msg = yield defer.ensureDeferred(c.message())
+            if "tag" not in msg:
+                continue  # a reply, not a push
+            if msg["tag"] == tag + "-end":
+                return got
+            got.append((msg["tag"], msg["seq"], msg["pid"]))
+
+    @defer.inlineCallbacks
+    def test_two_processes_push_restart_watchdog_and_drain(self) -> None:
+        node = self.start()
+        yield self.serving(node, 2)
+        health = yield self.health()
+        self.assertEqual([p["state"] for p in health["processes"]], ["ready", "ready"])
+        supervised = {p["pid"] for p in health["processes"]}
+
+        # clients land on both processes; /health answers for the whole node
+        a, b = yield self.one_per_process()
+        self.assertEqual({a.pid, b.pid}, supervised)
+
+        # a push from a handler on one process reaches every socket of both, once, in order
+        a.emit({"type": "shout", "token": a.token, "params": {"tag": "x", "count": 30}})
+        a.emit({"type": "shout", "token": a.token, "params": {"tag": "x-end", "count": 1}})
+        expected = [("x", i, a.pid) for i in range(30)]
+        self.assertEqual((yield self.shouts(a, "x")), expected)
+        self.assertEqual((yield self.shouts(b, "x")), expected)
+
+        # /metrics and the status page: both processes
+        code, text = yield self.get("/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn(b'process="0"', text)
+        self.assertIn(b'process="1"', text)
+        self.assertIn(b'qewd_processes{state="ready"} 2.0', text)
+        import base64
+
+        code, body = yield self.get("/status.json",
+                                    b"Basic " + base64.b64encode(b"op:not the default"))
+        self.assertEqual(code, 200)
+        status = json.loads(body)
+        self.assertEqual(sorted(p["pid"] for p in status["processes"]), sorted(supervised))
+        self.assertGreaterEqual(status["connections"]["total"], 2)
+
+        # kill -9 one process: the port keeps answering, the process is replaced
+        os.kill(b.pid, signal.SIGKILL)
+        code, _ = yield self.get("/health")
+        self.assertEqual(code, 200)
+        c = yield self.client()
+        self.assertNotEqual(c.pid, b.pid)  # a live process serves while the other restarts
+        yield self.serving(node, 3)
+        health = yield self.health()
+        self.assertEqual([p["state"] for p in health["processes"]], ["ready", "ready"])
+        self.assertEqual(sum(p["restarts"] for p in health["processes"]), 1)
+        self.assertFalse(alive(b.pid))
+
+        # a process stuck in a handler is killed by the watchdog and replaced
+        a.emit({"type": "spin", "token": a.token, "params": {"seconds": 60}})
+        yield poll("the watchdog kills the stuck process",
+                   lambda: "no heartbeat answer" in node.output)
+        code, _ = yield self.get("/health")  # answered by the other process meanwhile
+        self.assertEqual(code, 200)
+        yield self.serving(node, 4)
+        yield poll("the stuck process is gone", lambda: not alive(a.pid))
+        health = yield self.health()
+        self.assertEqual([p["state"] for p in health["processes"]], ["ready", "ready"])
+        self.assertEqual(sum(p["restarts"] for p in health["processes"]), 2)
+
+        # SIGTERM: every process drains and exits, then the supervisor
+        pids = {p["pid"] for p in health["processes"]}
+        ended = node.signal("TERM")
+        yield ended
+        self.assertIn("every process has stopped", node.output)
+        for pid in pids:
+            yield poll(f"process {pid} exits", lambda pid=pid: not alive(pid), timeout=5)

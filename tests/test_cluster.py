@@ -432,6 +432,30 @@ class SharedSocketTests(TestCase):
         self.assertEqual((yield self.fetch(port)), b"hello")
 
     @defer.inlineCallbacks
+    def test_unix_socket_kept_while_one_adopter_stops(self) -> None:
+        from twisted.internet.endpoints import UNIXClientEndpoint
+
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="qewd-")  # a short path: AF_UNIX allows ~100 bytes
+        self.addCleanup(os.rmdir, folder)
+        path = os.path.join(folder, "node.sock")
+        description = f"unix:{path}"
+        shared = open_shared(reactor, description)
+        self.addCleanup(shared.stopListening)
+        endpoints = [shared_endpoints(reactor, [description], [os.dup(shared.fileno())])
+                     for _ in range(2)]
+        adopted = []
+        for endpoint in endpoints:
+            adopted.append((yield endpoint[description].listen(Factory.forProtocol(_Hello))))
+        self.addCleanup(lambda: adopted[1].stopListening() if adopted[1].connected else None)
+        client = UNIXClientEndpoint(reactor, path)
+        self.assertEqual((yield self.fetch(0, client)), b"hello")
+        yield adopted[0].stopListening()
+        self.assertTrue(os.path.exists(path))  # the supervisor's, not the process's to remove
+        self.assertEqual((yield self.fetch(0, client)), b"hello")
+
+    @defer.inlineCallbacks
     def test_tls_endpoint_adopted_with_its_context(self) -> None:
         import twisted.test
         from twisted.internet import ssl

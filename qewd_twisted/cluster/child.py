@@ -28,6 +28,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet import tcp, unix
 from twisted.internet.tcp import Port
 from twisted.logger import ILogObserver, Logger, LogLevel, eventAsText, globalLogBeginner
 from twisted.protocols import amp
@@ -140,6 +141,21 @@ class SharedTCPPort(Port):
         super().doRead()
 
 
+class SharedUNIXPort(unix.Port):
+    """A UNIX port adopted from the supervisor: one accept per wake-up as `SharedTCPPort`;
+    the socket file is the supervisor's (never unlinked here) and the socket is only closed,
+    never shut down (the other processes still accept from it)."""
+
+    _shouldShutdown = False
+
+    def doRead(self) -> None:
+        self.numberAccepts = 1
+        super().doRead()
+
+    def connectionLost(self, reason: Any) -> None:
+        tcp.Port.connectionLost(self, reason)
+
+
 def family_of(fd: int) -> int:
     probe = socket.socket(fileno=os.dup(fd))
     try:
@@ -153,10 +169,11 @@ class SharedPortEndpoint:
     """Listens by adopting ``fd``, a listening socket the supervisor opened (TLS on top with
     ``tls``, the context factory of the ``ssl:`` endpoint it was opened for)."""
 
-    def __init__(self, reactor: Any, fd: int, tls: Any = None) -> None:
+    def __init__(self, reactor: Any, fd: int, tls: Any = None, backlog: int = 50) -> None:
         self.reactor = reactor
         self.fd = fd
         self.tls = tls
+        self.backlog = backlog  # a UNIX port calls listen() again on an adopted socket
 
     def listen(self, factory: Any) -> defer.Deferred[Any]:
         return defer.execute(self._adopt, factory)
@@ -168,10 +185,11 @@ class SharedPortEndpoint:
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
         family = family_of(self.fd)
         if family == socket.AF_UNIX:
-            port = self.reactor.adoptStreamPort(self.fd, family, factory)
+            port = SharedUNIXPort._fromListeningDescriptor(self.reactor, self.fd, factory)
+            port.backlog = self.backlog
         else:
             port = SharedTCPPort._fromListeningDescriptor(self.reactor, self.fd, family, factory)
-            port.startListening()
+        port.startListening()
         os.close(self.fd)  # the port holds its own duplicate
         return port
 
@@ -181,12 +199,15 @@ def shared_endpoints(reactor: Any, descriptions: list[str], fds: list[int]) -> d
     order it opened them (``listen``, then ``metrics.listen``)."""
     endpoints = {}
     for description, fd in zip(descriptions, fds):
-        tls = None
-        if description.split(":", 1)[0] == "ssl":
+        tls, backlog = None, 50
+        kind = description.split(":", 1)[0]
+        if kind in ("ssl", "unix"):
             parsed = serverFromString(reactor, description)
+            # no public accessors: the TLS context and the UNIX backlog the supervisor used
             if isinstance(parsed, SSL4ServerEndpoint):
-                tls = parsed._sslContextFactory  # no public accessor
-        endpoints[description] = SharedPortEndpoint(reactor, fd, tls)
+                tls = parsed._sslContextFactory
+            backlog = getattr(parsed, "_backlog", backlog)
+        endpoints[description] = SharedPortEndpoint(reactor, fd, tls, backlog)
     return endpoints
 
 

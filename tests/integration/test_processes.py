@@ -113,6 +113,15 @@ class ProcessesTests(TestCase):
         return c
 
     @defer.inlineCallbacks
+    def ask(self, c: Any, type: str) -> Any:
+        """``type``'s reply to ``c`` (pushes that arrive first are skipped)."""
+        c.emit({"type": type, "token": c.token})
+        while True:
+            msg = yield defer.ensureDeferred(c.message())
+            if msg.get("type") == type and "message" in msg:
+                return msg["message"]
+
+    @defer.inlineCallbacks
     def one_per_process(self) -> Any:
         """Clients until two land on different processes (bounded)."""
         by_pid: dict[int, Any] = {}
@@ -153,6 +162,16 @@ class ProcessesTests(TestCase):
         expected = [("x", i, a.pid) for i in range(30)]
         self.assertEqual((yield self.shouts(a, "x")), expected)
         self.assertEqual((yield self.shouts(b, "x")), expected)
+
+        # one socket by id, and one application's sockets, on the other process
+        me = yield self.ask(b, "whoami")
+        a.emit({"type": "tell", "token": a.token,
+                "params": {"socketId": me["socketId"], "application": "procs"}})
+        self.assertEqual((yield self.shouts(b, "told")), [("told", 0, a.pid), ("app", 0, a.pid)])
+        self.assertEqual((yield self.shouts(a, "told")), [("app", 0, a.pid)])
+        a.emit({"type": "tell", "token": a.token,
+                "params": {"socketId": me["socketId"], "application": "elsewhere"}})
+        self.assertEqual((yield self.shouts(b, "told")), [("told", 0, a.pid)])
 
         # /metrics and the status page: both processes
         code, text = yield self.get("/metrics")

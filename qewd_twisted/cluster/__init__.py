@@ -9,5 +9,5 @@ the processes (an ``IPushBus``), and the whole node's figures for ``/health``, `
 the status page (aggregate.py).
 
 May import: ``config``, ``core.push``, ``errors``, ``_json``, ``ops``, ``service`` (a process is
-a ``QEWDService``), ``transports.http``.
+a ``QEWDService``), ``transports``.
 """

@@ -37,8 +37,10 @@ from zope.interface import implementer
 
 from qewd_twisted import _json
 from qewd_twisted.cluster.protocol import (
+    Adopt,
     Deliver,
     Gather,
+    HandOver,
     Heartbeat,
     OneProtocolFactory,
     Publish,
@@ -61,11 +63,13 @@ class ChildControl(amp.AMP):
     """
 
     def __init__(self, node: Any = None, reporter: Callable[[str], Any] | None = None,
-                 lost: Callable[[], None] | None = None) -> None:
+                 lost: Callable[[], None] | None = None,
+                 adopt: Callable[[int, bytes], None] | None = None) -> None:
         super().__init__()
         self.node = node
         self.reporter = reporter
         self.lost = lost
+        self.adopt = adopt  # serve a connection handed over by another process (handoff.py)
         self.delivered = 0
         self.refused = 0
 
@@ -93,6 +97,19 @@ class ChildControl(amp.AMP):
         d = defer.maybeDeferred(self.reporter, what)  # type: ignore[arg-type]
         d.addCallback(lambda data: {"report": _json.dumps(data).encode("utf-8")})
         return d
+
+    @Adopt.responder
+    def adopted(self, data: bytes, fd: int) -> dict[str, Any]:
+        try:
+            self.adopt(data=data, fd=fd)  # type: ignore[misc]
+        finally:
+            os.close(fd)  # the received copy; the adopted transport holds its own
+        return {}
+
+    def hand_over(self, owner: int, fd: int, data: bytes) -> defer.Deferred[Any]:
+        """Give a client connection to process ``owner`` (handoff.py), through the
+        supervisor."""
+        return self.callRemote(HandOver, owner=owner, data=data, fd=fd)
 
     def gather(self, what: str) -> defer.Deferred[dict[str, Any]]:
         """The whole node's figures of ``what`` (supervisor.py `Supervisor.gather`)."""
@@ -232,6 +249,29 @@ class LineObserver:
             pass  # the supervisor is gone
 
 
+def route_sessions(service: Any, control: ChildControl, index: int) -> None:
+    """Long-polling sessions named after this process, requests for the other processes'
+    sessions handed over to them, theirs adopted here (handoff.py)."""
+    from qewd_twisted.cluster.handoff import ProcessRouter, sid_maker
+
+    engine = service.engine
+    if engine is None:
+        return
+    engine.sessions.new_id = sid_maker(index, engine.sessions.new_id)
+    root = service.site.resource
+    root.putChild(b"socket.io", ProcessRouter(root.children[b"socket.io"], index,
+                                              control.hand_over,
+                                              service.config.limits.max_message_size))
+    reactor = service.reactor
+
+    def adopt(data: bytes, fd: int) -> None:
+        transport = reactor.adoptStreamConnection(fd, family_of(fd), service.site)
+        if transport is not None:
+            transport.protocol.dataReceived(data)
+
+    control.adopt = adopt
+
+
 class Options(usage.Options):
     optParameters = [
         ["config", None, None, "the startup file"],
@@ -279,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
 
     control.node = service.node
     control.reporter = install(service, control, index)
+    route_sessions(service, control, index)
     service.node.push_buses.append(ProcessPushBus(control))
     reactor.adoptStreamConnection(options["control"], socket.AF_UNIX, OneProtocolFactory(control))
     os.close(options["control"])

@@ -18,8 +18,8 @@ from typing import Any
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
-__all__ = ["Chunked", "Deliver", "Gather", "Heartbeat", "OneProtocolFactory", "Publish", "Ready",
-           "Report"]
+__all__ = ["Adopt", "Chunked", "Deliver", "Gather", "HandOver", "Heartbeat", "OneProtocolFactory",
+           "Publish", "Ready", "Report"]
 
 #: AMP limits each value to 65535 bytes; a `Chunked` value is split into pieces of this size.
 CHUNK = 0xFFFF
@@ -85,6 +85,21 @@ class Report(amp.Command):
 
     arguments = [(b"what", amp.Unicode())]
     response = [(b"report", Chunked())]
+
+
+class HandOver(amp.Command):
+    """process → supervisor: a connection (its socket, and the request already read from it)
+    for process ``owner``, whose long-polling session it is (handoff.py)."""
+
+    arguments = [(b"owner", amp.Integer()), (b"data", Chunked()), (b"fd", amp.Descriptor())]
+    response: list[Any] = []
+
+
+class Adopt(amp.Command):
+    """supervisor → process: serve this connection, starting with ``data`` (HandOver)."""
+
+    arguments = [(b"data", Chunked()), (b"fd", amp.Descriptor())]
+    response: list[Any] = []
 
 
 class OneProtocolFactory(Factory):

@@ -48,8 +48,10 @@ from twisted.protocols import amp
 from zope.interface import Interface, implementer
 
 from qewd_twisted.cluster.protocol import (
+    Adopt,
     Deliver,
     Gather,
+    HandOver,
     Heartbeat,
     OneProtocolFactory,
     Publish,
@@ -160,6 +162,10 @@ class SupervisorControl(amp.AMP):
         d = self.supervisor.gather(what)
         d.addCallback(lambda data: {"reports": json.dumps(data).encode("utf-8")})
         return d
+
+    @HandOver.responder
+    def hand_over(self, owner: int, data: bytes, fd: int) -> defer.Deferred[dict[str, Any]]:
+        return self.supervisor.hand_over(owner, data, fd)
 
 
 class Supervisor(Service):
@@ -341,6 +347,24 @@ class Supervisor(Service):
             if slot is not source and slot.channel is not None:
                 slot.channel.callRemote(Deliver, push=push)
                 self.relayed += 1
+
+    def hand_over(self, owner: int, data: bytes, fd: int) -> defer.Deferred[dict[str, Any]]:
+        """A client connection (``fd``, received over a control channel) for process
+        ``owner``, whose long-polling session it is (handoff.py)."""
+        slot = self.slots[owner] if 0 <= owner < len(self.slots) else None
+        if slot is None or not slot.ready or slot.channel is None:
+            os.close(fd)
+            return defer.fail(ValueError(f"process {owner} is not serving"))
+        d = slot.channel.callRemote(Adopt, data=data, fd=fd)
+        d.addTimeout(REPORT_TIMEOUT, self.clock)
+
+        def sent(result: Any) -> Any:
+            os.close(fd)  # ours: the owner has its own copy now
+            return result
+
+        d.addBoth(sent)
+        d.addCallback(lambda _: {})
+        return d
 
     def processes(self) -> list[dict[str, Any]]:
         """Each process as ``/health`` and the status page list it."""

@@ -19,6 +19,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from tests.integration.processes import TwistdProcess, write_startup
+from tests.pollclient import PollClient
 from tests.ports import reserve_port
 from tests.wsclient import EIOClient
 
@@ -172,6 +173,30 @@ class ProcessesTests(TestCase):
         a.emit({"type": "tell", "token": a.token,
                 "params": {"socketId": me["socketId"], "application": "elsewhere"}})
         self.assertEqual((yield self.shouts(b, "told")), [("told", 0, a.pid)])
+
+        # long-polling: each request on a new connection, whichever process accepts it; the
+        # ones for the other process's session are handed over to it
+        poller = PollClient(f"http://127.0.0.1:{self.port}")
+        self.addCleanup(poller.stop)
+        yield defer.ensureDeferred(poller.handshake())
+        poller.start()
+        yield defer.ensureDeferred(poller.emit({"type": "ewd-register", "application": "procs",
+                                                "jwt": True}))
+        token = (yield defer.ensureDeferred(poller.message()))["message"]["token"]
+        served_by = set()
+        for _ in range(8):
+            yield defer.ensureDeferred(poller.emit({"type": "whoami", "token": token}))
+            reply = yield defer.ensureDeferred(poller.message())
+            served_by.add(reply["message"]["pid"])
+        self.assertEqual(len(served_by), 1)
+        a.emit({"type": "shout", "token": a.token, "params": {"tag": "p", "count": 3}})
+        got = []
+        while len(got) < 3:
+            msg = yield defer.ensureDeferred(poller.message())
+            if msg.get("tag") == "p":
+                got.append(msg["seq"])
+        self.assertEqual(got, [0, 1, 2])
+        yield poller.stop()
 
         # /metrics and the status page: both processes
         code, text = yield self.get("/metrics")

@@ -198,6 +198,27 @@ class ProcessesTests(TestCase):
         self.assertEqual(got, [0, 1, 2])
         yield poller.stop()
 
+        # the upgrade to WebSocket, on a new connection too (4 times: each lands anywhere)
+        for _ in range(4):
+            poller = PollClient(f"http://127.0.0.1:{self.port}")
+            self.addCleanup(poller.stop)
+            hs = yield defer.ensureDeferred(poller.handshake())
+            poller.start()
+            ws = EIOClient(f"ws://127.0.0.1:{self.port}/socket.io/?EIO=3&transport=websocket"
+                           f"&sid={hs['sid']}")
+            self.addCleanup(ws.close)
+            yield ws.opened
+            ws.send_text("2probe")
+            self.assertEqual((yield ws.next()), "3probe")
+            yield poller.finish()
+            ws.send_text("5")
+            ws.emit({"type": "ewd-register", "application": "procs", "jwt": True})
+            reg = yield defer.ensureDeferred(ws.message())
+            ws.emit({"type": "whoami", "token": reg["message"]["token"]})
+            me = yield defer.ensureDeferred(ws.message())
+            self.assertEqual(me["message"]["socketId"], hs["sid"])
+            yield ws.close()
+
         # /metrics and the status page: both processes
         code, text = yield self.get("/metrics")
         self.assertEqual(code, 200)

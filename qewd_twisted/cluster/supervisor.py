@@ -207,6 +207,10 @@ class Supervisor(Service):
             log.info("{name}: supervisor (pid {pid}) listening on {hosts}, starting "
                      "{n} processes", name=self.config.server_name, pid=os.getpid(),
                      hosts=hosts, n=len(self.slots))
+        if self.config.database is None:
+            log.warn("{n} processes, each with its own in-memory documents (q.db) and "
+                     "session-token sessions: set config.database (sqlite or redis) for them "
+                     "to share one store", n=len(self.slots))
         for slot in self.slots:
             self._start(slot)
         interval = max(0.05, min(1.0, self.heartbeat_timeout / 4))

@@ -265,3 +265,13 @@ class ProcessesTests(TestCase):
         self.assertIn("every process has stopped", node.output)
         for pid in pids:
             yield poll(f"process {pid} exits", lambda pid=pid: not alive(pid), timeout=5)
+
+    @defer.inlineCallbacks
+    def test_processes_leave_when_the_supervisor_is_killed(self) -> None:
+        node = self.start()
+        yield self.serving(node, 2)
+        pids = {p["pid"] for p in (yield self.health())["processes"]}
+        self.assertEqual(len(pids), 2)
+        yield node.kill()  # SIGKILL: no drain ordered; each process sees its channel close
+        for pid in pids:
+            yield poll(f"process {pid} exits", lambda pid=pid: not alive(pid), timeout=15)

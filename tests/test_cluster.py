@@ -7,6 +7,7 @@ adopted on real loopback, and ``processes`` in the config.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -287,6 +288,50 @@ class PushRelayTests(SynchronousTestCase):
         p0.pump.flush()
         whole = self.successResultOf(d)
         self.assertEqual(whole["reports"][2]["error"], "no answer within 5 s")
+
+
+class HandOffTests(SynchronousTestCase):
+    def test_session_ids_name_their_process(self) -> None:
+        from qewd_twisted.cluster.handoff import owner_of, sid_maker
+        from qewd_twisted.transports.engineio import new_sid
+
+        for index in (0, 1, 63, 64, 255, 4095):
+            sid = sid_maker(index, new_sid)()
+            self.assertEqual(len(sid), len(new_sid()))
+            self.assertEqual(owner_of(sid.encode()), index)
+        for bad in (b"", b"a", b"\xff\xfe", b"*abc"):
+            self.assertIsNone(owner_of(bad))
+
+    def test_raw_request_is_the_request_again(self) -> None:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from qewd_twisted.cluster.handoff import raw_request
+
+        request = DummyRequest([b"socket.io", b""])
+        request.method = b"POST"
+        request.uri = b"/socket.io/?EIO=3&transport=polling&sid=AB"
+        request.clientproto = b"HTTP/1.1"
+        request.requestHeaders.setRawHeaders(b"transfer-encoding", [b"chunked"])
+        request.requestHeaders.setRawHeaders(b"host", [b"127.0.0.1"])
+        request.content = io.BytesIO(b"5:42[1]")
+        self.assertEqual(raw_request(request),
+                         b"POST /socket.io/?EIO=3&transport=polling&sid=AB HTTP/1.1\r\n"
+                         b"Host: 127.0.0.1\r\nContent-Length: 7\r\n\r\n5:42[1]")
+
+    def test_a_connection_for_a_process_not_serving_is_refused(self) -> None:
+        from qewd_twisted.cluster.protocol import NotServing
+
+        clock = Clock()
+        spawner = FakeSpawner()
+        sup = Supervisor(Config(processes=2), clock, spawner)
+        sup.startService()
+        spawner.current(0).ready()
+        for owner in (1, 7):  # starting; no such process
+            r, w = os.pipe()
+            self.addCleanup(os.close, w)
+            self.failureResultOf(sup.hand_over(owner, b"GET / HTTP/1.1\r\n\r\n", r),
+                                 NotServing)
+            self.assertRaises(OSError, os.fstat, r)  # the received copy is closed
 
 
 class ChunkedTests(SynchronousTestCase):

@@ -30,6 +30,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from qewd_twisted.cluster.protocol import NotServing
 from qewd_twisted.transports.http import IRequestBodyLimit
 from qewd_twisted.transports.polling import query_args
 
@@ -124,12 +125,33 @@ class _HandOver(Resource):
         transport._shouldShutdown = False
         d = self.router.hand_over(self.owner, fd, data)
 
-        def done(result: Any) -> Any:
+        def sent(result: Any) -> Any:
             os.close(fd)
-            transport.loseConnection()
             return result
 
-        d.addBoth(done)
-        d.addErrback(lambda f: log.failure("handing a request for session of process {owner} "
-                                           "over", f, owner=self.owner))
+        def handed(_: Any) -> None:
+            transport.loseConnection()
+
+        def refused(failure: Any) -> None:
+            if failure.check(NotServing):
+                log.info("a request for a session of process {owner}, which is restarting: "
+                         "answered here", owner=self.owner)
+            else:
+                log.failure("handing a request for a session of process {owner} over",
+                            failure, owner=self.owner)
+            # the session is not here either: answered as any unknown session is
+            transport._shouldShutdown = True
+            transport.startReading()
+            try:
+                body = self.router.inner.getChildWithDefault(b"", request).render(request)
+            except Exception:
+                log.failure("answering a request that could not be handed over")
+                transport.loseConnection()
+                return
+            if body is not server.NOT_DONE_YET and not request.finished:
+                request.write(body)
+                request.finish()
+
+        d.addBoth(sent)
+        d.addCallbacks(handed, refused)
         return server.NOT_DONE_YET

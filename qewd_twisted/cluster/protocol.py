@@ -18,8 +18,8 @@ from typing import Any
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
-__all__ = ["Adopt", "Chunked", "Deliver", "Gather", "HandOver", "Heartbeat", "OneProtocolFactory",
-           "Publish", "Ready", "Report"]
+__all__ = ["Adopt", "Chunked", "Deliver", "Gather", "HandOver", "Heartbeat", "NotServing",
+           "OneProtocolFactory", "Publish", "Ready", "Report"]
 
 #: AMP limits each value to 65535 bytes; a `Chunked` value is split into pieces of this size.
 CHUNK = 0xFFFF
@@ -87,12 +87,17 @@ class Report(amp.Command):
     response = [(b"report", Chunked())]
 
 
+class NotServing(Exception):
+    """The process a connection was handed over to is not serving (restarting)."""
+
+
 class HandOver(amp.Command):
     """process → supervisor: a connection (its socket, and the request already read from it)
     for process ``owner``, whose long-polling session it is (handoff.py)."""
 
     arguments = [(b"owner", amp.Integer()), (b"data", Chunked()), (b"fd", amp.Descriptor())]
     response: list[Any] = []
+    errors = {NotServing: b"NOT_SERVING"}
 
 
 class Adopt(amp.Command):

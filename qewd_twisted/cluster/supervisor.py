@@ -53,6 +53,7 @@ from qewd_twisted.cluster.protocol import (
     Gather,
     HandOver,
     Heartbeat,
+    NotServing,
     OneProtocolFactory,
     Publish,
     Ready,
@@ -358,7 +359,7 @@ class Supervisor(Service):
         slot = self.slots[owner] if 0 <= owner < len(self.slots) else None
         if slot is None or not slot.ready or slot.channel is None:
             os.close(fd)
-            return defer.fail(ValueError(f"process {owner} is not serving"))
+            return defer.fail(NotServing(f"process {owner} is not serving"))
         d = slot.channel.callRemote(Adopt, data=data, fd=fd)
         d.addTimeout(REPORT_TIMEOUT, self.clock)
 

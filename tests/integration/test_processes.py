@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
+from qewd_twisted.cluster.handoff import sid_maker
 from tests.integration.processes import TwistdProcess, write_startup
 from tests.pollclient import PollClient
 from tests.ports import reserve_port
@@ -235,9 +236,14 @@ class ProcessesTests(TestCase):
         self.assertGreaterEqual(status["connections"]["total"], 2)
 
         # kill -9 one process: the port keeps answering, the process is replaced
+        b_index = [p["process"] for p in health["processes"] if p["pid"] == b.pid][0]
         os.kill(b.pid, signal.SIGKILL)
         code, _ = yield self.get("/health")
         self.assertEqual(code, 200)
+        # a poll for a session of the killed process: an unknown session, answered (400)
+        sid = sid_maker(b_index, lambda: "x" * 20)()
+        code, body = yield self.get(f"/socket.io/?EIO=3&transport=polling&sid={sid}")
+        self.assertEqual((code, json.loads(body)["message"]), (400, "Session ID unknown"))
         c = yield self.client()
         self.assertNotEqual(c.pid, b.pid)  # a live process serves while the other restarts
         yield self.serving(node, 3)

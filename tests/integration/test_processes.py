@@ -67,7 +67,7 @@ class ProcessesTests(TestCase):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
-    def start(self) -> TwistdProcess:
+    def start(self, **config: Any) -> TwistdProcess:
         startup = write_startup(self, repr({
             "listen": f"tcp:{self.port}:interface=127.0.0.1",
             "processes": 2,
@@ -77,6 +77,7 @@ class ProcessesTests(TestCase):
             "moduleMap": {"procs": "tests.apps.procs"},
             "metrics": True,
             "managementPassword": "not the default",
+            **config,
         }))
         return TwistdProcess(self, startup).start()
 
@@ -85,10 +86,10 @@ class ProcessesTests(TestCase):
                     lambda: node.output.count(") is serving") >= n)
 
     @defer.inlineCallbacks
-    def get(self, path: str, auth: bytes | None = None) -> Any:
+    def get(self, path: str, auth: bytes | None = None, port: int | None = None) -> Any:
         headers = Headers({b"authorization": [auth]} if auth else {})
         response = yield Agent(reactor).request(
-            b"GET", b"http://127.0.0.1:%d%s" % (self.port, path.encode()), headers)
+            b"GET", b"http://127.0.0.1:%d%s" % (port or self.port, path.encode()), headers)
         body = yield readBody(response)
         return response.code, body
 
@@ -281,3 +282,19 @@ class ProcessesTests(TestCase):
         yield node.kill()  # SIGKILL: no drain ordered; each process sees its channel close
         for pid in pids:
             yield poll(f"process {pid} exits", lambda pid=pid: not alive(pid), timeout=15)
+
+    @defer.inlineCallbacks
+    def test_metrics_on_their_own_endpoint(self) -> None:
+        metrics_port = reserve_port(self)
+        node = self.start(metrics={"listen": f"tcp:{metrics_port}:interface=127.0.0.1"})
+        yield self.serving(node, 2)
+        code, text = yield self.get("/metrics", port=metrics_port)
+        self.assertEqual(code, 200)
+        self.assertIn(b'qewd_requests_in_flight{process="0"}', text)
+        self.assertIn(b'qewd_requests_in_flight{process="1"}', text)
+        code, body = yield self.get("/health", port=metrics_port)
+        self.assertEqual([p["state"] for p in json.loads(body)["processes"]], ["ready"] * 2)
+        self.pids.update(p["pid"] for p in json.loads(body)["processes"])
+        code, _ = yield self.get("/metrics")  # not on the node's port
+        self.assertEqual(code, 404)
+        yield node.signal("TERM")

@@ -278,6 +278,7 @@ class Options(usage.Options):
         ["index", None, "0", "this process's index among the node's processes", int],
         ["control", None, "3", "the control channel's file descriptor", int],
         ["listen-fds", None, "", "the listening sockets' file descriptors, comma-separated"],
+        ["node-id", None, None, "the node's id, shared by its processes (push origins)"],
     ]
 
 
@@ -317,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from qewd_twisted.cluster.aggregate import install
 
+    if options["node-id"]:
+        service.node.origin = f"{options['node-id']}/{index}"
     control.node = service.node
     control.reporter = install(service, control, index)
     route_sessions(service, control, index)

@@ -35,6 +35,7 @@ import os
 import random
 import socket
 import sys
+import uuid
 from typing import Any, Callable
 
 from twisted.application.internet import backoffPolicy
@@ -190,6 +191,9 @@ class Supervisor(Service):
         self.ports: list[Any] = []  # the listening sockets, opened in startService
         self.stopping = False
         self.relayed = 0  # pushes relayed to the processes (one per push and recipient)
+        # the node's id in its processes' push origins, "<node id>/<index>" (core/push.py): a
+        # bus between nodes (Redis) knows its own node's pushes by it, whichever process sent
+        self.node_id = uuid.uuid4().hex
         self._watchdog = LoopingCall(self._check)
         self._watchdog.clock = reactor
 
@@ -203,7 +207,7 @@ class Supervisor(Service):
                 descriptions.append(self.config.metrics_listen)
             self.ports = [open_shared(self.reactor, d) for d in descriptions]
             self.spawner = ProcessSpawner(self.reactor, self.config_path or "",
-                                          [p.fileno() for p in self.ports])
+                                          [p.fileno() for p in self.ports], self.node_id)
             hosts = ", ".join(str(p.getHost()) for p in self.ports)
             log.info("{name}: supervisor (pid {pid}) listening on {hosts}, starting "
                      "{n} processes", name=self.config.server_name, pid=os.getpid(),
@@ -500,11 +504,12 @@ class ProcessSpawner:
     """Real node processes: ``python -m qewd_twisted.cluster.child``, with the control
     channel (a UNIX socket pair) as fd 3 and the listening sockets as fds 4, 5, ..."""
 
-    def __init__(self, reactor: Any, config_path: str, fds: list[int], *,
+    def __init__(self, reactor: Any, config_path: str, fds: list[int], node_id: str, *,
                  executable: str = sys.executable) -> None:
         self.reactor = reactor
         self.config_path = config_path
         self.fds = fds
+        self.node_id = node_id
         self.executable = executable
 
     def spawn(self, index: int, channel: Any, ended: Callable[[Any], None]) -> Any:
@@ -516,7 +521,7 @@ class ProcessSpawner:
         listen = ",".join(str(CONTROL_FD + 1 + i) for i in range(len(self.fds)))
         args = [self.executable, "-m", "qewd_twisted.cluster.child", "--config",
                 self.config_path, "--index", str(index), "--control", str(CONTROL_FD),
-                "--listen-fds", listen]
+                "--listen-fds", listen, "--node-id", self.node_id]
         try:
             transport = self.reactor.spawnProcess(_ChildOutput(index, ended), self.executable,
                                                   args, env=dict(os.environ),

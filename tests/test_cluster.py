@@ -437,7 +437,8 @@ class ConfigTests(SynchronousTestCase):
     def test_endpoints_that_cannot_be_shared(self) -> None:
         with self.assertRaises(ConfigError) as e:
             config_from_dict({"processes": 2, "listen": ["tcp:0", "systemd:domain=INET:index=0"]})
-        self.assertIn("config.processes: 2 processes share their listening sockets", str(e.exception))
+        self.assertIn("config.processes: 2 processes share their listening sockets",
+                      str(e.exception))
         self.assertIn("'systemd:domain=INET:index=0'", str(e.exception))
 
     def test_heartbeat_timeout(self) -> None:

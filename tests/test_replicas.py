@@ -338,18 +338,20 @@ class RestThroughReplicasTests(ReplicasMixin, unittest.TestCase):
     def setUp(self) -> None:
         self.make()
         config = config_from_dict({"jwt": {"secret": "someSecret123"}, "port": 0, "u_services": {
-            "destinations": {"svc": {"hosts": list(URLS), "application": "test-app"}},
+            "destinations": {"svc": {"hosts": list(URLS), "application": "test-app"},
+                             "group": {"destinations": ["svc"]}},
             "routes": [{"application": "jwt", "types": {"login": {"destination": "svc"}}},
-                       {"path": "/api/items/:id", "destination": "svc"}]}})
+                       {"path": "/api/items/:id", "destination": "svc"},
+                       {"path": "/api/all/:id", "destination": "group"}]}})
         self.h = NodeHarness({"jwt": SimpleNamespace(handlers={})}, micro_services=self.ms)
         forwarder = RestForwarder(self.h.node, config.micro_services, self.ms, timeout=None)
         self.assertIs(forwarder.links["svc"], self.replicas)
         attach(self.h.node, RestDispatcher(self.h.node, forwarder=forwarder))
 
-    def get(self, n: int) -> HttpMemoryConnection:
+    def get(self, n: int, prefix: str = "/api/items/") -> HttpMemoryConnection:
         conn = HttpMemoryConnection()
         self.h.node.receive(conn, {"type": "restRequest", "method": "GET",
-                                   "path": f"/api/items/{n}", "headers": {}, "query": {},
+                                   "path": f"{prefix}{n}", "headers": {}, "query": {},
                                    "body": {}, "ip": "10.1.1.1", "ips": ["10.1.1.1"]})
         self.flush()
         return conn
@@ -373,3 +375,16 @@ class RestThroughReplicasTests(ReplicasMixin, unittest.TestCase):
         self.kill(0), self.kill(1)
         [frame] = self.get(9).take()
         self.assertEqual(frame["message"], {"error": E.MS_DOWN, "status": {"code": 503}})
+
+    def test_a_group_member_with_replicas_gets_it_on_one_replica(self) -> None:
+        """A group sends to every member (QEWD's fan-out); a member with replicas takes it
+        on one of them, not on all."""
+        conn = self.get(1, "/api/all/")
+        self.assertEqual(self.counts(), [1, 0, 0])
+        [(_, request)] = self.remotes[0].requests
+        self.remotes[0].reply(request, {"ok": True})
+        self.flush()
+        [frame] = conn.take()
+        self.assertEqual(frame["message"], {"results": {"svc": {"ok": True}}})
+        self.get(2, "/api/all/")
+        self.assertEqual(self.counts(), [1, 1, 0])

@@ -299,7 +299,8 @@ class ReplicaReadinessTests(SynchronousTestCase):
         return SimpleNamespace(url=url, application="remote-app", registrations=registrations,
                                reregistrations=0,
                                state=LinkState.UP if registrations else LinkState.DOWN,
-                               is_up=bool(registrations))
+                               is_up=bool(registrations),
+                               add_observer=lambda observer: (lambda: None))
 
     def readiness(self, links: list[Any], replica_sets: list[Any]) -> tuple[bool, Any]:
         service = SimpleNamespace(running=True, ports=[1], listeners=[1],

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -285,6 +286,29 @@ class ReplicaSetTests(ReplicasMixin, unittest.TestCase):
         unsubscribe()
         self.kill(1)
         self.assertEqual(len(seen.states), heard + 1)
+
+
+class ReplicaSetLogTests(ReplicasMixin, unittest.TestCase):
+    def test_last_replica_down_and_back_are_logged(self) -> None:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.make()
+
+        def said() -> list[str]:
+            texts = [formatEvent(e) for e in events if "replica set" in e.get("log_format", "")]
+            del events[:]
+            return texts
+
+        self.assertEqual(said(), [])  # coming up at start is the links' own news
+        self.kill(0), self.kill(1)
+        self.assertEqual(said(), [])
+        self.kill(2)
+        self.assertEqual(said(), [f"replica set {self.replicas.url}: no replica up; its "
+                                  "requests get the 503 until one is back"])
+        self.revive(1)
+        self.advance(1.0)
+        self.assertEqual(said(), [f"replica set {self.replicas.url}: 1 of 3 replicas up again"])
 
 
 class NodeThroughReplicasTests(ReplicasMixin, unittest.TestCase):

@@ -25,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from qewd_twisted.core.interfaces import ILink, ILinkObserver, IReplyReceiver
 
 __all__ = ["ReplicaSet"]
+
+log = Logger()
 
 # The set's state from its members': the best one any member is in.
 _STATE_ORDER = ("up", "registering", "down", "stopped")
@@ -56,6 +59,9 @@ class ReplicaSet:
         self.application = self.links[0].application
         self.sent = dict.fromkeys(self.urls, 0)
         self._next = 0  # where the round-robin tie-break starts
+        self._was_live = 0
+        for link in self.links:
+            link.add_observer(_Watch(self))
 
     def __repr__(self) -> str:
         return f"<ReplicaSet {self.url} ({self.application}) {self.live}/{len(self.links)} up>"
@@ -107,6 +113,18 @@ class ReplicaSet:
 
         return unsubscribe
 
+    def _member_changed(self) -> None:
+        """Log when the set loses its last live replica (its requests now get the 503) and
+        when it has one again; each member logs its own ups and downs."""
+        live = self.live
+        if live == 0 and self._was_live:
+            log.warn("replica set {url}: no replica up; its requests get the 503 until one "
+                     "is back", url=self.url)
+        elif live and not self._was_live and self.registrations + self.reregistrations > 1:
+            log.info("replica set {url}: {live} of {n} replicas up again", url=self.url,
+                     live=live, n=len(self.links))
+        self._was_live = live
+
     # -- choosing and forwarding
 
     def pick(self) -> Any:
@@ -135,3 +153,17 @@ class ReplicaSet:
         """``ILink.send_request`` on the member `pick` chooses; none up: ``DOWN`` before
         this returns (from a down member, exactly as a lone link that is down)."""
         self.pick().send_request(message, receiver, timeout)
+
+
+@implementer(ILinkObserver)
+class _Watch:
+    """Tells its set about each member's state changes."""
+
+    def __init__(self, replicas: ReplicaSet) -> None:
+        self.replicas = replicas
+
+    def link_state_changed(self, link: Any, state: Any) -> None:
+        self.replicas._member_changed()
+
+    def link_event(self, link: Any, kind: str, text: str) -> None:
+        pass

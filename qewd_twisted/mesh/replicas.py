@@ -59,7 +59,7 @@ class ReplicaSet:
         self.application = self.links[0].application
         self.sent = dict.fromkeys(self.urls, 0)
         self._next = 0  # where the round-robin tie-break starts
-        self._was_live = 0
+        self._was_live = self.live
         for link in self.links:
             link.add_observer(_Watch(self))
 

@@ -51,10 +51,21 @@ def makeService(options: Options) -> Any:
     config = options.loaded
     if config.processes > 1:
         # a supervisor of N node processes on the same sockets (qewd_twisted/cluster)
-        from qewd_twisted.cluster.supervisor import Supervisor
+        from qewd_twisted.cluster.supervisor import EX_CONFIG, Supervisor
+
+        def give_up() -> None:
+            # a process could not load the node: stop, and exit with its status (twistd
+            # itself would exit 0), so that a service manager does not take it for a stop
+            def leave() -> None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(EX_CONFIG)
+
+            reactor.addSystemEventTrigger("after", "shutdown", leave)
+            reactor.stop()
 
         return Supervisor(config, reactor, config_path=os.path.abspath(options["config"]),
-                          on_give_up=reactor.stop)
+                          on_give_up=give_up)
     try:
         return QEWDService(config, reactor)
     except ConfigError as e:

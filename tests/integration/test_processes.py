@@ -298,3 +298,11 @@ class ProcessesTests(TestCase):
         code, _ = yield self.get("/metrics")  # not on the node's port
         self.assertEqual(code, 404)
         yield node.signal("TERM")
+
+    @defer.inlineCallbacks
+    def test_a_node_that_cannot_load_stops_with_status_78(self) -> None:
+        node = self.start(moduleMap={"procs": "tests.apps.no_such_module"})
+        reason = yield node.ended
+        self.assertEqual(reason.exitCode, 78)
+        self.assertIn("cannot load the node's configuration", node.output)
+        self.assertIn("no_such_module", node.output)

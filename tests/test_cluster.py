@@ -45,6 +45,7 @@ from qewd_twisted.core.push import IPushBus, make_push
 class FakeNode:
     def __init__(self) -> None:
         self.delivered: list[dict[str, Any]] = []
+        self.connections: dict[str, Any] = {}
 
     def deliver_push(self, push: dict[str, Any]) -> None:
         self.delivered.append(push)
@@ -212,6 +213,54 @@ class SupervisorTests(SynchronousTestCase):
         self.successResultOf(d)
 
 
+class FakePortReading:
+    connected = True
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def startReading(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+
+class BalanceTests(SynchronousTestCase):
+    def test_a_process_well_above_the_mean_stops_accepting_until_back(self) -> None:
+        from types import SimpleNamespace
+
+        from qewd_twisted.cluster.child import Balance
+
+        port = FakePortReading()
+        service = SimpleNamespace(node=FakeNode(), ports=[port])
+        balance = Balance(service)
+        service.node.connections = dict.fromkeys(range(10))
+        self.assertEqual(balance(9.0), 10)  # near the mean
+        self.assertTrue(port.reading)
+        self.assertEqual(balance(5.0), 10)  # twice the mean (10 vs 0 elsewhere)
+        self.assertFalse(port.reading)
+        service.node.connections = dict.fromkeys(range(6))
+        balance(5.0)  # 6 <= 5 x 1.1 + 2
+        self.assertTrue(port.reading)
+
+    def test_the_supervisor_sends_the_mean_and_keeps_the_counts(self) -> None:
+        clock = Clock()
+        spawner = FakeSpawner()
+        sup = Supervisor(Config(processes=2, process_heartbeat_timeout=4.0), clock, spawner)
+        sup.startService()
+        shares: list[float] = []
+        for p, n in zip(spawner.spawned, (10, 0)):
+            p.child.balance = lambda share, n=n: shares.append(share) or n
+            p.ready()
+        for _ in range(2):
+            clock.advance(1)
+            for p in spawner.spawned:
+                p.pump.flush()
+        self.assertEqual([slot.connections for slot in sup.slots], [10, 0])
+        self.assertEqual(shares, [0.0, 0.0, 5.0, 5.0])
+
+
 class PushRelayTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -276,6 +325,17 @@ class PushRelayTests(SynchronousTestCase):
         self.assertEqual([r["report"] for r in whole["reports"]],
                          [{"process": 0}, {"process": 1}, {"process": 2}])
         self.assertEqual([p["state"] for p in whole["processes"]], ["ready"] * 3)
+
+    def test_a_failing_report_is_an_error_entry_and_the_channels_stay(self) -> None:
+        p0, p1, p2 = self.spawner.spawned
+        p2.reports.clear()  # its reporter raises KeyError: an error AMP does not know
+        d = p0.child.gather("status")
+        self.flush()
+        whole = self.successResultOf(d)
+        self.assertEqual(whole["reports"][2]["error"], "KeyError: 'status'")
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertTrue(all(slot.channel is not None for slot in self.sup.slots))
+        self.assertTrue(all(not p.child.transport.disconnecting for p in self.spawner.spawned))
 
     def test_gather_reports_a_process_that_does_not_answer(self) -> None:
         p0, p1, p2 = self.spawner.spawned

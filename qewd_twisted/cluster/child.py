@@ -38,6 +38,7 @@ from zope.interface import implementer
 from qewd_twisted import _json
 from qewd_twisted.cluster.protocol import (
     Adopt,
+    ControlError,
     Deliver,
     Gather,
     HandOver,
@@ -46,6 +47,7 @@ from qewd_twisted.cluster.protocol import (
     Publish,
     Ready,
     Report,
+    declared,
 )
 from qewd_twisted.core.push import IPushBus, check_push
 
@@ -64,18 +66,28 @@ class ChildControl(amp.AMP):
 
     def __init__(self, node: Any = None, reporter: Callable[[str], Any] | None = None,
                  lost: Callable[[], None] | None = None,
-                 adopt: Callable[[int, bytes], None] | None = None) -> None:
+                 adopt: Callable[[int, bytes], None] | None = None,
+                 balance: Callable[[float], int] | None = None) -> None:
         super().__init__()
         self.node = node
         self.reporter = reporter
         self.lost = lost
         self.adopt = adopt  # serve a connection handed over by another process (handoff.py)
+        self.balance = balance  # the node's mean connections -> this process's (Balance)
         self.delivered = 0
         self.refused = 0
 
+    # Every responder fails only with its command's declared errors (protocol.declared):
+    # AMP answers anything else by closing the channel, which would end this process.
+
     @Heartbeat.responder
-    def heartbeat(self) -> dict[str, Any]:
-        return {}
+    def heartbeat(self, share: float) -> dict[str, Any]:
+        if self.balance is not None:
+            try:
+                return {"connections": self.balance(share)}
+            except Exception:
+                log.failure("balancing the connections")
+        return {"connections": len(self.node.connections) if self.node is not None else 0}
 
     @Deliver.responder
     def deliver(self, push: bytes) -> dict[str, Any]:
@@ -96,12 +108,20 @@ class ChildControl(amp.AMP):
     def report(self, what: str) -> defer.Deferred[dict[str, Any]]:
         d = defer.maybeDeferred(self.reporter, what)  # type: ignore[arg-type]
         d.addCallback(lambda data: {"report": _json.dumps(data).encode("utf-8")})
-        return d
+
+        def logged(failure: Any) -> Any:
+            log.failure("reporting {what} to the supervisor", failure, what=what)
+            return failure
+
+        return declared(d.addErrback(logged))
 
     @Adopt.responder
     def adopted(self, data: bytes, fd: int) -> dict[str, Any]:
         try:
             self.adopt(data=data, fd=fd)  # type: ignore[misc]
+        except Exception as e:
+            log.failure("adopting a connection handed over by another process")
+            raise ControlError(f"{type(e).__name__}: {e}") from e
         finally:
             os.close(fd)  # the received copy; the adopted transport holds its own
         return {}
@@ -146,6 +166,41 @@ class ProcessPushBus:
             return
         self.control.callRemote(Publish, push=data)
         self.published += 1
+
+
+class Balance:
+    """Accept only while this process holds about its share of the node's connections.
+
+    Every process is woken for each new connection and the first awake takes it, so an idle
+    node hands a trickle of connections mostly to one process, and long-lived WebSockets stay
+    where they landed. At each heartbeat (``share``: the mean over the ready processes) a
+    process more than ``ratio`` x the mean + ``slack`` stops reading its listening ports, and
+    starts again once back under: the process with the fewest connections always accepts.
+    """
+
+    ratio = 1.1
+    slack = 2
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.accepting = True
+
+    def __call__(self, share: float) -> int:
+        own = len(self.service.node.connections)
+        accepting = own <= share * self.ratio + self.slack
+        if accepting != self.accepting:
+            self.accepting = accepting
+            for port in self.service.ports:  # the node's listeners still running
+                if not getattr(port, "connected", False):
+                    continue
+                if accepting:
+                    port.startReading()
+                else:
+                    port.stopReading()
+            log.debug("{connections} connections, the node's mean is {share:.1f}: "
+                      "accepting {accepting}", connections=own, share=share,
+                      accepting=accepting)
+        return own
 
 
 class SharedTCPPort(Port):
@@ -321,6 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     if options["node-id"]:
         service.node.origin = f"{options['node-id']}/{index}"
     control.node = service.node
+    control.balance = Balance(service)
     control.reporter = install(service, control, index)
     route_sessions(service, control, index)
     service.node.push_buses.append(ProcessPushBus(control))

@@ -30,7 +30,6 @@ from twisted.web import server
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from qewd_twisted.cluster.protocol import NotServing
 from qewd_twisted.transports.http import IRequestBodyLimit
 from qewd_twisted.transports.polling import query_args
 
@@ -133,12 +132,9 @@ class _HandOver(Resource):
             transport.loseConnection()
 
         def refused(failure: Any) -> None:
-            if failure.check(NotServing):
-                log.info("a request for a session of process {owner}, which is restarting: "
-                         "answered here", owner=self.owner)
-            else:
-                log.failure("handing a request for a session of process {owner} over",
-                            failure, owner=self.owner)
+            log.info("a request for a session of process {owner} could not be handed over "
+                     "({why}): answered here", owner=self.owner,
+                     why=failure.getErrorMessage())
             # the session is not here either: answered as any unknown session is
             transport._shouldShutdown = True
             transport.startReading()

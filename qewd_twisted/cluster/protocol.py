@@ -18,8 +18,8 @@ from typing import Any
 from twisted.internet.protocol import Factory
 from twisted.protocols import amp
 
-__all__ = ["Adopt", "Chunked", "Deliver", "Gather", "HandOver", "Heartbeat", "NotServing",
-           "OneProtocolFactory", "Publish", "Ready", "Report"]
+__all__ = ["Adopt", "Chunked", "ControlError", "Deliver", "Gather", "HandOver", "Heartbeat",
+           "NotServing", "OneProtocolFactory", "Publish", "Ready", "Report", "declared"]
 
 #: AMP limits each value to 65535 bytes; a `Chunked` value is split into pieces of this size.
 CHUNK = 0xFFFF
@@ -44,6 +44,31 @@ class Chunked(amp.Argument):
                                                  for i in range(count))
 
 
+class NotServing(Exception):
+    """The process a connection was handed over to is not serving (restarting)."""
+
+
+class ControlError(Exception):
+    """A command could not be carried out (its text says why).
+
+    Every responder fails only with the errors its command declares: AMP answers any other
+    failure by closing the connection, which would cut a process off from its supervisor."""
+
+
+def declared(d: Any) -> Any:
+    """``d`` with any failure that is not a declared error turned into a `ControlError`."""
+
+    def convert(failure: Any) -> Any:
+        if failure.check(NotServing, ControlError):
+            return failure
+        raise ControlError(f"{failure.type.__name__}: {failure.getErrorMessage()}")
+
+    return d.addErrback(convert)
+
+
+_ERRORS = {NotServing: b"NOT_SERVING", ControlError: b"CONTROL_ERROR"}
+
+
 class Ready(amp.Command):
     """process → supervisor: the node is built and serves the adopted sockets."""
 
@@ -52,10 +77,13 @@ class Ready(amp.Command):
 
 
 class Heartbeat(amp.Command):
-    """supervisor → process: answered by the process's reactor; no answer means it is stuck."""
+    """supervisor → process: answered by the process's reactor; no answer means it is stuck.
 
-    arguments: list[Any] = []
-    response: list[Any] = []
+    ``share``: the mean number of client connections of the node's ready processes; the
+    answer's ``connections``: this process's (child.py balances on them)."""
+
+    arguments = [(b"share", amp.Float())]
+    response = [(b"connections", amp.Integer())]
 
 
 class Publish(amp.Command):
@@ -78,6 +106,7 @@ class Gather(amp.Command):
 
     arguments = [(b"what", amp.Unicode())]
     response = [(b"reports", Chunked())]
+    errors = _ERRORS
 
 
 class Report(amp.Command):
@@ -85,10 +114,8 @@ class Report(amp.Command):
 
     arguments = [(b"what", amp.Unicode())]
     response = [(b"report", Chunked())]
+    errors = _ERRORS
 
-
-class NotServing(Exception):
-    """The process a connection was handed over to is not serving (restarting)."""
 
 
 class HandOver(amp.Command):
@@ -97,7 +124,7 @@ class HandOver(amp.Command):
 
     arguments = [(b"owner", amp.Integer()), (b"data", Chunked()), (b"fd", amp.Descriptor())]
     response: list[Any] = []
-    errors = {NotServing: b"NOT_SERVING"}
+    errors = _ERRORS
 
 
 class Adopt(amp.Command):
@@ -105,6 +132,7 @@ class Adopt(amp.Command):
 
     arguments = [(b"data", Chunked()), (b"fd", amp.Descriptor())]
     response: list[Any] = []
+    errors = _ERRORS
 
 
 class OneProtocolFactory(Factory):

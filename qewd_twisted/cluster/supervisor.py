@@ -14,6 +14,9 @@ connections on the one shared socket and whichever live process is free accepts 
 - The watchdog sends each ready process a heartbeat over its control channel; one that has
   not answered for ``processHeartbeatTimeout`` seconds (a reactor stuck in a busy handler) is
   killed (SIGKILL) and replaced. One not ready `START_TIMEOUT` seconds after it started, too.
+  Each heartbeat carries the node's mean connections per process, each answer the process's
+  own count: a process well above the mean stops accepting until it is back near it
+  (child.py `Balance`), so long-lived connections end up spread over the processes.
 - Server push: a process's `Publish` is relayed, as is, to every other process (`Deliver`),
   in the order received: each push reaches every process once, one sender's in order.
 - Figures: a process's `Gather` is answered with every ready process's `Report` (aggregate.py
@@ -59,6 +62,7 @@ from qewd_twisted.cluster.protocol import (
     Publish,
     Ready,
     Report,
+    declared,
 )
 
 __all__ = ["EX_CONFIG", "IProcessSpawner", "ProcessSpawner", "Supervisor", "open_shared"]
@@ -109,6 +113,7 @@ class Slot:
         self.ready_at = 0.0
         self.last_seen = 0.0  # when the process last sent anything on its channel
         self.beating = False  # a heartbeat is awaiting its answer
+        self.connections = 0  # client connections, as its last heartbeat answer said
         self.killed: str | None = None  # why the watchdog killed it
         self.failures = 0  # consecutive ends without a stable run
         self.restarts = 0
@@ -154,20 +159,26 @@ class SupervisorControl(amp.AMP):
         self.supervisor.process_ready(self.slot, pid)
         return {}
 
+    # Every responder fails only with its command's declared errors (protocol.declared):
+    # AMP answers anything else by closing the channel.
+
     @Publish.responder
     def publish(self, push: bytes) -> dict[str, Any]:
-        self.supervisor.relay(self.slot, push)
+        try:
+            self.supervisor.relay(self.slot, push)
+        except Exception:
+            log.failure("relaying a push from process {process}", process=self.slot.index)
         return {}
 
     @Gather.responder
     def gather(self, what: str) -> defer.Deferred[dict[str, Any]]:
-        d = self.supervisor.gather(what)
+        d = defer.maybeDeferred(self.supervisor.gather, what)
         d.addCallback(lambda data: {"reports": json.dumps(data).encode("utf-8")})
-        return d
+        return declared(d)
 
     @HandOver.responder
     def hand_over(self, owner: int, data: bytes, fd: int) -> defer.Deferred[dict[str, Any]]:
-        return self.supervisor.hand_over(owner, data, fd)
+        return declared(defer.maybeDeferred(self.supervisor.hand_over, owner, data, fd))
 
 
 class Supervisor(Service):
@@ -328,6 +339,8 @@ class Supervisor(Service):
 
     def _check(self) -> None:
         now = self.clock.seconds()
+        ready = [slot.connections for slot in self.slots if slot.ready]
+        share = sum(ready) / len(ready) if ready else 0.0
         for slot in self.slots:
             if slot.handle is None or slot.killed is not None:
                 continue
@@ -339,7 +352,7 @@ class Supervisor(Service):
                                  f"(processHeartbeatTimeout {self.heartbeat_timeout:g} s)")
             elif not slot.beating and slot.channel is not None:
                 slot.beating = True
-                d = slot.channel.callRemote(Heartbeat)
+                d = slot.channel.callRemote(Heartbeat, share=share)
                 d.addBoth(_beaten, slot)
 
     def _kill(self, slot: Slot, why: str) -> None:
@@ -371,8 +384,11 @@ class Supervisor(Service):
             os.close(fd)  # ours: the owner has its own copy now
             return result
 
+        def lost(failure: Any) -> Any:
+            raise NotServing(f"process {owner} did not take it: {failure.getErrorMessage()}")
+
         d.addBoth(sent)
-        d.addCallback(lambda _: {})
+        d.addCallbacks(lambda _: {}, lost)
         return d
 
     def processes(self) -> list[dict[str, Any]]:
@@ -401,10 +417,15 @@ class Supervisor(Service):
 
 def _beaten(result: Any, slot: Slot) -> None:
     slot.beating = False  # an answer updated last_seen; a lost channel is the watchdog's
+    if isinstance(result, dict):
+        slot.connections = result["connections"]
 
 
 def _report_of(answer: dict[str, Any], index: int, pid: int | None) -> dict[str, Any]:
-    return {"process": index, "pid": pid, "report": json.loads(answer["report"])}
+    try:
+        return {"process": index, "pid": pid, "report": json.loads(answer["report"])}
+    except ValueError as e:
+        return {"process": index, "pid": pid, "error": f"unreadable report: {e}"}
 
 
 def _no_report(failure: Any, index: int, pid: int | None) -> dict[str, Any]:

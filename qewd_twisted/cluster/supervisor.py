@@ -236,6 +236,7 @@ class Supervisor(Service):
         slot.restart_call = None
         slot.ready = False
         slot.beating = False
+        slot.connections = 0
         slot.killed = None
         slot.started_at = slot.last_seen = self.clock.seconds()
         slot.ended = defer.Deferred()

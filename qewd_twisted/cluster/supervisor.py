@@ -460,7 +460,9 @@ def open_shared(reactor: Any, description: str) -> Any:
 
     endpoint = serverFromString(reactor, with_backlog(description))
     ports: list[Any] = []
-    d = endpoint.listen(Factory.forProtocol(Protocol))
+    never = Factory.forProtocol(Protocol)
+    never.noisy = False
+    d = endpoint.listen(never)
     d.addBoth(ports.append)
     port = ports[0]
     if not hasattr(port, "stopReading"):  # a Failure: "address in use" and the like

@@ -17,7 +17,8 @@ NO_HANDLER = "Handler not defined for {application} messages of type {type}"  # 
 MS_DOWN = "MicroService connection is down"  # §4.2 step 4
 FRAGMENT_MISSING = "Fragment file {file} does not exist"  # §5.5
 FRAGMENT_UNREADABLE = "Unable to read file {file}"  # §5.5 (QEWD.js shows the full path)
-SERVICE_NOT_PERMITTED = "{service} service is not permitted for the {application} application"  # §5.2
+# §5.2
+SERVICE_NOT_PERMITTED = "{service} service is not permitted for the {application} application"
 SERVICE_NOT_FOR_USER = "You are not allowed access to the {service} service"  # §5.2
 NO_SERVICE_HANDLER = "No handler defined for {service} service messages of type {type}"  # §5.2
 SESSION_LOCK_TIMEOUT = "Timed out waiting for EWD session to be released"  # §5.5
@@ -91,7 +92,7 @@ INTERNAL_TYPES = frozenset(
 
 # QEWD built-ins this node does not provide (yet): refused with NOT_SUPPORTED.
 UNSUPPORTED_TYPES = frozenset(
-    {"ewd-fragment", "ewd-dump-documents", "ewd-save-documents"}
+    {"ewd-dump-documents", "ewd-save-documents"}
 )
 
 

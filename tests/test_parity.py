@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_parity -*-
 """
 QEWD's remaining message features (issue 17): fragments, service modules, custom errors,
 session locking, extra namespaces, application switch. Unit tests of each piece here; the
@@ -11,8 +12,9 @@ import os
 import tempfile
 import types
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from qewd_twisted import errors as E
@@ -30,7 +32,6 @@ from qewd_twisted.core.session_locks import (
     LockTimedOut,
     MemorySessionLocks,
     StoreSessionLocks,
-    lock_timeout,
 )
 from qewd_twisted.core.switch import ApplicationSwitch, SwitchRefused, wants_switch
 from qewd_twisted.transports import wire
@@ -113,6 +114,13 @@ class FragmentTests(SynchronousTestCase):
     def test_a_fifo_is_not_read(self) -> None:
         # would block forever if opened for reading without O_NONBLOCK and read
         self.assertEqual(self.read("fifo.html")["error"], "Fragment file fifo.html does not exist")
+
+    def test_unreadable_file(self) -> None:
+        def broken(fd, *a, **kw):
+            raise OSError(5, "Input/output error")
+
+        self.patch(os, "fdopen", broken)
+        self.assertEqual(self.read("main.html"), {"error": "Unable to read file main.html"})
 
     def test_directory_is_not_a_fragment(self) -> None:
         self.assertIn("error", self.read("sub"))
@@ -210,10 +218,6 @@ class CustomErrorTests(SynchronousTestCase):
 
 
 class SessionLockTests(SynchronousTestCase):
-    def test_lock_timeout_values(self) -> None:
-        self.assertEqual([lock_timeout(v) for v in (None, False, True, {}, {"timeout": 5})],
-                         [None, None, 30.0, 30.0, 5.0])
-
     def test_one_at_a_time_per_session_in_order(self) -> None:
         clock = Clock()
         locks = MemorySessionLocks(clock)
@@ -254,27 +258,65 @@ class SessionLockTests(SynchronousTestCase):
 
         calls = []
 
-        class Store:
-            def lock(self, name, path, timeout):
-                calls.append(("lock", name, path, timeout))
-                if path[1] == "busy":
+        class Lock:
+            def __init__(self, path):
+                self.path = path
+
+            def release(self):
+                calls.append(("release", self.path))
+
+        class Node:
+            def __init__(self, path):
+                self.path = path
+
+            def lock(self, timeout):
+                calls.append(("lock", self.path, timeout))
+                if self.path[-1] == "busy":
                     raise TimeoutError()
-                return "tok"
+                return Lock(self.path)
 
-            def unlock(self, name, path, token):
-                calls.append(("unlock", name, path, token))
+        class Documents:
+            def use(self, name, *subscripts):
+                return Node((name, *subscripts))
 
-        locks = StoreSessionLocks(Store(), "CacheTempEWDSession",
-                                  lambda fn, *a: defer.maybeDeferred(fn, *a))
+            def run(self, fn, *a):
+                return defer.maybeDeferred(fn, *a)
+
+        locks = StoreSessionLocks(Documents(), "CacheTempEWDSession")
         verifyObject(ISessionLocks, locks)
         release = self.successResultOf(locks.acquire(7, 30))
         release()
         release()
         self.failureResultOf(locks.acquire("busy", 1), LockTimedOut)
         self.assertEqual(calls, [
-            ("lock", "CacheTempEWDSession", ("session", 7), 30),
-            ("unlock", "CacheTempEWDSession", ("session", 7), "tok"),
-            ("lock", "CacheTempEWDSession", ("session", "busy"), 1)])
+            ("lock", ("CacheTempEWDSession", "session", 7), 30),
+            ("release", ("CacheTempEWDSession", "session", 7)),
+            ("lock", ("CacheTempEWDSession", "session", "busy"), 1)])
+
+
+
+class StoreSessionLockTests(TestCase):
+    """StoreSessionLocks on a real DocumentStore (the in-memory back-end, its thread pool)."""
+
+    @defer.inlineCallbacks
+    def test_on_a_real_store(self):
+        from twisted.internet import reactor
+
+        from qewd_twisted.documents import DocumentStore
+        from qewd_twisted.documents.memory import MemoryStore
+
+        store = DocumentStore(MemoryStore(), reactor)
+        self.addCleanup(store.close)
+        locks = StoreSessionLocks(store, "CacheTempEWDSession")
+        node = store.use("CacheTempEWDSession", "session", 3)
+        release = yield locks.acquire(3, 5)
+        with self.assertRaises(TimeoutError):
+            yield store.run(node.lock, 0)  # held: QEWD's lock name, another taker waits
+        other = yield locks.acquire(4, 5)  # another session: free
+        other()
+        release()
+        again = yield locks.acquire(3, 5)  # released (in the store's thread, in order)
+        again()
 
 
 class Dest:
@@ -389,3 +431,86 @@ class NamespaceTests(SynchronousTestCase):
         self.assertEqual(self.node.events[-1], ("lost", conn.id))
         self.assertEqual(self.ns.connections, {})
         self.assertEqual(E.BAD_NAMESPACE, "Invalid namespace")
+
+
+class FragmentFolderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.root = _tree()
+        svc_dir = tempfile.mkdtemp()
+        os.makedirs(os.path.join(svc_dir, "fragments"))
+        with open(os.path.join(svc_dir, "fragments", "f.html"), "w") as f:
+            f.write("<b>service</b>")
+        svc = _module(handlers={}, __file__=os.path.join(svc_dir, "svc.py"))
+        self.apps = Applications.from_objects({
+            "app": _module(handlers={}, servicesAllowed={"svc": True}), "svc": svc})
+
+    def folder(self, message, application="app"):
+        from qewd_twisted.apps.fragments import fragment_folder
+
+        return fragment_folder(self.root, application, message, self.apps, CustomErrors())
+
+    def test_folders(self) -> None:
+        self.assertEqual(self.folder({"params": {"file": "x"}}), os.path.join(self.root, "app"))
+        self.assertEqual(self.folder({"params": {"file": "x", "isServiceFragment": True}}),
+                         os.path.join(self.root, "services"))
+        svc_folder = self.folder({"params": {"file": "f.html"}, "service": "svc"})
+        self.assertEqual(read_fragment(svc_folder, {"params": {"file": "f.html"}})["content"],
+                         "<b>service</b>")
+        self.assertIsNone(self.folder({"params": {}}, application="../etc"))
+
+    def test_refused_service_as_the_peer_answers(self) -> None:
+        # the QEWD.js peer: {"error": "svc service is not permitted for the jwt application"}
+        self.assertEqual(self.folder({"params": {"file": "x"}, "service": "nope"}),
+                         {"error": "nope service is not permitted for the app application"})
+        self.assertEqual(self.folder({"params": {"file": "x"}, "service": "x"}, "unknown"),
+                         {"error": "Unable to load handler module for: unknown",
+                          "reason": "no moduleMap entry for application 'unknown'"})
+
+
+class ConfigKeyTests(SynchronousTestCase):
+    """lockSession, webSockets.io_paths and permit_application_switch (docs/configuration.md)."""
+
+    def build(self, **d):
+        from qewd_twisted.config import config_from_dict
+
+        return config_from_dict(d, tempfile.mkdtemp())
+
+    def problems(self, **d):
+        from qewd_twisted.config import ConfigError
+
+        with self.assertRaises(ConfigError) as cm:
+            self.build(**d)
+        return cm.exception.problems
+
+    def test_defaults(self) -> None:
+        c = self.build()
+        self.assertEqual((c.lock_session, c.io_paths, c.permit_application_switch),
+                         (None, (), {}))
+
+    def test_lock_session(self) -> None:
+        # QEWD.js: lockSession.timeout || 30, and any object is truthy
+        self.assertEqual([self.build(lockSession=v).lock_session
+                          for v in (False, True, {}, {"timeout": 5})], [None, 30.0, 30.0, 5.0])
+        self.assertEqual(self.problems(lockSession="yes"), [
+            "config.lockSession: must be true, false or {timeout: seconds}, got 'yes' (str)"])
+        self.assertEqual(self.problems(lockSession={"timeout": -1}), [
+            "config.lockSession.timeout: must be a positive number, got -1 (int)"])
+        self.assertIn("config.lockSession.wait", self.problems(lockSession={"wait": 1})[0])
+
+    def test_io_paths(self) -> None:
+        self.assertEqual(self.build(webSockets={"io_paths": ["/a", "/b", "/a"],
+                                                "module": "socket.io", "engine": "ws"}).io_paths,
+                         ("/a", "/b"))
+        self.assertEqual(self.problems(webSockets={"io_paths": ["a"]}), [
+            "config.webSockets.io_paths: must be a list of namespaces such as '/qewd', "
+            "got ['a'] (list)"])
+        self.assertEqual(self.problems(webSockets={"module": "ws"}), [
+            "config.webSockets.module: only 'socket.io' is served"])
+
+    def test_permit_application_switch(self) -> None:
+        permit = {"portal": {"login": True}}
+        self.assertEqual(self.build(permit_application_switch=permit).permit_application_switch,
+                         permit)
+        self.assertEqual(self.problems(permit_application_switch={"portal": ["login"]}), [
+            "config.permit_application_switch.portal: must be a dict of application -> "
+            "true/false, got ['login'] (list)"])

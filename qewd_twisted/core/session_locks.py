@@ -14,10 +14,10 @@ Two providers of `ISessionLocks`:
   come first served, each with its own deadline on the node's clock. It serialises the
   requests of one node process: right for the in-memory session store, whose sessions live
   in one process anyway.
-- `StoreSessionLocks`: the document store's exclusive lock, for sessions in a shared
-  database (SQLite, Redis): requests for one session are serialised across every process and
-  node sharing it, QEWD.js nodes included (the same lock name). Waiting holds one of the
-  store's threads, as it holds a QEWD.js worker.
+- `StoreSessionLocks`: the document store's exclusive lock, for sessions in a database
+  (``config["database"]``: SQLite, Redis): requests for one session are serialised across
+  every process and node sharing it, QEWD.js nodes included (the same lock name). Waiting
+  holds one of the store's threads, as it holds a QEWD.js worker.
 
 Requests on different sessions never wait for each other. May import: Twisted only.
 """
@@ -32,22 +32,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-__all__ = ["ISessionLocks", "LockTimedOut", "MemorySessionLocks", "StoreSessionLocks",
-           "lock_timeout"]
+__all__ = ["ISessionLocks", "LockTimedOut", "MemorySessionLocks", "StoreSessionLocks"]
 
 log = Logger()
-
-#: QEWD's default wait, seconds.
-DEFAULT_TIMEOUT = 30.0
-
-
-def lock_timeout(value: Any) -> float | None:
-    """``lockSession``'s value as a timeout in seconds: None when locking is off
-    (``false`` / absent); ``true`` or an object without ``timeout``: 30."""
-    if isinstance(value, dict):  # an object is truthy in JavaScript, even {}
-        return float(value.get("timeout") or DEFAULT_TIMEOUT)
-    return DEFAULT_TIMEOUT if value else None
-
 
 class LockTimedOut(Exception):
     """The session stayed locked for longer than the timeout."""
@@ -133,30 +120,30 @@ class MemorySessionLocks:
 
 @implementer(ISessionLocks)
 class StoreSessionLocks:
-    """Per-session locks in a shared document store (QEWD's lock name: the session's node).
+    """Per-session locks in the node's document store, named as QEWD.js names them: the node
+    ``<sessionDocumentName>("session", id)`` (ewd-redis-globals' ``lock:`` keys on Redis).
 
-    ``run(fn, *args)`` runs a blocking call off the reactor and returns a Deferred (the
-    document store's thread pool); ``store`` has ``lock(name, path, timeout) -> token`` raising
-    a ``TimeoutError`` on timeout, and ``unlock(name, path, token)``.
+    ``documents`` is a ``documents.DocumentStore``: ``use(name, *subscripts)`` gives a node
+    whose ``lock(timeout)`` blocks until it is held (raising a ``TimeoutError`` after
+    ``timeout``) and returns a lock with ``release()``; ``run(fn, *args)`` runs a blocking
+    call in the store's threads and returns a Deferred.
     """
 
-    def __init__(self, store: Any, document_name: str,
-                 run: Callable[..., defer.Deferred[Any]]) -> None:
-        self._store = store
+    def __init__(self, documents: Any, document_name: str) -> None:
+        self._documents = documents
         self._name = document_name
-        self._run = run
 
     def acquire(self, key: Any, timeout: float) -> defer.Deferred[Callable[[], None]]:
-        path = ("session", key)
+        run = self._documents.run
 
-        def locked(token: Any) -> Callable[[], None]:
+        def locked(lock: Any) -> Callable[[], None]:
             released = False
 
             def release() -> None:
                 nonlocal released
                 if not released:
                     released = True
-                    self._run(self._store.unlock, self._name, path, token).addErrback(
+                    run(lock.release).addErrback(
                         lambda f: log.failure("unlocking session {key}", f, key=key))
 
             return release
@@ -165,6 +152,7 @@ class StoreSessionLocks:
             failure.trap(TimeoutError)
             raise LockTimedOut(key)
 
-        d = self._run(self._store.lock, self._name, path, timeout)
+        node = self._documents.use(self._name, "session", key)
+        d = run(node.lock, timeout)
         d.addCallbacks(locked, timed_out)
         return d

@@ -19,6 +19,11 @@ forwarded token names the target application (so a QEWD.js destination needs no
 back, as for any forwarded request; a session-token session cannot be switched (there is no
 token a remote node could read).
 
+On the destination side, a QEWD.js master sends the reply object with the caller's token (its
+``application`` claim unchanged) and expects ``qewd_application`` to pick the handler module;
+here that is honoured when the destination's own ``permit_application_switch`` allows the
+switch (`ApplicationSwitch.accepts`). The reply's token stays in the caller's application.
+
 `ApplicationSwitch` decides (pure); the node forwards through its ``Forwarder``. May import:
 ``qewd_twisted.errors``, ``qewd_twisted.core`` and Twisted.
 """
@@ -29,27 +34,13 @@ from typing import Any, Callable, Mapping
 
 from qewd_twisted import errors as E
 
-__all__ = ["ApplicationSwitch", "SwitchRefused", "check_permissions", "wants_switch"]
+__all__ = ["ApplicationSwitch", "SwitchRefused", "wants_switch"]
 
 
 def wants_switch(result: Any) -> bool:
     """True for a handler's final reply that asks for an application switch."""
     return (isinstance(result, dict) and bool(result.get("qewd_destination"))
             and bool(result.get("qewd_application")))
-
-
-def check_permissions(value: Any) -> list[str]:
-    """Problems with a ``permit_application_switch`` value (``{from: {to: bool}}``)."""
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        return ["must be a dict of application -> {application: true}"]
-    problems = []
-    for source, targets in value.items():
-        if not isinstance(targets, dict) or not all(
-                isinstance(k, str) and isinstance(v, bool) for k, v in targets.items()):
-            problems.append(f"{source}: must be a dict of application -> true/false")
-    return problems
 
 
 class SwitchRefused(Exception):
@@ -83,6 +74,20 @@ class ApplicationSwitch:
                 and allowed.get(target) is True):
             raise SwitchRefused(E.SWITCH_NOT_PERMITTED.format(source=source, target=target))
         return self._link_for(dest.url, dest.application), target
+
+    def accepts(self, application: str, message: Mapping[str, Any]) -> str:
+        """The application a switched request runs as on this node, the destination: the
+        message's ``qewd_application`` when it also has a ``qewd_destination`` and this node's
+        own ``permit_application_switch`` allows ``application`` (the token's) to switch to
+        it; else ``application``. (QEWD.js honours it whenever the node runs with env
+        ``mode=microservice``; here the destination's operator says which switches.)"""
+        target = message.get("qewd_application")
+        if not (isinstance(target, str) and target and message.get("qewd_destination")):
+            return application
+        allowed = self.permit.get(application)
+        if isinstance(allowed, Mapping) and allowed.get(target) is True:
+            return target
+        return application
 
     @staticmethod
     def message(result: Mapping[str, Any], request_type: str, token: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from qewd_twisted import errors as E
+from qewd_twisted.core import envelope
 from qewd_twisted.core.requests import Connection
 from qewd_twisted.transports import wire
 
@@ -38,10 +39,6 @@ def check_io_paths(value: Any) -> tuple[str, ...]:
         if isinstance(nsp, str) and nsp.startswith("/") and nsp != "/" and nsp not in seen:
             seen.append(nsp)
     return tuple(seen)
-
-
-def _transport_error(text: str) -> dict[str, Any]:
-    return {"type": "error", "finished": True, "message": {"error": text}}
 
 
 class NamespaceConnection(Connection):
@@ -109,7 +106,7 @@ class Namespaces:
             if conn is None or not conn.open:
                 return self._invalid(packet.namespace)
             if packet.name != wire.EVENT_NAME:
-                return conn.send(_transport_error(
+                return conn.send(envelope.transport_error(
                     E.UNKNOWN_EVENT.format(name=str(packet.name)[:64])))
             self._node.receive(conn, packet.args[0] if packet.args else None)
         elif kind == "disconnect":
@@ -120,7 +117,7 @@ class Namespaces:
         elif kind == "binary":
             conn = self.connections.get(packet.namespace)
             if conn is not None:
-                conn.send(_transport_error(E.BINARY_FRAME))
+                conn.send(envelope.transport_error(E.BINARY_FRAME))
         # acks and errors from a client: nothing to do, as on "/"
 
     def close_all(self) -> None:

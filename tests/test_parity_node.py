@@ -448,3 +448,68 @@ class SwitchDestinationTests(SynchronousTestCase):
         [f] = h.send(c, {"type": "go", "token": h.register(c, "portal")})
         self.assertEqual(f["message"], {"error": "d is not a valid microservice destination"})
 
+
+class NamespaceRegistrationTests(SynchronousTestCase):
+    """registerTimeout (docs/reliability.md) and extra namespaces: a socket.io client on
+    ``/qewd`` registers there and never on ``/``, so its connection must stay open; one that
+    registers nowhere is still closed (WebSocket and long-polling alike)."""
+
+    def setUp(self) -> None:
+        self.h = NodeHarness({"demo": app(handlers={"echo": echo})})
+
+    def websocket(self) -> tuple[Any, Any]:
+        from qewd_twisted.config.limits import Limits
+        from qewd_twisted.transports.site import EngineIOProtocol, make_factory
+        from tests.test_http_hardening import ADDR, _handshake
+
+        factory = make_factory(EngineIOProtocol, self.h.node, self.h.clock, 1 << 20,
+                               limits=Limits(register_timeout=60), io_paths=("/qewd",))
+        proto = factory.buildProtocol(ADDR)
+        return proto, _handshake(proto, "/socket.io/?EIO=3&transport=websocket")
+
+    def ws_close_codes(self, transport: Any) -> list[int]:
+        import struct
+
+        from tests.test_framing import server_frames
+
+        return [struct.unpack("!H", p[:2])[0] for op, p in server_frames(transport.value())
+                if op == 8]
+
+    def ws_send(self, proto: Any, text: str) -> None:
+        from tests.test_framing import client_frame
+
+        proto.dataReceived(client_frame(text.encode()))
+
+    def ws_ping_for(self, proto: Any, seconds: int) -> None:
+        for _ in range(seconds // 10):
+            self.h.clock.advance(10)
+            self.ws_send(proto, "2")  # Engine.IO's heartbeat stays happy
+
+    def test_websocket_registered_on_a_namespace_stays(self) -> None:
+        proto, transport = self.websocket()
+        self.ws_send(proto, "40/qewd,")
+        self.ws_send(proto, '42/qewd,["ewdjs",{"type":"ewd-register","application":"demo"}]')
+        self.ws_ping_for(proto, 90)
+        self.assertEqual(self.ws_close_codes(transport), [])
+        self.assertIn("/qewd#" + proto.conn.id, self.h.node.connections)
+
+    def test_websocket_on_a_namespace_but_unregistered_is_closed(self) -> None:
+        proto, transport = self.websocket()
+        self.ws_send(proto, "40/qewd,")
+        self.ws_ping_for(proto, 60)
+        self.assertEqual(self.ws_close_codes(transport), [1008])
+
+    def test_polling_session_registered_on_a_namespace_stays(self) -> None:
+        from qewd_twisted.transports.engineio import EngineSessions
+
+        sessions = EngineSessions(self.h.node, self.h.clock, register_timeout=5,
+                                  io_paths=("/qewd",))
+        on_ns, _ = sessions.open("10.0.0.2")
+        nowhere, _ = sessions.open("10.0.0.3")
+        for session in (on_ns, nowhere):
+            session.receive("40/qewd,")
+        on_ns.receive('42/qewd,["ewdjs",{"type":"ewd-register","application":"demo"}]')
+        self.assertIn("/qewd#" + on_ns.conn.id, self.h.node.connections)
+        self.h.clock.advance(5)
+        self.assertEqual(on_ns.state, "open")
+        self.assertEqual(nowhere.reason, "not registered")

@@ -147,6 +147,8 @@ class EngineSession:
 
     def _unregistered(self) -> None:
         self._register_call = None
+        if self.namespaces is not None and self.namespaces.registered():
+            return  # it registered on an extra namespace (webSockets.io_paths)
         if self.state == "open" and self.conn.application is None:
             log.info("closing {conn}: not registered within {seconds} s", conn=self.conn,
                      seconds=self.sessions.register_timeout)

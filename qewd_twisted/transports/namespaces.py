@@ -120,6 +120,11 @@ class Namespaces:
                 conn.send(envelope.transport_error(E.BINARY_FRAME))
         # acks and errors from a client: nothing to do, as on "/"
 
+    def registered(self) -> bool:
+        """Whether the client registered on one of its namespaces (a socket.io client on
+        ``/qewd`` never registers on ``/``: registerTimeout must not close it)."""
+        return any(c.application is not None for c in self.connections.values())
+
     def close_all(self) -> None:
         """The Engine.IO connection has gone: every namespace socket on it is lost."""
         conns, self.connections = list(self.connections.values()), {}

@@ -264,6 +264,9 @@ class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, Quie
         conn = self.conn
         if conn is None or not conn.open or conn.application is not None:
             return
+        namespaces = getattr(self, "namespaces", None)
+        if namespaces is not None and namespaces.registered():
+            return  # it registered on an extra namespace (webSockets.io_paths)
         seconds = self.factory.register_timeout
         log.info("closing {conn}: not registered within {seconds} s", conn=conn, seconds=seconds)
         conn.close(1008, E.NOT_REGISTERED.format(seconds=f"{seconds:g}"))

@@ -34,6 +34,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.testing import MemoryReactor
 
+from qewd_twisted.config.features import message_feature_keys
 from qewd_twisted.config.rest import RestMount, check_routes
 from qewd_twisted.config.checks import (
     Checker,
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 8080
-DEFAULT_LOCK_TIMEOUT = 30.0  # lockSession: QEWD's wait for a locked session, seconds
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 # "qewd": AES-256-CBC as QEWD.js does it (§3.3), the default; "aes-256-gcm": authenticated,
 # random nonce, for meshes of qewd-twisted nodes only (QEWD.js cannot read it).
@@ -331,7 +331,7 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         database=_database(c, d),
         session_document_name=c.get_str(d, "sessionDocumentName", "config")
         or "CacheTempEWDSession",
-        **_parity(c, d),
+        **message_feature_keys(c, d),
         ignored_keys=ignored,
         base_dir=base_dir,
         raw=d,
@@ -372,53 +372,6 @@ def _in_file_order(problems: list[str], d: dict[Any, Any]) -> list[str]:
         return order.get(head.group(0), len(order)) if head else len(order)
 
     return sorted(problems, key=position)
-
-
-def _parity(c: Checker, d: dict[str, Any]) -> dict[str, Any]:
-    """``lockSession``, ``webSockets`` (``io_paths``; QEWD.js's ``module`` and ``engine``
-    choose its own socket.io server and are accepted as they are) and
-    ``permit_application_switch``."""
-    lock = d.get("lockSession")
-    if lock is not None and not isinstance(lock, (bool, dict)):
-        c.add("config.lockSession",
-              f"must be true, false or {{timeout: seconds}}, got {show(lock)}")
-    elif isinstance(lock, dict):
-        c.check_keys(lock, "config.lockSession", ("timeout",))
-        t = lock.get("timeout")
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0):
-            c.add("config.lockSession.timeout", f"must be a positive number, got {show(t)}")
-            lock = True
-    io_paths: tuple[str, ...] = ()
-    ws = d.get("webSockets")
-    if ws is not None and not isinstance(ws, dict):
-        c.add("config.webSockets", f"must be a dict, got {show(ws)}")
-    elif isinstance(ws, dict):
-        c.check_keys(ws, "config.webSockets", ("module", "engine", "io_paths"))
-        if ws.get("module") not in (None, "socket.io"):
-            c.add("config.webSockets.module", "only 'socket.io' is served")
-        raw = ws.get("io_paths")
-        if raw is not None and (not isinstance(raw, list) or not all(
-                isinstance(p, str) and p.startswith("/") and len(p) > 1 for p in raw)):
-            c.add("config.webSockets.io_paths",
-                  f"must be a list of namespaces such as '/qewd', got {show(raw)}")
-        else:
-            io_paths = tuple(dict.fromkeys(raw or ()))
-    permit = d.get("permit_application_switch")
-    if permit is not None and not isinstance(permit, dict):
-        c.add("config.permit_application_switch",
-              f"must be a dict of application -> {{application: true}}, got {show(permit)}")
-    for source, targets in (permit.items() if isinstance(permit, dict) else ()):
-        if not isinstance(targets, dict) or not all(
-                isinstance(k, str) and isinstance(v, bool) for k, v in targets.items()):
-            c.add(key_path("config.permit_application_switch", source),
-                  f"must be a dict of application -> true/false, got {show(targets)}")
-    if isinstance(lock, dict):  # an object is truthy in JavaScript, even {}
-        seconds: float | None = float(lock.get("timeout") or DEFAULT_LOCK_TIMEOUT)
-    else:
-        seconds = DEFAULT_LOCK_TIMEOUT if lock else None
-    return {"lock_session": seconds,
-            "io_paths": io_paths,
-            "permit_application_switch": permit if isinstance(permit, dict) else {}}
 
 
 def _off(value: Any) -> bool:

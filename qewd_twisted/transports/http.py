@@ -50,6 +50,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
 
 __all__ = [
+    "Answer",
     "KNOWN_METHODS",
     "LINGER",
     "LOGGED_CHARS",
@@ -498,7 +499,10 @@ class NodeSite(server.Site):
     def __init__(self, resource: Any, *, reactor: Any, limits: Limits = _DEFAULTS,
                  max_connections: int | None = None,
                  connections: Callable[[], int] | None = None) -> None:
-        super().__init__(resource, reactor=reactor)
+        # No Twisted idle timeout (60 s): the channel's own deadlines cover every wait, and at
+        # bodyTimeout's default, also 60 s, the idle one closed a stalled upload silently
+        # before the 408 could be sent.
+        super().__init__(resource, reactor=reactor, timeout=None)
         self.limits = limits
         self.max_connections = max_connections
         self._connections = connections

@@ -13,11 +13,13 @@ against a real node.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from typing import Any
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -165,6 +167,21 @@ class EarlyAnswerTests(SynchronousTestCase):
         self.assertEqual((code, json.loads(body)["id"]), (200, "7"))
         code, _, body = parse_response(self.rest.send(get(b"/plain")))
         self.assertEqual((code, body), (200, b"hello"))
+
+    def test_behind_another_site_the_resource_bounds_the_body_itself(self):
+        """Embedded under a plain twisted.web Site (which reads whole bodies), the REST
+        resource answers a body over its limit with the same 413 (transports/http.py
+        ``read_body``)."""
+        def post(size: int) -> tuple[int, Any]:
+            request = DummyRequest([b"users"])
+            request.method, request.uri = b"POST", b"/api/users"
+            request.content = BytesIO(b"x" * size)
+            self.rest.root.children[b"api"].render(request)
+            return request.responseCode, json.loads(b"".join(request.written))
+
+        self.assertEqual(post(LIMIT + 1), (413, {"error": TOO_LARGE}))
+        code, body = post(LIMIT)  # read, then refused as not JSON
+        self.assertEqual((code, body["error"][:29]), (400, "Invalid JSON in request body:"))
 
     def test_the_rest_resources_provide_it(self):
         for path in (b"api", b"simple", b"ajax"):

@@ -185,26 +185,28 @@ def wait_http(url: str, process: BalancerProcess, deadline: float = 20.0):
                          f"{process.label} output:\n{process.output[-3000:]}")
 
 
-def node_config(port: int, secret: str, redis_port: int) -> dict[str, Any]:
-    """One node of the mesh: loopback ``port``, the shared ``secret`` and Redis."""
-    return {
+def node_config(port: int, secret: str, redis_port: int, **more: Any) -> dict[str, Any]:
+    """One node of the mesh: loopback ``port``, the shared ``secret`` and Redis (and ``more``
+    keys)."""
+    return {**more, 
         "listen": f"tcp:{port}:interface=127.0.0.1",
         "jwt": {"secret": secret},
         "database": {"type": "redis", "params": {"host": "127.0.0.1", "port": redis_port}},
         "moduleMap": {"lb": "tests.apps.lb", "demo": "tests.apps.demo"},  # demo: psio_client
         "poolSize": 8,
-        "shutdownGracePeriod": 1,
+        "shutdownGracePeriod": more.get("shutdownGracePeriod", 1),
     }
 
 
 @defer.inlineCallbacks
-def start_nodes(test: TestCase, count: int, secret: str, redis_port: int):
+def start_nodes(test: TestCase, count: int, secret: str, redis_port: int, **more: Any):
     """``count`` ``twistd -n qewd`` processes sharing ``secret`` and the Redis on
-    ``redis_port``; fires with ``[(port, TwistdProcess), ...]`` once every one listens."""
+    ``redis_port`` (``more``: other config keys); fires with ``[(port, TwistdProcess), ...]``
+    once every one listens."""
     nodes = []
     for _ in range(count):
         port = reserve_port(test)
-        startup = write_startup(test, repr(node_config(port, secret, redis_port)))
+        startup = write_startup(test, repr(node_config(port, secret, redis_port, **more)))
         proc = TwistdProcess(test, startup)
         listening = proc.wait_for("started: listening")
         proc.start()

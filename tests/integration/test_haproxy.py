@@ -148,10 +148,11 @@ class MeshTestCase(TestCase):
         return server.start()
 
     @defer.inlineCallbacks
-    def start_mesh(self, count: int):
-        """``count`` nodes sharing a secret and a Redis; fires with their ports and processes."""
+    def start_mesh(self, count: int, **config: Any):
+        """``count`` nodes sharing a secret and a Redis (``config``: other keys); fires with
+        their ports and processes."""
         redis_port = self.start_redis()
-        nodes = yield start_nodes(self, count, SECRET, redis_port)
+        nodes = yield start_nodes(self, count, SECRET, redis_port, **config)
         return nodes
 
     @defer.inlineCallbacks
@@ -427,6 +428,57 @@ class HAProxyTests(MeshTestCase):
         for c in survivors:
             reply = yield d(c.call({"type": "echo", "token": c.token, "params": {"id": 99}}))
             self.assertEqual(reply["pid"], c.pid)
+
+    @defer.inlineCallbacks
+    def test_sigterm_drains_behind_haproxy(self):
+        """A node stopped gracefully (SIGTERM, as systemd stops it): it stops listening, so
+        new connections go to the other node; the requests it is running are answered to its
+        WebSocket clients, then they see the close; all its clients re-register on the other
+        node."""
+        nodes = yield self.start_mesh(2, shutdownGracePeriod=30)
+        port = yield self.start_haproxy([p for p, _ in nodes])
+        by_pid = {proc.transport.pid: (p, proc) for p, proc in nodes}
+        ws = yield self.clients(port, "ws", 4)
+        polls = yield self.clients(port, "poll", 2)
+        self.assertEqual({c.pid for c in ws}, set(by_pid))
+        stopping_pid = ws[0].pid
+        leaving = [c for c in ws + polls if c.pid == stopping_pid]
+        staying = [c for c in ws + polls if c.pid != stopping_pid]
+
+        release = os.path.join(os.path.abspath(self.mktemp()), "release")
+        os.makedirs(os.path.dirname(release))
+        for c in leaving:
+            yield d(c.send({"type": "hold", "token": c.token, "params": {"release": release}}))
+            self.assertEqual((yield d(c.next()))["message"], {"holding": c.pid})
+        node_port, proc = by_pid[stopping_pid]
+        closed = proc.wait_for(f"Port {node_port} Closed")
+        ended = proc.signal("TERM")
+        yield closed  # it no longer listens: draining
+        with open(release, "w"):
+            pass
+        for c in leaving:
+            outcome = yield d(self.outcome(c, ["hold"])).addTimeout(30, reactor)
+            if c.kind == "ws":  # the request it was running is answered, then the close
+                self.assertEqual(outcome, ({"hold"}, False), c)
+                with self.assertRaises(Disconnected):
+                    yield d(c.next()).addTimeout(30, reactor)
+            else:
+                # a long-polling client collects its reply with its next GET, a new
+                # connection, which a node that stopped listening no longer takes: answered
+                # if that GET was already waiting, else it meets `Session ID unknown` on the
+                # other node (docs/deployment.md); never silence
+                self.assertIn(outcome, [({"hold"}, False), (set(), True)], c)
+        yield ended
+        other = (set(by_pid) - {stopping_pid}).pop()
+        for old in leaving:
+            c = LBClient(self, port, old.kind, old.jwt)
+            c.token = old.token
+            yield d(c.open())
+            self.assertIs((yield d(c.reregister()))["ok"], True)
+            self.assertEqual((yield d(c.whoami())), {"pid": other, "username": "rob",
+                                                    **({"token": c.token} if c.jwt else {})})
+        for c in staying:
+            self.assertEqual((yield d(c.whoami()))["pid"], other)
 
     async def outcome(self, c: LBClient, expected: list[Any]) -> tuple[set[Any], bool]:
         """Read ``c``'s frames until every request in ``expected`` is answered or the client

@@ -177,7 +177,7 @@ class MeshTestCase(TestCase):
         return port
 
     @defer.inlineCallbacks
-    def clients(self, port: int, kind: str, count: int, logged_in: bool = True):
+    def clients(self, port: int, kind: str, count: int):
         """``count`` clients of ``kind``, alternately JWT and session-token mode, registered,
         logged in as rob and asked ``whoami`` (so each knows its node's pid)."""
         out = []
@@ -185,13 +185,11 @@ class MeshTestCase(TestCase):
             c = LBClient(self, port, kind, jwt=(i % 2 == 0))
             yield d(c.open())
             yield d(c.register())
-            if logged_in:
-                yield d(c.login())
+            yield d(c.login())
             who = yield d(c.whoami())
-            self.assertEqual(who["username"], "rob" if logged_in else None)
+            self.assertEqual(who["username"], "rob")
             out.append(c)
         return out
-
 
     @defer.inlineCallbacks
     def python_socketio(self, port: int):

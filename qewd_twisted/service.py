@@ -175,7 +175,7 @@ class QEWDService(MultiService):
             switch = ApplicationSwitch(config.micro_services.destinations,
                                        config.permit_application_switch, link_for)
             for dest in config.micro_services.destinations.values() if switching else ():
-                link_for(dest.url, dest.application)  # up before use
+                link_for(dest.urls or dest.url, dest.application)  # up before use
 
         self.node = Node(
             reactor,

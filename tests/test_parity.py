@@ -351,6 +351,27 @@ class SwitchTests(SynchronousTestCase):
                 self.switch.route(source, result)
             self.assertEqual(str(cm.exception), text)
 
+    def test_destination_with_replicas(self) -> None:
+        """A destination with several hosts (mesh/replicas.py): the switch gets the replica set
+        for all its URLs and sends each request to the member its ``pick()`` chooses."""
+
+        class Replicas:
+            members = iter(["LINK-A", "LINK-B"])
+
+            def pick(self) -> str:
+                return next(self.members)
+
+        replicas = Replicas()
+        got = []
+        dest = Dest("http://127.0.0.1:3000", "login")
+        dest.urls = ("http://127.0.0.1:3000", "http://127.0.0.1:3001")
+        switch = ApplicationSwitch({"login_service": dest}, {"app": {"login": True}},
+                                   lambda urls, app: got.append((urls, app)) or replicas)
+        r = {"qewd_destination": "login_service", "qewd_application": "login"}
+        self.assertEqual([switch.route("app", r), switch.route("app", r)],
+                         [("LINK-A", "login"), ("LINK-B", "login")])
+        self.assertEqual(got, [(dest.urls, "login")] * 2)
+
     def test_message(self) -> None:
         self.assertEqual(
             ApplicationSwitch.message({"qewd_destination": "d", "ms_requestId": 3, "p": 1},

@@ -50,9 +50,10 @@ class SwitchRefused(Exception):
 class ApplicationSwitch:
     """Checks switch requests against the destinations and ``permit_application_switch``.
 
-    ``destinations``: name -> an object with ``url`` and ``application`` (config's
-    ``Destination``); ``permit``: ``permit_application_switch``; ``link_for(url,
-    application)``: the node's link to that URL (made on first use).
+    ``destinations``: name -> an object with ``url`` (and ``urls``, its replicas) and
+    ``application`` (config's ``Destination``); ``permit``: ``permit_application_switch``;
+    ``link_for(urls, application)``: the node's link to that URL, or the replica set of the
+    links to several (made on first use); a set's ``pick()`` chooses each request's member.
     """
 
     def __init__(self, destinations: Mapping[str, Any], permit: Mapping[str, Any] | None,
@@ -73,7 +74,9 @@ class ApplicationSwitch:
         if not (isinstance(allowed, Mapping) and isinstance(target, str)
                 and allowed.get(target) is True):
             raise SwitchRefused(E.SWITCH_NOT_PERMITTED.format(source=source, target=target))
-        return self._link_for(dest.url, dest.application), target
+        link = self._link_for(getattr(dest, "urls", None) or dest.url, dest.application)
+        pick = getattr(link, "pick", None)  # a destination with replicas: one member per request
+        return (pick() if pick is not None else link), target
 
     def accepts(self, application: str, message: Mapping[str, Any]) -> str:
         """The application a switched request runs as on this node, the destination: the

@@ -41,6 +41,7 @@ from qewd_twisted.config.checks import (
     MicroServicesConfig,
     RestServiceRoute,
     Route,
+    DEFAULT_PROCESSES,
     check_processes,
     check_u_services,
     key_path,
@@ -173,7 +174,7 @@ class Config:
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     rest_mounts: tuple[RestMount, ...] = ()  # the startup file's routes (config/rest.py)
     max_body_size: int = Limits.max_body_size  # REST and /ajax request bodies (maxBodySize)
-    processes: int = Limits.processes  # node processes under twistd qewd (cluster/)
+    processes: int = DEFAULT_PROCESSES  # node processes under twistd qewd (cluster/)
     process_heartbeat_timeout: float = Limits.process_heartbeat_timeout
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
@@ -311,8 +312,6 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         cors=c.get_bool(d, "cors", False),
         micro_services=micro_services,
         processes=check_processes(c, d, listen),
-        process_heartbeat_timeout=c.get_seconds(d, "processHeartbeatTimeout",
-                                                Limits.process_heartbeat_timeout),
         **_limits(c, d),
         **_operations(c, d, listen),
         allowed_origins=_allowed_origins(c, d),
@@ -601,6 +600,7 @@ LIMIT_RULES: dict[str, int | str] = {
     "auth_failures": 1,
     "auth_window": SECONDS,
     "max_body_size": 0,
+    "process_heartbeat_timeout": SECONDS,
 }
 
 

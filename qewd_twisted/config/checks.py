@@ -501,6 +501,8 @@ def check_u_services(c: Checker, raw: Any, path: str) -> MicroServicesConfig:
     return _MicroServicesChecker(c).check(raw, path)
 
 
+#: ``processes`` unless set: the node is the one process ``twistd qewd`` runs.
+DEFAULT_PROCESSES = 1
 #: At most this many processes per node: far past any core count a node is run on.
 MAX_PROCESSES = 256
 #: Endpoint kinds whose listening socket the supervisor can open once and hand to its processes
@@ -512,7 +514,7 @@ def check_processes(c: Checker, d: dict[str, Any], listen: list[str]) -> int:
     """``processes``: how many node processes ``twistd qewd`` runs on the same listening
     sockets (1: the node is this process). With more than one, every endpoint it listens on
     (``listen``, ``metrics.listen``) must be one the supervisor can share."""
-    n = c.get_int(d, "processes", 1, 1, MAX_PROCESSES)
+    n = c.get_int(d, "processes", DEFAULT_PROCESSES, 1, MAX_PROCESSES)
     if n == 1:
         return n
     raw = d.get("listen")

@@ -47,7 +47,6 @@ class Limits:
     auth_window: float = 60.0  # ... past which it gets 429 for this long
     max_body_size: int = 1048576  # one REST or /ajax request body, bytes
     # -- processes of one node (qewd_twisted/cluster; docs/reliability.md, "Processes")
-    processes: int = 1  # node processes sharing the listening ports under twistd qewd
     process_heartbeat_timeout: float = 10.0  # a process silent this long is killed and replaced
 
 
@@ -77,6 +76,5 @@ CONFIG_KEYS = {
     "auth_failures": "statusAuthFailures",
     "auth_window": "statusAuthWindow",
     "max_body_size": "maxBodySize",
-    "processes": "processes",
     "process_heartbeat_timeout": "processHeartbeatTimeout",
 }

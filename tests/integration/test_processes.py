@@ -308,3 +308,38 @@ class ProcessesTests(TestCase):
         self.assertEqual(reason.exitCode, 78)
         self.assertIn("cannot load the node's configuration", node.output)
         self.assertIn("no_such_module", node.output)
+
+    @defer.inlineCallbacks
+    def test_tls(self) -> None:
+        import twisted.test
+        from twisted.internet import ssl
+        from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Protocol
+
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        node = self.start(listen=f"ssl:{self.port}:interface=127.0.0.1:privateKey={pem}")
+        yield self.serving(node, 2)
+
+        class Read(Protocol):
+            def __init__(self) -> None:
+                self.data = b""
+                self.done: defer.Deferred[bytes] = defer.Deferred()
+
+            def connectionMade(self) -> None:
+                self.transport.write(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+
+            def dataReceived(self, data: bytes) -> None:
+                self.data += data
+
+            def connectionLost(self, reason: Any) -> None:
+                self.done.callback(self.data)
+
+        proto = Read()
+        yield connectProtocol(SSL4ClientEndpoint(reactor, "127.0.0.1", self.port,
+                                                 ssl.CertificateOptions(verify=False)), proto)
+        response = yield proto.done
+        self.assertTrue(response.startswith(b"HTTP/1.0 200"), response[:100])
+        health = json.loads(response.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual([p["state"] for p in health["processes"]], ["ready", "ready"])
+        self.pids.update(p["pid"] for p in health["processes"])
+        yield node.signal("TERM")

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.internet import TimerService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -21,6 +21,7 @@ from qewd_twisted.apps.modules import Applications
 from qewd_twisted.config import Config, ConfigError, own_files_in, web_root_problem
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.core.session_locks import StoreSessionLocks
 from qewd_twisted.transports.http import NodeSite
 from qewd_twisted.transports.site import build_site_root
 from qewd_twisted.apps.pool import WorkerPool
@@ -81,6 +82,10 @@ def own_files_of(config: Config) -> list[str]:
     return files
 
 
+def _no_link(url: str, application: str) -> Any:
+    raise LookupError("no links: this node has no jwt or no u_services destinations")
+
+
 class _Closer(Service):
     """Closes the document store when the node stops (after in-flight requests ended)."""
 
@@ -105,10 +110,20 @@ class QEWDService(MultiService):
     then stop the links and the worker pool.
     """
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, *,
+                 shared: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
+        # One process of a supervised node (qewd_twisted/cluster): the listening sockets are
+        # the supervisor's, adopted through these endpoints (by endpoint string).
+        self.shared = shared
+        if config.processes > 1 and shared is None:
+            raise ConfigError([
+                f"config.processes: {config.processes} processes are started and supervised "
+                f"by `twistd qewd`; an embedded QEWDService is one node process in your own "
+                f"program: set processes to 1 (or leave it out), or run the node with twistd "
+                f"qewd (docs/embedding.md)"])
 
         # Documents (q.db) and, with a database configured, session-token sessions: opened
         # now so that an unusable database stops the node before it listens.
@@ -153,11 +168,24 @@ class QEWDService(MultiService):
 
         self.micro_services = None
         routes = list(config.micro_services.routes.values()) if config.micro_services else []
-        if routes or (config.micro_services and config.micro_services.rest_routes):
+        # an application switch reaches destinations no route names (§4.7)
+        switching = bool(config.permit_application_switch and self.tokens is not None
+                         and config.micro_services.destinations)
+        if routes or switching or (config.micro_services and config.micro_services.rest_routes):
             from qewd_twisted.mesh.links import MicroServices
 
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
             self.micro_services.setServiceParent(self)
+        switch = None
+        if config.permit_application_switch:
+            from qewd_twisted.core.switch import ApplicationSwitch
+
+            # a destination too: accepts switches its permit_application_switch allows
+            link_for = self.micro_services.link_for if switching else _no_link
+            switch = ApplicationSwitch(config.micro_services.destinations,
+                                       config.permit_application_switch, link_for)
+            for dest in config.micro_services.destinations.values() if switching else ():
+                link_for(dest.urls or dest.url, dest.application)  # up before use
 
         self.node = Node(
             reactor,
@@ -167,6 +195,12 @@ class QEWDService(MultiService):
             sessions=self.sessions,
             micro_services=self.micro_services,
             limits=limits,
+            web_root=config.web_server_root,
+            lock_timeout=config.lock_session,
+            # lockSession with sessions in a database: its lock, shared by every node on it
+            session_locks=(StoreSessionLocks(self.documents, config.session_document_name)
+                           if config.lock_session and config.database is not None else None),
+            switch=switch,
             db=self.documents,
         )
         # handler modules are imported once the node exists: init(application, q) gets its q
@@ -187,7 +221,7 @@ class QEWDService(MultiService):
                                max_connections=limits.max_connections,
                                max_buffered_bytes=limits.max_buffered_bytes,
                                limits=limits, allowed_origins=config.allowed_origins,
-                               hidden=own_files)
+                               hidden=own_files, io_paths=config.io_paths)
         self.site = NodeSite(root, reactor=reactor, limits=limits,
                              max_connections=limits.max_connections,
                              connections=lambda: len(self.node.connections))
@@ -201,15 +235,25 @@ class QEWDService(MultiService):
         self.engine = getattr(root.getStaticEntity(b"socket.io"), "engine", None)
         self.listeners: list[Service] = []
         for description in config.listen:
-            listener = strports.service(with_backlog(description), self.site, reactor=reactor)
-            # Fail startup on "address in use" instead of only logging it.
-            listener._raiseSynchronously = True  # type: ignore[attr-defined]
+            listener = self.listener(description, self.site)
             listener.setServiceParent(self)
             self.listeners.append(listener)
         # /health, /ready, /metrics, /status and the request log, as configured (ops.py)
         from qewd_twisted.ops.operations import Operations
 
         self.ops = Operations(self)
+
+    def listener(self, description: str, factory: Any) -> Service:
+        """The service listening on ``description`` with ``factory``: a fresh listening
+        socket, or the supervisor's socket adopted (a node process of several)."""
+        if self.shared is not None and description in self.shared:
+            listener = StreamServerEndpointService(self.shared[description], factory)
+        else:
+            listener = strports.service(with_backlog(description), factory,
+                                        reactor=self.reactor)
+        # Fail startup on "address in use" instead of only logging it.
+        listener._raiseSynchronously = True  # type: ignore[attr-defined]
+        return listener
 
     def startService(self) -> None:
         for key in getattr(self.config, "ignored_keys", ()):

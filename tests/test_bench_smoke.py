@@ -130,6 +130,14 @@ class BenchSmokeTests(TestCase):
         self.assertGreaterEqual(r["intermediates"], r["completed"])
 
     @defer.inlineCallbacks
+    def test_node_with_processes(self):
+        """bench.processes' server: node-master as a supervisor of 2 node processes, the
+        server CPU read over all of them."""
+        port = yield self.server("node-master", "--processes", "2")
+        r = yield self.loadgen(eio_url_for(port), "--type", "echo")
+        self.check_clean(r)
+
+    @defer.inlineCallbacks
     def test_node_local_and_forwarded(self):
         """Our node: async and pool handlers, and a login forwarded to a micro-service node,
         each client logged in as its own user and checked in the token it gets back."""
@@ -283,6 +291,18 @@ class RestBenchSmokeTests(TestCase):
         crossed = yield threads.deferToThread(rest.misdelivered, port, "/t/api/echo/", 20)
         self.assertEqual(crossed, 20)  # the checker does catch replies that are not the asked
 
+    @defer.inlineCallbacks
+    def test_the_floor_serves_canned_json_on_the_nodes_site(self):
+        from bench import rest
+        from twisted.internet import reactor, threads
+
+        site = rest.floor_site(reactor)
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        result = yield threads.deferToThread(rest.load, listening.getHost().port,
+                                             "/api/users/", 1, 0.2)
+        self.assertGreater(result["rps"], 0)
+        self.assertEqual(result["errors"], 0)
 
 class DocumentsBenchSmokeTests(TestCase):
     """bench/documents.py --smoke: both tables, every row present and numeric (a real

@@ -333,6 +333,7 @@ def per_request(client: WSClient, name: str, crashes: list, recover: Callable[[]
             t0 = time.perf_counter()
             for _ in range(n):
                 i[0] += 1
+                ok, reply = False, None
                 for _ in range(3):
                     try:
                         reply = client.request({"type": "op", "params": {

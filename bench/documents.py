@@ -266,7 +266,10 @@ class WSClient:
     def _frame(self) -> bytes:
         data = b""
         while True:
-            b0, b1 = self.f.read(2)
+            head = self.f.read(2)
+            if len(head) < 2:
+                raise ConnectionError("the server closed the connection")
+            b0, b1 = head
             n = b1 & 0x7F
             if n == 126:
                 n = int.from_bytes(self.f.read(2), "big")
@@ -322,7 +325,8 @@ class WSClient:
 
 
 def per_request(client: WSClient, name: str, crashes: list, recover: Callable[[], None],
-                label: str, retry_wrong: bool = False) -> System:
+                label: str, retry_wrong: bool = False,
+                repair: Callable[[], Any] = lambda: None) -> System:
     """One operation per request (handler ``op``), timed from the client; each reply is
     checked (the document's 50 leaves, the 1,000 children were really there). A wrong reply
     fails the run, or with ``retry_wrong`` (QEWD.js) is recorded and the request re-sent."""
@@ -339,8 +343,8 @@ def per_request(client: WSClient, name: str, crashes: list, recover: Callable[[]
                     try:
                         reply = client.request({"type": "op", "params": {
                             "name": name, "op": op, "n": i[0]}})
-                    except TimeoutError as e:  # seen from QEWD.js under load
-                        crashes.append(f"{label} {op} over WebSocket (no reply)")
+                    except (TimeoutError, ConnectionError) as e:  # seen from QEWD.js
+                        crashes.append(f"{label} {op} over WebSocket ({e})")
                         print(f"[bench] {e}", file=sys.stderr)
                         recover()
                         continue
@@ -348,6 +352,8 @@ def per_request(client: WSClient, name: str, crashes: list, recover: Callable[[]
                         op not in expect or reply["r"] == expect[op])
                     if ok or not retry_wrong:
                         break
+                    if isinstance(reply, dict):  # a short answer: the document is made again
+                        repair()
                     # QEWD.js: the worker crashed (a string reply: its synchronous Redis
                     # driver timed out a read under load; it is forked again), or the driver
                     # read out of step and the answer is short (412 children of 1,000, seen
@@ -472,15 +478,16 @@ class JSNode:
             try:
                 reply = self.client.request({"type": "bench",
                                              "params": {"name": name, "op": op, "n": n}})
-            except TimeoutError as e:
+            except (TimeoutError, ConnectionError) as e:
                 reply = str(e)
                 self.restart()
             # what the loop's last iteration found: a driver that read out of step finds less
             if isinstance(reply, dict) and "error" not in reply and (
                     op not in ("get_document", "children") or reply.get("check") == EXPECT[op]):
                 return reply
-            self.crashes.append(f"QEWD.js {op} in its worker" + (
-                " (no reply)" if isinstance(reply, str) and reply.startswith("no reply") else ""))
+            self.crashes.append(f"QEWD.js {op} in its worker")
+            if isinstance(reply, dict) and op != "prepare":  # a short answer
+                self.bench(name, "prepare", 0)
             print(f"[bench] QEWD.js worker failed during {op}: {reply}", file=sys.stderr)
         raise RuntimeError(f"QEWD.js {op} failed {tries} times")
 
@@ -595,7 +602,8 @@ def main() -> None:
             if js:
                 js.bench("benchJSWS", "prepare", 0)
                 systems["QEWD.js node (Redis)"] = (
-                    per_request(js.client, "benchJSWS", crashes, js.restart, "QEWD.js", True),
+                    per_request(js.client, "benchJSWS", crashes, js.restart, "QEWD.js", True,
+                                lambda: js.bench("benchJSWS", "prepare", 0)),
                     js_scale["ws"])
             ws.update(compare(systems, ws_counts, rounds))
     finally:
@@ -625,8 +633,8 @@ def main() -> None:
         lines.append(f"Failed and re-run ({len(crashes)}): {'; '.join(crashes)}. Under load "
                      "the QEWD.js kit's synchronous Redis driver can time out a read: the "
                      "worker crashes (it is forked again), answers short (it read out of "
-                     "step), or never answers (it holds the only worker: the node is "
-                     "restarted). That round's time includes the re-run.")
+                     "step: its document is made again), or never answers (it holds the only "
+                     "worker: the node is restarted). That round's time includes the re-run.")
     lines.append(f"`python -m bench.documents{flags}`, "
                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed:.0f} s, "
                  f"{os.cpu_count()} CPUs.")

@@ -83,6 +83,7 @@ SUPPORTED_KEYS = (
     *("maxConnectionsPerAddress", "allowedOrigins", "stallTimeout", "maxRanges"),
     *("statusAuthFailures", "statusAuthWindow"),
     *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
+    "push",  # server push across nodes through the database's Redis (pushbus/)
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
@@ -191,6 +192,10 @@ class Config:
     # {"type": "sqlite"|"redis", "params": {...}} (docs/documents.md)
     database: dict[str, Any] | None = None
     session_document_name: str = "CacheTempEWDSession"  # QEWD's default
+    # server push across the nodes sharing the database's Redis (``push``): on by default
+    # with a Redis database; the pub/sub channel is CHANNEL_PREFIX + push_channel
+    push_redis: bool = False
+    push_channel: str = "db0"
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -323,7 +328,8 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         **_operations(c, d, listen),
         **_http_limits(c, d),
         allowed_origins=_allowed_origins(c, d),
-        database=_database(c, d),
+        database=(database := _database(c, d)),
+        **_push(c, d, database),
         session_document_name=c.get_str(d, "sessionDocumentName", "config")
         or "CacheTempEWDSession",
         ignored_keys=ignored,
@@ -625,6 +631,40 @@ _DATABASE_PARAMS = {
     "sqlite": ("path", "busyTimeout"),
     "redis": ("host", "port", "password", "db", "timeout"),
 }
+
+
+def _push(c: Checker, d: dict[str, Any], database: dict[str, Any] | None) -> dict[str, Any]:
+    """``push: {"redis": bool, "channel": name}``: server push across the nodes that share the
+    database's Redis (on by default when ``database`` is Redis), on channel
+    ``qewd-twisted:push:<name>`` (default ``db<N>``, N the database's Redis db number)."""
+    raw = d.get("push")
+    is_redis = database is not None and database["type"] == "redis"
+    db = database["params"]["db"] if is_redis else 0
+    out = {"push_redis": is_redis, "push_channel": f"db{db}"}
+    if raw is None:
+        return out
+    path = "config.push"
+    if not isinstance(raw, dict):
+        c.add(path, f"must be {{'redis': True or False, 'channel': 'name'}}, got {show(raw)}")
+        return out
+    c.check_keys(raw, path, ("redis", "channel"))
+    redis = raw.get("redis", is_redis)
+    if not isinstance(redis, bool):
+        c.add(f"{path}.redis", f"must be True or False, got {show(redis)}")
+    elif redis and not is_redis:
+        c.add(f"{path}.redis", "server push through Redis uses the database's Redis: set "
+              "config.database to {'type': 'redis', 'params': {...}}")
+    else:
+        out["push_redis"] = redis
+    channel = raw.get("channel")
+    if channel is not None:
+        if (not isinstance(channel, str) or not channel or len(channel) > 200
+                or not channel.isprintable() or any(ch.isspace() for ch in channel)):
+            c.add(f"{path}.channel", "must be a name of 1 to 200 printable characters without "
+                  f"spaces, got {show(channel)}")
+        else:
+            out["push_channel"] = channel
+    return out
 
 
 def _database(c: Checker, d: dict[str, Any]) -> dict[str, Any] | None:

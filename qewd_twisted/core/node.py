@@ -73,7 +73,9 @@ class Node:
     Composed of: an `InFlight` set, a `LocalRunner` (local handlers) and a `Forwarder`
     (links; only with ``micro_services`` and ``tokens``). ``q`` is what application code gets.
     ``limits``: ``maxInFlight``, ``maxInFlightPerLink``, the handler and micro-service
-    deadlines and the initial session timeout are read from it.
+    deadlines and the initial session timeout are read from it. ``node_id``: this node's id
+    on the push buses (``origin`` is ``"<node id>/<process id>"``); the processes of one node
+    share it, so a bus between nodes can skip what its own node sent; default: a random one.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Node:
         micro_services: IRoutes | None = None,
         limits: Limits = Limits(),
         db: Any = None,
+        node_id: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.apps = apps
@@ -99,9 +102,11 @@ class Node:
         self.max_in_flight = limits.max_in_flight
         self.max_in_flight_link = limits.max_in_flight_link
         self.connections: dict[str, IConnection] = {}
-        # server push beyond this process (core.push): the buses, and this process's name on them
+        # server push beyond this process (core.push): the buses, and this process's name on
+        # them, "<node id>/<process id>" (the processes of one node share ``node_id``)
         self.push_buses: list[IPushBus] = []
-        self.origin = uuid.uuid4().hex
+        self.node_id = node_id or uuid.uuid4().hex
+        self.origin = f"{self.node_id}/{uuid.uuid4().hex}"
         self.accepting = True
         self._all_closed: list[defer.Deferred[None]] = []
         # metrics, status page, request log (ops); the default does nothing

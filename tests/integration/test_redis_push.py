@@ -1,0 +1,193 @@
+# -*- test-case-name: tests.integration.test_redis_push -*-
+"""
+Server push across nodes through a real Redis (qewd_twisted/pushbus): two real nodes
+(QEWDService on loopback, two ports) sharing one redis-server on a free loopback port, with
+WebSocket clients on each. ``q.to_all``, ``q.to_application`` and ``q.send_to_socket`` reach
+every matching client of both nodes exactly once and in the order sent; Redis killed mid-run:
+local delivery goes on and the pushes for the other node are dropped and counted; Redis back
+on the same port: the buses resubscribe and cross-node push resumes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from qewd_twisted import QEWDService
+from tests.documents.redisserver import RedisServer
+from tests.integration.nodes import eio_url, start_node
+from tests.ports import reserve_port
+from tests.wsclient import EIOClient
+
+N = 200  # numbered pushes per scope
+
+
+async def until(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` on the reactor until it holds; fail after ``timeout`` seconds."""
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await task.deferLater(reactor, 0.02, lambda: None)
+
+
+class Client:
+    """An Engine.IO client registered for ``application``; keeps every push it receives."""
+
+    def __init__(self, service: QEWDService, application: str) -> None:
+        self.service = service
+        self.application = application
+        self.ws = EIOClient(eio_url(service))
+        self.token = ""
+        self.id = ""
+        self.received: list[Any] = []
+
+    async def start(self) -> Client:
+        before = set(self.service.node.connections)
+        await self.ws.handshake()
+        self.ws.emit({"type": "ewd-register", "application": self.application, "jwt": True})
+        reply = await self.ws.message()
+        self.token = reply["message"]["token"]
+        [self.id] = set(self.service.node.connections) - before
+        return self
+
+    async def ask(self, type: str, **params: Any) -> Any:
+        """Send a request and return its reply; pushes that arrive meanwhile are kept."""
+        self.ws.emit({"type": type, "token": self.token, "params": params})
+        while True:
+            frame = await self.ws.message()
+            if frame.get("type") == "push":
+                self.received.append(frame)
+            else:
+                return frame["message"]
+
+    async def pushes(self, scope: str | None = None) -> list[Any]:
+        """Every push received so far (of ``scope``), in arrival order, and forget them. The
+        reply to a ``ping`` (``echo`` for demo) is the barrier: pushes written to this client
+        before it arrive before it."""
+        reply = await self.ask("ping" if self.application == "pusher" else "echo")
+        assert "error" not in reply, reply
+        got, self.received = self.received, []
+        return [p for p in got if scope is None or p["scope"] == scope]
+
+
+def numbered(scope: str, start: int, count: int) -> list[dict[str, Any]]:
+    return [{"type": "push", "scope": scope, "n": n} for n in range(start, start + count)]
+
+
+class RedisPushTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.cleanup)
+        self.redis.start(reserve_port(self))
+
+    def node(self) -> QEWDService:
+        return start_node(self, metrics=True,
+                          moduleMap={"pusher": "tests.apps.pusher", "demo": "tests.apps.demo"},
+                          database={"type": "redis", "params": {"port": self.redis.port}})
+
+    async def nodes(self) -> tuple[QEWDService, QEWDService]:
+        a, b = self.node(), self.node()
+        self.assertEqual((a.push_bus.channel, b.push_bus.channel),
+                         (b"qewd-twisted:push:db0",) * 2)
+        self.assertNotEqual(a.node.node_id, b.node.node_id)
+        await a.push_bus.when_up()
+        await b.push_bus.when_up()
+        return a, b
+
+    async def clients(self, *specs: tuple[QEWDService, str]) -> list[Client]:
+        out = []
+        for service, application in specs:
+            c = await Client(service, application).start()
+            self.addCleanup(c.ws.close)
+            out.append(c)
+        return out
+
+    async def exactly_once_in_order(self) -> None:
+        a, b = await self.nodes()
+        a1, a2, b1, b2 = await self.clients((a, "pusher"), (a, "demo"), (b, "pusher"),
+                                            (b, "demo"))
+        # to_all from node A (a handler on a1): every client of both nodes
+        self.assertEqual((await a1.ask("announce", scope="all", start=0, count=N))["sent"], N)
+        # to_application from node B: the "pusher" clients of both nodes only
+        await b1.ask("announce", scope="application", application="pusher", start=0, count=N)
+        # send_to_socket from node A to a client of node B, and to one of its own
+        await a1.ask("announce", scope="socket", socket=b2.id, start=0, count=N)
+        await a1.ask("announce", scope="socket", socket=a2.id, start=N, count=1)
+        # every push of both nodes has crossed Redis: the other node delivered it, and the
+        # echo of each node's own came back and was skipped
+        await until("node B delivered A's pushes", lambda: b.push_bus.received == 2 * N)
+        await until("node A delivered B's pushes", lambda: a.push_bus.received == N)
+        await until("node A saw its own pushes come back",
+                    lambda: a.push_bus.own_skipped == 2 * N)
+        await until("node B saw its own pushes come back", lambda: b.push_bus.own_skipped == N)
+        # one sender's pushes in order, each once; two senders' may interleave
+        everyone, pushers = numbered("all", 0, N), numbered("application", 0, N)
+        expected = {
+            a1: (everyone, pushers, []),
+            a2: (everyone, [], numbered("socket", N, 1)),
+            b1: (everyone, pushers, []),
+            b2: (everyone, [], numbered("socket", 0, N)),
+        }
+        for client, (all_, application, socket) in expected.items():
+            got = await client.pushes()
+            self.assertEqual(len(got), len(all_) + len(application) + len(socket))
+            self.assertEqual([p for p in got if p["scope"] == "all"], all_)
+            self.assertEqual([p for p in got if p["scope"] == "application"], application)
+            self.assertEqual([p for p in got if p["scope"] == "socket"], socket)
+        for bus in (a.push_bus, b.push_bus):
+            self.assertEqual(sum(bus.dropped.values()), 0, bus.dropped)
+        self.assertEqual((a.push_bus.published, b.push_bus.published), (2 * N, N))
+
+    def test_pushes_reach_every_node_exactly_once_in_order(self) -> defer.Deferred:
+        return defer.ensureDeferred(self.exactly_once_in_order())
+
+    async def handler_pushes(self) -> None:
+        a, b = await self.nodes()
+        a1, b1 = await self.clients((a, "pusher"), (b, "pusher"))
+        await a1.ask("announce", scope="all", start=0, count=3)
+        self.assertEqual(a1.received, numbered("all", 0, 3))  # its own, before the reply
+        await until("B received", lambda: b.push_bus.received == 3)
+        await until("A skipped its own", lambda: a.push_bus.own_skipped == 3)
+        self.assertEqual(await b1.pushes(), numbered("all", 0, 3))
+        self.assertEqual(await a1.pushes(), numbered("all", 0, 3))  # and not again
+
+    def test_the_sender_gets_its_own_push_once(self) -> defer.Deferred:
+        return defer.ensureDeferred(self.handler_pushes())
+
+    async def redis_down_and_back(self) -> None:
+        a, b = await self.nodes()
+        a1, b1 = await self.clients((a, "pusher"), (b, "pusher"))
+        await a1.ask("announce", scope="all", start=0, count=5)
+        await until("B received", lambda: b.push_bus.received == 5)
+        self.assertEqual(await b1.pushes(), numbered("all", 0, 5))
+        self.assertEqual(await a1.pushes(), numbered("all", 0, 5))
+
+        self.redis.proc.kill()
+        self.redis.proc.wait()
+        await until("both buses are down", lambda: not a.push_bus.up and not b.push_bus.up)
+        # local delivery goes on; the pushes for the other node are dropped and counted
+        await a1.ask("announce", scope="all", start=5, count=10)
+        self.assertEqual(await a1.pushes(), numbered("all", 5, 10))
+        self.assertEqual(a.push_bus.dropped["down"], 10)
+        body = a.ops.metrics.exposition()[0].decode()
+        self.assertIn('qewd_push_dropped_total{bus="redis",reason="down"} 10.0', body)
+        self.assertIn('qewd_push_bus_up{bus="redis"} 0.0', body)
+
+        self.redis.start(self.redis.port)  # the same port: the buses reconnect by themselves
+        await a.push_bus.when_up()
+        await b.push_bus.when_up()
+        await a1.ask("announce", scope="all", start=15, count=5)
+        await until("B received after the restart", lambda: b.push_bus.received == 10)
+        self.assertEqual(await b1.pushes(), numbered("all", 15, 5))  # 5..14 were dropped
+        self.assertEqual(await a1.pushes(), numbered("all", 15, 5))
+        self.assertEqual(a.push_bus.dropped["down"], 10)
+        self.assertIn('qewd_push_bus_up{bus="redis"} 1.0',
+                      a.ops.metrics.exposition()[0].decode())
+
+    def test_redis_down_local_push_goes_on_and_cross_node_push_resumes(self) -> defer.Deferred:
+        return defer.ensureDeferred(self.redis_down_and_back())

@@ -65,24 +65,20 @@ class Wired:
         self.subscriber = self.sub_transport = None
         self.password = password
 
-    def connect_publisher(self) -> Any:
+    def connect_publisher(self) -> None:
         self.publisher = self.bus._new_publisher()
         self.pub_transport = StringTransport()
-        self.publisher.makeConnection(self.pub_transport)
-        d = self.bus.prepare_publisher(self.publisher)
+        self.publisher.makeConnection(self.pub_transport)  # the bus prepares it from here
         if self.password is not None:
             self.publisher.dataReceived(b"+OK\r\n")
-        return d
 
-    def connect_subscriber(self) -> Any:
+    def connect_subscriber(self) -> None:
         self.subscriber = self.bus._new_subscriber()
         self.sub_transport = StringTransport()
         self.subscriber.makeConnection(self.sub_transport)
-        d = self.bus.prepare_subscriber(self.subscriber)
         if self.password is not None:
             self.subscriber.dataReceived(b"+OK\r\n")
         self.subscriber.dataReceived(confirmation())
-        return d
 
     def up(self) -> RedisPushBus:
         self.connect_publisher()
@@ -267,14 +263,31 @@ class BusTests(SynchronousTestCase):
         self.assertEqual(bus.dropped["lost"], 1)  # counted, but neither it nor the
         self.assertEqual(logs.about("lost Redis") + logs.about("not carried"), [])  # close logs
 
-    def test_a_refused_connection_is_closed_and_retried(self) -> None:
+    def test_a_refused_connection_is_closed_and_retried_with_growing_backoff(self) -> None:
         w = Wired(self, password="wrong")
         w.password = None  # answer by hand
-        d = w.connect_publisher()
-        w.publisher.dataReceived(b"-WRONGPASS invalid username-password pair\r\n")
-        self.failureResultOf(d)
-        self.assertTrue(w.pub_transport.disconnecting)
-        self.assertFalse(w.bus.up)
+        policy = w.bus._policy("publisher")
+        for refusals in (1, 2, 3):
+            w.connect_publisher()
+            w.publisher.dataReceived(b"-WRONGPASS invalid username-password pair\r\n")
+            self.assertTrue(w.pub_transport.disconnecting)
+            self.assertFalse(w.bus.up)
+            self.assertEqual(w.bus.refusals["publisher"], refusals)
+            w.publisher.connectionLost(Failure(ConnectionDone()))
+        # ClientService saw connections made (attempt 1 each time); the backoff grows anyway
+        self.assertGreaterEqual(policy(1), 0.8)  # 0.1 * 2 ** 3
+        w.connect_publisher()
+        w.publisher.dataReceived(b"+OK\r\n")
+        self.assertEqual(w.bus.refusals["publisher"], 0)
+        self.assertLess(policy(1), 0.5)
+
+    def test_a_stale_connection_lost_does_not_take_the_new_one_down(self) -> None:
+        w = Wired(self)
+        bus = w.up()
+        old = w.publisher
+        w.connect_publisher()  # a newer publishing connection is ready
+        old.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(bus.up)
 
 
 class NodeTests(SynchronousTestCase):

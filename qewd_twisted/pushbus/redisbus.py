@@ -127,11 +127,15 @@ class RedisPushBus(MultiService):
         self._stopping = False  # set by stopService: closing on purpose is not worth a warning
         if endpoint is None:
             endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-        retry = retry or default_retry()
-        for build, prepare in ((self._new_publisher, self.prepare_publisher),
-                               (self._new_subscriber, self.prepare_subscriber)):
-            ClientService(endpoint, _Factory(build), retryPolicy=retry, clock=reactor,
-                          prepareConnection=prepare).setServiceParent(self)
+        self._retry = retry or default_retry()
+        # connections that were made but refused (AUTH, SUBSCRIBE) in a row, per connection:
+        # ClientService counts only connections that could not be made, so the backoff goes on
+        # growing from these (see prepare_publisher)
+        self.refusals = {"publisher": 0, "subscriber": 0}
+        for build, kind in ((self._new_publisher, "publisher"),
+                            (self._new_subscriber, "subscriber")):
+            ClientService(endpoint, _Factory(build), retryPolicy=self._policy(kind),
+                          clock=reactor).setServiceParent(self)
 
     # -- state
 
@@ -181,15 +185,28 @@ class RedisPushBus(MultiService):
         self._stopping = True
         return super().stopService()
 
-    # -- connections (each a ClientService: these run per connection attempt)
+    # -- connections (each a ClientService that reconnects; the protocols prepare themselves)
+    #
+    # Not ClientService's prepareConnection: when a preparation fails it leaves the connection
+    # open, and that connection closing later (we must close it) is a transition its state
+    # machine does not have (automat NoTransition, Twisted 26.10). So a connection counts as
+    # made once TCP is up, the bus authenticates and subscribes it from ``on_connected``, and
+    # drops it when refused; the retry policy then backs off by the refusals in a row.
+
+    def _policy(self, kind: str) -> Callable[[int], float]:
+        def policy(attempt: int) -> float:
+            return self._retry(max(attempt, self.refusals[kind]))
+
+        return policy
 
     def _new_publisher(self) -> RedisProtocol:
         return RedisProtocol(self.reactor, reply_timeout=self.timeout, keepalive=self.keepalive,
-                             on_lost=self._publisher_lost)
+                             on_connected=self.prepare_publisher, on_lost=self._publisher_lost)
 
     def _new_subscriber(self) -> SubscriberProtocol:
         return SubscriberProtocol(self.reactor, self.message_received,
                                   reply_timeout=self.timeout, keepalive=self.keepalive,
+                                  on_connected=self.prepare_subscriber,
                                   on_lost=self._subscriber_lost)
 
     def _authenticate(self, proto: Any) -> defer.Deferred[Any]:
@@ -197,44 +214,47 @@ class RedisPushBus(MultiService):
             return defer.succeed(None)
         return proto.execute(b"AUTH", self.password)
 
-    def _refused(self, failure: Failure, proto: Any, what: str) -> Failure:
+    def _refused(self, failure: Failure, proto: Any, kind: str, what: str) -> None:
+        self.refusals[kind] += 1
         log.warn("push bus: {what} Redis at {address} failed: {error}", what=what,
                  address=self.address, error=failure.getErrorMessage())
-        if proto.transport is not None:
-            proto.transport.abortConnection()
-        return failure  # ClientService counts it as a failed attempt and retries
+        if proto.connected:
+            proto.transport.abortConnection()  # its ClientService dials again, backing off
 
-    def prepare_publisher(self, proto: Any) -> defer.Deferred[Any]:
+    def prepare_publisher(self, proto: RedisProtocol) -> defer.Deferred[Any]:
         """A new publishing connection: authenticate, then it carries pushes."""
         def ready(_: Any) -> None:
+            self.refusals["publisher"] = 0
             self._publisher = proto
             self._changed()
 
         d = self._authenticate(proto)
         d.addCallback(ready)
-        d.addErrback(self._refused, proto, "preparing the publishing connection to")
+        d.addErrback(self._refused, proto, "publisher", "preparing the publishing connection to")
         return d
 
-    def prepare_subscriber(self, proto: Any) -> defer.Deferred[Any]:
+    def prepare_subscriber(self, proto: SubscriberProtocol) -> defer.Deferred[Any]:
         """A new subscribing connection: authenticate and subscribe to the channel."""
         def ready(_: Any) -> None:
+            self.refusals["subscriber"] = 0
             self._subscriber = proto
             self._changed()
 
         d = self._authenticate(proto)
         d.addCallback(lambda _: proto.subscribe(self.channel))
         d.addCallback(ready)
-        d.addErrback(self._refused, proto, "subscribing to")
+        d.addErrback(self._refused, proto, "subscriber", "subscribing to")
         return d
 
     def _publisher_lost(self, proto: RedisProtocol, reason: Failure) -> None:
-        # ClientService dials again only after this connection is gone: no newer one exists
-        self._publisher = None
-        self._changed()
+        if self._publisher is proto:
+            self._publisher = None
+            self._changed()
 
     def _subscriber_lost(self, proto: RedisProtocol, reason: Failure) -> None:
-        self._subscriber = None
-        self._changed()
+        if self._subscriber is proto:
+            self._subscriber = None
+            self._changed()
 
     # -- IPushBus
 

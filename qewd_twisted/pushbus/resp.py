@@ -18,8 +18,8 @@ for what the push bus needs (PUBLISH, SUBSCRIBE, AUTH, PING) and no more.
   called for each ``message`` push, everything else (the ``subscribe`` confirmation, ``pong``)
   answers the commands in order.
 
-Both report ``connectionLost`` to ``on_lost`` and fail every outstanding command with
-``ConnectionLost``. Everything runs on the reactor thread; the clock is passed in.
+Both report ``connectionMade`` to ``on_connected`` and ``connectionLost`` to ``on_lost``, and
+fail every outstanding command with ``ConnectionLost`` when the connection goes. Everything runs on the reactor thread; the clock is passed in.
 May import: nothing from ``qewd_twisted``.
 """
 
@@ -190,15 +190,18 @@ class RedisProtocol(Protocol):
     ``clock`` and ``reply_timeout`` (seconds, or None): a connection that has commands
     outstanding and has had no reply for ``reply_timeout`` is aborted. ``keepalive`` (seconds, or None):
     send ``PING`` after that long without a command, so a dead peer is noticed while idle.
-    ``on_lost(protocol, reason)`` is called once the connection is gone.
+    ``on_connected(protocol)`` is called once connected (to authenticate, subscribe...),
+    ``on_lost(protocol, reason)`` once the connection is gone.
     """
 
     def __init__(self, clock: IReactorTime, *, reply_timeout: float | None = None,
                  keepalive: float | None = None,
+                 on_connected: Callable[[RedisProtocol], None] | None = None,
                  on_lost: Callable[[RedisProtocol, Failure], None] | None = None) -> None:
         self.clock = clock
         self.reply_timeout = reply_timeout
         self.keepalive = keepalive
+        self.on_connected = on_connected
         self.on_lost = on_lost
         self.parser = ReplyParser()
         self.pending: deque[defer.Deferred[Any]] = deque()
@@ -213,6 +216,8 @@ class RedisProtocol(Protocol):
     def connectionMade(self) -> None:
         self.connected = True
         self._arm_idle()
+        if self.on_connected is not None:
+            self.on_connected(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False

@@ -85,10 +85,11 @@ class RedisPushTests(TestCase):
         self.addCleanup(self.redis.cleanup)
         self.redis.start(reserve_port(self))
 
-    def node(self) -> QEWDService:
+    def node(self, **config: Any) -> QEWDService:
         return start_node(self, metrics=True,
                           moduleMap={"pusher": "tests.apps.pusher", "demo": "tests.apps.demo"},
-                          database={"type": "redis", "params": {"port": self.redis.port}})
+                          database={"type": "redis", "params": {"port": self.redis.port}},
+                          **config)
 
     async def nodes(self) -> tuple[QEWDService, QEWDService]:
         a, b = self.node(), self.node()
@@ -148,15 +149,25 @@ class RedisPushTests(TestCase):
 
     async def handler_pushes(self) -> None:
         a, b = await self.nodes()
-        a1, b1 = await self.clients((a, "pusher"), (b, "pusher"))
+        elsewhere = self.node(push={"channel": "another-mesh"})  # same Redis, another mesh
+        await elsewhere.push_bus.when_up()
+        a1, b1, c1 = await self.clients((a, "pusher"), (b, "pusher"), (elsewhere, "pusher"))
         await a1.ask("announce", scope="all", start=0, count=3)
         self.assertEqual(a1.received, numbered("all", 0, 3))  # its own, before the reply
         await until("B received", lambda: b.push_bus.received == 3)
         await until("A skipped its own", lambda: a.push_bus.own_skipped == 3)
         self.assertEqual(await b1.pushes(), numbered("all", 0, 3))
         self.assertEqual(await a1.pushes(), numbered("all", 0, 3))  # and not again
+        # the other mesh's node heard nothing, and its pushes don't reach this mesh
+        await c1.ask("announce", scope="all", start=100, count=1)
+        await until("the other mesh's push crossed its Redis channel",
+                    lambda: elsewhere.push_bus.own_skipped == 1)
+        self.assertEqual(await c1.pushes(), numbered("all", 100, 1))
+        self.assertEqual((elsewhere.push_bus.received, a.push_bus.received,
+                          b.push_bus.received), (0, 0, 3))
+        self.assertEqual(await b1.pushes(), [])
 
-    def test_the_sender_gets_its_own_push_once(self) -> defer.Deferred:
+    def test_the_sender_gets_its_own_push_once_and_other_meshes_nothing(self) -> defer.Deferred:
         return defer.ensureDeferred(self.handler_pushes())
 
     async def redis_down_and_back(self) -> None:
@@ -191,3 +202,60 @@ class RedisPushTests(TestCase):
 
     def test_redis_down_local_push_goes_on_and_cross_node_push_resumes(self) -> defer.Deferred:
         return defer.ensureDeferred(self.redis_down_and_back())
+
+
+class RedisPasswordTests(TestCase):
+    """A Redis that requires a password (``database.params.password``): the bus authenticates
+    on both connections; with a wrong password it never comes up, and pushes for other nodes
+    are dropped and counted while local delivery goes on."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.redis = RedisServer("--requirepass", "s3cret")
+        self.addCleanup(self.redis.cleanup)
+        self.redis.start(reserve_port(self))
+
+    def node(self, password: str) -> QEWDService:
+        return start_node(self, moduleMap={"pusher": "tests.apps.pusher"},
+                          database={"type": "redis", "params": {"port": self.redis.port,
+                                                                "password": password}})
+
+    async def scenario(self) -> None:
+        a, b = self.node("s3cret"), self.node("s3cret")
+        await a.push_bus.when_up()
+        await b.push_bus.when_up()
+        a1, b1 = (await Client(a, "pusher").start()), (await Client(b, "pusher").start())
+        for c in (a1, b1):
+            self.addCleanup(c.ws.close)
+        await a1.ask("announce", scope="all", start=0, count=2)
+        await until("B received", lambda: b.push_bus.received == 2)
+        self.assertEqual(await b1.pushes(), numbered("all", 0, 2))
+
+        # a bus with the wrong password: refused, retried, never up; pushes dropped, counted
+        from qewd_twisted.pushbus.redisbus import RedisPushBus
+
+        delivered: list[Any] = []
+        wrong = RedisPushBus(reactor, "wrong-node", delivered.append, port=self.redis.port,
+                             password="wrong")
+        wrong.startService()
+        self.addCleanup(wrong.stopService)
+        await until("the bus was refused twice (it retries)", lambda: self._refusals() >= 2)
+        self.assertFalse(wrong.up)
+        wrong.publish({"scope": "all", "message": 1, "origin": "wrong-node/p"})
+        self.assertEqual(wrong.dropped["down"], 1)
+        await a1.ask("announce", scope="all", start=2, count=1)
+        await until("B received", lambda: b.push_bus.received == 3)
+        self.assertEqual(delivered, [])
+
+    def test_authenticates_and_a_wrong_password_keeps_it_down(self) -> defer.Deferred:
+        self.events: list[dict[str, Any]] = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        return defer.ensureDeferred(self.scenario())
+
+    def _refusals(self) -> int:
+        return sum("failed" in e.get("log_format", "") and "WRONGPASS" in str(e.get("error"))
+                   for e in self.events)

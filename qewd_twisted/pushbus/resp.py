@@ -131,44 +131,47 @@ class ReplyParser:
                 del buf[:pos]
         return out
 
-    def _line(self, buf: bytearray, pos: int) -> tuple[bytes, int]:
+    def _line_end(self, buf: bytearray, pos: int) -> int:
+        """Where the header line starting at ``pos`` ends (its CR)."""
         end = buf.find(b"\r\n", pos)
         if end < 0:
             if len(buf) - pos > MAX_LINE:
                 raise RESPProtocolError("a RESP header line is too long")
             raise _Incomplete(len(buf) + 1)
-        return bytes(buf[pos:end]), end + 2
+        return end
 
-    def _int(self, raw: bytes) -> int:
+    def _int(self, raw: bytearray) -> int:
         try:
             return int(raw)
         except ValueError:
-            raise RESPProtocolError(f"not a RESP integer: {raw[:40]!r}") from None
+            raise RESPProtocolError(f"not a RESP integer: {bytes(raw[:40])!r}") from None
+
+    def _bulk(self, buf: bytearray, pos: int) -> tuple[bytes | None, int]:
+        """The bulk string whose ``$`` is at ``pos``."""
+        end = self._line_end(buf, pos + 1)
+        n = self._int(buf[pos + 1:end])
+        pos = end + 2
+        if n == -1:
+            return None, pos
+        if n < 0 or n > self.max_bulk:
+            raise RESPProtocolError(f"RESP bulk string length {n} out of bounds")
+        end = pos + n
+        if len(buf) < end + 2:
+            raise _Incomplete(end + 2)
+        if buf[end] != 0x0D or buf[end + 1] != 0x0A:
+            raise RESPProtocolError("RESP bulk string not followed by CRLF")
+        return bytes(buf[pos:end]), end + 2
 
     def _parse(self, buf: bytearray, pos: int, depth: int) -> tuple[Any, int]:
         if pos >= len(buf):
             raise _Incomplete(pos + 1)
         kind = buf[pos]
-        line, pos = self._line(buf, pos + 1)
-        if kind == 0x2B:  # + simple string
-            return line, pos
-        if kind == 0x2D:  # - error
-            return RedisError(line.decode("utf-8", "replace")), pos
-        if kind == 0x3A:  # : integer
-            return self._int(line), pos
         if kind == 0x24:  # $ bulk string
-            n = self._int(line)
-            if n == -1:
-                return None, pos
-            if n < 0 or n > self.max_bulk:
-                raise RESPProtocolError(f"RESP bulk string length {n} out of bounds")
-            end = pos + n
-            if len(buf) < end + 2:
-                raise _Incomplete(end + 2)
-            if buf[end:end + 2] != b"\r\n":
-                raise RESPProtocolError("RESP bulk string not followed by CRLF")
-            return bytes(buf[pos:end]), end + 2
-        if kind == 0x2A:  # * array
+            return self._bulk(buf, pos)
+        end = self._line_end(buf, pos + 1)
+        line = buf[pos + 1:end]
+        pos = end + 2
+        if kind == 0x2A:  # * array; its bulk strings (pub/sub messages) parsed in line
             n = self._int(line)
             if n == -1:
                 return None, pos
@@ -178,9 +181,18 @@ class ReplyParser:
                 raise RESPProtocolError("RESP arrays nested too deeply")
             items = []
             for _ in range(n):
-                item, pos = self._parse(buf, pos, depth + 1)
+                if pos < len(buf) and buf[pos] == 0x24:
+                    item, pos = self._bulk(buf, pos)
+                else:
+                    item, pos = self._parse(buf, pos, depth + 1)
                 items.append(item)
             return items, pos
+        if kind == 0x3A:  # : integer
+            return self._int(line), pos
+        if kind == 0x2B:  # + simple string
+            return bytes(line), pos
+        if kind == 0x2D:  # - error
+            return RedisError(line.decode("utf-8", "replace")), pos
         raise RESPProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
 
 

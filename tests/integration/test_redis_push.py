@@ -259,3 +259,19 @@ class RedisPasswordTests(TestCase):
     def _refusals(self) -> int:
         return sum("failed" in e.get("log_format", "") and "WRONGPASS" in str(e.get("error"))
                    for e in self.events)
+
+
+class BenchSmokeTests(TestCase):
+    """bench/pushbus.py runs (a few hundred pushes; no figure is asserted)."""
+
+    timeout = 60
+
+    def test_bench_pushbus_runs(self) -> defer.Deferred:
+        from bench.pushbus import measure
+
+        async def run() -> None:
+            [row] = await measure(reactor, 300, 1)
+            self.assertEqual(row["dropped"], 0)
+            self.assertGreater(row["per_second"], 0)
+
+        return defer.ensureDeferred(run())

@@ -50,24 +50,32 @@ def free_port() -> int:
 
 # -- servers (run as ``python -m bench.rest serve KIND PORT [MS_URL]``) ----------------------
 
-def serve(kind: str, port: int, ms_url: str | None) -> None:
-    from twisted.internet import reactor
+def floor_site(reactor: Any) -> Any:
+    """The floor: the node's own Site class (``NodeSite``) with a Resource answering canned
+    JSON, so the difference to the node is QEWD's REST work alone."""
     from twisted.web.resource import Resource
 
+    from qewd_twisted.transports.http import NodeSite
+
+    class Canned(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            request.setHeader(b"content-type", b"application/json; charset=utf-8")
+            request.setHeader(b"x-responsetime", b"0ms")
+            return CANNED
+
+    return NodeSite(Canned(), reactor=reactor)
+
+
+def serve(kind: str, port: int, ms_url: str | None) -> None:
+    from twisted.internet import reactor
+
     from qewd_twisted import QEWDService, config_from_dict
-    from qewd_twisted.service import _QuietSite
 
     listen = f"tcp:{port}:interface=127.0.0.1"
     if kind == "floor":
-        class Canned(Resource):
-            isLeaf = True
-
-            def render_GET(self, request: Any) -> bytes:
-                request.setHeader(b"content-type", b"application/json; charset=utf-8")
-                request.setHeader(b"x-responsetime", b"0ms")
-                return CANNED
-
-        reactor.listenTCP(port, _QuietSite(Canned()), interface="127.0.0.1", backlog=1024)
+        reactor.listenTCP(port, floor_site(reactor), interface="127.0.0.1", backlog=1024)
     else:
         config: dict[str, Any] = {"listen": listen, "jwt": {"secret": "someSecret123"},
                                   "poolSize": 2}

@@ -282,3 +282,16 @@ class RestBenchSmokeTests(TestCase):
         self.assertEqual(bad, 0)
         crossed = yield threads.deferToThread(rest.misdelivered, port, "/t/api/echo/", 20)
         self.assertEqual(crossed, 20)  # the checker does catch replies that are not the asked
+
+    @defer.inlineCallbacks
+    def test_the_floor_serves_canned_json_on_the_nodes_site(self):
+        from bench import rest
+        from twisted.internet import reactor, threads
+
+        site = rest.floor_site(reactor)
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        result = yield threads.deferToThread(rest.load, listening.getHost().port,
+                                             "/api/users/", 1, 0.2)
+        self.assertGreater(result["rps"], 0)
+        self.assertEqual(result["errors"], 0)

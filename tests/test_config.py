@@ -1275,6 +1275,83 @@ class MicroServicesObjectFormTests(ConfigTestCase):
         )
 
 
+class ReplicaConfigTests(ConfigTestCase):
+    """A destination with several hosts (issue 16 item 4): ``host`` as a list, or ``hosts``;
+    the single-host forms unchanged."""
+
+    def build_services(self, services: Any) -> MicroServicesConfig:
+        return self.build({"jwt": JWT, "u_services": services}).micro_services
+
+    def test_host_list_and_hosts_key(self) -> None:
+        ms = self.build_services({
+            "destinations": {
+                "svc": {"host": ["http://10.0.0.5:8080", "http://10.0.0.6"],
+                        "application": "svc-app"},
+                "other": {"hosts": ["https://h1", "https://h2:8443/"], "application": "o"},
+                "one": {"host": "http://10.0.0.7:3000", "application": "single"},
+                "one_in_list": {"hosts": ["http://10.0.0.8:3000"], "application": "single"},
+                "both": {"destinations": ["svc", "one"]},
+            },
+            "routes": [
+                {"application": "jwt", "types": {"login": {"destination": "svc"},
+                                                 "stock": {"destination": "other"},
+                                                 "lone": {"destination": "one"}}},
+                {"path": "/api/all", "destination": "both"},
+            ],
+        })
+        svc = Destination("svc", "http://10.0.0.5:8080", "svc-app",
+                          ("http://10.0.0.5:8080", "http://10.0.0.6:80"))
+        self.assertEqual(ms.destinations["svc"], svc)
+        self.assertEqual(ms.destinations["other"].urls, ("https://h1:443", "https://h2:8443"))
+        # one host: urls is (url,), and the value equals the one written without urls
+        self.assertEqual(ms.destinations["one"],
+                         Destination("one", "http://10.0.0.7:3000", "single"))
+        self.assertEqual(ms.destinations["one"].urls, ("http://10.0.0.7:3000",))
+        self.assertEqual(ms.destinations["one_in_list"].urls, ("http://10.0.0.8:3000",))
+        self.assertEqual(ms.routes[("jwt", "login")], Route(
+            "jwt", "login", "http://10.0.0.5:8080", "svc-app", "svc", svc.urls))
+        self.assertEqual(ms.routes[("jwt", "lone")].urls, ("http://10.0.0.7:3000",))
+        self.assertEqual(ms.groups, {"both": ("svc", "one")})
+        self.assertEqual(ms.urls, ["http://10.0.0.5:8080", "http://10.0.0.6:80",
+                                   "http://10.0.0.7:3000", "https://h1:443", "https://h2:8443"])
+
+    def test_array_form_url_list(self) -> None:
+        ms = self.build_services([{"application": "jwt", "types": {
+            "login": {"url": ["http://a:1", "http://b:2"], "application": "test-app"},
+            "other": ROUTE}}])
+        self.assertEqual(ms.routes[("jwt", "login")].urls, ("http://a:1", "http://b:2"))
+        self.assertEqual(ms.routes[("jwt", "login")].url, "http://a:1")
+        self.assertEqual(ms.routes[("jwt", "other")].urls, ("http://127.0.0.1:3000",))
+
+    def test_problems(self) -> None:
+        d = {"jwt": JWT, "u_services": {
+            "destinations": {
+                "a": {"host": ["http://h:1", "http://h:1/", "http://h:2"], "application": "x"},
+                "b": {"host": "http://h:1", "hosts": ["http://h:2"], "application": "x"},
+                "c": {"hosts": "http://h:1", "application": "x"},
+                "d": {"host": [], "application": "x"},
+                "e": {"hosts": ["http://h:1", "ftp://h:2", 7], "application": "x"},
+            },
+            "routes": [{"application": "app", "types": {
+                "t": {"destination": "a"},
+                "u": {"url": ["http://h:1", "http://h:1"], "application": "x"}}}],
+        }}
+        self.assertEqual(self.problems(d), [
+            "config.u_services.destinations.a.host[1]: http://h:1 is listed twice (also at [0])",
+            "config.u_services.destinations.b: give host or hosts, not both",
+            "config.u_services.destinations.c.hosts: must be a non-empty list of URLs, got "
+            "'http://h:1' (str)",
+            "config.u_services.destinations.d.host: must be a URL such as "
+            "'http://10.0.0.5:8080' or a non-empty list of them, got [] (list)",
+            "config.u_services.destinations.e.hosts[1]: invalid URL 'ftp://h:2': must start "
+            "with http://, https://, ws:// or wss://",
+            "config.u_services.destinations.e.hosts[2]: must be a URL such as "
+            "'http://10.0.0.5:8080', got 7 (int)",
+            "config.u_services.routes[0].types.u.url[1]: http://h:1 is listed twice "
+            "(also at [0])",
+        ])
+
+
 class CipherKeyTests(ConfigTestCase):
     def test_cipher(self) -> None:
         from qewd_twisted.config import config_from_dict

@@ -77,7 +77,9 @@ def numbered(scope: str, start: int, count: int) -> list[dict[str, Any]]:
     return [{"type": "push", "scope": scope, "n": n} for n in range(start, start + count)]
 
 
-class RedisPushTests(TestCase):
+class RedisNodes(TestCase):
+    """A redis-server on a reserved loopback port, and nodes on it (no tests of its own)."""
+
     timeout = 120
 
     def setUp(self) -> None:
@@ -108,6 +110,9 @@ class RedisPushTests(TestCase):
             out.append(c)
         return out
 
+
+
+class RedisPushTests(RedisNodes):
     async def exactly_once_in_order(self) -> None:
         a, b = await self.nodes()
         a1, a2, b1, b2 = await self.clients((a, "pusher"), (a, "demo"), (b, "pusher"),
@@ -202,6 +207,52 @@ class RedisPushTests(TestCase):
 
     def test_redis_down_local_push_goes_on_and_cross_node_push_resumes(self) -> defer.Deferred:
         return defer.ensureDeferred(self.redis_down_and_back())
+
+
+class TwoBusesTests(RedisNodes):
+    """A node of two processes (one node id; their own bus between them, here a
+    MemoryPushHub standing in for the processes' AMP channel) and a second node, all on one
+    Redis: each client gets each push exactly once, whichever process sent it."""
+
+    def process(self, node_id: str) -> QEWDService:
+        from qewd_twisted import config_from_dict
+        from tests.integration.nodes import SECRET
+
+        service = QEWDService(config_from_dict({
+            "listen": "tcp:0:interface=127.0.0.1", "jwt": {"secret": SECRET},
+            "moduleMap": {"pusher": "tests.apps.pusher"}, "shutdownGracePeriod": 1,
+            "database": {"type": "redis", "params": {"port": self.redis.port}}}),
+            reactor, node_id=node_id)
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        service.startService()
+        return service
+
+    async def scenario(self) -> None:
+        from qewd_twisted.testing import MemoryPushHub
+
+        p1, p2 = self.process("node-a"), self.process("node-a")
+        hub = MemoryPushHub()
+        hub.join(p1.node)
+        hub.join(p2.node)
+        b = self.node()
+        for service in (p1, p2, b):
+            await service.push_bus.when_up()
+        c1, c2, cb = await self.clients((p1, "pusher"), (p2, "pusher"), (b, "pusher"))
+        await c1.ask("announce", scope="all", start=0, count=50)
+        await c2.ask("announce", scope="all", start=50, count=50)
+        await until("B delivered both processes' pushes", lambda: b.push_bus.received == 100)
+        # each process of node A saw both processes' pushes on Redis and skipped them all
+        await until("p1 skipped", lambda: p1.push_bus.own_skipped == 100)
+        await until("p2 skipped", lambda: p2.push_bus.own_skipped == 100)
+        for client in (c1, c2, cb):
+            got = await client.pushes()
+            self.assertEqual([p for p in got if p["n"] < 50], numbered("all", 0, 50))
+            self.assertEqual([p for p in got if p["n"] >= 50], numbered("all", 50, 50))
+            self.assertEqual(len(got), 100)
+        self.assertEqual((p1.push_bus.received, p2.push_bus.received), (0, 0))
+
+    def test_a_node_of_two_processes_and_another_node(self) -> defer.Deferred:
+        return defer.ensureDeferred(self.scenario())
 
 
 class RedisPasswordTests(TestCase):

@@ -5,7 +5,9 @@ Server push across nodes through a real Redis (qewd_twisted/pushbus): two real n
 WebSocket clients on each. ``q.to_all``, ``q.to_application`` and ``q.send_to_socket`` reach
 every matching client of both nodes exactly once and in the order sent; Redis killed mid-run:
 local delivery goes on and the pushes for the other node are dropped and counted; Redis back
-on the same port: the buses resubscribe and cross-node push resumes.
+on the same port: the buses resubscribe and cross-node push resumes. Also: a node of two
+processes (one node id) beside another node, a third node on another channel (another mesh),
+a password-protected Redis, and bench/pushbus.py's smoke run.
 """
 
 from __future__ import annotations

@@ -195,6 +195,14 @@ class RedisPushTests(RedisNodes):
         body = a.ops.metrics.exposition()[0].decode()
         self.assertIn('qewd_push_dropped_total{bus="redis",reason="down"} 10.0', body)
         self.assertIn('qewd_push_bus_up{bus="redis"} 0.0', body)
+        [status] = a.ops.status()["push"]
+        self.assertEqual((status["bus"], status["up"], status["dropped"]["down"]),
+                         ("redis", False, 10))
+        from qewd_twisted.ops.status_page import render_page
+
+        page = render_page(a.ops.status())
+        self.assertIn("<h2>Server push across nodes</h2>", page)
+        self.assertIn("down: 10", page)
 
         self.redis.start(self.redis.port)  # the same port: the buses reconnect by themselves
         await a.push_bus.when_up()

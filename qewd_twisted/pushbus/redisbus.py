@@ -216,8 +216,9 @@ class RedisPushBus(MultiService):
 
     def _refused(self, failure: Failure, proto: Any, kind: str, what: str) -> None:
         self.refusals[kind] += 1
-        log.warn("push bus: {what} Redis at {address} failed: {error}", what=what,
-                 address=self.address, error=failure.getErrorMessage())
+        if not self._stopping:
+            log.warn("push bus: {what} Redis at {address} failed: {error}", what=what,
+                     address=self.address, error=failure.getErrorMessage())
         if proto.connected:
             proto.transport.abortConnection()  # its ClientService dials again, backing off
 

@@ -263,6 +263,29 @@ class BusTests(SynchronousTestCase):
         self.assertEqual(bus.dropped["lost"], 1)  # counted, but neither it nor the
         self.assertEqual(logs.about("lost Redis") + logs.about("not carried"), [])  # close logs
 
+    def test_not_up_within_the_timeout_is_said_once(self) -> None:
+        logs = LogCapture(self)
+        w = Wired(self)
+        w.bus.startService()
+        w.clock.advance(4.9)
+        self.assertEqual(logs.about("not reachable yet"), [])
+        w.clock.advance(0.2)
+        self.assertEqual(len(logs.about("not reachable yet")), 1)
+        w.clock.advance(60)
+        self.assertEqual(len(logs.about("not reachable yet")), 1)
+        self.successResultOf(w.bus.stopService())
+        # up in time: nothing said; stopped first: the timer is gone
+        w = Wired(self)
+        w.bus.startService()
+        w.up()
+        w.clock.advance(10)
+        w.bus.stopService()
+        w2 = Wired(self)
+        w2.bus.startService()
+        w2.bus.stopService()
+        self.assertEqual(w2.clock.getDelayedCalls(), [])
+        self.assertEqual(len(logs.about("not reachable yet")), 1)
+
     def test_a_refused_connection_is_closed_and_retried_with_growing_backoff(self) -> None:
         w = Wired(self, password="wrong")
         w.password = None  # answer by hand

@@ -125,6 +125,7 @@ class RedisPushBus(MultiService):
         self._unlogged = 0
         self._down_since_log = 0
         self._stopping = False  # set by stopService: closing on purpose is not worth a warning
+        self._first_check: Any = None
         if endpoint is None:
             endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
         self._retry = retry or default_retry()
@@ -180,10 +181,21 @@ class RedisPushBus(MultiService):
     def startService(self) -> None:
         self._stopping = False
         super().startService()
+        # not up within the connect timeout: say so once (ClientService retries quietly)
+        self._first_check = self.reactor.callLater(self.timeout, self._still_down)
 
     def stopService(self) -> Any:
         self._stopping = True
+        if self._first_check is not None and self._first_check.active():
+            self._first_check.cancel()
+        self._first_check = None
         return super().stopService()
+
+    def _still_down(self) -> None:
+        self._first_check = None
+        if not self._ever_up:
+            log.warn("push bus: Redis at {address} not reachable yet: server push reaches "
+                     "this node's sockets only until it is (retrying)", address=self.address)
 
     # -- connections (each a ClientService that reconnects; the protocols prepare themselves)
     #

@@ -15,6 +15,15 @@ SESSION_EXPIRED = "Session expired"  # §2.4
 UNABLE_TO_LOAD = "Unable to load handler module for: {application}"  # §5.1
 NO_HANDLER = "Handler not defined for {application} messages of type {type}"  # §5.3
 MS_DOWN = "MicroService connection is down"  # §4.2 step 4
+FRAGMENT_MISSING = "Fragment file {file} does not exist"  # §5.5
+FRAGMENT_UNREADABLE = "Unable to read file {file}"  # §5.5 (QEWD.js shows the full path)
+# §5.2
+SERVICE_NOT_PERMITTED = "{service} service is not permitted for the {application} application"
+SERVICE_NOT_FOR_USER = "You are not allowed access to the {service} service"  # §5.2
+NO_SERVICE_HANDLER = "No handler defined for {service} service messages of type {type}"  # §5.2
+SESSION_LOCK_TIMEOUT = "Timed out waiting for EWD session to be released"  # §5.5
+SWITCH_NOT_PERMITTED = "No permissions set to allow a switch from {source} to {target}"  # §4.7
+SWITCH_BAD_DESTINATION = "{destination} is not a valid microservice destination"  # §4.7
 
 # ours
 NOT_AN_OBJECT = "Invalid message: expected a JSON object"
@@ -38,16 +47,20 @@ NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
 BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
+SWITCH_NEEDS_JWT = "An application switch needs a JWT session"
 SESSION_STORE_DOWN = "Session store unavailable"  # ours: a database-backed session store
 DATABASE_DOWN = "Database unavailable: {reason}"
 STATUS_DATABASE_DOWN = 503
 
-# ours: plain-text HTTP answers from the web layer (docs/reliability.md, "HTTP")
+# ours: the web layer's early HTTP answers (docs/reliability.md, "HTTP"): plain text, or JSON
+# {"error": text} on REST paths and /ajax (transports/http.py IEarlyAnswer)
 TOO_MANY_FROM_ADDRESS = "Server busy: too many connections from this address"
 REQUEST_TIMEOUT = "Request timeout: the request did not arrive within the deadline"
 BODY_TOO_LARGE = "Request body too large: at most {limit} bytes here"
 METHOD_NOT_IMPLEMENTED = "Method not implemented"
+CODING_NOT_IMPLEMENTED = "Transfer coding not implemented: only chunked"
 BAD_REQUEST_PATH = "Bad request: invalid bytes in the path"
+BAD_REQUEST_HEAD = "Bad request: malformed request head"
 ORIGIN_REFUSED = "Origin not allowed"
 AUTH_BACKOFF = "Too many failed attempts: try again in {seconds} seconds"
 # ours: the WebSocket close reason for a client that never registered
@@ -82,7 +95,7 @@ INTERNAL_TYPES = frozenset(
 
 # QEWD built-ins this node does not provide (yet): refused with NOT_SUPPORTED.
 UNSUPPORTED_TYPES = frozenset(
-    {"ewd-fragment", "ewd-dump-documents", "ewd-save-documents"}
+    {"ewd-dump-documents", "ewd-save-documents"}
 )
 
 
@@ -108,7 +121,6 @@ MS_NO_HANDLER = "No handler defined for incoming REST MicroService request"  # �
 # ours
 METHOD_NOT_ALLOWED = "Method {method} is not allowed for {path}"
 BAD_JSON_BODY = "Invalid JSON in request body: {reason}"
-REST_BODY_TOO_LARGE = "Request body too large: the limit is {limit} bytes"
 BAD_REPLY = "Invalid or missing response"  # ewd-qoper8-express's text for a reply with no message
 WRONG_APPLICATION = "Invalid JWT: the token was issued for application {application}"
 NO_REST_ROUTES = "Application {application} has no REST routes: {reason}"

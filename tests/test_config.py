@@ -28,7 +28,7 @@ from qewd_twisted.config import (
     config_from_dict,
     load_config,
 )
-from qewd_twisted.config import SUPPORTED_KEYS
+from qewd_twisted.config import LIMIT_RULES, SECONDS, SUPPORTED_KEYS
 from qewd_twisted.config.limits import CONFIG_KEYS, Limits
 
 # twisted's ssl: endpoints need pyOpenSSL, a requirement (twisted[tls] in setup.py): without it
@@ -344,6 +344,19 @@ class LimitsTests(ConfigTestCase):
 
         self.assertEqual(sorted(CONFIG_KEYS), sorted(f.name for f in fields(Limits)))
         self.assertTrue(set(CONFIG_KEYS.values()) <= set(SUPPORTED_KEYS))
+        self.assertEqual(sorted(LIMIT_RULES), sorted(CONFIG_KEYS))  # and how it is checked
+
+    def test_each_limit_is_checked_by_its_rule(self) -> None:
+        """Below its least value (or not a number), every limit is a problem under its key."""
+        bad = {key: (LIMIT_RULES[name] - 1 if isinstance(LIMIT_RULES[name], int) else -1)
+               for name, key in CONFIG_KEYS.items()}
+        problems = self.problems(bad)
+        self.assertEqual(sorted(p.split(":")[0] for p in problems),
+                         sorted(f"config.{key}" for key in CONFIG_KEYS.values()))
+        self.assertTrue(all(": must be " in p for p in problems), problems)
+        zero = {key: 0 for name, key in CONFIG_KEYS.items() if LIMIT_RULES[name] == SECONDS}
+        self.assertEqual(len(self.problems(zero)), len(zero))
+        self.assertEqual(self.build({"shutdownGracePeriod": 0}).shutdown_grace, 0)
 
     def test_configured_limits(self) -> None:
         limits = self.build({"maxConnections": 5, "maxInFlightPerLink": 7,
@@ -510,9 +523,9 @@ class UnknownKeyTests(ConfigTestCase):
 
     def test_unsupported_qewd_key(self) -> None:
         self.assertEqual(
-            self.problems({"webSockets": {"io_paths": ["/x"]}, "no_sockets": True}),
+            self.problems({"qewd_up": True, "no_sockets": True}),
             [
-                "config.webSockets: QEWD.js key not supported by qewd-twisted",
+                "config.qewd_up: QEWD.js key not supported by qewd-twisted",
                 "config.no_sockets: QEWD.js key not supported by qewd-twisted",
             ],
         )
@@ -556,7 +569,6 @@ class UnknownKeyTests(ConfigTestCase):
                 "idleLimit",
                 "mode",
                 "bodyParser",
-                "lockSession",
                 "resilientMode",
                 "errorLogFile",
             ],

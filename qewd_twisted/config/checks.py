@@ -167,31 +167,33 @@ class Checker:
         return v
 
     def get_int(
-        self, d: dict[str, Any], key: str, default: int, lo: int, hi: int | None = None
-    ) -> int:
-        """A top-level integer in ``lo..hi``; a bool is not an integer here."""
+        self, d: dict[str, Any], key: str, default: Any, lo: int, hi: int | None = None,
+        path: str = "config",
+    ) -> Any:
+        """An integer in ``lo..hi`` (``d`` is at ``path``; by default the top level); a bool is
+        not an integer here. Absent: ``default``."""
         v = d.get(key)
         if v is None:
             return default
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
             expect = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
-            self.add(key_path("config", key), f"must be {expect}, got {show(v)}")
+            self.add(key_path(path, key), f"must be {expect}, got {show(v)}")
             return default
         return v
 
     def get_seconds(
-        self, d: dict[str, Any], key: str, default: float, zero_ok: bool = False
+        self, d: dict[str, Any], key: str, default: float, zero_ok: bool = False,
+        path: str = "config",
     ) -> float:
-        """A top-level duration in seconds: a finite int or float, > 0 (or >= 0)."""
+        """A duration in seconds (``d`` is at ``path``; by default the top level): a finite int
+        or float, > 0 (or >= 0). Absent: ``default``."""
         v = d.get(key)
         if v is None:
             return default
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or v < 0 or (v == 0 and not zero_ok):
             expect = ">= 0" if zero_ok else "> 0"
-            self.add(
-                key_path("config", key), f"must be a number of seconds {expect}, got {show(v)}"
-            )
+            self.add(key_path(path, key), f"must be a number of seconds {expect}, got {show(v)}")
             return default
         return float(v)
 

@@ -65,12 +65,15 @@ class Wired:
         self.subscriber = self.sub_transport = None
         self.password = password
 
-    def connect_publisher(self) -> None:
+    def connect_publisher(self, answer: bool = True) -> None:
         self.publisher = self.bus._new_publisher()
         self.pub_transport = StringTransport()
         self.publisher.makeConnection(self.pub_transport)  # the bus prepares it from here
+        if not answer:
+            return
         if self.password is not None:
             self.publisher.dataReceived(b"+OK\r\n")
+        self.publisher.dataReceived(b"+PONG\r\n")
 
     def connect_subscriber(self) -> None:
         self.subscriber = self.bus._new_subscriber()
@@ -117,7 +120,8 @@ class BusTests(SynchronousTestCase):
         w = Wired(self, password="s3cret")
         waiting = w.bus.when_up()
         w.connect_publisher()
-        self.assertEqual(ReplyParser().feed(w.pub_transport.value()), [[b"AUTH", b"s3cret"]])
+        self.assertEqual(ReplyParser().feed(w.pub_transport.value()),
+                         [[b"AUTH", b"s3cret"], [b"PING"]])
         self.assertFalse(w.bus.up)
         self.assertNoResult(waiting)
         w.connect_subscriber()
@@ -149,7 +153,7 @@ class BusTests(SynchronousTestCase):
             w.bus.publish(make_push("all", n, "nodeA/p1"))
         w.connect_publisher()  # subscriber not yet: still down
         w.bus.publish(make_push("all", 5, "nodeA/p1"))
-        self.assertEqual(w.pub_transport.value(), b"")
+        self.assertEqual(w.published(), [])
         self.assertEqual(w.bus.dropped["down"], 6)
         self.assertEqual(len(logs.about("not carried")), 1)
         w.clock.advance(60)
@@ -201,7 +205,16 @@ class BusTests(SynchronousTestCase):
         bus.publish(make_push("all", {1, 2}, "nodeA/p1"))
         bus.publish(make_push("all", float("nan"), "nodeA/p1"))
         self.assertEqual((bus.dropped["too_large"], bus.dropped["not_json"]), (1, 2))
-        self.assertEqual(w.pub_transport.value(), b"")
+        self.assertEqual(w.published(), [])
+
+    def test_a_publisher_is_up_only_once_redis_answered(self) -> None:
+        w = Wired(self)
+        w.connect_subscriber()
+        w.connect_publisher(answer=False)  # connected (the kernel accepted), no PONG yet
+        self.assertEqual(ReplyParser().feed(w.pub_transport.value()), [[b"PING"]])
+        self.assertFalse(w.bus.up)
+        w.publisher.dataReceived(b"+PONG\r\n")
+        self.assertTrue(w.bus.up)
 
     def test_publish_never_raises(self) -> None:
         w = Wired(self)
@@ -288,10 +301,9 @@ class BusTests(SynchronousTestCase):
 
     def test_a_refused_connection_is_closed_and_retried_with_growing_backoff(self) -> None:
         w = Wired(self, password="wrong")
-        w.password = None  # answer by hand
         policy = w.bus._policy("publisher")
         for refusals in (1, 2, 3):
-            w.connect_publisher()
+            w.connect_publisher(answer=False)
             w.publisher.dataReceived(b"-WRONGPASS invalid username-password pair\r\n")
             self.assertTrue(w.pub_transport.disconnecting)
             self.assertFalse(w.bus.up)
@@ -299,8 +311,7 @@ class BusTests(SynchronousTestCase):
             w.publisher.connectionLost(Failure(ConnectionDone()))
         # ClientService saw connections made (attempt 1 each time); the backoff grows anyway
         self.assertGreaterEqual(policy(1), 0.8)  # 0.1 * 2 ** 3
-        w.connect_publisher()
-        w.publisher.dataReceived(b"+OK\r\n")
+        w.connect_publisher()  # AUTH +OK, PING +PONG
         self.assertEqual(w.bus.refusals["publisher"], 0)
         self.assertLess(policy(1), 0.5)
 

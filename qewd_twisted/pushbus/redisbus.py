@@ -235,13 +235,15 @@ class RedisPushBus(MultiService):
             proto.transport.abortConnection()  # its ClientService dials again, backing off
 
     def prepare_publisher(self, proto: RedisProtocol) -> defer.Deferred[Any]:
-        """A new publishing connection: authenticate, then it carries pushes."""
+        """A new publishing connection: authenticate, and once Redis has answered a PING (a
+        connection the kernel accepted for a Redis that is hung is not up) it carries pushes."""
         def ready(_: Any) -> None:
             self.refusals["publisher"] = 0
             self._publisher = proto
             self._changed()
 
         d = self._authenticate(proto)
+        d.addCallback(lambda _: proto.execute(b"PING"))
         d.addCallback(ready)
         d.addErrback(self._refused, proto, "publisher", "preparing the publishing connection to")
         return d

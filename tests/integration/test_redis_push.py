@@ -157,8 +157,11 @@ class RedisPushTests(RedisNodes):
     async def handler_pushes(self) -> None:
         a, b = await self.nodes()
         elsewhere = self.node(push={"channel": "another-mesh"})  # same Redis, another mesh
+        alone = self.node(push={"redis": False})  # same Redis, push kept to itself
+        self.assertEqual((alone.push_bus, alone.node.push_buses), (None, []))
         await elsewhere.push_bus.when_up()
-        a1, b1, c1 = await self.clients((a, "pusher"), (b, "pusher"), (elsewhere, "pusher"))
+        a1, b1, c1, d1 = await self.clients((a, "pusher"), (b, "pusher"), (elsewhere, "pusher"),
+                                            (alone, "pusher"))
         await a1.ask("announce", scope="all", start=0, count=3)
         self.assertEqual(a1.received, numbered("all", 0, 3))  # its own, before the reply
         await until("B received", lambda: b.push_bus.received == 3)
@@ -173,6 +176,7 @@ class RedisPushTests(RedisNodes):
         self.assertEqual((elsewhere.push_bus.received, a.push_bus.received,
                           b.push_bus.received), (0, 0, 3))
         self.assertEqual(await b1.pushes(), [])
+        self.assertEqual(await d1.pushes(), [])
 
     def test_the_sender_gets_its_own_push_once_and_other_meshes_nothing(self) -> defer.Deferred:
         return defer.ensureDeferred(self.handler_pushes())

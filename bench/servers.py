@@ -300,6 +300,40 @@ def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size
     return service.ports[0].getHost().port
 
 
+def start_supervised(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size: int,
+                     processes: int) -> Any:
+    """``kind`` (node-master / node-ms) as ``twistd qewd`` runs it with ``processes`` > 1: a
+    supervisor (qewd_twisted/cluster) of that many node processes on one port. Ready (the
+    port) once every process serves."""
+    import tempfile
+
+    from twisted.internet import defer, task
+
+    from qewd_twisted.cluster.supervisor import Supervisor
+    from qewd_twisted.config import load_config
+
+    config = dict(node_config(kind, port, ms_url, pool_size), processes=processes)
+    folder = tempfile.mkdtemp(prefix="qewd-bench-")
+    path = os.path.join(folder, "startup.py")
+    with open(path, "w") as f:
+        f.write(f"config = {config!r}\n")
+    supervisor = Supervisor(load_config(path), reactor, config_path=path,
+                            on_give_up=reactor.stop)
+    supervisor.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stopService)
+    ready: defer.Deferred[int] = defer.Deferred()
+
+    def check() -> None:
+        if all(slot.ready for slot in supervisor.slots):
+            poll.stop()
+            ready.callback(supervisor.ports[0].getHost().port)
+
+    poll = task.LoopingCall(check)
+    poll.clock = reactor
+    poll.start(0.1)
+    return ready
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="bench servers")
     p.add_argument("kind", choices=("floor", "floor-tuned", "relay-back", "relay-front",
@@ -309,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ms-url", help="node-master / seed-master: http://127.0.0.1:PORT of "
                                     "node-ms / seed-ms")
     p.add_argument("--pool-size", type=int, default=2)
+    p.add_argument("--processes", type=int, default=1,
+                   help="node-master / node-ms: node processes under a supervisor "
+                        "(config.processes)")
     p.add_argument("--cross", action="store_true",
                    help="floor: deliver replies to the wrong client (to test the checker)")
     p.add_argument("--cprofile", metavar="FILE")
@@ -336,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
             return start_relay_back(reactor, args.port)
         if args.kind == "relay-front":
             return start_relay_front(reactor, args.port, args.backend)
+        if args.processes > 1 and args.kind in ("node-master", "node-ms"):
+            return start_supervised(reactor, args.kind, args.port, args.ms_url,
+                                    args.pool_size, args.processes)
         return start_node(reactor, args.kind, args.port, args.ms_url, args.pool_size)
 
     def ready(port: int) -> None:

@@ -130,6 +130,14 @@ class BenchSmokeTests(TestCase):
         self.assertGreaterEqual(r["intermediates"], r["completed"])
 
     @defer.inlineCallbacks
+    def test_node_with_processes(self):
+        """bench.processes' server: node-master as a supervisor of 2 node processes, the
+        server CPU read over all of them."""
+        port = yield self.server("node-master", "--processes", "2")
+        r = yield self.loadgen(eio_url_for(port), "--type", "echo")
+        self.check_clean(r)
+
+    @defer.inlineCallbacks
     def test_node_local_and_forwarded(self):
         """Our node: async and pool handlers, and a login forwarded to a micro-service node,
         each client logged in as its own user and checked in the token it gets back."""

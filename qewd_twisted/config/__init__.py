@@ -41,6 +41,8 @@ from qewd_twisted.config.checks import (
     MicroServicesConfig,
     RestServiceRoute,
     Route,
+    DEFAULT_PROCESSES,
+    check_processes,
     check_u_services,
     key_path,
     show,
@@ -84,6 +86,7 @@ SUPPORTED_KEYS = (
     *("statusAuthFailures", "statusAuthWindow"),
     *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
     "push",  # server push across nodes through the database's Redis (pushbus/)
+    *("processes", "processHeartbeatTimeout"),  # processes of one node (docs/reliability.md)
     *("lockSession", "webSockets", "permit_application_switch"),  # docs/compatibility.md
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
@@ -172,6 +175,8 @@ class Config:
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     rest_mounts: tuple[RestMount, ...] = ()  # the startup file's routes (config/rest.py)
     max_body_size: int = Limits.max_body_size  # REST and /ajax request bodies (maxBodySize)
+    processes: int = DEFAULT_PROCESSES  # node processes under twistd qewd (cluster/)
+    process_heartbeat_timeout: float = Limits.process_heartbeat_timeout
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
@@ -311,6 +316,7 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         or "keepThisSecret",
         cors=c.get_bool(d, "cors", False),
         micro_services=micro_services,
+        processes=check_processes(c, d, listen),
         **_limits(c, d),
         **_operations(c, d, listen),
         allowed_origins=_allowed_origins(c, d),
@@ -600,6 +606,7 @@ LIMIT_RULES: dict[str, int | str] = {
     "auth_failures": 1,
     "auth_window": SECONDS,
     "max_body_size": 0,
+    "process_heartbeat_timeout": SECONDS,
 }
 
 

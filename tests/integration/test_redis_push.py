@@ -12,12 +12,14 @@ a password-protected Redis, and bench/pushbus.py's smoke run.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from qewd_twisted import QEWDService
+import tests.integration.test_processes as _processes
 from tests.documents.redisserver import RedisServer
 from tests.integration.nodes import eio_url, start_node
 from tests.ports import reserve_port
@@ -387,3 +389,65 @@ class BenchSmokeTests(TestCase):
             self.assertGreater(row["per_second"], 0)
 
         return defer.ensureDeferred(run())
+
+
+class ProcessesAndRedisTests(TestCase):
+    """``twistd -n qewd`` with ``processes: 2`` (tests/integration/test_processes.py's node)
+    and a second node, on one real Redis: a push from either process or from the other node
+    reaches every client exactly once and in order. The node's processes relay to each other
+    over their AMP channel and skip their own node's pushes on Redis (one node id)."""
+
+    timeout = 240
+    setUp = _processes.ProcessesTests.setUp
+    _kill_strays = _processes.ProcessesTests._kill_strays
+    start = _processes.ProcessesTests.start
+    serving = _processes.ProcessesTests.serving
+    health = _processes.ProcessesTests.health
+    get = _processes.ProcessesTests.get
+    client = _processes.ProcessesTests.client
+    one_per_process = _processes.ProcessesTests.one_per_process
+    shouts = _processes.ProcessesTests.shouts
+
+    @defer.inlineCallbacks
+    def test_a_node_of_two_processes_and_another_node_share_push(self) -> Any:
+        redis = RedisServer()
+        self.addCleanup(redis.cleanup)
+        redis.start(reserve_port(self))
+        database = {"type": "redis", "params": {"port": redis.port}}
+        node = self.start(database=database)
+        yield self.serving(node, 2)
+        yield _processes.poll("both processes' push buses up",
+                              lambda: node.output.count("carrying server push") >= 2)
+        other = start_node(self, moduleMap={"procs": "tests.apps.procs"}, database=database)
+        yield other.push_bus.when_up()
+        a, b = yield self.one_per_process()
+        c = EIOClient(eio_url(other))
+        self.addCleanup(c.close)
+        yield defer.ensureDeferred(c.handshake())
+        c.emit({"type": "ewd-register", "application": "procs", "jwt": True})
+        c.token = (yield defer.ensureDeferred(c.message()))["message"]["token"]
+
+        def shout(sender: Any, tag: str, count: int) -> None:
+            sender.emit({"type": "shout", "token": sender.token,
+                         "params": {"tag": tag, "count": count}})
+            sender.emit({"type": "shout", "token": sender.token,
+                         "params": {"tag": tag + "-end", "count": 1}})
+
+        # from one process of the node: its sibling (AMP) and the other node (Redis)
+        shout(a, "x", 30)
+        expected = [("x", i, a.pid) for i in range(30)]
+        for client in (a, b, c):
+            self.assertEqual((yield self.shouts(client, "x")), expected)
+        # from the other node: both processes of the node, each from Redis
+        shout(c, "y", 30)
+        expected = [("y", i, os.getpid()) for i in range(30)]
+        for client in (a, b, c):
+            self.assertEqual((yield self.shouts(client, "y")), expected)
+        # and nothing came twice: a last round finds no stray copy before it
+        shout(b, "z", 1)
+        for client in (a, b, c):
+            self.assertEqual((yield self.shouts(client, "z")), [("z", 0, b.pid)])
+        self.assertEqual(sum(other.push_bus.dropped.values()), 0)
+        self.assertEqual(other.push_bus.own_skipped, 31)
+        self.assertEqual(other.push_bus.received, 31 + 2)  # x and x-end, z and z-end
+        yield node.signal("TERM")

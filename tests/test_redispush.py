@@ -417,3 +417,18 @@ class ConfigTests(SynchronousTestCase):
         self.assertTrue(problem.startswith("config.push.chanel: unknown key"), problem)
         [problem] = self.problems(push=True)
         self.assertTrue(problem.startswith("config.push: must be"), problem)
+
+
+class WholeNodeStatusTests(SynchronousTestCase):
+    def test_the_processes_push_buses_are_merged_for_the_status_page(self) -> None:
+        from qewd_twisted.cluster.aggregate import _merge_push
+
+        def bus(up: bool, published: int, down: int) -> dict[str, Any]:
+            return {"bus": "redis", "up": up, "published": published, "received": 2,
+                    "dropped": {"down": down, "lost": 0}}
+
+        self.assertEqual(_merge_push([{"push": [bus(True, 5, 0)]}, {"push": [bus(False, 1, 3)]},
+                                      {}]),
+                         [{"bus": "redis", "up": False, "published": 6, "received": 4,
+                           "dropped": {"down": 3, "lost": 0}}])
+        self.assertEqual(_merge_push([{"push": []}]), [])

@@ -105,13 +105,16 @@ class QEWDService(MultiService):
     Handler modules named in ``moduleMap`` are imported here, when the service is built, so a
     broken module is reported before anything listens (as a ``ConfigError``).
 
+    ``node_id``: the node's id on the push buses (``Node.node_id``); every process of one node
+    is given the same one. Default: a random id.
+
     Stopping (SIGTERM under twistd) is graceful: stop listening, refuse new requests, let
     in-flight ones finish for ``shutdownGracePeriod`` seconds, close client sockets with 1001,
     then stop the links and the worker pool.
     """
 
     def __init__(self, config: Config, reactor: Any, *,
-                 shared: dict[str, Any] | None = None) -> None:
+                 shared: dict[str, Any] | None = None, node_id: str | None = None) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -202,6 +205,7 @@ class QEWDService(MultiService):
                            if config.lock_session and config.database is not None else None),
             switch=switch,
             db=self.documents,
+            node_id=node_id,
         )
         # handler modules are imported once the node exists: init(application, q) gets its q
         problems = [f"config.moduleMap.{e.application}: {e.reason}"
@@ -209,6 +213,18 @@ class QEWDService(MultiService):
         if problems:
             self.documents.close()
             raise ConfigError(problems)
+        # server push across the nodes sharing the database's Redis (pushbus/, ``push``)
+        self.push_bus = None
+        if config.push_redis and config.database is not None:
+            from qewd_twisted.pushbus.redisbus import RedisPushBus
+
+            params = config.database["params"]
+            self.push_bus = RedisPushBus(
+                reactor, self.node.node_id, self.node.deliver_push, host=params["host"],
+                port=params["port"], password=params.get("password"),
+                channel=config.push_channel, timeout=params["timeout"])
+            self.push_bus.setServiceParent(self)
+            self.node.push_buses.append(self.push_bus)
         own_files = own_files_of(config)
         if config.web_server_root is not None:
             served = own_files_in(config.web_server_root, own_files)

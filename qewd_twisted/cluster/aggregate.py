@@ -266,5 +266,21 @@ def merge_status(own: dict[str, Any], whole: dict[str, Any], index: int) -> dict
                           for (a, m), n in sorted(registrations.items())],
         "links": [links[url] for url in sorted(links)],
         "events": sorted(events, key=lambda e: e["time"], reverse=True)[:50],
+        "push": _merge_push(statuses),
         "processes": processes,
     }
+
+
+def _merge_push(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The push buses between nodes (``push`` in each status), per bus: up while every
+    process's is, counts summed."""
+    merged: dict[str, dict[str, Any]] = {}
+    for status in statuses:
+        for bus in status.get("push", []):
+            m = merged.setdefault(bus["bus"], {"bus": bus["bus"], "up": True, "published": 0,
+                                               "received": 0, "dropped": {}})
+            m["up"] = m["up"] and bus["up"]
+            m["published"] += bus["published"]
+            m["received"] += bus["received"]
+            _add(m["dropped"], bus["dropped"])
+    return [merged[kind] for kind in sorted(merged)]

@@ -364,8 +364,10 @@ def main(argv: list[str] | None = None) -> None:
         descriptions = list(config.listen)
         if config.metrics_listen is not None:
             descriptions.append(config.metrics_listen)
+        # the node id first: the push bus between nodes (pushbus/) skips its own node's pushes
         service = QEWDService(config, reactor,
-                              shared=shared_endpoints(reactor, descriptions, fds))
+                              shared=shared_endpoints(reactor, descriptions, fds),
+                              node_id=options["node-id"] or None)
     except ConfigError as e:
         sys.stderr.write(f"qewd: {e}\n")
         sys.stderr.flush()
@@ -374,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     from qewd_twisted.cluster.aggregate import install
 
     if options["node-id"]:
-        service.node.origin = f"{options['node-id']}/{index}"
+        service.node.origin = f"{service.node.node_id}/{index}"
     control.node = service.node
     control.balance = Balance(service)
     control.reporter = install(service, control, index)

@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from qewd_twisted._version import __version__
 from qewd_twisted.core.interfaces import ILinkObserver
+from qewd_twisted.core.push import IPushBusStats
 from qewd_twisted.ops.metrics import Labels, MetricsResource, NodeMetrics
 from qewd_twisted.ops.observe import NodeObserver, combine
 from qewd_twisted.transports.http import NodeSite
@@ -353,6 +354,9 @@ class Operations(Service):
                               "state": r.state.value, "links": len(r.links), "up": r.live,
                               "in_flight": r.in_flight, "queued": r.queued,
                               "sent": dict(r.sent)} for r in self.replica_sets],
+            "push": [{"bus": b.kind, "up": bool(b.up), "published": b.published,
+                      "received": b.received, "dropped": dict(b.dropped)}
+                     for b in node.push_buses if IPushBusStats.providedBy(b)],
             "events": list(reversed(self.link_events.events)) if self.link_events else [],
         }
 

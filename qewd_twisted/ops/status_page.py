@@ -248,6 +248,12 @@ def render_page(status: dict[str, Any]) -> str:
                    [[", ".join(r["urls"]), r["application"], f'{r["up"]} of {r["links"]}',
                      r["in_flight"], r["queued"], _pairs(r["sent"])]
                     for r in status["replica_sets"]], "")]),
+        *([] if not status.get("push") else [
+            "<h2>Server push across nodes</h2>",
+            _table("push", ["bus", "state", "published", "received", "dropped"],
+                   [[p["bus"], "up" if p["up"] else "down", p["published"], p["received"],
+                     _pairs({k: v for k, v in p["dropped"].items() if v})]
+                    for p in status["push"]], "")]),
         "<h2>Recent link events</h2>",
         _table("events", ["time", "url", "kind", "event"],
                [[e["time"], e["url"], e["kind"], e["text"]] for e in status["events"]],

@@ -126,18 +126,22 @@ class LocalRunner:
                                E.NO_HANDLER.format(application=req.application, type=req.type),
                                req.started, req.ms_request_id)
         self._begin(req)
-        if self.handler_timeout:
-            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
         target = handler if handler is not None else app.before_handler
         on_reactor = self._on_reactor.get(target)
         if on_reactor is None:
             on_reactor = self._on_reactor[target] = runs_on_reactor(target)
         if on_reactor:
+            # The deadline starts once the handler returns without having finished (a reactor
+            # handler cannot be interrupted while it runs anyway): most finish at once, and a
+            # timer made and cancelled per request is pure cost (as in run_handler).
             send, finished = self._callbacks(req, threaded=False)
             if app.before_handler is None and app.after_handler is None:
-                return self._call_on_reactor(handler, req, send, finished)
+                self._call_on_reactor(handler, req, send, finished)
+                return self._deadline(req)
             d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
+            self._deadline(req)
         else:
+            self._deadline(req)
             send, finished = self._callbacks(req, threaded=True)
             req.in_thread = True
             d = self.pool.run(self._chain_sync, app, handler, req, send, finished)

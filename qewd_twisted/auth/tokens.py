@@ -179,14 +179,21 @@ class _Seen:
     secret names, items, value types)`` of that session. A later session equal to it, item for
     item and type for type, in the same second, re-issues to this very token without even
     building its claims (see ``TokenCodec.issue``).
+
+    ``session`` is set once ``session_from_payload`` has built the session of a flat payload
+    whose secret claims are scalars too: ``(claims, secret names)``, the secrets decrypted and
+    promoted. A token's claims and this codec's keys never change, so later sessions of the
+    same token are copies of it (no decryption, no promotion); expiry is still checked by
+    ``decode`` on every use.
     """
 
-    __slots__ = ("json", "flat", "ours", "names", "types", "issued_from")
+    __slots__ = ("json", "flat", "ours", "names", "types", "issued_from", "session")
 
     def __init__(self, json: bytes, flat: dict[str, Any] | None, ours: bool) -> None:
         self.json = json
         self.flat = flat
         self.issued_from: tuple[Any, ...] | None = None
+        self.session: tuple[dict[str, Any], list[str]] | None = None
         types = tuple(map(type, flat.values())) if flat is not None else ()
         # floats never count as the same: 0.0 == -0.0, but they encode differently
         self.ours = ours and flat is not None and float not in types
@@ -431,18 +438,24 @@ class TokenCodec:
         finds the session unchanged within the same second, it returns that token again
         instead of encoding and signing identical claims.
         """
-        secrets = self._decrypt_qewd(payload.get("qewd"))
-        claims = {k: v for k, v in payload.items() if k not in INTERNAL_CLAIMS}
-        names = []
-        for name, value in secrets.items():
-            if name not in RESERVED_CLAIMS:
-                claims[name] = value
-                names.append(name)
+        seen = self._seen.get(token) if token is not None else None
+        known = seen is not None and seen.flat is not None and payload == seen.flat
+        if known and seen.session is not None:  # type: ignore[union-attr]
+            claims, names = seen.session  # type: ignore[union-attr]
+        else:
+            secrets = self._decrypt_qewd(payload.get("qewd"))
+            claims = {k: v for k, v in payload.items() if k not in INTERNAL_CLAIMS}
+            names = []
+            for name, value in secrets.items():
+                if name not in RESERVED_CLAIMS:
+                    claims[name] = value
+                    names.append(name)
+            if known and flat_object(claims) is not None:
+                seen.session = (claims, names)  # type: ignore[union-attr]
+        # from_verified copies claims (scalars only when shared) and names
         session = JWTSession.from_verified(claims, names)
-        if token is not None:
-            seen = self._seen.get(token)
-            if seen is not None and seen.ours:
-                session._origin = (token, seen)
+        if seen is not None and seen.ours:
+            object.__setattr__(session, "_origin", (token, seen))
         return session
 
     # -- issuing ------------------------------------------------------------------------

@@ -309,29 +309,36 @@ class EngineIOProtocol(_NodeProtocol):
         self.sendMessage(wire.open_packet(self.conn.id, f.ping_interval, f.ping_timeout).encode())
         self.sendMessage(wire.SIO_CONNECT.encode())
         self._opened()
-        self._heartbeat = f.reactor.callLater(
-            (f.ping_interval + f.ping_timeout) / 1000.0, self._silent)
+        self._clock = f.reactor
+        self._silence = (f.ping_interval + f.ping_timeout) / 1000.0
+        self._heard = self._clock.seconds()
+        self._heartbeat = self._clock.callLater(self._silence, self._silent)
 
     def _silent(self) -> None:
+        # Every message moves the deadline (_heard); the timer is moved only when it fires,
+        # not per message: the client is closed _silence seconds after it was last heard.
+        left = self._heard + self._silence - self._clock.seconds()
+        if left > 0:
+            self._heartbeat = self._clock.callLater(left, self._silent)
+            return
         self._heartbeat = None
         log.info("closing {conn}: no ping within pingInterval + pingTimeout", conn=self.conn)
         self.dropConnection(abort=True)
 
-    def _alive(self) -> None:
-        if self._heartbeat is not None and self._heartbeat.active():
-            f = self.factory
-            self._heartbeat.reset((f.ping_interval + f.ping_timeout) / 1000.0)
-
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not self.conn.open:
             return  # the node is closing this socket: nothing more is answered
-        self._alive()
+        self._heard = self._clock.seconds()
         if isBinary:
             return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
-            packet = wire.decode(payload.decode("utf-8"))
+            text = payload.decode("utf-8")
+            args = wire.qewd_event(text)  # 42["ewdjs",{...}]: the usual case, without a Packet
+            packet = wire.decode(text) if args is None else None
         except (wire.WireError, UnicodeDecodeError) as e:
             return self.conn.send(envelope.transport_error(str(e)))
+        if packet is None:
+            return self._deliver(args[0])  # type: ignore[index]
         kind = packet.kind
         if kind == "ping":
             self.sendMessage((wire.EIO_PONG + packet.data).encode("utf-8"))

@@ -21,13 +21,14 @@ import sys
 import tempfile
 from typing import Any
 
-from .procs import GEN_CPU, SERVER_CPU, eio_url, raise_nofile
+from .procs import GEN_CPU, SERVER_CPU, eio_url, priority_prefix, raise_nofile
 from .runner import run_generator
 
 
-def _start(tree: str, kind: str, logdir: str, name: str) -> subprocess.Popen[str]:
+def _start(tree: str, kind: str, logdir: str, name: str, rt: bool) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=tree)
-    cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.servers", kind, "--port", "0"]
+    cmd = (["taskset", "-c", SERVER_CPU] + (priority_prefix() if rt else [])
+           + [sys.executable, "-m", "bench.servers", kind, "--port", "0"])
     err = open(os.path.join(logdir, f"{name}.log"), "w")
     p = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     err.close()
@@ -49,11 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--rt", action="store_true",
+                   help="servers at the bench's real-time priority (as bench/run.sh runs them; "
+                        "the generator always is)")
     opts = p.parse_args(argv)
     raise_nofile()
     logdir = tempfile.mkdtemp(prefix="bench-ab-")
     trees = {"A": os.path.abspath(opts.a), "B": os.path.abspath(opts.b)}
-    procs = {k: _start(t, opts.kind, logdir, k) for k, t in trees.items()}
+    procs = {k: _start(t, opts.kind, logdir, k, opts.rt) for k, t in trees.items()}
     load = ["--app", "bench", "--type", opts.type, "--clients", str(opts.clients),
             "--warmup", str(opts.warmup), "--duration", str(opts.duration)]
     if opts.kind.startswith("floor"):

@@ -161,6 +161,37 @@ class WorkerPool(Service):
         d.addBoth(self._done)
         return d
 
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...],
+             done: Callable[[Any, Failure | None], Any], context: Any = None) -> None:
+        """``run`` without a Deferred, for a caller that makes one call per request (the
+        local runner): ``fn(*args)`` in a pool thread, then ``done(context, failure)`` on the
+        reactor thread, ``failure`` None when ``fn`` returned and its Failure when it raised
+        (its result is not kept). Raises PoolFull at once when ``run`` would fail with it."""
+        if not self.running:
+            raise PoolFull("the worker pool is not running")
+        if self._outstanding >= self.threads + self.max_queue:
+            raise PoolFull("the worker pool queue is full")
+        self._outstanding += 1
+        self._turn.append((self._call_then, (fn, args, done, context)))
+        if self._hand_over_call is None:
+            self._hand_over_call = self._reactor.callLater(  # type: ignore[attr-defined]
+                0, self._hand_over)
+
+    def _call_then(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                   done: Callable[[Any, Failure | None], Any], context: Any) -> None:
+        # in a pool thread
+        try:
+            fn(*args)
+        except BaseException:
+            self.post(self._returned, done, context, Failure())
+        else:
+            self.post(self._returned, done, context, None)
+
+    def _returned(self, done: Callable[[Any, Failure | None], Any], context: Any,
+                  failure: Failure | None) -> None:
+        self._done(None)
+        done(context, failure)
+
     def _hand_over(self) -> None:
         """The end of the reactor turn: the threads get this turn's calls, in order."""
         call, self._hand_over_call = self._hand_over_call, None

@@ -923,6 +923,48 @@ class VerifiedCacheTests(SynchronousTestCase):
         first["prefs"]["a"] = 2
         self.assertEqual(self.codec.session(token)["prefs"], {"a": 1})
 
+    def test_sessions_of_a_known_token_are_fresh_copies(self) -> None:
+        """The session of a known flat token is built once and copied: every copy is what
+        the full path gives (same items in the same order, same secret names), and changing
+        one (items or secrecy) changes neither the next one nor the token's claims."""
+        token = self.codec.register_token("app", {"socketId": "s", "authenticated": False})
+        payload = self.codec.decode(token)
+        slow = TokenCodec("someSecret123", clock=self.clock, cache_size=0).session(token)
+        first = self.codec.session_from_payload(payload, token)
+        self.assertIsNotNone(self.codec._seen[token].session)  # kept for the next ones
+        first["authenticated"] = True
+        first["extra"] = [1]
+        first.make_secret("extra")
+        first.make_public("socketId")
+        for session in (self.codec.session_from_payload(self.codec.decode(token), token),
+                        self.codec.session(token)):
+            self.assertEqual(list(session.items()), list(slow.items()))
+            self.assertEqual(list(session._secrets), list(slow._secrets))
+            self.assertEqual(session["authenticated"], False)
+            self.assertTrue(session.is_secret("socketId"))
+            self.assertFalse(session.is_secret("extra"))
+
+    def test_known_token_session_only_for_its_own_claims(self) -> None:
+        """Claims that are not the token's own (a caller changed them) get their own session,
+        not the token's; a token whose secrets are not all scalars is never shared."""
+        token = self.codec.register_token("app", {"socketId": "s"})
+        self.codec.session(token)
+        payload = self.codec.decode(token)
+        payload["application"] = "other"
+        self.assertEqual(self.codec.session_from_payload(payload, token)["application"], "other")
+        self.assertEqual(self.codec.session(token)["application"], "app")
+        nested = self.codec.register_token("app", {"socketId": "s", "prefs": {"a": 1}})
+        self.codec.session(nested)
+        self.assertIsNone(self.codec._seen[nested].session)
+
+    def test_known_token_session_still_expires(self) -> None:
+        token = self.codec.register_token("app", {"socketId": "s"}, timeout=10)
+        self.codec.session(token)
+        self.clock.advance(11)
+        with self.assertRaises(TokenError) as e:
+            self.codec.session(token)
+        self.assertEqual(e.exception.reason, "Token expired")
+
     def test_bounded(self) -> None:
         tokens = [self.codec.register_token("app", {"socketId": str(i)}) for i in range(10)]
         self.assertLessEqual(len(self.codec._seen), 4)

@@ -54,6 +54,39 @@ def _find(cells: list[dict[str, Any]], scenario: str, system: str, n: int) -> di
     return None
 
 
+Columns = dict[str, tuple[str, str]]  # a row's cells by name: (scenario, system)
+
+
+def systems(**scenarios: str) -> Columns:
+    """Each system's cell of a scenario, named by the system (``floor_tuned``: "floor-tuned")."""
+    return {name: (scenario, name.replace("_", "-")) for name, scenario in scenarios.items()}
+
+
+def matched(cells: list[dict[str, Any]], rows: Any, clients: Any,
+            need: tuple[str, ...] = ("node",)) -> Any:
+    """The table rows: for each ``(label, columns)`` of ``rows`` and each client count, the
+    label, the count and the cells of ``columns`` (None where one did not run), when every cell
+    named in ``need`` ran."""
+    for label, columns in rows:
+        for n in clients:
+            found = {name: _find(cells, scenario, system, n)
+                     for name, (scenario, system) in columns.items()}
+            if all(found[name] is not None for name in need):
+                yield label, n, found
+
+
+#: Our bench handlers against the floors and QEWD.js (the echo rows and the latency table).
+BENCH_ROWS = (
+    ("local async (echo)", systems(node="local-async", floor="local", qewd="local")),
+    ("local sync (pool, echo)", systems(node="local-sync", floor="local", qewd="local")),
+    ("local, QEWD.js's `test` work", systems(node="local-qewd-app", floor="local", qewd="local")),
+    ("forwarded (bench `login`)", systems(node="forwarded", floor="forwarded", qewd="forwarded")),
+)
+TUNED_ROWS = tuple((label, systems(node=scenario, floor="local", floor_tuned="local"))
+                   for label, scenario in (("local async", "local-async"),
+                                           ("local sync (pool)", "local-sync")))
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     o = results["options"]
@@ -76,15 +109,6 @@ def render(results: dict[str, Any]) -> str:
                f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_end', ()))} at the end.")
     out.append("")
 
-    def row_sets() -> list[tuple[str, str, str, str]]:
-        # (label, node scenario, floor scenario, qewd scenario)
-        return [
-            ("local async (echo)", "local-async", "local", "local"),
-            ("local sync (pool, echo)", "local-sync", "local", "local"),
-            ("local, QEWD.js's `test` work", "local-qewd-app", "local", "local"),
-            ("forwarded (bench `login`)", "forwarded", "forwarded", "forwarded"),
-        ]
-
     out.extend(like_for_like(cells, clients))
     out.append("### Our bench handlers against the floors (echo rows) and QEWD.js "
                "(completed requests/s)")
@@ -96,15 +120,10 @@ def render(results: dict[str, Any]) -> str:
     out.append("")
     out.append("| scenario | clients | floor | node | QEWD.js | node ÷ floor | node ÷ QEWD.js |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
-    for label, ns, fs, qs in row_sets():
-        for n in clients:
-            node = _find(cells, ns, "node", n)
-            if node is None:
-                continue
-            fl = _find(cells, fs, "floor", n)
-            q = _find(cells, qs, "qewd", n)
-            out.append(f"| {label} | {n} | {_f(fl and fl['rps'])} | {_f(node['rps'])} | "
-                       f"{_f(q and q['rps'])} | {_ratio(node, fl)} | {_ratio(node, q)} |")
+    for label, n, c in matched(cells, BENCH_ROWS, clients):
+        node, fl, q = c["node"], c["floor"], c["qewd"]
+        out.append(f"| {label} | {n} | {_f(fl and fl['rps'])} | {_f(node['rps'])} | "
+                   f"{_f(q and q['rps'])} | {_ratio(node, fl)} | {_ratio(node, q)} |")
     out.append("")
     out.append("Floor for the local rows: the bare Autobahn server (canned reply); for the "
                "forwarded rows: the bare relay (front + back). QEWD.js local: the peer's `test` "
@@ -113,16 +132,12 @@ def render(results: dict[str, Any]) -> str:
                "`login` (rob/secret) through its micro-service.")
     out.append("")
     tuned_rows = []
-    for label, ns in (("local async", "local-async"), ("local sync (pool)", "local-sync")):
-        for n in clients:
-            node, fl, ft = (_find(cells, ns, "node", n), _find(cells, "local", "floor", n),
-                            _find(cells, "local", "floor-tuned", n))
-            if node is None or ft is None:
-                continue
-            tuned_rows.append(
-                f"| {label} | {n} | {_f(fl and fl['rps'])} | {_f(ft['rps'])} | "
-                f"{_f(node['rps'])} | {_ratio(ft, fl)} | {_ratio(node, ft)} | "
-                f"{_f(ft['server_us_per_request'])} | {_f(node['server_us_per_request'])} |")
+    for label, n, c in matched(cells, TUNED_ROWS, clients, need=("node", "floor_tuned")):
+        node, fl, ft = c["node"], c["floor"], c["floor_tuned"]
+        tuned_rows.append(
+            f"| {label} | {n} | {_f(fl and fl['rps'])} | {_f(ft['rps'])} | "
+            f"{_f(node['rps'])} | {_ratio(ft, fl)} | {_ratio(node, ft)} | "
+            f"{_f(ft['server_us_per_request'])} | {_f(node['server_us_per_request'])} |")
     if tuned_rows:
         out.append("#### Against a floor with the node's own Autobahn changes")
         out.append("")
@@ -149,13 +164,8 @@ def render(results: dict[str, Any]) -> str:
         la = c["latency_ms"]
         return " / ".join(_f(la[k], 1) for k in ("p50", "p90", "p99", "max"))
 
-    for label, ns, fs, qs in row_sets():
-        for n in clients:
-            node = _find(cells, ns, "node", n)
-            if node is None:
-                continue
-            out.append(f"| {label} | {n} | {lat(_find(cells, fs, 'floor', n))} | {lat(node)} | "
-                       f"{lat(_find(cells, qs, 'qewd', n))} |")
+    for label, n, c in matched(cells, BENCH_ROWS, clients):
+        out.append(f"| {label} | {n} | {lat(c['floor'])} | {lat(c['node'])} | {lat(c['qewd'])} |")
     out.append("")
     out.extend(polling_section(cells))
     out.append("### Correctness and cost (sums over all rounds; CPU per request is the median)")
@@ -254,20 +264,19 @@ def polling_section(cells: list[dict[str, Any]]) -> list[str]:
     """Engine.IO long-polling rows (issue 14): polling-only clients against QEWD.js's polling,
     and upgraded connections against WebSocket-only ones."""
     rows = []
-    for n in (1, 32):
-        node, q = _find(cells, "polling", "node", n), _find(cells, "polling", "qewd", n)
-        if node is not None:
-            rows.append(f"| polling only, QEWD.js's `test` work | {n} | {_f(node['rps'])} | "
-                        f"{_f(q and q['rps'])} | {_ratio(node, q)} | "
+    polling = (("polling only, QEWD.js's `test` work",
+                {"node": ("polling", "node"), "other": ("polling", "qewd")}, ""),
+               ("upgraded (polling, then WebSocket), async echo",
+                {"node": ("upgraded", "node"), "other": ("local-async", "node")},
+                " (WebSocket only)"))
+    for label, columns, note in polling:
+        for _, n, c in matched(cells, [(label, columns)], (1, 32)):
+            node, other = c["node"], c["other"]
+            rows.append(f"| {label} | {n} | {_f(node['rps'])} | "
+                        f"{_f(other and other['rps'])}{note} | {_ratio(node, other)} | "
                         f"{_f(node['latency_ms']['p99'], 1)} / "
-                        f"{_f(q and q['latency_ms']['p99'], 1)} | {node['misdelivered']} |")
-    for n in (1, 32):
-        up, ws = _find(cells, "upgraded", "node", n), _find(cells, "local-async", "node", n)
-        if up is not None:
-            rows.append(f"| upgraded (polling, then WebSocket), async echo | {n} | "
-                        f"{_f(up['rps'])} | {_f(ws and ws['rps'])} (WebSocket only) | "
-                        f"{_ratio(up, ws)} | {_f(up['latency_ms']['p99'], 1)} / "
-                        f"{_f(ws and ws['latency_ms']['p99'], 1)} | {up['misdelivered']} |")
+                        f"{_f(other and other['latency_ms']['p99'], 1)} | "
+                        f"{node['misdelivered']} |")
     if not rows:
         return []
     return ["### Long-polling (Engine.IO 3)", "",
@@ -286,27 +295,24 @@ SEED_ROWS = (("`test` (after one login; broadcasts `{test: 'message 2'}` to ever
 def like_for_like(cells: list[dict[str, Any]], clients: list[int]) -> list[str]:
     """The first table (issue 19): the seed's examples/jwt nodes against the QEWD.js peer,
     same handlers, same work, paired in every round."""
+    def lat(c: dict | None) -> str:
+        if c is None:
+            return "–"
+        return f"{_f(c['latency_ms']['p50'], 1)} / {_f(c['latency_ms']['p99'], 1)}"
+
+    def mis(c: dict | None) -> str:
+        return "–" if c is None else f"{c['misdelivered']}"
+
     rows = []
-    for label, scenario in SEED_ROWS:
-        for n in clients:
-            node, q = _find(cells, scenario, "node", n), _find(cells, scenario, "qewd", n)
-            if node is None:
-                continue
-
-            def lat(c: dict | None) -> str:
-                if c is None:
-                    return "–"
-                return f"{_f(c['latency_ms']['p50'], 1)} / {_f(c['latency_ms']['p99'], 1)}"
-
-            def mis(c: dict | None) -> str:
-                return "–" if c is None else f"{c['misdelivered']}"
-
-            rows.append(
-                f"| {label} | {n} | {_f(node['rps'])} | {_f(q and q['rps'])} | "
-                f"{_ratio(node, q)} | {lat(node)} | {lat(q)} | "
-                f"{_f(node['server_us_per_request'])} | {_f(q and q['server_us_per_request'])} | "
-                f"{_f(node.get('broadcast_fps'))} | {_f(q and q.get('broadcast_fps'))} | "
-                f"{mis(node)} / {mis(q)} |")
+    seed_rows = [(label, systems(node=scenario, qewd=scenario)) for label, scenario in SEED_ROWS]
+    for label, n, c in matched(cells, seed_rows, clients):
+        node, q = c["node"], c["qewd"]
+        rows.append(
+            f"| {label} | {n} | {_f(node['rps'])} | {_f(q and q['rps'])} | "
+            f"{_ratio(node, q)} | {lat(node)} | {lat(q)} | "
+            f"{_f(node['server_us_per_request'])} | {_f(q and q['server_us_per_request'])} | "
+            f"{_f(node.get('broadcast_fps'))} | {_f(q and q.get('broadcast_fps'))} | "
+            f"{mis(node)} / {mis(q)} |")
     if not rows:
         return []
     return [

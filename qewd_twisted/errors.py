@@ -42,12 +42,15 @@ SESSION_STORE_DOWN = "Session store unavailable"  # ours: a database-backed sess
 DATABASE_DOWN = "Database unavailable: {reason}"
 STATUS_DATABASE_DOWN = 503
 
-# ours: plain-text HTTP answers from the web layer (docs/reliability.md, "HTTP")
+# ours: the web layer's early HTTP answers (docs/reliability.md, "HTTP"): plain text, or JSON
+# {"error": text} on REST paths and /ajax (transports/http.py IEarlyAnswer)
 TOO_MANY_FROM_ADDRESS = "Server busy: too many connections from this address"
 REQUEST_TIMEOUT = "Request timeout: the request did not arrive within the deadline"
 BODY_TOO_LARGE = "Request body too large: at most {limit} bytes here"
 METHOD_NOT_IMPLEMENTED = "Method not implemented"
+CODING_NOT_IMPLEMENTED = "Transfer coding not implemented: only chunked"
 BAD_REQUEST_PATH = "Bad request: invalid bytes in the path"
+BAD_REQUEST_HEAD = "Bad request: malformed request head"
 ORIGIN_REFUSED = "Origin not allowed"
 AUTH_BACKOFF = "Too many failed attempts: try again in {seconds} seconds"
 # ours: the WebSocket close reason for a client that never registered
@@ -108,7 +111,6 @@ MS_NO_HANDLER = "No handler defined for incoming REST MicroService request"  # Â
 # ours
 METHOD_NOT_ALLOWED = "Method {method} is not allowed for {path}"
 BAD_JSON_BODY = "Invalid JSON in request body: {reason}"
-REST_BODY_TOO_LARGE = "Request body too large: the limit is {limit} bytes"
 BAD_REPLY = "Invalid or missing response"  # ewd-qoper8-express's text for a reply with no message
 WRONG_APPLICATION = "Invalid JWT: the token was issued for application {application}"
 NO_REST_ROUTES = "Application {application} has no REST routes: {reason}"

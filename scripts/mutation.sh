@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 targets=(
   "qewd_twisted/core/node.py|tests.test_node tests.test_token_attacks tests.test_documented tests.test_edges.NodeEdgeTests"
   "qewd_twisted/auth/tokens.py|tests.test_tokens tests.test_token_attacks tests.test_edges.TokenEdgeTests"
-  "qewd_twisted/mesh/links.py|tests.test_links tests.test_edges.LinkEdgeTests"
+  "qewd_twisted/mesh/links.py|tests.test_links tests.test_replicas tests.test_edges.LinkEdgeTests"
   "qewd_twisted/transports/site.py|tests.test_framing tests.integration.test_websocket tests.test_documented.WebSocketEndpointTests tests.test_token_attacks.SocketTests"
 )
 

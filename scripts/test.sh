@@ -5,7 +5,7 @@
 # test ran, or when something the tests require is missing or does not start.
 #
 # Nothing is optional: the only way to let tests skip is the named opt-out
-# QEWD_TEST_ALLOW_SKIP=interop,node,browser (or "all"; tests/strict.py), which .ci/run never
+# QEWD_TEST_ALLOW_SKIP=interop,node,browser,balancer (or "all"; tests/strict.py), which .ci/run never
 # uses. Arguments are trial's (default: tests). QEWD_TEST_JOBS sets trial's -j (default 2).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,6 +23,14 @@ if ! command -v redis-server >/dev/null 2>&1 && [[ ! -x /usr/bin/redis-server ]]
   { apt-get install -y -q redis-server >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }; } \
     || { echo "[test] could not install redis-server"; exit 1; }
 fi
+# Debian's HAProxy and nginx for tests/integration/test_haproxy.py (each test runs its own in the
+# foreground on a loopback port; the packages' own services are not used).
+for pkg in haproxy nginx; do
+  if ! command -v "$pkg" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$pkg" ]]; then
+    { apt-get install -y -q "$pkg" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "$pkg" >/dev/null; }; } \
+      || { say "could not install $pkg"; allowed balancer || exit 1; }
+  fi
+done
 
 mkdir -p test-artifacts
 peer_dir="$PWD/test-artifacts/peer"

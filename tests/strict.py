@@ -7,7 +7,9 @@ thing is missing. The areas are:
 
 - ``interop``: the QEWD.js reference peer (its running nodes, node, its installed run folder);
 - ``node``: Node.js and the test clients of tests/js (``npm ci`` there);
-- ``browser``: Chromium and Playwright (scripts/setup-browser.sh).
+- ``browser``: Chromium and Playwright (scripts/setup-browser.sh);
+- ``balancer``: Debian's HAProxy, nginx and redis-server for the load-balancer tests
+  (tests/integration/test_haproxy.py; scripts/test.sh installs them).
 
 A missing requirement FAILS the test. The only way to skip instead is the explicit, named
 opt-out ``QEWD_TEST_ALLOW_SKIP`` (a comma-separated list of areas, e.g.
@@ -22,7 +24,7 @@ from typing import NoReturn
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-AREAS = ("interop", "node", "browser")
+AREAS = ("interop", "node", "browser", "balancer")
 OPT_OUT = "QEWD_TEST_ALLOW_SKIP"
 
 __all__ = ["AREAS", "OPT_OUT", "allowed_skips", "require"]

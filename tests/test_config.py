@@ -28,7 +28,7 @@ from qewd_twisted.config import (
     config_from_dict,
     load_config,
 )
-from qewd_twisted.config import SUPPORTED_KEYS
+from qewd_twisted.config import LIMIT_RULES, SECONDS, SUPPORTED_KEYS
 from qewd_twisted.config.limits import CONFIG_KEYS, Limits
 
 # twisted's ssl: endpoints need pyOpenSSL, a requirement (twisted[tls] in setup.py): without it
@@ -344,6 +344,19 @@ class LimitsTests(ConfigTestCase):
 
         self.assertEqual(sorted(CONFIG_KEYS), sorted(f.name for f in fields(Limits)))
         self.assertTrue(set(CONFIG_KEYS.values()) <= set(SUPPORTED_KEYS))
+        self.assertEqual(sorted(LIMIT_RULES), sorted(CONFIG_KEYS))  # and how it is checked
+
+    def test_each_limit_is_checked_by_its_rule(self) -> None:
+        """Below its least value (or not a number), every limit is a problem under its key."""
+        bad = {key: (LIMIT_RULES[name] - 1 if isinstance(LIMIT_RULES[name], int) else -1)
+               for name, key in CONFIG_KEYS.items()}
+        problems = self.problems(bad)
+        self.assertEqual(sorted(p.split(":")[0] for p in problems),
+                         sorted(f"config.{key}" for key in CONFIG_KEYS.values()))
+        self.assertTrue(all(": must be " in p for p in problems), problems)
+        zero = {key: 0 for name, key in CONFIG_KEYS.items() if LIMIT_RULES[name] == SECONDS}
+        self.assertEqual(len(self.problems(zero)), len(zero))
+        self.assertEqual(self.build({"shutdownGracePeriod": 0}).shutdown_grace, 0)
 
     def test_configured_limits(self) -> None:
         limits = self.build({"maxConnections": 5, "maxInFlightPerLink": 7,
@@ -1273,6 +1286,83 @@ class MicroServicesObjectFormTests(ConfigTestCase):
                 "config.u_services.routes: must be a list of routes, got {} (dict)",
             ],
         )
+
+
+class ReplicaConfigTests(ConfigTestCase):
+    """A destination with several hosts (issue 16 item 4): ``host`` as a list, or ``hosts``;
+    the single-host forms unchanged."""
+
+    def build_services(self, services: Any) -> MicroServicesConfig:
+        return self.build({"jwt": JWT, "u_services": services}).micro_services
+
+    def test_host_list_and_hosts_key(self) -> None:
+        ms = self.build_services({
+            "destinations": {
+                "svc": {"host": ["http://10.0.0.5:8080", "http://10.0.0.6"],
+                        "application": "svc-app"},
+                "other": {"hosts": ["https://h1", "https://h2:8443/"], "application": "o"},
+                "one": {"host": "http://10.0.0.7:3000", "application": "single"},
+                "one_in_list": {"hosts": ["http://10.0.0.8:3000"], "application": "single"},
+                "both": {"destinations": ["svc", "one"]},
+            },
+            "routes": [
+                {"application": "jwt", "types": {"login": {"destination": "svc"},
+                                                 "stock": {"destination": "other"},
+                                                 "lone": {"destination": "one"}}},
+                {"path": "/api/all", "destination": "both"},
+            ],
+        })
+        svc = Destination("svc", "http://10.0.0.5:8080", "svc-app",
+                          ("http://10.0.0.5:8080", "http://10.0.0.6:80"))
+        self.assertEqual(ms.destinations["svc"], svc)
+        self.assertEqual(ms.destinations["other"].urls, ("https://h1:443", "https://h2:8443"))
+        # one host: urls is (url,), and the value equals the one written without urls
+        self.assertEqual(ms.destinations["one"],
+                         Destination("one", "http://10.0.0.7:3000", "single"))
+        self.assertEqual(ms.destinations["one"].urls, ("http://10.0.0.7:3000",))
+        self.assertEqual(ms.destinations["one_in_list"].urls, ("http://10.0.0.8:3000",))
+        self.assertEqual(ms.routes[("jwt", "login")], Route(
+            "jwt", "login", "http://10.0.0.5:8080", "svc-app", "svc", svc.urls))
+        self.assertEqual(ms.routes[("jwt", "lone")].urls, ("http://10.0.0.7:3000",))
+        self.assertEqual(ms.groups, {"both": ("svc", "one")})
+        self.assertEqual(ms.urls, ["http://10.0.0.5:8080", "http://10.0.0.6:80",
+                                   "http://10.0.0.7:3000", "https://h1:443", "https://h2:8443"])
+
+    def test_array_form_url_list(self) -> None:
+        ms = self.build_services([{"application": "jwt", "types": {
+            "login": {"url": ["http://a:1", "http://b:2"], "application": "test-app"},
+            "other": ROUTE}}])
+        self.assertEqual(ms.routes[("jwt", "login")].urls, ("http://a:1", "http://b:2"))
+        self.assertEqual(ms.routes[("jwt", "login")].url, "http://a:1")
+        self.assertEqual(ms.routes[("jwt", "other")].urls, ("http://127.0.0.1:3000",))
+
+    def test_problems(self) -> None:
+        d = {"jwt": JWT, "u_services": {
+            "destinations": {
+                "a": {"host": ["http://h:1", "http://h:1/", "http://h:2"], "application": "x"},
+                "b": {"host": "http://h:1", "hosts": ["http://h:2"], "application": "x"},
+                "c": {"hosts": "http://h:1", "application": "x"},
+                "d": {"host": [], "application": "x"},
+                "e": {"hosts": ["http://h:1", "ftp://h:2", 7], "application": "x"},
+            },
+            "routes": [{"application": "app", "types": {
+                "t": {"destination": "a"},
+                "u": {"url": ["http://h:1", "http://h:1"], "application": "x"}}}],
+        }}
+        self.assertEqual(self.problems(d), [
+            "config.u_services.destinations.a.host[1]: http://h:1 is listed twice (also at [0])",
+            "config.u_services.destinations.b: give host or hosts, not both",
+            "config.u_services.destinations.c.hosts: must be a non-empty list of URLs, got "
+            "'http://h:1' (str)",
+            "config.u_services.destinations.d.host: must be a URL such as "
+            "'http://10.0.0.5:8080' or a non-empty list of them, got [] (list)",
+            "config.u_services.destinations.e.hosts[1]: invalid URL 'ftp://h:2': must start "
+            "with http://, https://, ws:// or wss://",
+            "config.u_services.destinations.e.hosts[2]: must be a URL such as "
+            "'http://10.0.0.5:8080', got 7 (int)",
+            "config.u_services.routes[0].types.u.url[1]: http://h:1 is listed twice "
+            "(also at [0])",
+        ])
 
 
 class CipherKeyTests(ConfigTestCase):

@@ -226,12 +226,7 @@ class LinkEdgeTests(MemoryLinkMixin, unittest.TestCase):
     def test_a_reregister_reply_without_ok_means_register_afresh(self) -> None:
         link = self.make_link()
         self.remote.reregister_replies = [{"token": "no-ok-here"}]
-        self.remote.drop_all()
-        self.flush()
-        self.advance(1.0)
-        self.assertTrue(link.is_up)
-        self.assertEqual([f["type"] for f in self.remote.registration_frames()],
-                         ["ewd-register", "ewd-reregister", "ewd-register"])
+        self.assertEqual(self.reconnect(), ["ewd-register", "ewd-reregister", "ewd-register"])
         self.assertEqual(link.reregistrations, 0)
 
     def test_stop_while_never_connected_or_registering(self) -> None:
@@ -260,10 +255,7 @@ class LinkEdgeTests(MemoryLinkMixin, unittest.TestCase):
     def test_reregistrations_are_counted(self) -> None:
         link = self.make_link()
         self.assertEqual((link.registrations, link.reregistrations), (1, 0))
-        self.remote.drop_all()
-        self.flush()
-        self.advance(1.0)
-        self.assertTrue(link.is_up)
+        self.reconnect()
         self.assertEqual((link.registrations, link.reregistrations), (1, 1))
 
 

@@ -275,6 +275,17 @@ class DeadlineTests(SynchronousTestCase):
         self.assertEqual(status_of(self.transport.value()), 408)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_a_body_that_stops_gets_408_at_the_deadline(self):
+        """Part of the body in the head's packet, then nothing: 408 at ``bodyTimeout`` (60 s,
+        which was also Twisted's idle timeout: that one closed the connection silently)."""
+        self.channel.dataReceived(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
+                                  b"\r\nabc")
+        self.clock.advance(Limits.body_timeout - 0.5)
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.5)
+        self.assertEqual(status_of(self.transport.value()), 408)
+        self.assertTrue(self.transport.disconnecting)
+
     def test_response_the_client_does_not_read(self):
         self.site.resource.putChild(b"slow", _Pending())
         self.channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")

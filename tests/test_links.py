@@ -388,6 +388,15 @@ class MemoryLinkMixin:
         self.clock.advance(seconds)
         self.flush()
 
+    def reconnect(self) -> list[str]:
+        """The remote drops the link and its retry runs: the link is up again. Returns the
+        types of every registration frame the remote has had, in order."""
+        self.remote.drop_all()
+        self.flush()
+        self.advance(1.0)
+        self.assertTrue(self.link.is_up)
+        return [f["type"] for f in self.remote.registration_frames()]
+
     def request(self, type: str = "login", timeout: float | None = None,
                 **fields: Any) -> Recorder:
         recorder = Recorder()
@@ -479,25 +488,15 @@ class MemoryRegistrationTests(MemoryLinkMixin, unittest.TestCase):
     def test_reregister_refused_falls_back_to_register(self) -> None:
         link = self.make_link()
         self.remote.reregister_replies = [{"error": "Invalid JWT: Error: Token expired"}]
-        self.remote.drop_all()
-        self.flush()
-        self.advance(1.0)
-        self.assertTrue(link.is_up)
-        self.assertEqual([f["type"] for f in self.remote.registration_frames()],
-                         ["ewd-register", "ewd-reregister", "ewd-register"])
+        self.assertEqual(self.reconnect(), ["ewd-register", "ewd-reregister", "ewd-register"])
         self.assertEqual(len(self.endpoint.pumps), 2)  # same connection
 
     def test_refresh_failure_falls_back_to_register(self) -> None:
         def broken(token: str) -> str:
             raise ValueError("cannot decode")
 
-        link = self.make_link(refresh_token=broken)
-        self.remote.drop_all()
-        self.flush()
-        self.advance(1.0)
-        self.assertTrue(link.is_up)
-        self.assertEqual([f["type"] for f in self.remote.registration_frames()],
-                         ["ewd-register", "ewd-register"])
+        self.make_link(refresh_token=broken)
+        self.assertEqual(self.reconnect(), ["ewd-register", "ewd-register"])
 
     def test_connect_refused_retries(self) -> None:
         self.make_link(start=False)

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from qewd_twisted.mesh.links import LinkState
+from qewd_twisted.mesh.replicas import ReplicaSet
 from qewd_twisted.ops.metrics import Labels, NodeMetrics
 from qewd_twisted.core.interfaces import ILink, LinkOutcome
 from qewd_twisted.ops.observe import FanOut, NodeObserver, combine
@@ -41,6 +42,7 @@ def never(messageObj, session, send, finished):
 
 APPS = {"demo": SimpleNamespace(handlers={"echo": echo, "fail": fail, "never": never})}
 URL = "http://10.0.0.5:8080"
+URL2 = "http://10.0.0.6:8080"
 
 
 @implementer(ILink)
@@ -358,11 +360,37 @@ class DocsTests(SynchronousTestCase):
 
         doc = read_doc("operations.md")
         h = NodeHarness(APPS)
+        replicas = ReplicaSet([FakeLink(), FakeLink(URL2)])
         m = NodeMetrics(h.node, clock=h.clock, labels=Labels({}), pool=SimpleNamespace(
-            size=1, busy=0, queued=0, spares=0), links={URL: FakeLink()}, process=False)
+            size=1, busy=0, queued=0, spares=0), links={URL: FakeLink()},
+            replica_sets=[replicas], process=False)
         body = m.exposition()[0].decode()
         names = {f.name for f in text_string_to_metric_families(body)}
-        self.assertGreaterEqual(len(names), 18)
+        self.assertGreaterEqual(len(names), 21)
         for name in sorted(names):
             documented = {f"`{name}`", f"`{name}_total`"}
             self.assertTrue(any(d in doc for d in documented), f"{name} not in operations.md")
+
+
+class ReplicaSetMetricsTests(SynchronousTestCase):
+    def test_members_up_and_requests_sent_per_replica(self) -> None:
+        a, b = FakeLink(), FakeLink(URL2)
+        replicas = ReplicaSet([a, b])
+        for _ in range(3):
+            replicas.send_request({"type": "x"}, None, None)
+        b.state = LinkState.DOWN
+        replicas.send_request({"type": "x"}, None, None)
+        h = NodeHarness(APPS)
+        m = NodeMetrics(h.node, clock=h.clock, labels=Labels({}), links={URL: a, URL2: b},
+                        replica_sets=[replicas], process=False)
+        values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                  for f in text_string_to_metric_families(m.exposition()[0].decode())
+                  for s in f.samples}
+        label = (("application", "remote-app"), ("replicas", f"{URL},{URL2}"))
+        self.assertEqual(values[("qewd_replica_set_links", label)], 2)
+        self.assertEqual(values[("qewd_replica_set_links_up", label)], 1)
+        sent = {url: values[("qewd_replica_set_requests_total",
+                             (("replicas", f"{URL},{URL2}"), ("url", url)))]
+                for url in (URL, URL2)}
+        self.assertEqual(sent, {URL: 3, URL2: 1})
+        self.assertEqual((len(a.requests), len(b.requests)), (3, 1))

@@ -26,7 +26,8 @@ from qewd_twisted.config import ConfigError, config_from_dict
 from qewd_twisted.core.interfaces import ILinkObserver
 from qewd_twisted.mesh.links import LinkState
 from qewd_twisted.ops.metrics import Labels
-from qewd_twisted.ops.operations import LinkEvents, RequestLog, RequestRates
+from qewd_twisted.mesh.replicas import ReplicaSet
+from qewd_twisted.ops.operations import LinkEvents, Operations, RequestLog, RequestRates
 from qewd_twisted.testing import FakeReactor, NodeHarness
 
 from .test_metrics import APPS, URL, FakeLink
@@ -277,3 +278,51 @@ class StatusResourceTests(SynchronousTestCase):
         page = render_page(sample_status(links=[], events=[], registrations=[]))
         self.assertIn("No micro-service links configured.", page)
         self.assertIn("No link events.", page)
+
+    def test_replica_sets_table_only_when_there_are_some(self) -> None:
+        self.assertNotIn("Replica sets", render_page(sample_status()))
+        page = render_page(sample_status(replica_sets=[
+            {"urls": [URL, "http://<b>:2"], "application": "remote-app", "state": "up",
+             "links": 2, "up": 1, "in_flight": 3, "queued": 0,
+             "sent": {URL: 4, "http://<b>:2": 5}}]))
+        self.assertIn('<table id="replica-sets">', page)
+        self.assertIn("1 of 2", page)
+        self.assertIn("http://&lt;b&gt;:2: 5", page)
+        self.assertNotIn("<b>", page)
+
+
+class ReplicaReadinessTests(SynchronousTestCase):
+    """/ready with replicas: a set needs one registered replica, a lone link itself."""
+
+    @staticmethod
+    def link(url: str, registrations: int) -> Any:
+        return SimpleNamespace(url=url, application="remote-app", registrations=registrations,
+                               reregistrations=0,
+                               state=LinkState.UP if registrations else LinkState.DOWN,
+                               is_up=bool(registrations),
+                               add_observer=lambda observer: (lambda: None))
+
+    def readiness(self, links: list[Any], replica_sets: list[Any]) -> tuple[bool, Any]:
+        service = SimpleNamespace(running=True, ports=[1], listeners=[1],
+                                  node=SimpleNamespace(accepting=True),
+                                  pool=SimpleNamespace(running=True))
+        ops = SimpleNamespace(service=service, links={link.url: link for link in links},
+                              replica_sets=replica_sets)
+        return Operations.readiness(ops)  # type: ignore[arg-type]
+
+    def test_one_replica_registered_is_enough(self) -> None:
+        a, b = self.link("http://a:1", 1), self.link("http://b:1", 0)
+        ready, body = self.readiness([a, b], [ReplicaSet([a, b])])
+        self.assertTrue(ready)
+        self.assertEqual(body["down"], ["http://b:1"])
+        lone = self.link("http://c:1", 0)
+        ready, body = self.readiness([a, b, lone], [ReplicaSet([a, b])])
+        self.assertEqual((ready, body["reasons"]),
+                         (False, ["link http://c:1 has not registered yet"]))
+
+    def test_a_set_with_none_registered_is_waited_for(self) -> None:
+        a, b = self.link("http://a:1", 0), self.link("http://b:1", 0)
+        ready, body = self.readiness([a, b], [ReplicaSet([a, b])])
+        self.assertFalse(ready)
+        self.assertEqual(body["reasons"], ["link http://a:1 has not registered yet",
+                                           "link http://b:1 has not registered yet"])

@@ -37,7 +37,8 @@ class FakeMicroServices:
     def __init__(self):
         self.links = {}
 
-    def link_for(self, url, application):
+    def link_for(self, urls, application):
+        [url] = urls  # one host per destination here (replicas: tests/test_replicas.py)
         return self.links.setdefault(url, FakeLink(url, application))
 
 

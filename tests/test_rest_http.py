@@ -228,9 +228,10 @@ class ConventionsTests(TestCase):
         http = HTTPClient(self, base_url(node))
         r = yield http.post("/api/users", {"name": "x" * 4096})
         # refused by the HTTP layer from Content-Length, before any of the body is read
-        # (transports/http.py): a text answer, the connection closed
-        self.assertEqual((r.status, r.raw.decode().strip()),
-                         (413, "Request body too large: at most 2048 bytes here"))
+        # (transports/http.py), in JSON as every REST error; the connection closed
+        self.assertEqual((r.status, r.json),
+                         (413, {"error": "Request body too large: at most 2048 bytes here"}))
+        self.assertEqual(r.header("content-type"), "application/json; charset=utf-8")
         r = yield http.post("/api/users", {"name": "x" * 1000})
         self.assertEqual(r.status, 200)
 

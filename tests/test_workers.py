@@ -14,16 +14,20 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from qewd_twisted.apps.pool import PoolFull, WorkerPool
 
 
+def gated_pool(test: TestCase, size: int, max_queue: int) -> tuple[WorkerPool, threading.Event]:
+    """A started pool and the gate its blocking test calls wait on (``release.wait``); when the
+    test ends the gate opens, then the pool stops."""
+    pool = WorkerPool(reactor, size=size, max_queue=max_queue)
+    pool.startService()
+    release = threading.Event()
+    test.addCleanup(lambda: defer.maybeDeferred(pool.stopService))
+    test.addCleanup(release.set)  # cleanups run last-in first: the gate opens first
+    return pool, release
+
+
 class WorkerPoolTests(TestCase):
     def setUp(self) -> None:
-        self.pool = WorkerPool(reactor, size=1, max_queue=1)
-        self.pool.startService()
-        self.release = threading.Event()
-        self.addCleanup(self.release.set)
-
-    def tearDown(self) -> defer.Deferred:
-        self.release.set()
-        return defer.maybeDeferred(self.pool.stopService)
+        self.pool, self.release = gated_pool(self, size=1, max_queue=1)
 
     @defer.inlineCallbacks
     def test_queue_limit_then_recovery(self):
@@ -55,7 +59,7 @@ class WorkerPoolTests(TestCase):
         self.pool.join_timeout = 0.2
         yield self.pool.stopService()  # returns although the thread is still blocked
         self.assertFalse(stuck.is_set())
-        self.pool.startService()  # tearDown stops it again
+        self.pool.startService()  # the cleanup stops it again
         stuck.set()
 
 
@@ -110,14 +114,7 @@ class ThreadsTests(TestCase):
     after a stop that left a call stuck."""
 
     def setUp(self) -> None:
-        self.pool = WorkerPool(reactor, size=2, max_queue=10)
-        self.pool.startService()
-        self.release = threading.Event()
-        self.addCleanup(self.release.set)
-
-    def tearDown(self) -> defer.Deferred:
-        self.release.set()
-        return defer.maybeDeferred(self.pool.stopService)
+        self.pool, self.release = gated_pool(self, size=2, max_queue=10)
 
     @defer.inlineCallbacks
     def test_calls_run_in_worker_threads_in_parallel(self):

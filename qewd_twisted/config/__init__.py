@@ -17,7 +17,6 @@ import importlib.util
 import dataclasses
 import itertools
 import keyword
-import math
 import os
 import re
 import sys
@@ -296,32 +295,14 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         jwt=jwt,
         module_map=(module_map := _module_map(c, d)),
         rest_mounts=check_routes(c, routes, module_map, ModuleSpec, _is_dotted_name),
-        max_body_size=c.get_int(d, "maxBodySize", Limits.max_body_size, 0),
-        initial_session_timeout=c.get_int(d, "initialSessionTimeout",
-                                          Limits.initial_session_timeout, 1),
         web_server_root=_web_server_root(c, d),
         server_name=c.get_str(d, "serverName", "config") or "qewd",
         management_password=c.get_str(d, "managementPassword", "config", secret=True)
         or "keepThisSecret",
         cors=c.get_bool(d, "cors", False),
-        handler_timeout=c.get_seconds(d, "handlerTimeout", Limits.handler_timeout),
-        micro_service_timeout=c.get_seconds(d, "microServiceTimeout",
-                                            Limits.micro_service_timeout),
-        max_message_size=c.get_int(d, "maxMessageSize", Limits.max_message_size, 1024),
-        max_queue_length=c.get_int(d, "max_queue_length", Limits.max_queue_length, 1),
-        shutdown_grace=c.get_seconds(d, "shutdownGracePeriod", Limits.shutdown_grace,
-                                     zero_ok=True),
-        max_connections=c.get_int(d, "maxConnections", Limits.max_connections, 1),
-        max_in_flight=c.get_int(d, "maxInFlight", Limits.max_in_flight, 1),
-        max_in_flight_link=c.get_int(d, "maxInFlightPerLink", Limits.max_in_flight_link, 1),
-        max_buffered_bytes=c.get_int(d, "maxBufferedBytes", Limits.max_buffered_bytes, 65536),
-        ping_interval=c.get_int(d, "pingInterval", Limits.ping_interval, 1000),
-        ping_timeout=c.get_int(d, "pingTimeout", Limits.ping_timeout, 1000),
-        max_pending_handshakes=c.get_int(d, "maxPendingHandshakes",
-                                         Limits.max_pending_handshakes, 1),
         micro_services=micro_services,
+        **_limits(c, d),
         **_operations(c, d, listen),
-        **_http_limits(c, d),
         allowed_origins=_allowed_origins(c, d),
         database=_database(c, d),
         session_document_name=c.get_str(d, "sessionDocumentName", "config")
@@ -578,23 +559,48 @@ def _operations(c: Checker, d: dict[str, Any], listen: list[str]) -> dict[str, A
     }
 
 
-def _http_limits(c: Checker, d: dict[str, Any]) -> dict[str, Any]:
-    """The HTTP layer's keys → `Config` fields (defaults from `Limits`)."""
-    per_address = d.get("maxConnectionsPerAddress")
-    if per_address is not None:
-        per_address = c.get_int(d, "maxConnectionsPerAddress", 0, 1) or None
-    return {
-        "header_timeout": c.get_seconds(d, "headerTimeout", Limits.header_timeout),
-        "body_timeout": c.get_seconds(d, "bodyTimeout", Limits.body_timeout),
-        "max_connections_per_address": per_address,
-        "ws_ping_interval": c.get_seconds(d, "wsPingInterval", Limits.ws_ping_interval),
-        "ws_ping_timeout": c.get_seconds(d, "wsPingTimeout", Limits.ws_ping_timeout),
-        "register_timeout": c.get_seconds(d, "registerTimeout", Limits.register_timeout),
-        "stall_timeout": c.get_seconds(d, "stallTimeout", Limits.stall_timeout),
-        "max_ranges": c.get_int(d, "maxRanges", Limits.max_ranges, 1),
-        "auth_failures": c.get_int(d, "statusAuthFailures", Limits.auth_failures, 1),
-        "auth_window": c.get_seconds(d, "statusAuthWindow", Limits.auth_window),
-    }
+#: How each `Limits` field is read from its key (`CONFIG_KEYS`): the least integer it may be,
+#: or a duration in seconds, > 0 (SECONDS) or >= 0 (SECONDS_OR_ZERO). The default is the
+#: field's own, written once in `Limits`.
+SECONDS, SECONDS_OR_ZERO = "seconds > 0", "seconds >= 0"
+LIMIT_RULES: dict[str, int | str] = {
+    "max_connections": 1,
+    "max_in_flight": 1,
+    "max_in_flight_link": 1,
+    "max_buffered_bytes": 65536,
+    "max_message_size": 1024,
+    "max_queue_length": 1,
+    "handler_timeout": SECONDS,
+    "micro_service_timeout": SECONDS,
+    "initial_session_timeout": 1,
+    "shutdown_grace": SECONDS_OR_ZERO,
+    "ping_interval": 1000,
+    "ping_timeout": 1000,
+    "max_pending_handshakes": 1,
+    "header_timeout": SECONDS,
+    "body_timeout": SECONDS,
+    "max_connections_per_address": 1,  # absent: None, no cap
+    "ws_ping_interval": SECONDS,
+    "ws_ping_timeout": SECONDS,
+    "register_timeout": SECONDS,
+    "stall_timeout": SECONDS,
+    "max_ranges": 1,
+    "auth_failures": 1,
+    "auth_window": SECONDS,
+    "max_body_size": 0,
+}
+
+
+def _limits(c: Checker, d: dict[str, Any]) -> dict[str, Any]:
+    """Every `Limits` field from its config key, checked as `LIMIT_RULES` says."""
+    out: dict[str, Any] = {}
+    for name, key in CONFIG_KEYS.items():
+        rule, default = LIMIT_RULES[name], getattr(Limits, name)
+        if isinstance(rule, int):
+            out[name] = c.get_int(d, key, default, rule)
+        else:
+            out[name] = c.get_seconds(d, key, default, zero_ok=rule == SECONDS_OR_ZERO)
+    return out
 
 
 _ORIGIN = re.compile(r"^(https?)://[^/?#\s]+$")
@@ -654,30 +660,13 @@ def _database(c: Checker, d: dict[str, Any]) -> dict[str, Any] | None:
     ppath = f"{path}.params"
     c.check_keys(params, ppath, _DATABASE_PARAMS[kind])
     out: dict[str, Any] = {}
-
-    def seconds(key: str, default: float) -> float:
-        v = params.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v <= 0:
-            c.add(key_path(ppath, key), f"must be a number of seconds > 0, got {show(v)}")
-            return default
-        return float(v)
-
     if kind == "sqlite":
         out["path"] = c.resolve(c.get_str(params, "path", ppath) or "qewd.sqlite")
-        out["busyTimeout"] = seconds("busyTimeout", 5.0)
+        out["busyTimeout"] = c.get_seconds(params, "busyTimeout", 5.0, path=ppath)
     elif kind == "redis":
         out["host"] = c.get_str(params, "host", ppath) or "127.0.0.1"
-        port = params.get("port", 6379)
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            c.add(key_path(ppath, "port"), f"must be an integer from 1 to 65535, got {show(port)}")
-            port = 6379
-        out["port"] = port
+        out["port"] = c.get_int(params, "port", 6379, 1, 65535, path=ppath)
         out["password"] = c.get_str(params, "password", ppath, secret=True)
-        db = params.get("db", 0)
-        if isinstance(db, bool) or not isinstance(db, int) or db < 0:
-            c.add(key_path(ppath, "db"), f"must be an integer >= 0, got {show(db)}")
-            db = 0
-        out["db"] = db
-        out["timeout"] = seconds("timeout", 5.0)
+        out["db"] = c.get_int(params, "db", 0, 0, path=ppath)
+        out["timeout"] = c.get_seconds(params, "timeout", 5.0, path=ppath)
     return {"type": kind, "params": out}

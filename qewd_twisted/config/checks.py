@@ -20,25 +20,43 @@ _HINTS = {"interface": "use listen, e.g. 'tcp:8080:interface=127.0.0.1'"}
 _EXAMPLE_URL = "a URL such as 'http://10.0.0.5:8080'"
 
 
+def _all_urls(obj: Any) -> None:
+    """``urls`` defaults to ``(url,)``: a destination or route with one host."""
+    if not obj.urls:
+        object.__setattr__(obj, "urls", (obj.url,))
+
+
 @dataclass(frozen=True)
 class Destination:
-    """A named remote node and application: ``u_services.destinations.<name>`` (object form)."""
+    """A named remote node and application: ``u_services.destinations.<name>`` (object form).
+
+    ``urls``: every replica's URL, in the order given (``host`` as a list, or ``hosts``); one
+    host: ``(url,)``. ``url`` is the first of them."""
 
     name: str
     url: str
     application: str
+    urls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _all_urls(self)
 
 
 @dataclass(frozen=True)
 class Route:
     """Messages of ``type`` for the local ``application`` go to the node at ``url``, where they
-    run as ``remote_application``. ``destination``: the destination named, if any."""
+    run as ``remote_application``. ``destination``: the destination named, if any. ``urls``:
+    the replicas (each request goes to one live one of them); one host: ``(url,)``."""
 
     application: str
     type: str
     url: str
     remote_application: str
     destination: str | None = None
+    urls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _all_urls(self)
 
 
 @dataclass(frozen=True)
@@ -72,8 +90,9 @@ class MicroServicesConfig:
 
     @property
     def urls(self) -> list[str]:
-        """The distinct remote URLs that routes use, sorted: one link per URL."""
-        return sorted({route.url for route in self.routes.values()})
+        """The distinct remote URLs that routes use (every replica's), sorted: one link per
+        URL."""
+        return sorted({url for route in self.routes.values() for url in route.urls})
 
     def route(self, application: str, type: str) -> Route | None:
         """The route for a message of ``type`` from ``application``; None: handle it locally."""
@@ -148,31 +167,33 @@ class Checker:
         return v
 
     def get_int(
-        self, d: dict[str, Any], key: str, default: int, lo: int, hi: int | None = None
-    ) -> int:
-        """A top-level integer in ``lo..hi``; a bool is not an integer here."""
+        self, d: dict[str, Any], key: str, default: Any, lo: int, hi: int | None = None,
+        path: str = "config",
+    ) -> Any:
+        """An integer in ``lo..hi`` (``d`` is at ``path``; by default the top level); a bool is
+        not an integer here. Absent: ``default``."""
         v = d.get(key)
         if v is None:
             return default
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
             expect = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
-            self.add(key_path("config", key), f"must be {expect}, got {show(v)}")
+            self.add(key_path(path, key), f"must be {expect}, got {show(v)}")
             return default
         return v
 
     def get_seconds(
-        self, d: dict[str, Any], key: str, default: float, zero_ok: bool = False
+        self, d: dict[str, Any], key: str, default: float, zero_ok: bool = False,
+        path: str = "config",
     ) -> float:
-        """A top-level duration in seconds: a finite int or float, > 0 (or >= 0)."""
+        """A duration in seconds (``d`` is at ``path``; by default the top level): a finite int
+        or float, > 0 (or >= 0). Absent: ``default``."""
         v = d.get(key)
         if v is None:
             return default
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or v < 0 or (v == 0 and not zero_ok):
             expect = ">= 0" if zero_ok else "> 0"
-            self.add(
-                key_path("config", key), f"must be a number of seconds {expect}, got {show(v)}"
-            )
+            self.add(key_path(path, key), f"must be a number of seconds {expect}, got {show(v)}")
             return default
         return float(v)
 
@@ -337,14 +358,11 @@ class _MicroServicesChecker:
                 elif members is not None:
                     c.add(dpath + ".destinations", "destination names must be non-empty strings")
             else:
-                c.check_keys(entry, dpath, ("host", "application", "destinations"))
-                host = entry.get("host")
-                if host is None:
-                    c.add(dpath + ".host", f"missing ({_EXAMPLE_URL})")
-                url = _url(c, host, dpath + ".host") if host is not None else None
+                c.check_keys(entry, dpath, ("host", "hosts", "application", "destinations"))
+                urls = self._hosts(entry, dpath)
                 app = c.get_str(entry, "application", dpath, required="the remote application")
-                if url and app:
-                    self.destinations[name] = Destination(name, url, app)
+                if urls and app:
+                    self.destinations[name] = Destination(name, urls[0], app, urls)
         for name, group in self.groups.items():
             for i, member in enumerate(group):
                 if member not in self.declared:
@@ -355,6 +373,23 @@ class _MicroServicesChecker:
             cycle = self._cycle(name, [name])
             if cycle:
                 c.add(key_path(path, name), "group contains itself: " + " -> ".join(cycle))
+
+    def _hosts(self, entry: dict[Any, Any], dpath: str) -> tuple[str, ...] | None:
+        """A destination's replicas: ``host`` (QEWD's one URL, or a list of them) or
+        ``hosts`` (a list); None after a problem."""
+        c = self.c
+        if entry.get("host") is not None and entry.get("hosts") is not None:
+            c.add(dpath, "give host or hosts, not both")
+            return None
+        key = "hosts" if entry.get("hosts") is not None else "host"
+        value = entry.get(key)
+        if value is None:
+            c.add(dpath + ".host", f"missing ({_EXAMPLE_URL})")
+            return None
+        if key == "hosts" and not isinstance(value, (list, tuple)):
+            c.add(dpath + ".hosts", f"must be a non-empty list of URLs, got {show(value)}")
+            return None
+        return _urls(c, value, f"{dpath}.{key}")
 
     def _cycle(self, start: str, trail: list[str]) -> list[str] | None:
         """A path of group memberships leading from ``start`` back to it, if any."""
@@ -367,8 +402,11 @@ class _MicroServicesChecker:
                     return found
         return None
 
-    def _target(self, target: Any, tpath: str) -> tuple[str, str, str | None] | None:
-        """One ``types`` entry → (url, remote application, destination name), or None."""
+    def _target(
+        self, target: Any, tpath: str
+    ) -> tuple[str, str, str | None, tuple[str, ...]] | None:
+        """One ``types`` entry → (url, remote application, destination name, urls), or
+        None."""
         c = self.c
         if not isinstance(target, dict):
             c.add(tpath, f"must be {_TARGET}, got {show(target)}")
@@ -379,9 +417,9 @@ class _MicroServicesChecker:
             raw_url = target.get("url")
             if raw_url is None:
                 c.add(tpath + ".url", f"missing ({_EXAMPLE_URL})")
-            url = _url(c, raw_url, tpath + ".url") if raw_url is not None else None
+            urls = _urls(c, raw_url, tpath + ".url") if raw_url is not None else None
             app = c.get_str(target, "application", tpath, required="the remote application")
-            return (url, app, None) if url and app else None
+            return (urls[0], app, None, urls) if urls and app else None
         if target.get("url") is not None or target.get("application") is not None:
             c.add(tpath, "give either destination or url + application, not both")
         elif not isinstance(name, str) or not name:
@@ -395,7 +433,7 @@ class _MicroServicesChecker:
             c.add(tpath + ".destination", f"unknown destination {name!r}")
         elif name in self.destinations:  # else it is invalid, and reported already
             dest = self.destinations[name]
-            return dest.url, dest.application, name
+            return dest.url, dest.application, name, dest.urls
         return None
 
 
@@ -434,6 +472,28 @@ def _url(c: Checker, value: Any, path: str) -> str | None:
         return None
     host = parts.hostname or ""
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port or _DEFAULT_PORTS[scheme]}"
+
+
+def _urls(c: Checker, value: Any, path: str) -> tuple[str, ...] | None:
+    """One URL (QEWD's form) or a non-empty list of distinct ones (replicas), normalised;
+    None after a problem."""
+    if not isinstance(value, (list, tuple)):
+        url = _url(c, value, path)
+        return (url,) if url else None
+    if not value:
+        c.add(path, f"must be {_EXAMPLE_URL} or a non-empty list of them, got {show(value)}")
+        return None
+    n = len(c.problems)
+    seen: dict[str, int] = {}  # normalised URL -> its first index
+    for i, item in enumerate(value):
+        url = _url(c, item, f"{path}[{i}]")
+        if url is None:
+            continue
+        if url in seen:
+            c.add(f"{path}[{i}]", f"{url} is listed twice (also at [{seen[url]}])")
+            continue
+        seen[url] = i
+    return tuple(seen) if len(c.problems) == n else None
 
 
 def check_u_services(c: Checker, raw: Any, path: str) -> MicroServicesConfig:

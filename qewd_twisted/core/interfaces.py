@@ -121,7 +121,8 @@ class IReplyReceiver(Interface):
 
 
 class ILink(Interface):
-    """One remote node that requests can be forwarded to."""
+    """One remote node that requests can be forwarded to (``mesh.links.Link``), or a set of
+    replicas of one, each request going to one live member (``mesh.replicas.ReplicaSet``)."""
 
     url = Attribute("str: the remote's base URL")
     application = Attribute("str: the remote application the link registered as")
@@ -159,4 +160,5 @@ class IRoutes(Interface):
     """Which requests are forwarded, and to which link."""
 
     def route(application, type):
-        """``(link, remote_application)`` for an ``ILink``, or None: handled here."""
+        """``(link, remote_application)`` for an ``ILink``, or None: handled here. Called once
+        per request: for a destination with replicas the link is the member chosen for it."""

@@ -4,6 +4,8 @@ The mesh: forwarding chosen application/type pairs to other QEWD nodes over self
 
 - `links`: `MicroServices` (the routes from ``u_services``) and `Link` (one remote node: its life
   cycle and registration);
+- `replicas`: `ReplicaSet`, one destination served by several nodes (each request to one live
+  member);
 - `correlation`: `Correlator`, request ids, queue, deadlines and reply attribution (pure,
   clock-driven);
 - `protocol`: the link's Engine.IO/socket.io client protocol and its factory;

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_links -*-
 """
 Micro-service links: one self-healing WebSocket per remote QEWD node (docs/protocol.md §4.2),
-its life cycle and registration, and `MicroServices`, the routes to them (§4.1).
+its life cycle and registration, and `MicroServices`, the routes to them (§4.1), to a lone link
+or to a ``replicas.ReplicaSet`` (a destination with several hosts).
 
 ``Link`` is a service around a ``ClientService``: reconnects with ``policy.link_retry_policy``,
 Engine.IO 3 framing over Autobahn (``protocol``), and ``prepareConnection`` doing the
@@ -22,7 +23,7 @@ Never the node.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -49,9 +50,10 @@ from qewd_twisted.mesh.protocol import (
     ILinkTransportReceiver,
     LinkClientFactory,
 )
+from qewd_twisted.mesh.replicas import ReplicaSet
 
 __all__ = ["Link", "LinkOutcome", "LinkState", "MicroServices", "RegistrationError",
-           "link_retry_policy"]
+           "ReplicaSet", "link_retry_policy"]
 
 log = Logger()
 
@@ -440,9 +442,12 @@ class MicroServices(MultiService):
     """Routes (application, type) to a remote node, owning one ``Link`` per remote URL (§4.1).
 
     ``routes``: objects with ``application``, ``type``, ``url`` and ``remote_application``
-    attributes (``config.Route``), or a mapping whose values are such objects. Each URL's
-    link registers as the ``remote_application`` of the first route to that URL, as QEWD
-    does. Other keyword arguments go to every ``Link``.
+    attributes (``config.Route``), and optionally ``urls`` (replicas: every host's URL), or a
+    mapping whose values are such objects. Each URL's link registers as the
+    ``remote_application`` of the first route to that URL, as QEWD does. A route with several
+    URLs goes to a `ReplicaSet` of their links (one set per distinct list of URLs): each
+    request to one live replica. ``endpoints``: ``{url: endpoint}`` for some links (tests);
+    other keyword arguments go to every ``Link``.
     """
 
     def __init__(
@@ -452,37 +457,67 @@ class MicroServices(MultiService):
         *,
         refresh_token: Callable[[str], str] | None = None,
         clock: IReactorTime | None = None,
+        endpoints: Mapping[str, IStreamClientEndpoint] | None = None,
         **link_options: Any,
     ) -> None:
         super().__init__()
         self._links: dict[str, Link] = {}
-        self._routes: dict[tuple[str, str], tuple[Link, str]] = {}
+        self._sets: dict[tuple[str, ...], ReplicaSet] = {}
+        self._routes: dict[tuple[str, str], tuple[Link | ReplicaSet, str]] = {}
         self._reactor = reactor
         self._refresh_token = refresh_token
         self._clock = clock
+        self._endpoints = dict(endpoints or {})
         self._link_options = link_options
         if isinstance(routes, Mapping):
             routes = routes.values()
         for route in routes:
-            link = self.link_for(route.url, route.remote_application)
-            self._routes[(route.application, route.type)] = (link, route.remote_application)
+            target = self.link_for(getattr(route, "urls", None) or route.url,
+                                   route.remote_application)
+            self._routes[(route.application, route.type)] = (target, route.remote_application)
 
-    def link_for(self, url: str, application: str) -> Link:
-        """The link to ``url`` (made now, registering as ``application``, if there is none):
-        REST micro-service destinations share the links of WebSocket routes (§4.1)."""
+    def link_for(self, urls: str | Sequence[str], application: str) -> Link | ReplicaSet:
+        """The link to ``urls`` (one URL), or the `ReplicaSet` of the links to them (several),
+        made now, registering as ``application``, if there is none: REST micro-service
+        destinations share the links and sets of WebSocket routes (§4.1)."""
+        if isinstance(urls, str):
+            urls = (urls,)
+        links = [self._link(url, application) for url in urls]
+        if len(links) == 1:
+            return links[0]
+        key = tuple(urls)
+        replicas = self._sets.get(key)
+        if replicas is None:
+            replicas = self._sets[key] = ReplicaSet(links)
+        return replicas
+
+    def _link(self, url: str, application: str) -> Link:
         link = self._links.get(url)
         if link is None:
+            options = dict(self._link_options)
+            if url in self._endpoints:
+                options["endpoint"] = self._endpoints[url]
             link = Link(url, application, self._reactor, refresh_token=self._refresh_token,
-                        clock=self._clock, **self._link_options)
+                        clock=self._clock, **options)
             self._links[url] = link
             link.setServiceParent(self)
         return link
 
     @property
     def links(self) -> Mapping[str, Link]:
-        """Every link, by remote URL."""
+        """Every link, by remote URL (each replica's too)."""
         return dict(self._links)
 
+    @property
+    def replica_sets(self) -> list[ReplicaSet]:
+        """Every replica set, in the order they were made."""
+        return list(self._sets.values())
+
     def route(self, application: str, type: str) -> tuple[Link, str] | None:
-        """The link and remote application for a message, or None if it is handled locally."""
-        return self._routes.get((application, type))
+        """The link and remote application for a message, or None if it is handled locally.
+        For replicas, the link is the one member this request goes to (`ReplicaSet.pick`):
+        call it once per request."""
+        found = self._routes.get((application, type))
+        if found is not None and isinstance(found[0], ReplicaSet):
+            return found[0].pick(), found[1]
+        return found  # type: ignore[return-value]

@@ -131,16 +131,19 @@ class NodeMetrics(NodeObserver):
     """The node's metrics: its registry, and the observer that counts events for it.
 
     ``node``: the `Node` (connections, in-flight requests); ``pool``: the `WorkerPool`;
-    ``links``: ``{url: Link}``; ``labels``: a `Labels`; ``clock``: for request durations;
+    ``links``: ``{url: Link}`` (every replica's link too); ``replica_sets``: the
+    ``ReplicaSet``s; ``labels``: a `Labels`; ``clock``: for request durations;
     ``process``: add the library's standard process and Python collectors.
     """
 
     def __init__(self, node: Node, *, clock: IReactorTime, labels: Labels,
                  pool: IWorkerPool | None = None, links: Mapping[str, ILink] | None = None,
-                 server_name: str = "qewd", process: bool = True) -> None:
+                 replica_sets: Iterable[Any] = (), server_name: str = "qewd",
+                 process: bool = True) -> None:
         self.node = node
         self.pool = pool
         self.links = dict(links or {})
+        self.replica_sets = list(replica_sets)
         self.labels = labels
         self.server_name = server_name
         self._clock = clock
@@ -337,6 +340,25 @@ class _Collector:
             registrations.add_metric([url, "reregister"], link.reregistrations)
             reconnects.add_metric([url], max(0, link.registrations + link.reregistrations - 1))
         yield from (up, in_flight, queued, registrations, reconnects)
+        if m.replica_sets:
+            yield from self._replicas(m)
+
+    def _replicas(self, m: NodeMetrics) -> Iterator[Metric]:
+        members = GaugeMetricFamily(
+            "qewd_replica_set_links", "Replicas (links) of a destination with several hosts; "
+            "replicas is the hosts' URLs joined with ','.", labels=["replicas", "application"])
+        live = GaugeMetricFamily(
+            "qewd_replica_set_links_up", "Replicas of the set registered now (forwarding); "
+            "0: its requests get the 503.", labels=["replicas", "application"])
+        sent = CounterMetricFamily(
+            "qewd_replica_set_requests", "Requests the replica set handed to each replica "
+            "(url), WebSocket and REST.", labels=["replicas", "url"])
+        for replicas in m.replica_sets:
+            members.add_metric([replicas.url, replicas.application], len(replicas.links))
+            live.add_metric([replicas.url, replicas.application], replicas.live)
+            for url, n in replicas.sent.items():
+                sent.add_metric([replicas.url, url], n)
+        yield from (members, live, sent)
 
 
 class MetricsResource(Resource):

@@ -6,7 +6,8 @@ Operations: health and readiness checks, ``/metrics``, the ``/status`` page and 
 
 - ``/health`` (always): 200 ``{"status": "ok"}`` while the reactor serves requests;
 - ``/ready`` (always): 200 once the node listens, its worker pool runs and every micro-service
-  link has registered at least once; 503 before that and while shutting down;
+  link has registered at least once (for replicas: one link of the set); 503 before that and
+  while shutting down;
 - ``/metrics`` (``metrics: True``, or on its own endpoint with ``metrics: {"listen": ...}``);
 - ``/status`` and ``/status.json`` (``status``, default on): a read-only view of the node for
   its operator, behind HTTP Basic auth with ``managementPassword``; not served at all while that
@@ -208,6 +209,7 @@ class Operations(Service):
         self.started = self.clock.seconds()
         ms = service.micro_services
         self.links: dict[str, Any] = dict(ms.links) if ms is not None else {}
+        self.replica_sets: list[Any] = list(ms.replica_sets) if ms is not None else []
         routes = config.micro_services.routes.values() if config.micro_services else ()
         self.labels = Labels.for_node(service.apps, routes)
 
@@ -215,6 +217,7 @@ class Operations(Service):
         if config.metrics:
             self.metrics = NodeMetrics(service.node, clock=self.clock, labels=self.labels,
                                        pool=service.pool, links=self.links,
+                                       replica_sets=self.replica_sets,
                                        server_name=config.server_name)
         self.status_enabled = (config.status
                                and config.management_password not in DEFAULT_PASSWORDS)
@@ -279,7 +282,8 @@ class Operations(Service):
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, body): ready when listening, the pool runs, no shutdown is under way and
-        every link has registered at least once. ``down`` lists links not up right now."""
+        every link has registered at least once (a replica's link: once some replica of its
+        set has). ``down`` lists links not up right now."""
         s = self.service
         reasons = []
         if not s.running:
@@ -291,8 +295,12 @@ class Operations(Service):
         if not s.pool.running:
             reasons.append("worker pool not running")
         links = {url: link.state.value for url, link in sorted(self.links.items())}
+        # a replica's link that never registered holds nothing up while its set has one
+        # that did (its requests go there): only a lone link, or a whole set, is waited for
+        covered = {link.url for replicas in self.replica_sets if replicas.ever_registered
+                   for link in replicas.links}
         for url, link in sorted(self.links.items()):
-            if link.registrations + link.reregistrations == 0:
+            if link.registrations + link.reregistrations == 0 and url not in covered:
                 reasons.append(f"link {url} has not registered yet")
         body: dict[str, Any] = {"status": "not ready" if reasons else "ready",
                                 "links": links,
@@ -336,6 +344,10 @@ class Operations(Service):
                               for (a, m), n in sorted(rates.registrations.items())]
             if rates else [],
             "links": [self._link_status(url, link) for url, link in sorted(self.links.items())],
+            "replica_sets": [{"urls": list(r.urls), "application": r.application,
+                              "state": r.state.value, "links": len(r.links), "up": r.live,
+                              "in_flight": r.in_flight, "queued": r.queued,
+                              "sent": dict(r.sent)} for r in self.replica_sets],
             "events": list(reversed(self.link_events.events)) if self.link_events else [],
         }
 

@@ -218,6 +218,13 @@ def render_page(status: dict[str, Any]) -> str:
         _table("links", ["url", "remote application", "state", "since", "in flight", "queued",
                          "registered / re-registered", "last error"],
                link_rows, "No micro-service links configured.", link_attrs),
+        *([] if not status.get("replica_sets") else [
+            "<h2>Replica sets</h2>",
+            _table("replica-sets", ["replicas", "remote application", "up", "in flight",
+                                    "queued", "requests sent"],
+                   [[", ".join(r["urls"]), r["application"], f'{r["up"]} of {r["links"]}',
+                     r["in_flight"], r["queued"], _pairs(r["sent"])]
+                    for r in status["replica_sets"]], "")]),
         "<h2>Recent link events</h2>",
         _table("events", ["time", "url", "kind", "event"],
                [[e["time"], e["url"], e["kind"], e["text"]] for e in status["events"]],

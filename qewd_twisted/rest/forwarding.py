@@ -101,7 +101,7 @@ class RestForwarder:
         self.config = config
         self.timeout = timeout
         self.routes = [(PathTemplate.compile(r.path), r) for r in config.rest_routes]
-        self.links = {name: micro_services.link_for(d.url, d.application)
+        self.links = {name: micro_services.link_for(d.urls, d.application)
                       for name, d in config.destinations.items()}
 
     def first_segments(self) -> set[str]:

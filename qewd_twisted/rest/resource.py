@@ -7,10 +7,11 @@ whose final reply frame becomes the HTTP response.
 A request becomes a message and goes through the node's one door (``receive(conn, message)``),
 exactly as a WebSocket frame does; the node answers on the connection. HTTP conventions live
 here: ``X-ResponseTime``, the CORS headers and an answered ``OPTIONS`` preflight with ``cors``,
-JSON error bodies, 413 for a body over the limit (checked against ``Content-Length`` before the
-body is looked at, and against what arrived), 400 for malformed JSON.
+JSON error bodies (the HTTP layer's early answers on these paths too: ``IEarlyAnswer``), 413 for a
+body over the limit (declared to the HTTP layer, which refuses it before it is read), 400 for
+malformed JSON.
 
-Imports twisted.web, core.requests and rest.mapping.
+Imports twisted.web, transports.http, core.requests and rest.mapping.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any, Callable
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from qewd_twisted.transports.http import IRequestBodyLimit, NodeRequest as _WebRequest
 from zope.interface import implementer
 
 from qewd_twisted import _json
@@ -38,6 +38,13 @@ from qewd_twisted.rest.mapping import (
     parse_body,
     parse_query,
     reply_from_frame,
+)
+from qewd_twisted.transports.http import (
+    Answer,
+    IEarlyAnswer,
+    IRequestBodyLimit,
+    NodeRequest as _WebRequest,
+    read_body,
 )
 
 __all__ = ["AjaxResource", "FormlessRequest", "HttpConnection", "RestResource"]
@@ -190,9 +197,10 @@ def _headers(request: Any) -> dict[str, str]:
     return out
 
 
-@implementer(IRequestBodyLimit)
+@implementer(IRequestBodyLimit, IEarlyAnswer)
 class _JsonResource(Resource):
-    """What REST and /ajax share: limits, the body, CORS, answering early."""
+    """What REST and /ajax share: limits, the body, CORS, answering early (here, and the HTTP
+    layer's early answers on these paths)."""
 
     isLeaf = True
 
@@ -208,34 +216,27 @@ class _JsonResource(Resource):
         """The body limit this resource declares to the HTTP layer."""
         return self.max_body
 
+    def earlyAnswer(self, code: int, text: str) -> Answer:  # noqa: N802 - twisted.web's naming
+        """The HTTP layer's early answers (413, 400, 501, 408, 503, sent before this resource
+        runs) as every REST error: JSON ``{"error": text}`` (docs/rest.md)."""
+        headers = [(b"content-type", _JSON[0]), (b"x-responsetime", b"0ms")]
+        if self.cors:
+            headers += [(name, values[0]) for name, values in _CORS]
+        return headers, _json.dumps({"error": text}).encode("utf-8")
+
     def _early(self, request: Any, reply: HttpReply, started: float) -> bytes:
         write_json(request, reply, _json.dumps(reply.body).encode("utf-8"), self.cors,
                    max(0, int((self._clock.seconds() - started) * 1000)))
         return NOT_DONE_YET
 
     def _body(self, request: Any) -> bytes | HttpReply:
-        """The raw body, or the 413 to answer. ``Content-Length`` is checked first, so an
-        oversize body is refused without being read or parsed."""
-        length = request.getHeader(b"content-length")
-        if length is not None:
-            try:
-                if int(length) > self.max_body:
-                    return self._too_large()
-            except ValueError:
-                return error_reply(400, E.BAD_JSON_BODY.format(reason="bad Content-Length"))
-        elif request.getHeader(b"transfer-encoding") is None:
-            return b""  # no body (most GETs): nothing to read
-        content = request.content
-        if content is None:
-            return b""
-        content.seek(0, 2)
-        if content.tell() > self.max_body:
-            return self._too_large()
-        content.seek(0)
-        return content.read()
-
-    def _too_large(self) -> HttpReply:
-        return error_reply(413, E.REST_BODY_TOO_LARGE.format(limit=self.max_body))
+        """The raw body, or the 413 to answer. Behind the node's HTTP layer a body over the
+        limit this resource declares was refused before it was read (transports/http.py);
+        the bound holds behind any other Site too."""
+        body = read_body(request, self.max_body)
+        if body is None:
+            return error_reply(413, E.BODY_TOO_LARGE.format(limit=self.max_body))
+        return body
 
     def _preflight(self, request: Any, started: float) -> bytes:
         request.setResponseCode(204)

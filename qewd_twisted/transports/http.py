@@ -11,15 +11,25 @@ What a channel enforces before a resource sees a request (docs/reliability.md, "
 - deadlines: the request line and headers within ``headerTimeout``, a body within
   ``bodyTimeout`` (absolute, not reset by each byte); 408 past either;
 - the request head: an unknown method gets 501 (so it never reaches a ``render_*`` that is not
-  a method handler), a path with control bytes, NUL or invalid UTF-8 gets 400;
+  a method handler), so does a transfer coding other than chunked; a path with control bytes,
+  NUL or invalid UTF-8 gets 400, and so does a head Twisted cannot parse (a malformed header
+  line, too many or too large headers, a bad ``Content-Length``, broken chunk framing);
 - bodies: each resource declares the largest body it accepts (`IRequestBodyLimit`; none by
   default); a larger ``Content-Length`` gets 413 before any of the body is read, a chunked body
   is cut with 413 at the limit, and what is accepted is kept in memory (never spooled to disk).
+  `read_body` is the bounded read for resources (also behind a plain twisted.web Site).
+
+These early answers are written by whoever owns the path: `NodeSite.early_answer` finds the
+resource the request was for among the tree's registered children (no resource code runs for a
+refused request) and, if it provides `IEarlyAnswer`, lets it write the headers and body (the
+REST resources answer JSON); otherwise plain text. The status line, ``content-length``,
+``connection: close`` and ``x-content-type-options`` are the channel's.
 
 `WebSocketEndpoint` hands a connection over to a WebSocket protocol after the upgrade: the
 bytes that arrived behind the upgrade request are fed to it as frames and the socket reads
 again (Twisted pauses it past 16 KiB of pipelined bytes and nothing else would resume it).
-`origin_allowed` is the ``allowedOrigins`` check for WebSocket and socket.io upgrades.
+`origin_allowed` is the ``allowedOrigins`` check for WebSocket and socket.io upgrades
+(`origin_refused` also logs a refusal and sets its 403).
 
 Imports twisted.web, errors and config.limits only.
 """
@@ -40,9 +50,11 @@ from qewd_twisted import errors as E
 from qewd_twisted.config.limits import Limits
 
 __all__ = [
+    "Answer",
     "KNOWN_METHODS",
     "LINGER",
     "LOGGED_CHARS",
+    "IEarlyAnswer",
     "IRequestBodyLimit",
     "NodeChannel",
     "NodeRequest",
@@ -51,6 +63,10 @@ __all__ = [
     "body_limit_of",
     "clip",
     "origin_allowed",
+    "origin_refused",
+    "owner_of",
+    "plain_answer",
+    "read_body",
 ]
 
 log = Logger()
@@ -108,6 +124,57 @@ def body_limit_of(resource: Any, method: bytes) -> int:
     return 0
 
 
+def read_body(request: Any, limit: int) -> bytes | None:
+    """A resource's read of its request body: the body if it is at most ``limit`` bytes, else
+    None (answer 413). Behind `NodeSite` the channel has refused a larger body already; the
+    bound also holds behind any other Site."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    body = content.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+#: An early answer's headers (besides the channel's own) and body.
+Answer = tuple[list[tuple[bytes, bytes]], bytes]
+
+
+class IEarlyAnswer(Interface):
+    """A resource that writes the HTTP layer's early answers to requests for it (408, 413, 501,
+    400 and a refused connection's 503, sent before any resource runs) its own way."""
+
+    def earlyAnswer(code: int, text: str) -> Answer:  # noqa: N802, N805 - twisted.web's naming
+        """The headers and body answering status ``code`` with the node's ``text``; the channel
+        adds the status line, ``content-length``, ``connection`` and
+        ``x-content-type-options``."""
+
+
+def plain_answer(code: int, text: str) -> Answer:
+    """An early answer as plain text (every path whose owner does not say otherwise)."""
+    return [(b"content-type", b"text/plain; charset=utf-8")], text.encode("utf-8") + b"\n"
+
+
+def owner_of(root: Any, target: bytes | None) -> Any:
+    """The resource a request for ``target`` is for, as far as the tree's registered children
+    (``putChild``) tell: the deepest one on its path, a leaf ending the walk; ``root`` when the
+    path names none. No resource's code runs (the request may be hostile), and the segments are
+    the ones twisted.web routes by."""
+    node = root
+    if node is None or not target:
+        return node
+    path = target.split(b"?", 1)[0]
+    for segment in path[1:].split(b"/"):
+        children = getattr(node, "children", None)
+        if getattr(node, "isLeaf", False) or not children:
+            break
+        child = children.get(unquote_to_bytes(segment))
+        if child is None:
+            break
+        node = child
+    return node
+
+
 def bad_path(target: bytes) -> str | None:
     """Why a request target cannot be served (None when it can): bytes outside visible ASCII,
     or a decoded path holding control bytes (NUL included) or invalid UTF-8."""
@@ -133,6 +200,18 @@ def origin_allowed(request: Any, allowed: frozenset[str] | None) -> bool:
     if origin is None:
         return True
     return origin.strip().lower().rstrip(b"/").decode("latin-1") in allowed
+
+
+def origin_refused(request: Any, allowed: frozenset[str] | None, what: str) -> bool:
+    """`origin_allowed`, for an endpoint that refuses: False when the origin is allowed; else
+    the refusal (``what`` is refused) is logged, the status set to 403, and True returned for
+    the endpoint to write its own body."""
+    if origin_allowed(request, allowed):
+        return False
+    log.info("refusing {what} from origin {origin}", what=what,
+             origin=clip(request.getHeader(b"origin")))
+    request.setResponseCode(403)
+    return True
 
 
 class NodeRequest(server.Request):
@@ -232,7 +311,24 @@ class NodeChannel(http.HTTPChannel):
         self._heard = True
         super().dataReceived(data)
 
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:  # noqa: N802
+        # Twisted answers a transfer coding it does not decode with a bare 400; RFC 9112 §6.1
+        # says 501 (and the answer is the owner's to write, as every early answer here).
+        if header == b"Transfer-Encoding" and data.lower() not in (b"chunked", b"identity"):
+            log.info("refusing transfer coding {coding} from {peer}", coding=clip(data),
+                     peer=_peer(self))
+            self.answer_early(501, E.CODING_NOT_IMPLEMENTED)
+            return False
+        return bool(super()._maybeChooseTransferDecoder(header, data))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - Twisted's name
+        # Twisted's own refusals of a malformed head (header lines, sizes, counts, chunk
+        # framing): a bare 400 there, an early answer like the others here.
+        self.answer_early(400, E.BAD_REQUEST_HEAD)
+
     def allHeadersReceived(self) -> None:
+        if self.discarding:
+            return
         self._stop_deadline()
         req = self.requests[-1]
         if self._refusal is not None:
@@ -274,16 +370,21 @@ class NodeChannel(http.HTTPChannel):
         """Answer ``code`` before (or instead of) reading the request, then close: the write
         side at once, the read side once the client stops, ``linger`` seconds have passed or
         ``LINGER_BYTES`` were discarded, so that the answer is not lost to a reset."""
-        if self.discarding or self.transport is None:
-            return
+        if self.discarding or self.transport is None or self.transport.disconnecting:
+            return  # answered already, or closing (Twisted's own idle timeout, say)
         self.discarding = True
+        self.setRawMode()  # what is still buffered is discarded, never parsed as a request
         self._stop_deadline()
         self.setTimeout(None)
-        body = text.encode("utf-8") + b"\n"
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\nx-content-type-options: nosniff\r\n\r\n"
-            % (code, _reason(code, text), len(body)) + body)
+        site_answer = getattr(self.site, "early_answer", None)
+        target = getattr(self, "_path", None)  # once the request line has arrived
+        headers, body = (site_answer(target, code, text) if site_answer is not None
+                         else plain_answer(code, text))
+        head = [b"HTTP/1.1 %d %s\r\n" % (code, _reason(code, text))]
+        head += [b"%s: %s\r\n" % header for header in headers]
+        head.append(b"content-length: %d\r\nconnection: close\r\n"
+                    b"x-content-type-options: nosniff\r\n\r\n" % len(body))
+        self.transport.write(b"".join(head) + body)
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is None:
             return self.loseConnection()
@@ -398,7 +499,10 @@ class NodeSite(server.Site):
     def __init__(self, resource: Any, *, reactor: Any, limits: Limits = _DEFAULTS,
                  max_connections: int | None = None,
                  connections: Callable[[], int] | None = None) -> None:
-        super().__init__(resource, reactor=reactor)
+        # No Twisted idle timeout (60 s): the channel's own deadlines cover every wait, and at
+        # bodyTimeout's default, also 60 s, the idle one closed a stalled upload silently
+        # before the 408 could be sent.
+        super().__init__(resource, reactor=reactor, timeout=None)
         self.limits = limits
         self.max_connections = max_connections
         self._connections = connections
@@ -407,6 +511,19 @@ class NodeSite(server.Site):
 
     def log(self, request: Any) -> None:
         pass
+
+    def early_answer(self, target: bytes | None, code: int, text: str) -> Answer:
+        """How the channel's early answer ``code`` to a request for ``target`` is written: by
+        the resource that owns the path (`owner_of`) if it provides `IEarlyAnswer`, else as
+        plain text."""
+        owner = owner_of(self.resource, target)
+        if IEarlyAnswer.providedBy(owner):
+            try:
+                return owner.earlyAnswer(code, text)
+            except Exception:
+                log.failure("writing an early {code} answer for {target}", code=code,
+                            target=clip(target))
+        return plain_answer(code, text)
 
     def admit(self, channel: Any) -> str | None:
         """Count a new connection, or say why it is refused (it is then not counted)."""
@@ -473,10 +590,7 @@ class WebSocketEndpoint(Resource):
         return 0  # an upgrade carries no body; what follows it is WebSocket frames
 
     def render(self, request: Any) -> Any:
-        if not origin_allowed(request, self.allowed_origins):
-            log.info("refusing a WebSocket upgrade from origin {origin}",
-                     origin=clip(request.getHeader(b"origin")))
-            request.setResponseCode(403)
+        if origin_refused(request, self.allowed_origins, "a WebSocket upgrade"):
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             _close_after(request)
             return E.ORIGIN_REFUSED.encode("utf-8") + b"\n"

@@ -38,7 +38,7 @@ from qewd_twisted.transports.engineio import (
     EngineSession, EngineSessions, IEngineSocket, IPoll,
 )
 from qewd_twisted.transports.framing import DirectTextSend, QuietFraming, SmallFrameUnmasking
-from qewd_twisted.transports.http import IRequestBodyLimit, clip, origin_allowed
+from qewd_twisted.transports.http import IRequestBodyLimit, origin_refused, read_body
 
 log = Logger()
 
@@ -185,10 +185,7 @@ class PollingResource(Resource):
         session.poll_lost(poll)
 
     def _handshake(self, request: Any) -> Any:
-        if not origin_allowed(request, self.allowed_origins):
-            log.info("refusing a polling handshake from origin {origin}",
-                     origin=clip(request.getHeader(b"origin")))
-            request.setResponseCode(403)
+        if origin_refused(request, self.allowed_origins, "a polling handshake"):
             request.setHeader(b"content-type", b"application/json")
             _cors(request)
             return b'{"code":4,"message":"Forbidden"}'
@@ -205,8 +202,8 @@ class PollingResource(Resource):
         return NOT_DONE_YET
 
     def _post(self, request: Any, session: EngineSession, jsonp: str | None) -> bytes:
-        body = request.content.read(self.sessions.max_http_buffer_size + 1)
-        if len(body) > self.sessions.max_http_buffer_size:
+        body = read_body(request, self.sessions.max_http_buffer_size)
+        if body is None:
             return refuse_oversize(request, session)
         ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
         if ctype == b"application/octet-stream":

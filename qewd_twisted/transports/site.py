@@ -136,8 +136,7 @@ class _ProtocolConnection(Connection):
             # nothing more can be sent, and Autobahn would raise for it (one such socket must
             # not stop a broadcast to the others).
             return
-        # A broadcast hands every socket the same bytes: framed once (_frame_once).
-        proto.sendFramed(data, _frame_once(data))
+        proto.sendText(data)
         guard = self.guard
         if guard is not None and guard.paused:
             guard.sent(len(data))

@@ -957,6 +957,29 @@ class VerifiedCacheTests(SynchronousTestCase):
         self.codec.session(nested)
         self.assertIsNone(self.codec._seen[nested].session)
 
+    def test_cached_times_checked_as_the_full_path_does(self) -> None:
+        """``exp`` / ``nbf`` of every shape give the same answer from the cache as from a codec
+        without one, before and after they pass (a missing ``exp`` never expires; a
+        non-numeric one fails closed)."""
+        now = self.clock.seconds()
+        uncached = TokenCodec("someSecret123", clock=self.clock, cache_size=0)
+        claims = [{}, {"exp": now + 5}, {"exp": now + 5.5}, {"exp": "soon"}, {"exp": None},
+                  {"nbf": now + 5}, {"nbf": now + 5, "exp": now + 10}, {"exp": True}]
+        big = TokenCodec("someSecret123", clock=self.clock, cache_size=100)
+        tokens = [big.encode({"application": "app", **c}) for c in claims]
+
+        def outcome(codec: TokenCodec, token: str) -> object:
+            try:
+                return codec.decode(token)
+            except TokenError as e:
+                return e.reason
+
+        for step in (0, 4.9, 0.6, 5):
+            self.clock.advance(step)
+            for token in tokens:
+                self.assertEqual(outcome(big, token), outcome(uncached, token), (step, token))
+                self.assertEqual(outcome(big, token), outcome(big, token))  # cached now
+
     def test_known_token_session_still_expires(self) -> None:
         token = self.codec.register_token("app", {"socketId": "s"}, timeout=10)
         self.codec.session(token)

@@ -187,11 +187,18 @@ class _Seen:
     ``decode`` on every use.
     """
 
-    __slots__ = ("json", "flat", "ours", "names", "types", "issued_from", "session")
+    __slots__ = ("json", "flat", "ours", "names", "types", "issued_from", "session", "exp")
 
     def __init__(self, json: bytes, flat: dict[str, Any] | None, ours: bool) -> None:
         self.json = json
         self.flat = flat
+        # ``exp`` for ``decode``'s shortcut: a flat payload with no ``nbf`` and a numeric (or
+        # no: never expires) ``exp``; None for anything else, checked in full every time
+        self.exp: float | None = None
+        if flat is not None and "nbf" not in flat:
+            exp = flat.get("exp", math.inf)
+            if _is_number(exp):
+                self.exp = exp
         self.issued_from: tuple[Any, ...] | None = None
         self.session: tuple[dict[str, Any], list[str]] | None = None
         types = tuple(map(type, flat.values())) if flat is not None else ()
@@ -312,6 +319,12 @@ class TokenCodec:
         Checks, in jwt-simple's order (§3.1): presence, 3 segments, header and payload JSON,
         algorithm allowed, signature, ``nbf``, ``exp``. Raises TokenError.
         """
+        known = self._seen.get(token) if type(token) is str else None
+        if known is not None and known.exp is not None:
+            # verified before, plain claims: only the expiry is left to check (_check_times)
+            if self._now() > known.exp:
+                raise TokenError(EXPIRED)
+            return dict(known.flat)  # type: ignore[arg-type]
         return self._verify(token, check_times=True)
 
     def _verify(self, token: Any, check_times: bool) -> dict[str, Any]:

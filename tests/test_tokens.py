@@ -1205,6 +1205,51 @@ class IssueReuseTests(SynchronousTestCase):
         self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))
 
 
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),
+           st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),
+           st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=2),
+           st.lists(st.sampled_from(["a", "b", "c", "d", "socketId"]), max_size=2))
+    def test_recorded_shortcut_is_what_a_fresh_encode_gives(self, first, second, secret,
+                                                             moved) -> None:
+        """Once a token has re-issued to itself (``issued_from`` recorded), any later session
+        of it, changed in values, types, order (a claim taken out and put back) or secrecy,
+        still re-issues to what a fresh encode gives."""
+        session = self.codec.session(self.codec.register_token("app", {"socketId": "s"}))
+        session.update(first)
+        token = self.codec.issue(session)
+        self.assertEqual(self.codec.issue(self.codec.session(token)), token)  # recorded
+        session = self.codec.session(token)
+        session.update(second)
+        for name in moved:
+            if name in session:
+                session[name] = session.pop(name)
+        for name in secret:
+            session.make_secret(name)
+        self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))
+
+
+    def test_recorded_shortcut_sees_type_order_and_secrecy(self) -> None:
+        """After the shortcut is recorded: another value, an equal value of another type (True
+        for 1), the same claims in another order, or another secret set each give a fresh
+        token."""
+        session = self.codec.session(self.codec.register_token("app", {"socketId": "s"}))
+        session.update({"b": "x", "a": 1, "c": 2})
+        token = self.codec.issue(session)
+        self.assertIs(self.codec.issue(self.codec.session(token)), token)
+        self.assertIsNotNone(self.codec._seen[token].issued_from)
+        changes = [lambda s: s.__setitem__("a", 2),
+                   lambda s: s.__setitem__("a", True),
+                   lambda s: s.__setitem__("a", s.pop("a")),  # b, c, a: same types in order
+                   lambda s: s.make_secret("b")]
+        for change in changes:
+            session = self.codec.session(token)
+            change(session)
+            reissued = self.codec.issue(session)
+            self.assertNotEqual(reissued, token)
+            self.assertEqual(reissued, _fresh_issue(self.codec, session))
+
+
 class RewriteTests(SynchronousTestCase):
     """rewrite(token, app): with_application(decode(token), app), remembered."""
 

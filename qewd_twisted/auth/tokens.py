@@ -176,7 +176,7 @@ class _Seen:
     payload's claim names and value types, in order) make that comparison cheap.
 
     ``issued_from`` is set once ``issue`` has returned this token for a session: ``(iat,
-    secret names, items, value types)`` of that session. A later session equal to it, item for
+    secret names, items (a dict), names, value types)`` of that session. A later session equal to it, item for
     item and type for type, in the same second, re-issues to this very token without even
     building its claims (see ``TokenCodec.issue``).
 
@@ -542,9 +542,10 @@ class TokenCodec:
         origin = session._origin
         if origin is not None:
             was = origin[1].issued_from
-            if (was is not None and was[0] == iat and was[1] == tuple(session._secrets)
-                    and was[2] == tuple(session.items())
-                    and was[3] == tuple(map(type, session.values()))):
+            # equal items (a dict compare), in the same order, of the same types
+            if (was is not None and was[0] == iat and was[2] == session
+                    and was[3] == tuple(session) and was[1] == tuple(session._secrets)
+                    and was[4] == tuple(map(type, session.values()))):
                 return origin[0]  # the same session, the same second: the same token
         timeout = session.get("timeout")
         timeout = self.initial_timeout if timeout is None else check_timeout(timeout)
@@ -567,7 +568,7 @@ class TokenCodec:
         types = tuple(map(type, session.values()))
         if float in types or not _SCALAR_TYPES.issuperset(types):
             return
-        seen.issued_from = (iat, tuple(session._secrets), tuple(session.items()), types)
+        seen.issued_from = (iat, tuple(session._secrets), dict(session), tuple(session), types)
 
     def with_application(
         self, payload_or_session: Mapping[str, Any] | JWTSession, application: str

@@ -15,6 +15,15 @@ SESSION_EXPIRED = "Session expired"  # §2.4
 UNABLE_TO_LOAD = "Unable to load handler module for: {application}"  # §5.1
 NO_HANDLER = "Handler not defined for {application} messages of type {type}"  # §5.3
 MS_DOWN = "MicroService connection is down"  # §4.2 step 4
+FRAGMENT_MISSING = "Fragment file {file} does not exist"  # §5.5
+FRAGMENT_UNREADABLE = "Unable to read file {file}"  # §5.5 (QEWD.js shows the full path)
+# §5.2
+SERVICE_NOT_PERMITTED = "{service} service is not permitted for the {application} application"
+SERVICE_NOT_FOR_USER = "You are not allowed access to the {service} service"  # §5.2
+NO_SERVICE_HANDLER = "No handler defined for {service} service messages of type {type}"  # §5.2
+SESSION_LOCK_TIMEOUT = "Timed out waiting for EWD session to be released"  # §5.5
+SWITCH_NOT_PERMITTED = "No permissions set to allow a switch from {source} to {target}"  # §4.7
+SWITCH_BAD_DESTINATION = "{destination} is not a valid microservice destination"  # §4.7
 
 # ours
 NOT_AN_OBJECT = "Invalid message: expected a JSON object"
@@ -38,6 +47,7 @@ NOT_JSON_REPLY = "The {type} handler's reply could not be sent as JSON"
 BAD_MS_TOKEN = "Invalid token from micro-service"
 BAD_SESSION = "The {type} handler left the session unusable: {reason}"
 INTERNAL_ERROR = "Internal server error"
+SWITCH_NEEDS_JWT = "An application switch needs a JWT session"
 SESSION_STORE_DOWN = "Session store unavailable"  # ours: a database-backed session store
 DATABASE_DOWN = "Database unavailable: {reason}"
 STATUS_DATABASE_DOWN = 503
@@ -85,7 +95,7 @@ INTERNAL_TYPES = frozenset(
 
 # QEWD built-ins this node does not provide (yet): refused with NOT_SUPPORTED.
 UNSUPPORTED_TYPES = frozenset(
-    {"ewd-fragment", "ewd-dump-documents", "ewd-save-documents"}
+    {"ewd-dump-documents", "ewd-save-documents"}
 )
 
 

@@ -21,6 +21,7 @@ from qewd_twisted.apps.modules import Applications
 from qewd_twisted.config import Config, ConfigError, own_files_in, web_root_problem
 from qewd_twisted.core.node import Node
 from qewd_twisted.auth.sessions import MemorySessionStore
+from qewd_twisted.core.session_locks import StoreSessionLocks
 from qewd_twisted.transports.http import NodeSite
 from qewd_twisted.transports.site import build_site_root
 from qewd_twisted.apps.pool import WorkerPool
@@ -79,6 +80,10 @@ def own_files_of(config: Config) -> list[str]:
         if module is not None and getattr(module, "__file__", None):
             files.append(module.__file__)
     return files
+
+
+def _no_link(url: str, application: str) -> Any:
+    raise LookupError("no links: this node has no jwt or no u_services destinations")
 
 
 class _Closer(Service):
@@ -153,11 +158,24 @@ class QEWDService(MultiService):
 
         self.micro_services = None
         routes = list(config.micro_services.routes.values()) if config.micro_services else []
-        if routes or (config.micro_services and config.micro_services.rest_routes):
+        # an application switch reaches destinations no route names (§4.7)
+        switching = bool(config.permit_application_switch and self.tokens is not None
+                         and config.micro_services.destinations)
+        if routes or switching or (config.micro_services and config.micro_services.rest_routes):
             from qewd_twisted.mesh.links import MicroServices
 
             self.micro_services = MicroServices(routes, reactor, refresh_token=self.tokens.refresh)
             self.micro_services.setServiceParent(self)
+        switch = None
+        if config.permit_application_switch:
+            from qewd_twisted.core.switch import ApplicationSwitch
+
+            # a destination too: accepts switches its permit_application_switch allows
+            link_for = self.micro_services.link_for if switching else _no_link
+            switch = ApplicationSwitch(config.micro_services.destinations,
+                                       config.permit_application_switch, link_for)
+            for dest in config.micro_services.destinations.values() if switching else ():
+                link_for(dest.urls or dest.url, dest.application)  # up before use
 
         self.node = Node(
             reactor,
@@ -167,6 +185,12 @@ class QEWDService(MultiService):
             sessions=self.sessions,
             micro_services=self.micro_services,
             limits=limits,
+            web_root=config.web_server_root,
+            lock_timeout=config.lock_session,
+            # lockSession with sessions in a database: its lock, shared by every node on it
+            session_locks=(StoreSessionLocks(self.documents, config.session_document_name)
+                           if config.lock_session and config.database is not None else None),
+            switch=switch,
             db=self.documents,
         )
         # handler modules are imported once the node exists: init(application, q) gets its q
@@ -187,7 +211,7 @@ class QEWDService(MultiService):
                                max_connections=limits.max_connections,
                                max_buffered_bytes=limits.max_buffered_bytes,
                                limits=limits, allowed_origins=config.allowed_origins,
-                               hidden=own_files)
+                               hidden=own_files, io_paths=config.io_paths)
         self.site = NodeSite(root, reactor=reactor, limits=limits,
                              max_connections=limits.max_connections,
                              connections=lambda: len(self.node.connections))

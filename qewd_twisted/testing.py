@@ -108,7 +108,10 @@ class NodeHarness:
         max_in_flight_link: int = Limits.max_in_flight_link,
         start_time: float = 1_700_000_000.0,
         db: Any = None,
+        **node_options: Any,
     ) -> None:
+        """``node_options`` go to the `Node` as they are (``web_root``, ``lock_timeout``,
+        ``switch``, ...)."""
         self.limits = Limits(initial_session_timeout=initial_session_timeout,
                              handler_timeout=handler_timeout,
                              micro_service_timeout=micro_service_timeout,
@@ -138,6 +141,7 @@ class NodeHarness:
             micro_services=micro_services,
             limits=self.limits,
             db=db,
+            **node_options,
         )
         # modules are added once the node exists: init(application, q) gets its q
         registry.add_objects(apps, self.node.q)

@@ -523,9 +523,9 @@ class UnknownKeyTests(ConfigTestCase):
 
     def test_unsupported_qewd_key(self) -> None:
         self.assertEqual(
-            self.problems({"webSockets": {"io_paths": ["/x"]}, "no_sockets": True}),
+            self.problems({"qewd_up": True, "no_sockets": True}),
             [
-                "config.webSockets: QEWD.js key not supported by qewd-twisted",
+                "config.qewd_up: QEWD.js key not supported by qewd-twisted",
                 "config.no_sockets: QEWD.js key not supported by qewd-twisted",
             ],
         )
@@ -569,7 +569,6 @@ class UnknownKeyTests(ConfigTestCase):
                 "idleLimit",
                 "mode",
                 "bodyParser",
-                "lockSession",
                 "resilientMode",
                 "errorLogFile",
             ],

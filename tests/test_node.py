@@ -268,7 +268,8 @@ class HandlerTests(Base):
         self.assertIs(q, h.node.q)
         self.assertIsNot(q, h.node)
         self.assertEqual(sorted(n for n in dir(q) if not n.startswith("_")),
-                         ["db", "send_to_socket", "to_all", "to_application"])
+                         ["db", "send_to_socket", "set_custom_error_response", "to_all",
+                          "to_application"])
         self.assertIs(q.db, h.db)  # the harness's in-memory document store
         self.assertTrue(q.send_to_socket(c.id, {"hi": 1}))
         self.assertFalse(q.send_to_socket("nobody", {"hi": 1}))
@@ -495,7 +496,8 @@ class AuthTests(Base):
         token = self.h.register(self.c, "demo", jwt=False)
         self.h.clock.advance(301)
         [f] = self.h.send(self.c, {"type": "echo", "token": token})
-        self.assertEqual(f["message"], {"error": E.SESSION_EXPIRED, "disconnect": True})
+        # the running QEWD.js answers an expired session as an unknown one (§2.4)
+        self.assertEqual(f["message"], {"error": E.INVALID_SESSION, "disconnect": True})
 
     def test_session_mode_sliding_expiry(self) -> None:
         token = self.h.register(self.c, "demo", jwt=False)
@@ -529,8 +531,9 @@ class BadInputTests(Base):
                 self.assertNotIn("token", f["message"])
 
     def test_unsupported_types(self) -> None:
-        [f] = self.h.send(self.c, {"type": "ewd-fragment", "params": {"file": "../../etc/passwd"}})
-        self.assertEqual(f["message"]["error"], E.NOT_SUPPORTED.format(type="ewd-fragment"))
+        [f] = self.h.send(self.c, {"type": "ewd-dump-documents", "params": {"password": "x"}})
+        self.assertEqual(f["message"]["error"],
+                         E.NOT_SUPPORTED.format(type="ewd-dump-documents"))
 
     def test_other_clients_unaffected(self) -> None:
         good = self.h.connect()

@@ -27,7 +27,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from qewd_twisted import errors as E
+from qewd_twisted.apps.custom_errors import CustomErrors
 from qewd_twisted.apps.modules import Application, AppLoadError, Applications, runs_on_reactor
+from qewd_twisted.apps.services import ServiceRefused, select_service
 from qewd_twisted.apps.pool import PoolFull
 from qewd_twisted.auth.tokens import TokenCodec
 from qewd_twisted.config.limits import Limits
@@ -36,6 +38,7 @@ from qewd_twisted.core.inflight import InFlight
 from qewd_twisted.core.interfaces import IConnection, IWorkerPool
 from qewd_twisted.core.q import Q
 from qewd_twisted.core.requests import Request, positional_arity, snapshot
+from qewd_twisted.core.switch import wants_switch
 
 log = Logger()
 
@@ -75,8 +78,13 @@ class LocalRunner:
                  in_flight: InFlight,
                  send: Callable[[IConnection, Any], None], q: Q, *,
                  tokens: TokenCodec | None = None,
-                 handler_timeout: float | None = Limits.handler_timeout) -> None:
+                 handler_timeout: float | None = Limits.handler_timeout,
+                 custom_errors: CustomErrors | None = None) -> None:
         self.reactor = reactor
+        self.custom_errors = custom_errors if custom_errors is not None else CustomErrors()
+        # (req, result) -> None: takes over a final reply that asks for an application switch
+        # (core.switch); None: such replies go to the client as they are
+        self.switch: Callable[[Request, dict], None] | None = None
         self.apps = apps
         self.pool = pool
         self.tokens = tokens
@@ -118,16 +126,20 @@ class LocalRunner:
         try:
             app = self.apps.get(req.application)
         except AppLoadError as e:
-            self._in_flight.ended_early(req, "error")
-            return self._error(req.conn, req.type, str(e), req.started, req.ms_request_id,
-                               reason=e.reason)
+            return self._refuse(req, "moduleLoadError", {"error": str(e), "reason": e.reason})
+        if req.message.get("service"):
+            # a service module's handler (§5.2): its hooks and workerResponseHandlers apply
+            try:
+                app = select_service(self.apps, app, req.session, req.message,
+                                     self.custom_errors)
+            except ServiceRefused as e:
+                self._in_flight.ended_early(req, "error")
+                return self._reply(req.conn, req.type, e.message, req.started,
+                                   req.ms_request_id)
         req.app = app
         handler = app.handlers.get(req.type)
         if handler is None and app.before_handler is None:
-            self._in_flight.ended_early(req, "error")
-            return self._error(req.conn, req.type,
-                               E.NO_HANDLER.format(application=req.application, type=req.type),
-                               req.started, req.ms_request_id)
+            return self._refuse(req, "noTypeHandler", self._no_handler(req))
         self._begin(req)
         target = handler if handler is not None else app.before_handler
         on_reactor = self._on_reactor.get(target)
@@ -264,8 +276,17 @@ class LocalRunner:
                 self._finished(req, snapshot(message))
         return send, finished
 
+    def _refuse(self, req: Request, error_type: str, message: dict) -> None:
+        """Answer ``req`` before it began with an error (the application's custom text and
+        status for ``error_type`` when it set one)."""
+        self._in_flight.ended_early(req, "error")
+        self._reply(req.conn, req.type,
+                    self.custom_errors.apply(req.application, error_type, message),
+                    req.started, req.ms_request_id)
+
     def _no_handler(self, req: Request) -> dict:
-        return {"error": E.NO_HANDLER.format(application=req.application, type=req.type)}
+        return self.custom_errors.apply(req.application, "noTypeHandler", {
+            "error": E.NO_HANDLER.format(application=req.application, type=req.type)})
 
     def _chain_sync(self, app: Application, handler: Any, req: Request,
                     send: Callable, finished: Callable) -> None:
@@ -367,6 +388,8 @@ class LocalRunner:
             log.warn("finished() called again for {application}/{type}: ignored",
                      application=req.application, type=req.type)
             return
+        if self.switch is not None and wants_switch(result):
+            return self.switch(req, result)
         self._end(req, "error" if isinstance(result, dict) and result.get("error") else "ok")
         if result is None:
             result = {}

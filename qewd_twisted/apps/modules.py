@@ -15,7 +15,9 @@ A handler module exports (docs/protocol.md §5.2):
 - ``workerResponseHandlers``: ``{type: fn(message, send[, q])}``, run on the reactor before a
   successful final reply is sent; return ``True`` (took over sending), ``None`` (keep) or a
   replacement message
-- ``init(application)``: run once when the module is loaded
+- ``init(application)`` or ``init(application, q)``: run once when the module is loaded
+- ``servicesAllowed``: ``{service: True}``, the service modules its messages may name
+  (``apps.services``)
 
 Plain ``def`` handlers run in the worker pool; ``async def`` handlers, ``@inlineCallbacks``
 functions and functions marked with :func:`on_reactor` run on the reactor thread.

@@ -275,8 +275,8 @@ class ISessionStore(Interface):
         """Return the session for ``token`` and slide its expiry (``now + timeout``).
 
         Raises SessionError: ``Missing authorization header`` (no token), ``Invalid token or
-        session expired`` (unknown token), ``Session expired`` (past expiry; the session is
-        deleted).
+        session expired`` (unknown token, or past expiry: the session is deleted; the running
+        QEWD.js never sends its ``Session expired``).
         """
 
     def get(token: str) -> ServerSession | None:
@@ -342,8 +342,10 @@ class MemorySessionStore:
             raise SessionError(INVALID_TOKEN)
         now = self._clock.seconds()
         if now > session.expiry:
+            # ewd-session's token lookup treats an expired session as no session, so the
+            # running QEWD.js answers this, never its "Session expired" (docs/protocol.md §2.4)
             del self._sessions[token]
-            raise SessionError(SESSION_EXPIRED)
+            raise SessionError(INVALID_TOKEN)
         session.expiry = now + session.timeout
         return session
 

@@ -33,6 +33,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.testing import MemoryReactor
 
+from qewd_twisted.config.features import message_feature_keys
 from qewd_twisted.config.rest import RestMount, check_routes
 from qewd_twisted.config.checks import (
     Checker,
@@ -82,18 +83,19 @@ SUPPORTED_KEYS = (
     *("maxConnectionsPerAddress", "allowedOrigins", "stallTimeout", "maxRanges"),
     *("statusAuthFailures", "statusAuthWindow"),
     *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
+    *("lockSession", "webSockets", "permit_application_switch"),  # docs/compatibility.md
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
 # accepted so that a translated startup file keeps working, and listed in Config.ignored_keys.
 IGNORED_KEYS = (
     *("webServer", "poolPrefork", "idleLimit", "mode"),
-    *("bodyParser", "lockSession", "resilientMode", "errorLogFile"),
+    *("bodyParser", "resilientMode", "errorLogFile"),
 )
 # QEWD.js keys whose behaviour we do not provide: ignoring them would silently change what the
 # node does, so they are problems, with their own message rather than "unknown key".
 UNSUPPORTED_QEWD_KEYS = (
-    *("no_sockets", "webSockets", "addMiddleware", "addMiddlewareUp", "customSocketModule"),
-    *("qewd_up", "permit_application_switch", "service_name", "use_worker_threads"),
+    *("no_sockets", "addMiddleware", "addMiddlewareUp", "customSocketModule"),
+    *("qewd_up", "service_name", "use_worker_threads"),
     "onWorkerStartedPath",
 )
 
@@ -190,6 +192,9 @@ class Config:
     # {"type": "sqlite"|"redis", "params": {...}} (docs/documents.md)
     database: dict[str, Any] | None = None
     session_document_name: str = "CacheTempEWDSession"  # QEWD's default
+    lock_session: float | None = None  # lockSession: seconds a request waits for its session
+    io_paths: tuple[str, ...] = ()  # webSockets.io_paths: extra socket.io namespaces
+    permit_application_switch: dict[str, dict[str, bool]] = field(default_factory=dict)
     ignored_keys: list[str] = field(default_factory=list)
     base_dir: str = field(default_factory=os.getcwd)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -307,6 +312,7 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         database=_database(c, d),
         session_document_name=c.get_str(d, "sessionDocumentName", "config")
         or "CacheTempEWDSession",
+        **message_feature_keys(c, d),
         ignored_keys=ignored,
         base_dir=base_dir,
         raw=d,

@@ -11,6 +11,8 @@ May import: ``qewd_twisted.core.requests``, ``core.interfaces`` and Twisted.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
@@ -28,6 +30,8 @@ class InFlight:
         self._clock = clock
         self.observer = observer
         self._requests: set[Request] = set()
+        # request -> what must run when it ends (a session lock's release)
+        self._on_end: dict[Request, Callable[[], None]] = {}
         self._drained: list[defer.Deferred[None]] = []
 
     def __len__(self) -> int:
@@ -45,6 +49,8 @@ class InFlight:
         """``req`` is over (its final frame is about to be sent): stop its timer, uncount it
         and report ``outcome``, once; later calls only mark it done."""
         req.done = True
+        if self._on_end:
+            self._ended(req)
         if req.timer is not None and req.timer.active():
             req.timer.cancel()
         req.timer = None
@@ -59,7 +65,18 @@ class InFlight:
 
     def ended_early(self, req: Request, outcome: str) -> None:
         """Report a request that was answered before it began (e.g. no such handler)."""
+        if self._on_end:
+            self._ended(req)
         self.observer.request_finished(req, outcome)
+
+    def on_end(self, req: Request, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once when ``req`` ends (however it ends)."""
+        self._on_end[req] = fn
+
+    def _ended(self, req: Request) -> None:
+        fn = self._on_end.pop(req, None)
+        if fn is not None:
+            fn()
 
     def drain(self) -> defer.Deferred[None]:
         """A Deferred that fires once no request is in flight (at once if none is). The

@@ -41,8 +41,11 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from qewd_twisted import errors as E
+from qewd_twisted.apps.custom_errors import CustomErrors
+from qewd_twisted.apps.fragments import FragmentBuiltin
 from qewd_twisted.apps.local import LocalRunner
 from qewd_twisted.apps.modules import Applications
 from qewd_twisted.auth.sessions import ISessionStore, SessionError
@@ -55,6 +58,8 @@ from qewd_twisted.core.interfaces import IConnection, INodeObserver, IRoutes, IW
 from qewd_twisted.core.push import IPushBus, make_push
 from qewd_twisted.core.q import Q
 from qewd_twisted.core.requests import Connection, Request, looks_like_jwt
+from qewd_twisted.core.session_locks import ISessionLocks, LockTimedOut, MemorySessionLocks
+from qewd_twisted.core.switch import ApplicationSwitch, SwitchRefused
 from qewd_twisted.ops.observe import NodeObserver
 
 __all__ = ["Connection", "Node", "Request"]
@@ -72,6 +77,10 @@ class Node:
 
     Composed of: an `InFlight` set, a `LocalRunner` (local handlers) and a `Forwarder`
     (links; only with ``micro_services`` and ``tokens``). ``q`` is what application code gets.
+    QEWD's message features (docs/handlers.md): ``ewd-fragment`` (a session built-in, read
+    from ``web_root``), custom errors (``custom_errors``, filled through ``q``), ``lockSession``
+    (``session_locks``, or in-process locks when only ``lock_timeout`` is given) and the
+    application ``switch`` (``core.switch.ApplicationSwitch``).
     ``limits``: ``maxInFlight``, ``maxInFlightPerLink``, the handler and micro-service
     deadlines and the initial session timeout are read from it.
     """
@@ -86,6 +95,10 @@ class Node:
         sessions: ISessionStore | None = None,
         micro_services: IRoutes | None = None,
         limits: Limits = Limits(),
+        web_root: str | None = None,
+        session_locks: ISessionLocks | None = None,
+        lock_timeout: float | None = None,
+        switch: ApplicationSwitch | None = None,
         db: Any = None,
     ) -> None:
         self.reactor = reactor
@@ -107,10 +120,17 @@ class Node:
         # metrics, status page, request log (ops); the default does nothing
         self._observer: INodeObserver = NodeObserver()
         self.requests = InFlight(reactor, self._observer)
+        self.custom_errors = CustomErrors()  # q.set_custom_error_response fills it
         # q.db: the document store (documents.DocumentStore), or None
         self.q = Q(self, db)
         self.local = LocalRunner(reactor, apps, pool, self.requests, self._send, self.q,
-                                 tokens=tokens, handler_timeout=limits.handler_timeout)
+                                 tokens=tokens, handler_timeout=limits.handler_timeout,
+                                 custom_errors=self.custom_errors)
+        # lockSession (session-token mode): one request at a time per session
+        self.session_locks = session_locks
+        self.lock_timeout = lock_timeout
+        if session_locks is None and lock_timeout:
+            self.session_locks = MemorySessionLocks(reactor)
         self.forwarder: Forwarder | None = None
         if micro_services is not None and tokens is not None:
             self.forwarder = Forwarder(reactor, tokens, self.requests, self._send,
@@ -119,7 +139,13 @@ class Node:
             "ewd-register": self._register,
             "ewd-reregister": self._reregister,
         }
-        self.session_builtins: dict[str, SessionBuiltin] = {}
+        self.session_builtins: dict[str, SessionBuiltin] = {
+            "ewd-fragment": FragmentBuiltin(reactor, web_root, apps, pool, self.requests,
+                                            self._send, self.custom_errors),
+        }
+        self.switch = switch
+        if switch is not None:
+            self.local.switch = self._switch
         self._run_local = self.local.run  # per request: one bound method, looked up once
 
     @property
@@ -308,10 +334,13 @@ class Node:
                     return self.forwarder.forward(req, *route)
             session = tokens.session_from_payload(payload, token)
         except TokenError as e:
-            return self._send(conn, envelope.jwt_rejection(mtype, str(e), rid))
+            return self._not_authenticated(conn, envelope.jwt_rejection(mtype, str(e), rid))
         req = Request(conn, obj, mtype, started, rid, True, session, application)
         if self.session_builtins and mtype in self.session_builtins:
             return self.session_builtins[mtype](req)
+        if self.switch is not None and "qewd_application" in obj:
+            # the destination side of an application switch from a QEWD.js master (§2.5)
+            req.application = self.switch.accepts(application, obj)
         self._run_local(req)
 
     def _session_message(self, conn: IConnection, obj: dict, mtype: str, token: Any,
@@ -320,7 +349,8 @@ class Node:
             session = self.sessions.authenticate(  # type: ignore[union-attr]
                 token if isinstance(token, str) else "")
         except SessionError as e:
-            return self._error(conn, mtype, str(e), started, rid, disconnect=True)
+            return self._not_authenticated(conn, envelope.error(
+                mtype, str(e), self._elapsed(started), rid, disconnect=True))
         if isinstance(session, defer.Deferred):  # a store in a database (documents/sessions.py)
             return self._when_session(
                 session, conn, mtype, started, rid,
@@ -332,7 +362,84 @@ class Node:
         req = Request(conn, obj, mtype, started, rid, False, session, session.application)
         if self.session_builtins and mtype in self.session_builtins:
             return self.session_builtins[mtype](req)
+        if self.session_locks is not None:
+            return self._locked(req)
         self._run_local(req)
+
+    def _not_authenticated(self, conn: IConnection, frame: dict) -> None:
+        """An authentication failure, with the custom ``sessionNotAuthenticated`` text and
+        status of the application the connection registered for, if it set one."""
+        if self.custom_errors:
+            frame["message"] = self.custom_errors.apply(conn.application,
+                                                        "sessionNotAuthenticated",
+                                                        frame["message"])
+        self._send(conn, frame)
+
+    # -- lockSession (docs/protocol.md §5.5) --------------------------------------------
+
+    def _locked(self, req: Request) -> None:
+        """Run ``req`` once it holds its session's lock; the lock goes when it ends."""
+        d = self.session_locks.acquire(req.session.id, self.lock_timeout)  # type: ignore
+
+        def locked(release: Callable[[], None]) -> None:
+            if not req.conn.open:
+                return release()
+            if not self.accepting:  # the node began to stop while this one waited
+                release()
+                self.requests.ended_early(req, "503")
+                return self._error(req.conn, req.type, E.SHUTTING_DOWN, req.started,
+                                   req.ms_request_id, status=E.STATUS_BUSY)
+            self.requests.on_end(req, release)
+            self._run_local(req)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(LockTimedOut):
+                log.warn("session {id} still locked after {s}s: refusing {type}",
+                         id=req.session.id, s=self.lock_timeout, type=req.type)
+                text = E.SESSION_LOCK_TIMEOUT
+            else:
+                log.failure("locking session {id}", failure, id=req.session.id)
+                text = E.INTERNAL_ERROR
+            self.requests.ended_early(req, "error")
+            self._error(req.conn, req.type, text, req.started, req.ms_request_id)
+
+        d.addCallbacks(locked, failed)
+        d.addErrback(lambda f: log.failure("running {type} under its session lock", f,
+                                           type=req.type))
+
+    # -- application switch (docs/protocol.md §4.7) --------------------------------------
+
+    def _switch(self, req: Request, result: dict) -> None:
+        """A local handler's final reply asks to go on at another application: check it,
+        forward it there, relay the answers (``core.switch``)."""
+        switch: ApplicationSwitch = self.switch  # type: ignore[assignment]
+        self.requests.end(req, "ok")
+        try:
+            if not req.jwt:
+                raise SwitchRefused(E.SWITCH_NEEDS_JWT)
+            link, target = switch.route(req.application, result)
+            if self.forwarder is None:
+                raise SwitchRefused(E.SWITCH_BAD_DESTINATION.format(
+                    destination=result.get("qewd_destination")))
+            token = self.tokens.issue(req.session)  # type: ignore[union-attr]
+        except SwitchRefused as e:
+            return self._error(req.conn, req.type, str(e), req.started, req.ms_request_id)
+        except (TypeError, ValueError) as e:
+            return self._error(req.conn, req.type, E.BAD_SESSION.format(type=req.type, reason=e),
+                               req.started, req.ms_request_id)
+        log.info("application switch: {source}/{type} to {target} at {link}",
+                 source=req.application, type=req.type, target=target, link=link)
+        out = Request(req.conn, switch.message(result, req.type, token), req.type, req.started,
+                      req.ms_request_id, True, None, req.application)
+        try:
+            self.forwarder.forward(out, link, target)
+        except Exception:
+            log.failure("application switch of {type} to {target}", type=req.type,
+                        target=target)
+            if not out.done:
+                self.requests.end(out, "error")
+                self._error(req.conn, req.type, E.INTERNAL_ERROR, req.started,
+                            req.ms_request_id)
 
     def _when_session(self, d: defer.Deferred, conn: IConnection, mtype: str, started: float,
                       rid: Any, then: Callable[[Any], None], disconnect: bool = True,
@@ -343,8 +450,11 @@ class Node:
 
         def failed(f: Any) -> None:
             if f.check(SessionError):
-                return self._error(conn, mtype, f.getErrorMessage(), started, rid,
-                                   disconnect=disconnect, status=status)
+                frame = envelope.error(mtype, f.getErrorMessage(), self._elapsed(started), rid,
+                                       disconnect=disconnect, status=status)
+                if disconnect:  # an authentication failure
+                    return self._not_authenticated(conn, frame)
+                return self._send(conn, frame)
             log.warn("session store failed for {type}: {error}", type=mtype,
                      error=f.getErrorMessage())
             self._error(conn, mtype, E.SESSION_STORE_DOWN, started, rid,

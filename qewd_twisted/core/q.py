@@ -14,9 +14,14 @@ Its whole surface:
 - ``q.db``: the document store (``documents.DocumentStore``), or None for a node built
   without one.
 
-The push methods are called on the reactor thread (a workerResponseHandler runs there); the
-document store blocks, so ``async def`` code reaches it through ``q.db.run`` (docs/documents.md).
-Room is kept for ``set_custom_error_response`` (QEWD's ``q.setCustomErrorResponse``).
+- ``q.set_custom_error_response(application=..., errorType=..., text=..., statusCode=...)``
+  (or one dict; QEWD's ``this.setCustomErrorResponse``): the text and status code of one of
+  QEWD's error types for one application (``apps.custom_errors``); called from a module's
+  ``init(application, q)``.
+
+The push methods are called on the reactor thread (a workerResponseHandler and ``init`` run
+there); the document store blocks, so ``async def`` code reaches it through ``q.db.run``
+(docs/documents.md).
 
 May import: nothing at run time (the node only for type checking).
 """
@@ -51,6 +56,11 @@ class Q:
     def send_to_socket(self, socket_id: str, obj: Any) -> bool:
         """Send ``obj`` to one client by socket id; False when it is not connected here."""
         return self._node.send_to_socket(socket_id, obj)
+
+    def set_custom_error_response(self, params: Any = None, /, **kw: Any) -> bool:
+        """QEWD's ``setCustomErrorResponse({application, errorType, text, statusCode})``;
+        False when nothing was set (no application or error type, or an unknown type)."""
+        return self._node.custom_errors.set(params, **kw)
 
     def __repr__(self) -> str:
         return "<q>"

@@ -34,7 +34,6 @@ from zope.interface import Interface, implementer
 from qewd_twisted.auth.sessions import (
     INVALID_TOKEN,
     MISSING_AUTHORIZATION,
-    SESSION_EXPIRED,
     TOO_MANY_SESSIONS,
     ServerSession,
     SessionError,
@@ -235,7 +234,9 @@ class DocumentSessionStore:
         if not isinstance(expiry, int) or now > expiry:
             node.delete()
             index.delete()
-            raise SessionError(SESSION_EXPIRED)
+            # ewd-session's token lookup takes an expired session for none: the running
+            # QEWD.js answers this, never "Session expired" (docs/protocol.md §2.4)
+            raise SessionError(INVALID_TOKEN)
         if slide:
             timeout = record.get("timeout")
             if isinstance(timeout, int) and timeout > 0:

@@ -56,6 +56,11 @@ class NodeBridge:
             message["status"] = {"code": status}
         self.reply(conn, type, message, started, rid)
 
+    def custom_error(self, application: Any, error_type: str) -> tuple[str, Any] | None:
+        """The application's ``q.set_custom_error_response`` for ``error_type``: ``(text,
+        status code)``, or None."""
+        return self.node.custom_errors.get(application, error_type)
+
     def begin(self, req: Any) -> None:
         self.node.requests.begin(req)
 

@@ -84,6 +84,16 @@ class RestDispatcher:
               status: int = 400, **extra: Any) -> None:
         self.node.fail(conn, REST_TYPE, text, started, rid, status=status, **extra)
 
+    def _fail_as(self, error_type: str, application: Any, conn: Any, text: str, started: float,
+                 rid: Any = None, status: int = 400, **extra: Any) -> None:
+        """`_fail`, with the application's custom text and status for ``error_type`` (QEWD's
+        ``setCustomErrorResponse``, docs/handlers.md) when it set one."""
+        custom = self.node.custom_error(application, error_type)
+        if custom is not None:
+            text, code = custom
+            status = code if isinstance(code, int) else status
+        self._fail(conn, text, started, rid, status=status, **extra)
+
     # -- route tables ---------------------------------------------------------------------
 
     def table_for(self, app: Application, mount: str | None = None) -> Any:
@@ -111,7 +121,8 @@ class RestDispatcher:
         try:
             app = self.node.apps.get(mount.application)
         except AppLoadError as e:
-            return self._fail(conn, str(e), started, status=500, reason=e.reason)
+            return self._fail_as("moduleLoadError", mount.application, conn, str(e), started,
+                                 status=500, reason=e.reason)
         try:
             table = self.table_for(app, mount.path)
         except RouteError as e:
@@ -125,7 +136,7 @@ class RestDispatcher:
             rtype = rest.split("/")[0]
             handler = app.handlers.get(rtype) if rtype else None
             if handler is None:
-                return self._fail(conn, E.NO_HANDLER_REST.format(
+                return self._fail_as("noTypeHandler", app.name, conn, E.NO_HANDLER_REST.format(
                     application=app.name, type=rtype), started, status=404)
             obj["expressType"] = rtype
             args.update(obj)
@@ -134,7 +145,8 @@ class RestDispatcher:
         else:
             found = table.match(path, method)
             if isinstance(found, NoRoute):
-                return self._fail(conn, found.text, started, status=found.status)
+                return self._fail_as("noTypeHandler", app.name, conn, found.text, started,
+                                     status=found.status)
             if isinstance(found, WrongMethod):
                 return self._fail(conn, E.METHOD_NOT_ALLOWED.format(
                     method=method, path=strip_query(path)), started, status=405,
@@ -151,13 +163,15 @@ class RestDispatcher:
             try:
                 session = self.node.tokens.session(token)
             except TokenError as e:
-                return self._fail(conn, str(e), started, status=403)
+                return self._fail_as("sessionNotAuthenticated", app.name, conn, str(e), started,
+                                     status=403)
             if session.get("application") != app.name:
                 return self._fail(conn, E.WRONG_APPLICATION.format(
                     application=session.get("application")), started, status=403)
             args["session"] = session
         elif route.authenticate:
-            return self._fail(conn, E.AUTH_HEADER_MISSING, started, status=401)
+            return self._fail_as("sessionNotAuthenticated", app.name, conn,
+                                 E.AUTH_HEADER_MISSING, started, status=401)
         req = Request(conn, obj, REST_TYPE, started, None, session is not None, session,
                       app.name)
         req.app = app

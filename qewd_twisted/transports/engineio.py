@@ -35,6 +35,7 @@ from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.core.requests import Connection
 from qewd_twisted.transports import wire
+from qewd_twisted.transports.namespaces import Namespaces
 from qewd_twisted.transports.payload import BinaryPacket, Packet, PayloadError
 
 log = Logger()
@@ -125,6 +126,9 @@ class EngineSession:
         self._upgrade_timer: Any = None
         self._flush_call: Any = None
         self._register_call: Any = None
+        # webSockets.io_paths: the client's extra socket.io namespaces (transports.namespaces)
+        self.namespaces = (Namespaces(sessions.node, self.conn, sessions.io_paths)
+                           if sessions.io_paths else None)
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -143,6 +147,8 @@ class EngineSession:
 
     def _unregistered(self) -> None:
         self._register_call = None
+        if self.namespaces is not None and self.namespaces.registered():
+            return  # it registered on an extra namespace (webSockets.io_paths)
         if self.state == "open" and self.conn.application is None:
             log.info("closing {conn}: not registered within {seconds} s", conn=self.conn,
                      seconds=self.sessions.register_timeout)
@@ -258,6 +264,8 @@ class EngineSession:
             packet = wire.decode(text)
         except wire.WireError as e:
             return self.conn.send(envelope.transport_error(str(e)))
+        if self.namespaces is not None and packet.namespace != "/":
+            return self.namespaces.packet(packet)
         kind = packet.kind
         if kind == "event":
             if packet.namespace != "/":
@@ -352,6 +360,8 @@ class EngineSession:
         if probe is not None:
             probe.close()
         self.sessions.node.connection_lost(self.conn)
+        if self.namespaces is not None:
+            self.namespaces.close_all()
         if self.ws is not None:
             ws, self.ws = self.ws, None
             ws.close(code, text)
@@ -388,8 +398,10 @@ class EngineSessions:
                  max_pending: int = Limits.max_pending_handshakes,
                  upgrade_timeout: float = UPGRADE_TIMEOUT,
                  register_timeout: float | None = None,
-                 new_id: Callable[[], str] = new_sid) -> None:
+                 new_id: Callable[[], str] = new_sid,
+                 io_paths: tuple[str, ...] = ()) -> None:
         self.node = node
+        self.io_paths = frozenset(io_paths)
         self.clock = clock
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout

@@ -41,6 +41,7 @@ from qewd_twisted.transports.framing import (
     WholeFrameReading,
 )
 from qewd_twisted.transports.http import IRequestBodyLimit, WebSocketEndpoint, clip
+from qewd_twisted.transports.namespaces import Namespaces
 from qewd_twisted.transports.static import StaticFiles
 from qewd_twisted.core.node import Connection, Node
 
@@ -262,6 +263,9 @@ class _NodeProtocol(WholeFrameReading, DirectTextSend, SmallFrameUnmasking, Quie
         conn = self.conn
         if conn is None or not conn.open or conn.application is not None:
             return
+        namespaces = getattr(self, "namespaces", None)
+        if namespaces is not None and namespaces.registered():
+            return  # it registered on an extra namespace (webSockets.io_paths)
         seconds = self.factory.register_timeout
         log.info("closing {conn}: not registered within {seconds} s", conn=conn, seconds=seconds)
         conn.close(1008, E.NOT_REGISTERED.format(seconds=f"{seconds:g}"))
@@ -292,6 +296,7 @@ class EngineIOProtocol(_NodeProtocol):
     """One socket.io v2 client over the WebSocket transport."""
 
     _heartbeat: Any = None
+    namespaces: Namespaces | None = None  # webSockets.io_paths (transports.namespaces)
 
     def onConnect(self, request: Any) -> None:
         eio = request.params.get("EIO", ["3"])[0]
@@ -308,6 +313,8 @@ class EngineIOProtocol(_NodeProtocol):
         self.sendMessage(wire.open_packet(self.conn.id, f.ping_interval, f.ping_timeout).encode())
         self.sendMessage(wire.SIO_CONNECT.encode())
         self._opened()
+        if f.io_paths:
+            self.namespaces = Namespaces(f.node, self.conn, f.io_paths)
         self._clock = f.reactor
         self._silence = (f.ping_interval + f.ping_timeout) / 1000.0
         self._heard = self._clock.seconds()
@@ -339,6 +346,8 @@ class EngineIOProtocol(_NodeProtocol):
         if packet is None:
             return self._deliver(args[0])  # type: ignore[index]
         kind = packet.kind
+        if self.namespaces is not None and packet.namespace != "/":
+            return self.namespaces.packet(packet)
         if kind == "ping":
             self.sendMessage((wire.EIO_PONG + packet.data).encode("utf-8"))
         elif kind == "event":
@@ -362,6 +371,8 @@ class EngineIOProtocol(_NodeProtocol):
         if self._heartbeat is not None and self._heartbeat.active():
             self._heartbeat.cancel()
         self._heartbeat = None
+        if self.namespaces is not None:
+            self.namespaces.close_all()
         super().onClose(wasClean, code, reason)
 
 
@@ -407,12 +418,15 @@ def make_factory(protocol: type, node: Node, reactor: Any, max_message_size: int
                  ping_timeout: int = wire.PING_TIMEOUT_MS,
                  max_connections: int = Limits.max_connections,
                  max_buffered_bytes: int = Limits.max_buffered_bytes,
-                 limits: Limits = _DEFAULTS) -> WebSocketServerFactory:
+                 limits: Limits = _DEFAULTS,
+                 io_paths: Iterable[str] = ()) -> WebSocketServerFactory:
     """An Autobahn server factory bound to ``node``; oversize messages close with 1009.
 
     ``/ws`` (PlainProtocol) gets WebSocket pings every ``limits.ws_ping_interval`` seconds;
-    both endpoints close a client not registered within ``limits.register_timeout``."""
+    both endpoints close a client not registered within ``limits.register_timeout``;
+    ``io_paths``: the extra socket.io namespaces (``webSockets.io_paths``)."""
     factory = WebSocketServerFactory(reactor=reactor)
+    factory.io_paths = frozenset(io_paths)
     factory.protocol = protocol
     factory.node = node
     factory.ping_interval = ping_interval
@@ -492,13 +506,16 @@ def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
                     max_buffered_bytes: int = Limits.max_buffered_bytes,
                     limits: Limits = _DEFAULTS,
                     allowed_origins: frozenset[str] | None = None,
-                    hidden: Iterable[str] = ()) -> Resource:
-    """The resource tree for one node. ``hidden``: files never served (the node's own)."""
+                    hidden: Iterable[str] = (),
+                    io_paths: Iterable[str] = ()) -> Resource:
+    """The resource tree for one node. ``hidden``: files never served (the node's own);
+    ``io_paths``: extra socket.io namespaces (``webSockets.io_paths``)."""
+    io_paths = tuple(io_paths)
     options = {"max_connections": max_connections, "max_buffered_bytes": max_buffered_bytes,
                "ping_interval": limits.ping_interval, "ping_timeout": limits.ping_timeout,
                "limits": limits}
     eio = WebSocketEndpoint(make_factory(EngineIOProtocol, node, reactor, max_message_size,
-                                         **options), allowed_origins)
+                                         io_paths=io_paths, **options), allowed_origins)
     engine = polling.build_engine(
         node, reactor,
         lambda p: WebSocketEndpoint(make_factory(p, node, reactor, max_message_size, **options),
@@ -506,7 +523,8 @@ def build_site_root(node: Node, reactor: Any, *, web_root: str | None,
         allowed_origins=allowed_origins, max_http_buffer_size=max_message_size,
         max_connections=max_connections, max_buffered_bytes=max_buffered_bytes,
         ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
-        max_pending=limits.max_pending_handshakes, register_timeout=limits.register_timeout)
+        max_pending=limits.max_pending_handshakes, register_timeout=limits.register_timeout,
+        io_paths=io_paths)
     plain = WebSocketEndpoint(make_factory(PlainProtocol, node, reactor, max_message_size,
                                            **options), allowed_origins)
     hidden = tuple(hidden)

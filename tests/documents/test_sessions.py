@@ -97,7 +97,8 @@ class SessionStoreMixin:
         self.assertEqual(t.expiry, int(START) + 400 + 300)
         self.clock.advance(301)
         f = self.failureResultOf(self.sessions.authenticate(s.token), SessionError)
-        self.assertEqual(f.getErrorMessage(), "Session expired")
+        # what the running QEWD.js answers for an expired session (docs/protocol.md §2.4)
+        self.assertEqual(f.getErrorMessage(), "Invalid token or session expired")
         f = self.failureResultOf(self.sessions.authenticate(s.token), SessionError)
         self.assertEqual(f.getErrorMessage(), "Invalid token or session expired")
 

@@ -296,6 +296,7 @@ class EngineIOProtocol(_NodeProtocol):
     """One socket.io v2 client over the WebSocket transport."""
 
     _heartbeat: Any = None
+    _heard = 0.0  # when the client was last heard from (reactor seconds)
     namespaces: Namespaces | None = None  # webSockets.io_paths (transports.namespaces)
 
     def onConnect(self, request: Any) -> None:
@@ -315,17 +316,18 @@ class EngineIOProtocol(_NodeProtocol):
         self._opened()
         if f.io_paths:
             self.namespaces = Namespaces(f.node, self.conn, f.io_paths)
-        self._clock = f.reactor
-        self._silence = (f.ping_interval + f.ping_timeout) / 1000.0
-        self._heard = self._clock.seconds()
-        self._heartbeat = self._clock.callLater(self._silence, self._silent)
+        self._heard = f.reactor.seconds()
+        self._heartbeat = f.reactor.callLater(
+            (f.ping_interval + f.ping_timeout) / 1000.0, self._silent)
 
     def _silent(self) -> None:
         # Every message moves the deadline (_heard); the timer is moved only when it fires,
-        # not per message: the client is closed _silence seconds after it was last heard.
-        left = self._heard + self._silence - self._clock.seconds()
+        # not per message: the client is closed pingInterval + pingTimeout after it was
+        # last heard.
+        f = self.factory
+        left = self._heard + (f.ping_interval + f.ping_timeout) / 1000.0 - f.reactor.seconds()
         if left > 0:
-            self._heartbeat = self._clock.callLater(left, self._silent)
+            self._heartbeat = f.reactor.callLater(left, self._silent)
             return
         self._heartbeat = None
         log.info("closing {conn}: no ping within pingInterval + pingTimeout", conn=self.conn)
@@ -334,7 +336,7 @@ class EngineIOProtocol(_NodeProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not self.conn.open:
             return  # the node is closing this socket: nothing more is answered
-        self._heard = self._clock.seconds()
+        self._heard = self.factory.reactor.seconds()
         if isBinary:
             return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:

@@ -295,3 +295,19 @@ class RestBenchSmokeTests(TestCase):
                                              "/api/users/", 1, 0.2)
         self.assertGreater(result["rps"], 0)
         self.assertEqual(result["errors"], 0)
+
+
+class WsCostSmokeTests(TestCase):
+    """bench/wscost.py drives the node's own WebSocket protocol in process (no timing
+    asserted: only that every request got its reply with a fresh token)."""
+
+    def test_runs_and_reports(self):
+        import contextlib
+        import io
+
+        from bench import wscost
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            wscost.main(["--number", "20", "--observers"])
+        self.assertRegex(out.getvalue(), r"^-?\d+\.\d µs per request")

@@ -20,7 +20,9 @@ Floors (our own stack with nothing of QEWD in the request path):
   frames that come back are written to the client that asked: a bare relay, no JSON, no JWT.
 
 Our node: ``node-master`` (applications ``bench`` and the seed's ``jwt`` locally, ``login``
-forwarded to ``--ms-url``) and ``node-ms`` (application ``bench-ms``), each a ``QEWDService``.
+forwarded to ``--ms-url``) and ``node-ms`` (application ``bench-ms``), each a ``QEWDService``;
+``node-docs`` (application ``docs``, bench/apps/docs_bench.py) with its documents in the Redis
+at ``--redis-port``, for bench/documents.py.
 
 The seed, unmodified: ``seed-master`` and ``seed-ms`` run examples/jwt/master.py and
 examples/jwt/microservice.py's own ``config`` (their handlers ``jwt_app.py`` and
@@ -234,7 +236,9 @@ def node_config(kind: str, port: int, ms_url: str | None, pool_size: int) -> dic
         "poolSize": pool_size,
         "jwt": {"secret": SECRET},
     }
-    if kind == "node-master":
+    if kind == "node-docs":
+        config["moduleMap"] = {"docs": "bench.apps.docs_bench"}
+    elif kind == "node-master":
         config["moduleMap"] = {
             "bench": "bench.apps.bench_app",
             "jwt": os.path.join(REPO, "examples", "jwt", "jwt_app.py"),
@@ -286,13 +290,17 @@ def workers_above_reactor() -> None:
         print(f"worker priority not raised: {e}", file=sys.stderr, flush=True)
 
 
-def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size: int) -> Any:
+def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size: int,
+               redis_port: int | None = None) -> Any:
     from qewd_twisted import QEWDService, config_from_dict
 
     if kind.startswith("seed-"):
         config, base = seed_config(kind, port, ms_url)
     else:
         config, base = node_config(kind, port, ms_url, pool_size), REPO
+    if redis_port:
+        config["database"] = {"type": "redis", "params": {"host": "127.0.0.1",
+                                                          "port": redis_port}}
     service = QEWDService(config_from_dict(config, base), reactor)
     service.startService()
     workers_above_reactor()
@@ -300,15 +308,55 @@ def start_node(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size
     return service.ports[0].getHost().port
 
 
+def start_supervised(reactor: Any, kind: str, port: int, ms_url: str | None, pool_size: int,
+                     processes: int) -> Any:
+    """``kind`` (node-master / node-ms) as ``twistd qewd`` runs it with ``processes`` > 1: a
+    supervisor (qewd_twisted/cluster) of that many node processes on one port. Ready (the
+    port) once every process serves."""
+    import tempfile
+
+    from twisted.internet import defer, task
+
+    from qewd_twisted.cluster.supervisor import Supervisor
+    from qewd_twisted.config import load_config
+
+    config = dict(node_config(kind, port, ms_url, pool_size), processes=processes)
+    folder = tempfile.mkdtemp(prefix="qewd-bench-")
+    path = os.path.join(folder, "startup.py")
+    with open(path, "w") as f:
+        f.write(f"config = {config!r}\n")
+    supervisor = Supervisor(load_config(path), reactor, config_path=path,
+                            on_give_up=reactor.stop)
+    supervisor.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", supervisor.stopService)
+    ready: defer.Deferred[int] = defer.Deferred()
+
+    def check() -> None:
+        if all(slot.ready for slot in supervisor.slots):
+            poll.stop()
+            ready.callback(supervisor.ports[0].getHost().port)
+
+    poll = task.LoopingCall(check)
+    poll.clock = reactor
+    poll.start(0.1)
+    return ready
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="bench servers")
     p.add_argument("kind", choices=("floor", "floor-tuned", "relay-back", "relay-front",
-                                    "node-master", "node-ms", "seed-master", "seed-ms"))
+                                    "node-master", "node-ms", "node-docs", "seed-master",
+                                    "seed-ms"))
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--backend", help="relay-front: ws://127.0.0.1:PORT/socket.io/")
     p.add_argument("--ms-url", help="node-master / seed-master: http://127.0.0.1:PORT of "
                                     "node-ms / seed-ms")
     p.add_argument("--pool-size", type=int, default=2)
+    p.add_argument("--redis-port", type=int,
+                   help="the node's documents in this Redis (node-docs: required)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="node-master / node-ms: node processes under a supervisor "
+                        "(config.processes)")
     p.add_argument("--cross", action="store_true",
                    help="floor: deliver replies to the wrong client (to test the checker)")
     p.add_argument("--cprofile", metavar="FILE")
@@ -336,7 +384,11 @@ def main(argv: list[str] | None = None) -> None:
             return start_relay_back(reactor, args.port)
         if args.kind == "relay-front":
             return start_relay_front(reactor, args.port, args.backend)
-        return start_node(reactor, args.kind, args.port, args.ms_url, args.pool_size)
+        if args.processes > 1 and args.kind in ("node-master", "node-ms"):
+            return start_supervised(reactor, args.kind, args.port, args.ms_url,
+                                    args.pool_size, args.processes)
+        return start_node(reactor, args.kind, args.port, args.ms_url, args.pool_size,
+                          args.redis_port)
 
     def ready(port: int) -> None:
         print(f"READY {port}", flush=True)

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.internet import TimerService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -105,15 +105,28 @@ class QEWDService(MultiService):
     Handler modules named in ``moduleMap`` are imported here, when the service is built, so a
     broken module is reported before anything listens (as a ``ConfigError``).
 
+    ``node_id``: the node's id on the push buses (``Node.node_id``); every process of one node
+    is given the same one. Default: a random id.
+
     Stopping (SIGTERM under twistd) is graceful: stop listening, refuse new requests, let
     in-flight ones finish for ``shutdownGracePeriod`` seconds, close client sockets with 1001,
     then stop the links and the worker pool.
     """
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, *,
+                 shared: dict[str, Any] | None = None, node_id: str | None = None) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
+        # One process of a supervised node (qewd_twisted/cluster): the listening sockets are
+        # the supervisor's, adopted through these endpoints (by endpoint string).
+        self.shared = shared
+        if config.processes > 1 and shared is None:
+            raise ConfigError([
+                f"config.processes: {config.processes} processes are started and supervised "
+                f"by `twistd qewd`; an embedded QEWDService is one node process in your own "
+                f"program: set processes to 1 (or leave it out), or run the node with twistd "
+                f"qewd (docs/embedding.md)"])
 
         # Documents (q.db) and, with a database configured, session-token sessions: opened
         # now so that an unusable database stops the node before it listens.
@@ -192,6 +205,7 @@ class QEWDService(MultiService):
                            if config.lock_session and config.database is not None else None),
             switch=switch,
             db=self.documents,
+            node_id=node_id,
         )
         # handler modules are imported once the node exists: init(application, q) gets its q
         problems = [f"config.moduleMap.{e.application}: {e.reason}"
@@ -199,6 +213,18 @@ class QEWDService(MultiService):
         if problems:
             self.documents.close()
             raise ConfigError(problems)
+        # server push across the nodes sharing the database's Redis (pushbus/, ``push``)
+        self.push_bus = None
+        if config.push_redis and config.database is not None:
+            from qewd_twisted.pushbus.redisbus import RedisPushBus
+
+            params = config.database["params"]
+            self.push_bus = RedisPushBus(
+                reactor, self.node.node_id, self.node.deliver_push, host=params["host"],
+                port=params["port"], password=params.get("password"),
+                channel=config.push_channel, timeout=params["timeout"])
+            self.push_bus.setServiceParent(self)
+            self.node.push_buses.append(self.push_bus)
         own_files = own_files_of(config)
         if config.web_server_root is not None:
             served = own_files_in(config.web_server_root, own_files)
@@ -225,15 +251,25 @@ class QEWDService(MultiService):
         self.engine = getattr(root.getStaticEntity(b"socket.io"), "engine", None)
         self.listeners: list[Service] = []
         for description in config.listen:
-            listener = strports.service(with_backlog(description), self.site, reactor=reactor)
-            # Fail startup on "address in use" instead of only logging it.
-            listener._raiseSynchronously = True  # type: ignore[attr-defined]
+            listener = self.listener(description, self.site)
             listener.setServiceParent(self)
             self.listeners.append(listener)
         # /health, /ready, /metrics, /status and the request log, as configured (ops.py)
         from qewd_twisted.ops.operations import Operations
 
         self.ops = Operations(self)
+
+    def listener(self, description: str, factory: Any) -> Service:
+        """The service listening on ``description`` with ``factory``: a fresh listening
+        socket, or the supervisor's socket adopted (a node process of several)."""
+        if self.shared is not None and description in self.shared:
+            listener = StreamServerEndpointService(self.shared[description], factory)
+        else:
+            listener = strports.service(with_backlog(description), factory,
+                                        reactor=self.reactor)
+        # Fail startup on "address in use" instead of only logging it.
+        listener._raiseSynchronously = True  # type: ignore[attr-defined]
+        return listener
 
     def startService(self) -> None:
         for key in getattr(self.config, "ignored_keys", ()):

@@ -3,11 +3,13 @@
 ``twistd qewd --config startup.py``: the plugin's Options and makeService.
 
 A configuration problem is printed (every problem, each with its key path) and twistd exits
-with status 1 before anything listens.
+with status 1 before anything listens. With ``processes`` above 1 the service is the
+supervisor of that many node processes (qewd_twisted/cluster).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -46,7 +48,25 @@ def makeService(options: Options) -> Any:
 
     from qewd_twisted.service import QEWDService
 
+    config = options.loaded
+    if config.processes > 1:
+        # a supervisor of N node processes on the same sockets (qewd_twisted/cluster)
+        from qewd_twisted.cluster.supervisor import EX_CONFIG, Supervisor
+
+        def give_up() -> None:
+            # a process could not load the node: stop, and exit with its status (twistd
+            # itself would exit 0), so that a service manager does not take it for a stop
+            def leave() -> None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(EX_CONFIG)
+
+            reactor.addSystemEventTrigger("after", "shutdown", leave)
+            reactor.stop()
+
+        return Supervisor(config, reactor, config_path=os.path.abspath(options["config"]),
+                          on_give_up=give_up)
     try:
-        return QEWDService(options.loaded, reactor)
+        return QEWDService(config, reactor)
     except ConfigError as e:
         _fail(e)

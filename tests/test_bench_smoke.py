@@ -130,6 +130,14 @@ class BenchSmokeTests(TestCase):
         self.assertGreaterEqual(r["intermediates"], r["completed"])
 
     @defer.inlineCallbacks
+    def test_node_with_processes(self):
+        """bench.processes' server: node-master as a supervisor of 2 node processes, the
+        server CPU read over all of them."""
+        port = yield self.server("node-master", "--processes", "2")
+        r = yield self.loadgen(eio_url_for(port), "--type", "echo")
+        self.check_clean(r)
+
+    @defer.inlineCallbacks
     def test_node_local_and_forwarded(self):
         """Our node: async and pool handlers, and a login forwarded to a micro-service node,
         each client logged in as its own user and checked in the token it gets back."""
@@ -295,6 +303,48 @@ class RestBenchSmokeTests(TestCase):
                                              "/api/users/", 1, 0.2)
         self.assertGreater(result["rps"], 0)
         self.assertEqual(result["errors"], 0)
+
+
+class DocumentsBenchSmokeTests(TestCase):
+    """bench/documents.py --smoke --no-js: both tables, every one of our rows present and
+    numeric (a real redis-server, our node over WebSocket). Without the QEWD.js rows: the peer
+    kit's synchronous Redis driver sometimes fails under load (docs/documents.md says how the
+    bench re-runs those), and a test must not depend on that."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_documents_tables(self):
+        from bench.documents import OPS
+
+        from tests.documents.redisserver import redis_server_path
+
+        if redis_server_path() is None:
+            self.fail("redis-server is not installed (scripts/test.sh installs it)")
+        out_dir = os.path.abspath(self.mktemp())
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, ["-m", "bench.documents", "--smoke", "--no-js", "--out", out_dir],
+            env=ENV, path=REPO)
+        self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
+        with open(os.path.join(out_dir, "documents.json")) as f:
+            r = json.load(f)
+        self.assertEqual(set(r["direct_us_per_op"]), {
+            "ours, memory", "ours, SQLite", "raw sqlite3", "ours, Redis", "raw redis-py",
+            "raw RESP (redis-py Connection)"})
+        self.assertEqual(set(r["ws_us_per_op"]), {"our node (Redis)"})
+        for table in (r["direct_us_per_op"], r["ws_us_per_op"]):
+            for row, ops in table.items():
+                self.assertEqual(set(ops), set(OPS), row)
+                for op, us in ops.items():
+                    self.assertIsInstance(us, float, (row, op))
+                    self.assertGreater(us, 0, (row, op))
+        self.assertEqual(set(r["ratios"]), {
+            "ours SQLite / raw sqlite3 (throughput)", "ours Redis / raw redis-py (throughput)",
+            "ours Redis / raw RESP (throughput)"})
+        with open(os.path.join(out_dir, "documents.md")) as f:
+            text = f.read()
+        self.assertIn("| our node (Redis) |", text)
+        self.assertIn("ours Redis / raw redis-py (throughput)", text)
 
 
 class WsCostSmokeTests(TestCase):

@@ -27,6 +27,8 @@ ALLOWED = {
     "config": {"errors"},
     "documents": {"errors", "auth.sessions"},
     "rest": {"core", "apps", "auth", "config", "errors", "_json", "transports"},
+    "pushbus": {"core.push", "_json"},
+    "cluster": {"config", "core.push", "errors", "_json", "ops", "service", "transports"},
 }
 
 

@@ -41,6 +41,8 @@ from qewd_twisted.config.checks import (
     MicroServicesConfig,
     RestServiceRoute,
     Route,
+    DEFAULT_PROCESSES,
+    check_processes,
     check_u_services,
     key_path,
     show,
@@ -83,6 +85,8 @@ SUPPORTED_KEYS = (
     *("maxConnectionsPerAddress", "allowedOrigins", "stallTimeout", "maxRanges"),
     *("statusAuthFailures", "statusAuthWindow"),
     *("database", "sessionDocumentName"),  # documents and sessions (docs/documents.md)
+    "push",  # server push across nodes through the database's Redis (pushbus/)
+    *("processes", "processHeartbeatTimeout"),  # processes of one node (docs/reliability.md)
     *("lockSession", "webSockets", "permit_application_switch"),  # docs/compatibility.md
 )
 # QEWD.js keys that change nothing here (database, Express/Koa, child-process pool details):
@@ -171,6 +175,8 @@ class Config:
     micro_services: MicroServicesConfig = field(default_factory=MicroServicesConfig)
     rest_mounts: tuple[RestMount, ...] = ()  # the startup file's routes (config/rest.py)
     max_body_size: int = Limits.max_body_size  # REST and /ajax request bodies (maxBodySize)
+    processes: int = DEFAULT_PROCESSES  # node processes under twistd qewd (cluster/)
+    process_heartbeat_timeout: float = Limits.process_heartbeat_timeout
     metrics: bool = False  # serve /metrics (on metrics_listen, if set, else the node's port)
     metrics_listen: str | None = None
     status: bool = True  # the /status page (served only if managementPassword is set)
@@ -192,6 +198,10 @@ class Config:
     # {"type": "sqlite"|"redis", "params": {...}} (docs/documents.md)
     database: dict[str, Any] | None = None
     session_document_name: str = "CacheTempEWDSession"  # QEWD's default
+    # server push across the nodes sharing the database's Redis (``push``): on by default
+    # with a Redis database; the pub/sub channel is CHANNEL_PREFIX + push_channel
+    push_redis: bool = False
+    push_channel: str = "db0"
     lock_session: float | None = None  # lockSession: seconds a request waits for its session
     io_paths: tuple[str, ...] = ()  # webSockets.io_paths: extra socket.io namespaces
     permit_application_switch: dict[str, dict[str, bool]] = field(default_factory=dict)
@@ -306,10 +316,12 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         or "keepThisSecret",
         cors=c.get_bool(d, "cors", False),
         micro_services=micro_services,
+        processes=check_processes(c, d, listen),
         **_limits(c, d),
         **_operations(c, d, listen),
         allowed_origins=_allowed_origins(c, d),
-        database=_database(c, d),
+        database=(database := _database(c, d)),
+        **_push(c, d, database),
         session_document_name=c.get_str(d, "sessionDocumentName", "config")
         or "CacheTempEWDSession",
         **message_feature_keys(c, d),
@@ -594,6 +606,7 @@ LIMIT_RULES: dict[str, int | str] = {
     "auth_failures": 1,
     "auth_window": SECONDS,
     "max_body_size": 0,
+    "process_heartbeat_timeout": SECONDS,
 }
 
 
@@ -637,6 +650,40 @@ _DATABASE_PARAMS = {
     "sqlite": ("path", "busyTimeout"),
     "redis": ("host", "port", "password", "db", "timeout"),
 }
+
+
+def _push(c: Checker, d: dict[str, Any], database: dict[str, Any] | None) -> dict[str, Any]:
+    """``push: {"redis": bool, "channel": name}``: server push across the nodes that share the
+    database's Redis (on by default when ``database`` is Redis), on channel
+    ``qewd-twisted:push:<name>`` (default ``db<N>``, N the database's Redis db number)."""
+    raw = d.get("push")
+    is_redis = database is not None and database["type"] == "redis"
+    db = database["params"]["db"] if is_redis else 0
+    out = {"push_redis": is_redis, "push_channel": f"db{db}"}
+    if raw is None:
+        return out
+    path = "config.push"
+    if not isinstance(raw, dict):
+        c.add(path, f"must be {{'redis': True or False, 'channel': 'name'}}, got {show(raw)}")
+        return out
+    c.check_keys(raw, path, ("redis", "channel"))
+    redis = raw.get("redis", is_redis)
+    if not isinstance(redis, bool):
+        c.add(f"{path}.redis", f"must be True or False, got {show(redis)}")
+    elif redis and not is_redis:
+        c.add(f"{path}.redis", "server push through Redis uses the database's Redis: set "
+              "config.database to {'type': 'redis', 'params': {...}}")
+    else:
+        out["push_redis"] = redis
+    channel = raw.get("channel")
+    if channel is not None:
+        if (not isinstance(channel, str) or not channel or len(channel) > 200
+                or not channel.isprintable() or any(ch.isspace() for ch in channel)):
+            c.add(f"{path}.channel", "must be a name of 1 to 200 printable characters without "
+                  f"spaces, got {show(channel)}")
+        else:
+            out["push_channel"] = channel
+    return out
 
 
 def _database(c: Checker, d: dict[str, Any]) -> dict[str, Any] | None:

@@ -499,3 +499,35 @@ def _urls(c: Checker, value: Any, path: str) -> tuple[str, ...] | None:
 def check_u_services(c: Checker, raw: Any, path: str) -> MicroServicesConfig:
     """Validate ``u_services`` (either QEWD form, docs/protocol.md §4.1), reporting to ``c``."""
     return _MicroServicesChecker(c).check(raw, path)
+
+
+#: ``processes`` unless set: the node is the one process ``twistd qewd`` runs.
+DEFAULT_PROCESSES = 1
+#: At most this many processes per node: far past any core count a node is run on.
+MAX_PROCESSES = 256
+#: Endpoint kinds whose listening socket the supervisor can open once and hand to its processes
+#: (qewd_twisted/cluster): TCP, TLS on TCP, UNIX sockets.
+SHAREABLE_ENDPOINTS = ("tcp", "tcp6", "ssl", "unix")
+
+
+def check_processes(c: Checker, d: dict[str, Any], listen: list[str]) -> int:
+    """``processes``: how many node processes ``twistd qewd`` runs on the same listening
+    sockets (1: the node is this process). With more than one, every endpoint it listens on
+    (``listen``, ``metrics.listen``) must be one the supervisor can share."""
+    n = c.get_int(d, "processes", DEFAULT_PROCESSES, 1, MAX_PROCESSES)
+    if n == 1:
+        return n
+    raw = d.get("listen")
+    raw_listen = [raw] if isinstance(raw, str) else raw if isinstance(raw, (list, tuple)) else []
+    endpoints = [("config.listen", e) for e in [*listen, *raw_listen] if isinstance(e, str)]
+    endpoints = list(dict.fromkeys(endpoints))  # the parsed ones, and any that did not parse
+    metrics = d.get("metrics")
+    if isinstance(metrics, dict) and isinstance(metrics.get("listen"), str):
+        endpoints.append(("config.metrics.listen", metrics["listen"]))
+    for path, description in endpoints:
+        kind = description.split(":", 1)[0]
+        if kind not in SHAREABLE_ENDPOINTS:
+            c.add("config.processes",
+                  f"{n} processes share their listening sockets, which works for "
+                  f"{', '.join(SHAREABLE_ENDPOINTS)} endpoints only; {path} is {description!r}")
+    return n

@@ -46,6 +46,8 @@ class Limits:
     auth_failures: int = 10  # /status: wrong passwords per address within auth_window ...
     auth_window: float = 60.0  # ... past which it gets 429 for this long
     max_body_size: int = 1048576  # one REST or /ajax request body, bytes
+    # -- processes of one node (qewd_twisted/cluster; docs/reliability.md, "Processes")
+    process_heartbeat_timeout: float = 10.0  # a process silent this long is killed and replaced
 
 
 #: Limits field -> its key in the startup file's ``config``.
@@ -74,4 +76,5 @@ CONFIG_KEYS = {
     "auth_failures": "statusAuthFailures",
     "auth_window": "statusAuthWindow",
     "max_body_size": "maxBodySize",
+    "process_heartbeat_timeout": "processHeartbeatTimeout",
 }

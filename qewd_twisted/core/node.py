@@ -82,7 +82,9 @@ class Node:
     (``session_locks``, or in-process locks when only ``lock_timeout`` is given) and the
     application ``switch`` (``core.switch.ApplicationSwitch``).
     ``limits``: ``maxInFlight``, ``maxInFlightPerLink``, the handler and micro-service
-    deadlines and the initial session timeout are read from it.
+    deadlines and the initial session timeout are read from it. ``node_id``: this node's id
+    on the push buses (``origin`` is ``"<node id>/<process id>"``); the processes of one node
+    share it, so a bus between nodes can skip what its own node sent; default: a random one.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Node:
         lock_timeout: float | None = None,
         switch: ApplicationSwitch | None = None,
         db: Any = None,
+        node_id: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.apps = apps
@@ -112,9 +115,11 @@ class Node:
         self.max_in_flight = limits.max_in_flight
         self.max_in_flight_link = limits.max_in_flight_link
         self.connections: dict[str, IConnection] = {}
-        # server push beyond this process (core.push): the buses, and this process's name on them
+        # server push beyond this process (core.push): the buses, and this process's name on
+        # them, "<node id>/<process id>" (the processes of one node share ``node_id``)
         self.push_buses: list[IPushBus] = []
-        self.origin = uuid.uuid4().hex
+        self.node_id = node_id or uuid.uuid4().hex
+        self.origin = f"{self.node_id}/{uuid.uuid4().hex}"
         self.accepting = True
         self._all_closed: list[defer.Deferred[None]] = []
         # metrics, status page, request log (ops); the default does nothing

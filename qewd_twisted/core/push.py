@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
-__all__ = ["IPushBus", "SCOPES", "make_push", "check_push"]
+__all__ = ["IPushBus", "IPushBusStats", "SCOPES", "make_push", "check_push"]
 
 #: The push scopes: every socket, the sockets of one application, one socket by id.
 SCOPES = ("all", "application", "socket")
@@ -45,6 +45,16 @@ class IPushBus(Interface):
         Never raises: a bus that cannot carry it (down, not serialisable) logs and counts it
         as dropped. Pushes one caller publishes arrive at each peer in the order published.
         """
+
+
+class IPushBusStats(Interface):
+    """What a bus reports, read when ``/metrics`` is scraped (``ops.metrics``); optional."""
+
+    kind = Attribute("The bus's name in metric labels: 'redis', 'processes', ...")
+    up = Attribute("True while the bus carries pushes to its peers.")
+    published = Attribute("Pushes from this process the carrier accepted (an int).")
+    received = Attribute("Pushes from peers delivered to this process's sockets (an int).")
+    dropped = Attribute("{reason: count}: pushes not carried, or received and refused.")
 
 
 def make_push(scope: str, message: Any, origin: str, *, application: str | None = None,

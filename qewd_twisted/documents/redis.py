@@ -26,8 +26,12 @@ the bytes are valid UTF-8, else Latin-1. Imports redis-py (the ``[redis]`` extra
 from __future__ import annotations
 
 import functools
+import os
+import select
+import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable
 
 import redis as redis_py
@@ -42,10 +46,12 @@ from qewd_twisted.documents.interfaces import (
     IDocumentStore,
     LockTimeout,
 )
+from qewd_twisted.documents.redis_scripts import DELETE, SET, SET_MANY, TREE, UNLOCK
 
 __all__ = ["RedisStore", "decode_text", "encode_text"]
 
 SEP = b"\x01"
+_REFS = 4096  # prepared nodes remembered per store
 
 
 def encode_text(s: str) -> bytes:
@@ -85,147 +91,78 @@ def _member(sub: Any) -> bytes:
 
 
 def _from_member(m: bytes) -> Any:
-    if m[:1] == SEP:
+    """The subscript a children-set member stands for."""
+    c = m[0] if m else 0
+    if c == 1:
         return int(m[1:])
-    s = decode_text(m)
     try:
-        return check_subscript(s)
-    except (TypeError, ValueError):
-        return s  # written by someone else with a subscript we would refuse
-
-
-# -- Lua scripts (each one atomic on the server) ----------------------------------------
-
-# KEYS: leaf node, leaf children, leaves, then (node, children) of each ancestor, nearest first.
-# ARGV: mode ("set" | "incr"), value | by, leaf path ("" for a root), then the member each
-# ancestor's children set gets, nearest first. Returns the value written.
-_SET = """
-local value = ARGV[2]
-if ARGV[1] == 'incr' then
-  local cur = redis.call('HGET', KEYS[1], 'value') or ''
-  local n = tonumber(string.match(cur, '^%s*([+-]?%d+)')) or 0
-  value = string.format('%d', n + tonumber(ARGV[2]))
-end
-local d = redis.call('HGET', KEYS[1], 'data')
-if d == '1' or d == '11' then
-  -- it had a value: it is in the leaves set, and its ancestors exist
-  redis.call('HSET', KEYS[1], 'value', value)
-  return value
-end
-local kids = redis.call('EXISTS', KEYS[2]) == 1
-redis.call('HSET', KEYS[1], 'data', kids and '11' or '1', 'value', value)
-if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], 0, ARGV[3]) end
-if d then return value end
-local levels = (#KEYS - 3) / 2
-for i = 1, levels do
-  local nk, ck = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  redis.call('ZADD', ck, 0, ARGV[3 + i])
-  local d = redis.call('HGET', nk, 'data')
-  if not d then
-    redis.call('HSET', nk, 'data', '10')
-  else
-    if d == '1' then redis.call('HSET', nk, 'data', '11') end
-    break
-  end
-end
-return value
-"""
-
-# set_document: KEYS[1] leaves; then E children keys, I inner node keys, L (node, children)
-# pairs. ARGV: E, I, L, then E members, then L (leaf path, value) pairs.
-_SET_MANY = """
-local e, n, l = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 1, e do redis.call('ZADD', KEYS[1 + i], 0, ARGV[3 + i]) end
-for i = 1, n do
-  local nk = KEYS[1 + e + i]
-  local d = redis.call('HGET', nk, 'data')
-  if not d then redis.call('HSET', nk, 'data', '10')
-  elseif d == '1' then redis.call('HSET', nk, 'data', '11') end
-end
-for j = 1, l do
-  local nk, ck = KEYS[1 + e + n + 2 * j - 1], KEYS[1 + e + n + 2 * j]
-  local kids = redis.call('EXISTS', ck) == 1
-  redis.call('HSET', nk, 'data', kids and '11' or '1', 'value', ARGV[3 + e + 2 * j])
-  local leaf = ARGV[3 + e + 2 * j - 1]
-  if leaf ~= '' then redis.call('ZADD', KEYS[1], 0, leaf) end
-end
-return 1
-"""
-
-# delete: KEYS: node, children, leaves, then (node, children) of each ancestor, nearest first.
-# ARGV: leaf path ("" for a root), then the node's member in each ancestor, nearest first.
-_DELETE = """
-local function unpad(m)
-  if string.byte(m, 1) == 1 then
-    local s = string.gsub(string.sub(m, 2), '^0+', '')
-    if s == '' then s = '0' end
+        s = m.decode("utf-8")
+    except UnicodeDecodeError:
+        s = m.decode("latin-1")
+    if 48 <= c <= 57 or c == 45:  # may be an integer written unpadded ("-3", or by others)
+        try:
+            return check_subscript(s)
+        except (TypeError, ValueError):
+            return s  # written by someone else with a subscript we would refuse
+    # anything else is a string subscript as it stands (an empty member, or one holding the
+    # separator, can only have been written by someone else: kept as it is, as before)
     return s
-  end
-  return m
-end
-local function wipe(nk, ck)
-  local members = redis.call('ZRANGE', ck, 0, -1)
-  for _, m in ipairs(members) do
-    local s = unpad(m)
-    wipe(nk .. '\\1' .. s, ck .. '\\1' .. s)
-  end
-  redis.call('DEL', nk, ck)
-end
-wipe(KEYS[1], KEYS[2])
-if ARGV[1] == '' then
-  redis.call('DEL', KEYS[3])
-  return 1
-end
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREMRANGEBYLEX', KEYS[3], '[' .. ARGV[1] .. '\\1', '(' .. ARGV[1] .. '\\2')
-local levels = (#KEYS - 3) / 2
-for i = 1, levels do
-  local nk, ck = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  redis.call('ZREM', ck, ARGV[1 + i])
-  if redis.call('EXISTS', ck) == 1 then break end
-  if redis.call('HEXISTS', nk, 'value') == 1 then
-    redis.call('HSET', nk, 'data', '1')
-    break
-  end
-  redis.call('DEL', nk)
-end
-return 1
-"""
 
-# tree: KEYS: node, children. Returns depth, member, has value, value for each node below,
-# depth first in children-set order.
-_TREE = """
-local out = {}
-local function walk(nk, ck, depth)
-  local members = redis.call('ZRANGE', ck, 0, -1)
-  for _, m in ipairs(members) do
-    local s = m
-    if string.byte(m, 1) == 1 then
-      s = string.gsub(string.sub(m, 2), '^0+', '')
-      if s == '' then s = '0' end
-    end
-    local cnk, cck = nk .. '\\1' .. s, ck .. '\\1' .. s
-    local v = redis.call('HGET', cnk, 'value')
-    out[#out + 1] = depth
-    out[#out + 1] = m
-    if v then out[#out + 1] = 1; out[#out + 1] = v else out[#out + 1] = 0; out[#out + 1] = '' end
-    walk(cnk, cck, depth + 1)
-  end
-end
-walk(KEYS[1], KEYS[2], 0)
-return out
-"""
 
-# unlock: KEYS locker, lock list; ARGV token, lease ms for the wake-up list.
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('RPUSH', KEYS[2], 'unlocked by ' .. ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-"""
+def _from_members(ms: list) -> list:
+    """``_from_member`` of each (``children`` of a big node: one loop, no calls for the common
+    members)."""
+    out = []
+    append = out.append
+    for m in ms:
+        c = m[0] if m else 0
+        if c == 1:
+            append(int(m[1:]))
+        elif 48 <= c <= 57 or c == 45:
+            append(_from_member(m))
+        else:
+            try:
+                append(m.decode("utf-8"))
+            except UnicodeDecodeError:
+                append(m.decode("latin-1"))
+    return out
+
+
+def _bulk(b: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def _packed(*args: bytes) -> bytes:
+    """One command in RESP, ready to send."""
+    return b"*%d\r\n" % len(args) + b"".join([_bulk(a) for a in args])
+
+
+_SET_MODE = _bulk(b"set")
+_INCR_MODE = _bulk(b"incr")
+
+
+class _Ref:
+    """A node's commands, encoded once (``RedisStore._ref``): its key suffix, its value's
+    ``HGET``, and the set/increment script call around the value (``head`` + mode + value +
+    ``tail``)."""
+
+    __slots__ = ("suffix", "get", "head", "tail")
+
+    def __init__(self, suffix: bytes, get: bytes, head: bytes, tail: bytes) -> None:
+        self.suffix, self.get, self.head, self.tail = suffix, get, head, tail
+
+
+# Every store, so that a forked child drops the connections it shares with its parent.
+_stores: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for store in list(_stores):
+        store._forget_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _translated(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -252,6 +189,12 @@ class RedisStore:
     document call fails with DatabaseUnavailable within about that long, and the next call
     after Redis is back reconnects. ``lock_lease`` is how long a lock outlives a holder that
     died without releasing it.
+
+    Document commands go over one connection per thread (redis-py's ``Connection``, made with
+    the client's settings), written as prepared RESP and read with redis-py's parser: no pool
+    lock, no per-command packing of keys already encoded. A connection that has anything to
+    read before a command is sent (the server closed it, or a reply arrived after a timeout)
+    is re-made first, as redis-py's pool does; a failed command closes its connection.
     """
 
     kind = "redis"
@@ -268,18 +211,92 @@ class RedisStore:
             # and with Redis down the caller should hear so at once. Connections found dead
             # when taken from the pool are re-made, so a Redis that is back is used at once.
             retry=Retry(NoBackoff(), 0))
-        self._set = self.client.register_script(_SET)
-        self._set_many = self.client.register_script(_SET_MANY)
-        self._delete = self.client.register_script(_DELETE)
-        self._tree = self.client.register_script(_TREE)
-        self._unlock = self.client.register_script(_UNLOCK)
+        self._set = self.client.register_script(SET)
+        self._set_many = self.client.register_script(SET_MANY)
+        self._delete = self.client.register_script(DELETE)
+        self._tree = self.client.register_script(TREE)
+        self._unlock = self.client.register_script(UNLOCK)
         self._names: dict[str, bytes] = {}
         self._suffixes: dict[tuple, bytes] = {}
-        self._set_args: dict[tuple, tuple[list, list]] = {}  # (name, path) -> script keys, args
+        self._refs: dict[tuple, _Ref] = {}
+        self._local = threading.local()
+        self._conns: list[tuple[threading.Thread, Any]] = []
+        self._conns_guard = threading.Lock()
+        self._closed = False
+        _stores.add(self)
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the server answers."""
         _translated(lambda self: self.client.ping())(self)
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        """This thread's connection, clean (nothing left to read) and ready to send on."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = self._new_connection()
+        sock = conn._sock
+        if sock is not None:
+            if sock is not local.sock:
+                local.poller = select.poll()
+                local.poller.register(sock, select.POLLIN)
+                local.sock = sock
+            if local.poller.poll(0):  # a reply nobody read, or the server closed it
+                conn.disconnect()
+        return conn
+
+    def _new_connection(self) -> Any:
+        if self._closed:
+            raise DatabaseUnavailable(f"Redis at {self.host}:{self.port}: the store is closed")
+        conn = redis_py.Connection(**self.client.connection_pool.connection_kwargs)
+        me = threading.current_thread()
+        with self._conns_guard:
+            live = []
+            for thread, other in self._conns:
+                if thread.is_alive():
+                    live.append((thread, other))
+                else:  # its thread has ended: nobody will use it again
+                    other.disconnect()
+            live.append((me, conn))
+            self._conns = live
+        self._local.conn, self._local.sock, self._local.poller = conn, None, None
+        return conn
+
+    def _forget_connections(self) -> None:
+        """In a forked child: the sockets are the parent's; make new ones when needed."""
+        self._local = threading.local()
+        self._conns = []
+        self._conns_guard = threading.Lock()
+
+    def _send(self, packed: bytes) -> Any:
+        """Send one prepared command on this thread's connection; its reply."""
+        conn = self._connection()
+        conn.send_packed_command((packed,), check_health=False)
+        return conn.read_response()
+
+    def _command(self, *args: Any) -> Any:
+        """Send one command (bytes, str or int arguments); its reply."""
+        parts = [b"*%d\r\n" % len(args)]
+        append = parts.append
+        for a in args:
+            t = type(a)
+            if t is int:
+                a = b"%d" % a
+            elif t is str:
+                a = a.encode("utf-8")
+            append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return self._send(b"".join(parts))
+
+    def _script(self, script: Any, keys: list, args: list) -> Any:
+        """EVALSHA on this thread's connection; a server that lost its script cache
+        (restarted) is given the script again, once."""
+        try:
+            return self._command(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis_py.exceptions.NoScriptError:
+            self._command(b"SCRIPT", b"LOAD", script.script)
+            return self._command(b"EVALSHA", script.sha, len(keys), *keys, *args)
 
     # -- keys --------------------------------------------------------------------------
 
@@ -294,7 +311,7 @@ class RedisStore:
         cache = self._suffixes
         suffix = cache.get((name, path))
         if suffix is None:
-            if len(cache) >= 4096:
+            if len(cache) >= _REFS:
                 cache.clear()
             suffix = self._name(name)
             if path:
@@ -315,11 +332,32 @@ class RedisStore:
     def _leaf(self, path: tuple) -> bytes:
         return SEP.join([_sub_bytes(s) for s in path])
 
+    def _ref(self, name: str, path: tuple) -> _Ref:
+        """The node's prepared commands (made once per node, then looked up)."""
+        refs = self._refs
+        ref = refs.get((name, path))
+        if ref is None:
+            if len(refs) >= _REFS:
+                refs.clear()
+            suffix = self._suffix(name, path)
+            node = b"node:" + suffix
+            keys, members = self._ancestry(name, path)
+            keys = [node, b"children:" + suffix, b"leaves:" + self._name(name), *keys]
+            tail = [self._leaf(path), *members]
+            # EVALSHA sha numkeys keys... mode value tail...
+            count = 3 + len(keys) + 2 + len(tail)
+            head = b"*%d\r\n" % count + b"".join(
+                [_bulk(a) for a in (b"EVALSHA", self._set.sha.encode(), b"%d" % len(keys),
+                                    *keys)])
+            ref = refs[(name, path)] = _Ref(suffix, _packed(b"HGET", node, b"value"), head,
+                                            b"".join([_bulk(a) for a in tail]))
+        return ref
+
     # -- IDocumentStore ----------------------------------------------------------------
 
     def get(self, name: str, path: tuple) -> str | None:
         try:
-            v = self.client.hget(b"node:" + self._suffix(name, path), b"value")
+            v = self._send((self._refs.get((name, path)) or self._ref(name, path)).get)
         except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
             raise DatabaseUnavailable(
                 f"Redis at {self.host}:{self.port} is unavailable: {e}") from e
@@ -330,39 +368,32 @@ class RedisStore:
     @_translated
     def defined(self, name: str, path: tuple) -> int:
         suffix = self._suffix(name, path)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hexists(b"node:" + suffix, b"value")
-        pipe.exists(b"children:" + suffix)
-        has_value, has_kids = pipe.execute()
+        conn = self._connection()
+        # two commands, one round trip
+        conn.send_packed_command((_packed(b"HEXISTS", b"node:" + suffix, b"value"),
+                                  _packed(b"EXISTS", b"children:" + suffix)),
+                                 check_health=False)
+        has_value = conn.read_response()
+        has_kids = conn.read_response()
         return (1 if has_value else 0) + (10 if has_kids else 0)
 
-    def _write(self, mode: str, name: str, path: tuple, arg: str) -> bytes:
-        cache = self._set_args
-        found = cache.get((name, path))
-        if found is None:
-            if len(cache) >= 4096:
-                cache.clear()
-            suffix = self._suffix(name, path)
-            keys, members = self._ancestry(name, path)
-            found = cache[(name, path)] = (
-                [b"node:" + suffix, b"children:" + suffix, b"leaves:" + self._name(name), *keys],
-                [self._leaf(path), *members])
-        keys, tail = found
-        # EVALSHA straight through the client (the hot path); a server that lost its script
-        # cache (restarted) gets the script again once
+    def _write(self, mode: bytes, name: str, path: tuple, arg: str) -> bytes:
+        ref = self._refs.get((name, path)) or self._ref(name, path)
+        packed = ref.head + mode + _bulk(encode_text(arg)) + ref.tail
         try:
-            return self.client.execute_command("EVALSHA", self._set.sha, len(keys), *keys,
-                                               mode, encode_text(arg), *tail)
+            return self._send(packed)
         except redis_py.exceptions.NoScriptError:
-            return self._set(keys=keys, args=[mode, encode_text(arg), *tail])
+            # a server that lost its script cache (restarted): give it the script, once
+            self._command(b"SCRIPT", b"LOAD", SET)
+            return self._send(packed)
 
     @_translated
     def set(self, name: str, path: tuple, value: str) -> None:
-        self._write("set", name, path, value)
+        self._write(_SET_MODE, name, path, value)
 
     @_translated
     def increment(self, name: str, path: tuple, by: int) -> int:
-        return int(self._write("incr", name, path, str(by)))
+        return int(self._write(_INCR_MODE, name, path, str(by)))
 
     @_translated
     def set_many(self, name: str, path: tuple, items: list) -> None:
@@ -373,7 +404,19 @@ class RedisStore:
             edges[(keys[2 * i + 1], member)] = None
             inner[keys[2 * i]] = None
         leaves: list[tuple[bytes, bytes, bytes, bytes]] = []
+        base = self._suffix(name, path)
+        base_leaf = self._leaf(path) + SEP if path else b""
+        parent_node, parent_kids = b"node:" + base, b"children:" + base
         for rel, value in items:
+            if len(rel) == 1:  # the common case: a child of ``path`` itself
+                sub = rel[0]
+                sb = _sub_bytes(sub)
+                edges[(parent_kids, _member(sub))] = None
+                inner[parent_node] = None
+                suffix = base + SEP + sb
+                leaves.append((b"node:" + suffix, b"children:" + suffix, base_leaf + sb,
+                               encode_text(value)))
+                continue
             full = path + rel
             for depth in range(len(path), len(full)):
                 parent = self._suffix(name, full[:depth])
@@ -394,15 +437,15 @@ class RedisStore:
         for nk, ck, leaf, value in leaves:
             script_keys += [nk, ck]
             args += [leaf, value]
-        self._set_many(keys=script_keys, args=args)
+        self._script(self._set_many, script_keys, args)
 
     @_translated
     def delete(self, name: str, path: tuple) -> None:
         suffix = self._suffix(name, path)
         keys, members = self._ancestry(name, path)
-        self._delete(keys=[b"node:" + suffix, b"children:" + suffix,
-                           b"leaves:" + self._name(name), *keys],
-                     args=[self._leaf(path), *members])
+        self._script(self._delete, [b"node:" + suffix, b"children:" + suffix,
+                                    b"leaves:" + self._name(name), *keys],
+                     [self._leaf(path), *members])
 
     @_translated
     def children(self, name: str, path: tuple, reverse: bool = False, start: Any = None,
@@ -425,12 +468,12 @@ class RedisStore:
         if lo is not None and hi is not None and lo[0] > hi[0]:
             return []
         ck = b"children:" + self._suffix(name, path)
-        kw = {} if limit is None else {"start": 0, "num": limit}
+        tail = () if limit is None else (b"LIMIT", 0, limit)
         if reverse:
-            found = self.client.zrevrangebylex(ck, hi_arg, lo_arg, **kw)
+            found = self._command(b"ZREVRANGEBYLEX", ck, hi_arg, lo_arg, *tail)
         else:
-            found = self.client.zrangebylex(ck, lo_arg, hi_arg, **kw)
-        return [_from_member(m) for m in found]
+            found = self._command(b"ZRANGEBYLEX", ck, lo_arg, hi_arg, *tail)
+        return _from_members(found)
 
     @_translated
     def next_subscript(self, name: str, path: tuple, reverse: bool = False) -> Any:
@@ -438,18 +481,18 @@ class RedisStore:
             return None
         ck = b"children:" + self._suffix(name, path[:-1])
         m = b"(" + _member(path[-1])
-        found = (self.client.zrevrangebylex(ck, m, b"-", start=0, num=1) if reverse
-                 else self.client.zrangebylex(ck, m, b"+", start=0, num=1))
+        found = (self._command(b"ZREVRANGEBYLEX", ck, m, b"-", b"LIMIT", 0, 1) if reverse
+                 else self._command(b"ZRANGEBYLEX", ck, m, b"+", b"LIMIT", 0, 1))
         return _from_member(found[0]) if found else None
 
     @_translated
     def count_children(self, name: str, path: tuple) -> int:
-        return self.client.zcard(b"children:" + self._suffix(name, path))
+        return self._command(b"ZCARD", b"children:" + self._suffix(name, path))
 
     @_translated
     def tree(self, name: str, path: tuple) -> dict:
         suffix = self._suffix(name, path)
-        flat = self._tree(keys=[b"node:" + suffix, b"children:" + suffix])
+        flat = self._script(self._tree, [b"node:" + suffix, b"children:" + suffix], [])
         top: dict = {}
         last: list[list] = []  # last[d]: the entry most recently added at depth d
         for i in range(0, len(flat), 4):
@@ -497,6 +540,15 @@ class RedisStore:
         return sorted(found)
 
     def close(self) -> None:
+        self._closed = True
+        with self._conns_guard:
+            conns, self._conns = self._conns, []
+        for _, conn in conns:
+            try:
+                conn.disconnect()
+            except (redis_py.RedisError, OSError):
+                pass
+        self._local = threading.local()
         try:
             self.client.close()
         except redis_py.RedisError:

@@ -122,6 +122,9 @@ class SQLiteStore:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA synchronous=NORMAL")
+            # the cursor ``get`` reuses; it reads with fetchall, which steps the statement to
+            # its end, so no statement is left open (no read transaction held between calls)
+            self._local.cursor = conn.cursor()
             self._local.conn = conn
             with self._guard:
                 self._all.append(conn)
@@ -171,13 +174,21 @@ class SQLiteStore:
 
     # -- IDocumentStore ----------------------------------------------------------------
 
+    # get, set and increment are the hot calls: the key and this thread's connection are
+    # looked up inline (no method calls) before the one statement.
+
     def get(self, name: str, path: tuple) -> str | None:
+        key = self._keys.get((name, path)) or self._key(name, path)
         try:
-            row = self._conn().execute("SELECT value FROM nodes WHERE key=?",
-                                       (self._key(name, path),)).fetchone()
+            cursor = self._local.cursor
+        except AttributeError:
+            self._conn()
+            cursor = self._local.cursor
+        try:
+            rows = cursor.execute("SELECT value FROM nodes WHERE key=?", (key,)).fetchall()
         except sqlite3.Error as e:
             raise DatabaseUnavailable(f"SQLite database {self.path}: {e}") from e
-        return None if row is None else row[0]
+        return rows[0][0] if rows else None
 
     @_translated
     def defined(self, name: str, path: tuple) -> int:
@@ -187,9 +198,12 @@ class SQLiteStore:
         return (1 if has_value else 0) + (10 if has_kids else 0)
 
     def set(self, name: str, path: tuple, value: str) -> None:
-        key = self._key(name, path)
+        key = self._keys.get((name, path)) or self._key(name, path)
         try:
-            c = self._conn()
+            try:
+                c = self._local.conn
+            except AttributeError:
+                c = self._conn()
             # The common case, an existing node, is one statement (its own transaction).
             if c.execute("UPDATE nodes SET value=? WHERE key=?", (value, key)).rowcount:
                 return
@@ -258,8 +272,11 @@ class SQLiteStore:
 
     @_translated
     def increment(self, name: str, path: tuple, by: int) -> int:
-        key = self._key(name, path)
-        c = self._conn()
+        key = self._keys.get((name, path)) or self._key(name, path)
+        try:
+            c = self._local.conn
+        except AttributeError:
+            c = self._conn()
         # One statement, atomic by itself: CAST takes the leading integer, as parseInt does.
         row = c.execute("UPDATE nodes SET value=CAST(COALESCE(CAST(value AS INTEGER), 0) + ?"
                         " AS TEXT) WHERE key=? RETURNING value", (by, key)).fetchone()

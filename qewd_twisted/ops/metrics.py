@@ -49,6 +49,7 @@ from twisted.web.resource import Resource
 from qewd_twisted._version import __version__
 from qewd_twisted.apps.modules import AppLoadError
 from qewd_twisted.core.interfaces import ILink, IWorkerPool
+from qewd_twisted.core.push import IPushBusStats
 from qewd_twisted.ops.observe import OUTCOMES, NodeObserver
 
 if TYPE_CHECKING:
@@ -229,6 +230,9 @@ class _Collector:
         yield from self._state(m)
         if m.links:
             yield from self._links(m)
+        buses = [b for b in m.node.push_buses if IPushBusStats.providedBy(b)]
+        if buses:
+            yield from self._push(buses)
 
     def _events(self, m: NodeMetrics) -> Iterator[Metric]:
         info = InfoMetricFamily("qewd_build", "The qewd-twisted version and the node's "
@@ -359,6 +363,27 @@ class _Collector:
             for url, n in replicas.sent.items():
                 sent.add_metric([replicas.url, url], n)
         yield from (members, live, sent)
+
+    def _push(self, buses: list[Any]) -> Iterator[Metric]:
+        up = GaugeMetricFamily("qewd_push_bus_up",
+                               "1 while the push bus carries server push to its peers (other "
+                               "nodes, other processes), else 0.", labels=["bus"])
+        published = CounterMetricFamily(
+            "qewd_push_published", "Server pushes from this process accepted by the bus.",
+            labels=["bus"])
+        received = CounterMetricFamily(
+            "qewd_push_received", "Server pushes from peers delivered to this process's "
+            "sockets.", labels=["bus"])
+        dropped = CounterMetricFamily(
+            "qewd_push_dropped", "Server pushes not carried to the peers (or received and "
+            "refused), by reason (docs/reliability.md).", labels=["bus", "reason"])
+        for bus in buses:
+            up.add_metric([bus.kind], 1 if bus.up else 0)
+            published.add_metric([bus.kind], bus.published)
+            received.add_metric([bus.kind], bus.received)
+            for reason, n in sorted(bus.dropped.items()):
+                dropped.add_metric([bus.kind, reason], n)
+        yield from (up, published, received, dropped)
 
 
 class MetricsResource(Resource):

@@ -26,7 +26,6 @@ import time
 from collections import deque
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import Service
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -35,6 +34,7 @@ from zope.interface import implementer
 
 from qewd_twisted._version import __version__
 from qewd_twisted.core.interfaces import ILinkObserver
+from qewd_twisted.core.push import IPushBusStats
 from qewd_twisted.ops.metrics import Labels, MetricsResource, NodeMetrics
 from qewd_twisted.ops.observe import NodeObserver, combine
 from qewd_twisted.transports.http import NodeSite
@@ -226,6 +226,12 @@ class Operations(Service):
         self.request_log = RequestLog(self.clock) if config.log_requests else None
         service.node.observer = combine([self.metrics, self.rates, self.request_log])
 
+        # where /health, /ready (and /metrics) are mounted: the node's site, and the metrics
+        # listener's own (a node process of several replaces them: cluster/aggregate.py)
+        self.roots: list[Resource] = []
+        #: a node process of several: the whole node's status from this process's
+        #: (cluster/aggregate.py); None: this process is the node
+        self.node_status_of: Any = None
         root = service.site.resource
         self._mount(root, self.metrics if config.metrics_listen is None else None)
         if self.status_enabled:
@@ -244,13 +250,13 @@ class Operations(Service):
             own = Resource()
             self._mount(own, self.metrics)
             site = NodeSite(own, reactor=service.reactor, limits=config.limits)
-            listener = strports.service(config.metrics_listen, site, reactor=service.reactor)
-            listener._raiseSynchronously = True  # type: ignore[attr-defined]
+            listener = service.listener(config.metrics_listen, site)
             listener.setServiceParent(service)
             self.metrics_listener = listener
         self.setServiceParent(service)
 
     def _mount(self, root: Resource, metrics: NodeMetrics | None) -> None:
+        self.roots.append(root)
         root.putChild(b"health", HealthResource())
         root.putChild(b"ready", ReadyResource(self))
         if metrics is not None:
@@ -348,8 +354,18 @@ class Operations(Service):
                               "state": r.state.value, "links": len(r.links), "up": r.live,
                               "in_flight": r.in_flight, "queued": r.queued,
                               "sent": dict(r.sent)} for r in self.replica_sets],
+            "push": [{"bus": b.kind, "up": bool(b.up), "published": b.published,
+                      "received": b.received, "dropped": dict(b.dropped)}
+                     for b in node.push_buses if IPushBusStats.providedBy(b)],
             "events": list(reversed(self.link_events.events)) if self.link_events else [],
         }
+
+    def node_status(self) -> Any:
+        """What the status page shows: `status`, or for a node process of several the whole
+        node's (a Deferred)."""
+        if self.node_status_of is None:
+            return self.status()
+        return self.node_status_of(self.status())
 
     def _link_status(self, url: str, link: Any) -> dict[str, Any]:
         events = self.link_events

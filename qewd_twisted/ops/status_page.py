@@ -20,7 +20,9 @@ from collections import OrderedDict
 from html import escape
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web import server
 from twisted.web.resource import Resource
 
 from qewd_twisted import errors as E
@@ -123,7 +125,27 @@ class _Protected(Resource):
             request.setHeader(b"www-authenticate", _REALM)
             return b"401 Unauthorized: the status page needs the node's managementPassword\n"
         self.throttle.succeeded(ip)
-        return self.page(request, self.ops.status())
+        status = getattr(self.ops, "node_status", self.ops.status)()
+        if not isinstance(status, defer.Deferred):
+            return self.page(request, status)
+        # a node process of several: the other processes' figures come over the control
+        # channel (cluster/aggregate.py)
+        status.addCallback(lambda whole: self.page(request, whole))
+        status.addErrback(self._failed, request)
+        status.addCallback(self._write, request)
+        return server.NOT_DONE_YET
+
+    def _failed(self, failure: Any, request: Any) -> bytes:
+        log.failure("status page: gathering the node's status", failure)
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"500 Internal Server Error: the node's status could not be gathered\n"
+
+    @staticmethod
+    def _write(body: bytes, request: Any) -> None:
+        if not request.finished and not getattr(request, "_disconnected", False):
+            request.write(body)
+            request.finish()
 
     def page(self, request: Any, status: dict[str, Any]) -> bytes:
         """The body for an authorised request (subclasses)."""
@@ -192,6 +214,7 @@ def render_page(status: dict[str, Any]) -> str:
          f'({server["uptime_seconds"]} s); listening on {escape(", ".join(server["listen"]))}; '
          f'<span id="readiness" class="{"ok" if server["ready"] else "bad"}">'
          f"{escape(ready)}</span></p>"),
+        *_processes(status.get("processes")),
         "<h2>Connections</h2>",
         (f'<p id="connections">{conns["total"]} connected '
          f'({escape(_pairs(conns["by_framing"]))}); {conns["from_masters"]} from master nodes</p>'),
@@ -225,6 +248,12 @@ def render_page(status: dict[str, Any]) -> str:
                    [[", ".join(r["urls"]), r["application"], f'{r["up"]} of {r["links"]}',
                      r["in_flight"], r["queued"], _pairs(r["sent"])]
                     for r in status["replica_sets"]], "")]),
+        *([] if not status.get("push") else [
+            "<h2>Server push across nodes</h2>",
+            _table("push", ["bus", "state", "published", "received", "dropped"],
+                   [[p["bus"], "up" if p["up"] else "down", p["published"], p["received"],
+                     _pairs({k: v for k, v in p["dropped"].items() if v})]
+                    for p in status["push"]], "")]),
         "<h2>Recent link events</h2>",
         _table("events", ["time", "url", "kind", "event"],
                [[e["time"], e["url"], e["kind"], e["text"]] for e in status["events"]],
@@ -234,6 +263,18 @@ def render_page(status: dict[str, Any]) -> str:
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _processes(processes: list[dict[str, Any]] | None) -> list[str]:
+    """The processes of a node of several (config.processes), one row each."""
+    if not processes:
+        return []
+    return ["<h2>Processes</h2>",
+            _table("processes", ["process", "pid", "state", "restarts", "up (s)", "connections",
+                                 "in flight", "pool busy"],
+                   [[p["process"], p["pid"], p["state"], p["restarts"], p["uptime_seconds"],
+                     p.get("connections"), p.get("in_flight"), p.get("pool_busy")]
+                    for p in processes], "No processes.")]
 
 
 def _pairs(d: dict[str, int]) -> str:

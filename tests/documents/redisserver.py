@@ -32,7 +32,8 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process bound to 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
+        self.args = args  # more redis-server options, e.g. "--requirepass", "secret"
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.dir = tempfile.mkdtemp(prefix="qewd-redis-")
@@ -47,7 +48,7 @@ class RedisServer:
             self.proc = subprocess.Popen(
                 [path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-                 "--loglevel", "warning"],
+                 "--loglevel", "warning", *self.args],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if self._wait_ready():
                 return self.port
@@ -66,7 +67,9 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    answer = s.recv(64)
+                    # with --requirepass, NOAUTH is an answer too: the server is up
+                    if answer.startswith((b"+PONG", b"-NOAUTH")):
                         return True
             except OSError:
                 pass

@@ -20,7 +20,6 @@ from twisted.logger import Logger
 from qewd_twisted.apps.modules import Applications
 from qewd_twisted.config import Config, ConfigError, own_files_in, web_root_problem
 from qewd_twisted.core.node import Node
-from qewd_twisted.auth.sessions import MemorySessionStore
 from qewd_twisted.core.session_locks import StoreSessionLocks
 from qewd_twisted.transports.http import NodeSite
 from qewd_twisted.transports.site import build_site_root
@@ -157,15 +156,14 @@ class QEWDService(MultiService):
                 previous_secrets=config.jwt.previous_secrets,
                 cipher=config.jwt.cipher,
             )
-        if config.database is None:
-            self.sessions = MemorySessionStore(reactor)
-            gc = TimerService(60, self.sessions.collect_garbage)
-        else:
-            from qewd_twisted.documents.sessions import DocumentSessionStore
+        # session-token sessions live in the node's document store (docs/documents.md
+        # "Sessions"): the configured database, or the in-memory one when none is configured,
+        # so session.data is a DocumentNode either way (docs/protocol.md §2.1, §2.4)
+        from qewd_twisted.documents.sessions import DocumentSessionStore
 
-            self.sessions = DocumentSessionStore(self.documents, reactor,
-                                                 config.session_document_name)
-            gc = TimerService(60, self.sessions.sweep)
+        self.sessions = DocumentSessionStore(self.documents, reactor,
+                                             config.session_document_name)
+        gc = TimerService(60, self.sessions.sweep)
         gc.clock = reactor
         gc.setServiceParent(self)
 

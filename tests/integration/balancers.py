@@ -18,11 +18,11 @@ import re
 import shutil
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
-from tests.integration.processes import REPO, OutputWatcher, TwistdProcess, write_startup
+from tests.integration.processes import REPO, TwistdProcess, WatchedProcess, write_startup
 from tests.ports import reserve_port
 from tests.strict import require
 
@@ -126,27 +126,15 @@ def nginx_wrapper(http_block: str, prefix: str) -> str:
             f"http {{\n    access_log off;\n{temps}\n{http_block}}}\n")
 
 
-class BalancerProcess(OutputWatcher, protocol.ProcessProtocol):
+class BalancerProcess(WatchedProcess):
     """A load balancer running in the foreground; killed (SIGKILL) when the test ends."""
 
     def __init__(self, test: TestCase, label: str, argv: list[str]) -> None:
-        OutputWatcher.__init__(self)
+        WatchedProcess.__init__(self)
         self.label = label
         self.argv = argv
-        self.ended: defer.Deferred[Any] = defer.Deferred()
-        self.transport: Any = None
         test.addCleanup(self.kill)
         reactor.spawnProcess(self, argv[0], argv, env=dict(os.environ), path=REPO)
-
-    def outReceived(self, data: bytes) -> None:
-        self._append(data.decode("utf-8", "replace"))
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        self.transport = None
-        self._fail_waiters("process ended")
-        self.ended.callback(reason.value)
 
     def kill(self) -> defer.Deferred[Any] | None:
         """SIGKILL; fires once the process has ended (or after 10 s, so a cleanup that

@@ -62,25 +62,14 @@ class OutputWatcher:
                                    f"output:\n{self.output[-4000:]}"))
 
 
-class TwistdProcess(OutputWatcher, protocol.ProcessProtocol):
-    """One ``twistd -n qewd`` node process, its output collected for ``wait_for``."""
+class WatchedProcess(OutputWatcher, protocol.ProcessProtocol):
+    """A child process whose stdout and stderr are collected for ``wait_for``; ``ended``
+    fires with the reason when it exits (waiters still open then fail)."""
 
-    label = "twistd node"
-
-    def __init__(self, test: TestCase, startup: str) -> None:
+    def __init__(self) -> None:
         OutputWatcher.__init__(self)
-        self.test = test
-        self.startup = startup
         self.ended: defer.Deferred[Any] = defer.Deferred()
         self.transport: Any = None
-
-    def start(self) -> "TwistdProcess":
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        reactor.spawnProcess(self, sys.executable,
-                             [sys.executable, *TWISTD, "qewd", "--config", self.startup],
-                             env=env, path=REPO)
-        self.test.addCleanup(self.kill)
-        return self
 
     def outReceived(self, data: bytes) -> None:
         self._append(data.decode("utf-8", "replace"))
@@ -91,6 +80,25 @@ class TwistdProcess(OutputWatcher, protocol.ProcessProtocol):
         self.transport = None
         self._fail_waiters("process ended")
         self.ended.callback(reason.value)
+
+
+class TwistdProcess(WatchedProcess):
+    """One ``twistd -n qewd`` node process, its output collected for ``wait_for``."""
+
+    label = "twistd node"
+
+    def __init__(self, test: TestCase, startup: str) -> None:
+        WatchedProcess.__init__(self)
+        self.test = test
+        self.startup = startup
+
+    def start(self) -> "TwistdProcess":
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        reactor.spawnProcess(self, sys.executable,
+                             [sys.executable, *TWISTD, "qewd", "--config", self.startup],
+                             env=env, path=REPO)
+        self.test.addCleanup(self.kill)
+        return self
 
     def signal(self, name: str) -> defer.Deferred[Any]:
         if self.transport is not None:

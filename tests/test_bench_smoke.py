@@ -345,3 +345,19 @@ class DocumentsBenchSmokeTests(TestCase):
             text = f.read()
         self.assertIn("| our node (Redis) |", text)
         self.assertIn("ours Redis / raw redis-py (throughput)", text)
+
+
+class WsCostSmokeTests(TestCase):
+    """bench/wscost.py drives the node's own WebSocket protocol in process (no timing
+    asserted: only that every request got its reply with a fresh token)."""
+
+    def test_runs_and_reports(self):
+        import contextlib
+        import io
+
+        from bench import wscost
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            wscost.main(["--number", "20", "--observers"])
+        self.assertRegex(out.getvalue(), r"^-?\d+\.\d µs per request")

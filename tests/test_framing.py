@@ -225,6 +225,31 @@ class FramedSendTests(DirectTextSendTests):
         self.assertEqual(server_frames(once(b"")), [(1, b"")])
 
 
+class TextSendTests(FramedSendTests):
+    """sendText(payload): what sendMessage(payload) writes, bytes and counters alike; the
+    cases sendFramed hands to sendMessage go there too."""
+
+    def ours_send(self, payload: bytes, **kw) -> bytes:
+        if kw:
+            return DirectTextSendTests.ours_send(self, payload, **kw)
+        self.proto.sendText(payload)
+        return self.transport.value()
+
+    def test_not_open_goes_to_sendMessage(self) -> None:
+        calls = []
+        self.proto.sendMessage = lambda payload, *a, **kw: calls.append(payload)
+        self.proto.state = self.proto.STATE_CLOSING
+        self.proto.sendText(b"late")
+        self.assertEqual((calls, self.transport.value()), ([b"late"], b""))
+        self.proto.state = self.proto.STATE_OPEN
+        self.proto.send_queue.append((b"queued", False))
+        self.proto.sendText(b"after")
+        self.proto.send_queue.clear()
+        self.proto.logFrames = True
+        self.proto.sendText(b"logged")
+        self.assertEqual(calls, [b"late", b"after", b"logged"])
+
+
 class MaskedTextSendTests(SynchronousTestCase):
     """The link client's sendMessage: frames Autobahn's client would send (same header, a
     fresh mask per frame, the payload masked with it) and the same counters."""

@@ -625,10 +625,12 @@ def memory_protocol(h: NodeHarness, protocol: type) -> tuple[Any, _Recorder]:
     rec = _Recorder()
     proto.sendMessage = lambda payload, isBinary=False, *a, **k: rec.sent.append(
         (payload, isBinary))
-    # the connection writes open sockets' text frames through sendFramed (framing.py), and
-    # batches broadcasts only where canSendFramed says so: record every frame at once
+    # the connection writes open sockets' text frames through sendText / sendFramed
+    # (framing.py), and batches broadcasts only where canSendFramed says so: record every
+    # frame at once
     proto.state = proto.STATE_OPEN
     proto.sendFramed = lambda payload, frame: rec.sent.append((payload, False))
+    proto.sendText = lambda payload: rec.sent.append((payload, False))
     proto.canSendFramed = lambda payload: False
 
     def close(*a: Any, **k: Any) -> None:

@@ -293,6 +293,29 @@ class HandlerTests(Base):
         [f] = c.take()
         self.assertEqual((f["message"]["ok"], f["responseTime"]), (1, "1000ms"))
 
+    def test_reactor_handler_deadline_only_when_it_returns_unfinished(self) -> None:
+        """An ``async def`` handler that finishes at once leaves no timer behind; one that
+        awaits is answered with the handler timeout ``handlerTimeout`` after it started."""
+        async def now(m, session, send, finished):
+            finished({"ok": 1})
+
+        async def never(m, session, send, finished):
+            await defer.Deferred()
+
+        h = NodeHarness({"a": app(handlers={"now": now, "never": never})}, handler_timeout=5)
+        c = h.connect()
+        token = h.register(c, "a")
+        [f] = h.send(c, {"type": "now", "token": token})
+        self.assertEqual((f["message"]["ok"], h.clock.getDelayedCalls()), (1, []))
+        self.assertEqual(h.send(c, {"type": "never", "token": token}), [])
+        self.assertEqual(len(h.clock.getDelayedCalls()), 1)
+        h.clock.advance(4.9)
+        self.assertEqual(c.take(), [])
+        h.clock.advance(0.2)
+        [f] = c.take()
+        self.assertEqual(f["message"]["error"], E.HANDLER_TIMEOUT.format(type="never", seconds=5))
+        self.assertEqual((h.node.in_flight, h.clock.getDelayedCalls()), (0, []))
+
     def test_deferred_handler_marked_on_reactor(self) -> None:
         @on_reactor
         def handler(m, session, send, finished):

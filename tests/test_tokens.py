@@ -923,6 +923,71 @@ class VerifiedCacheTests(SynchronousTestCase):
         first["prefs"]["a"] = 2
         self.assertEqual(self.codec.session(token)["prefs"], {"a": 1})
 
+    def test_sessions_of_a_known_token_are_fresh_copies(self) -> None:
+        """The session of a known flat token is built once and copied: every copy is what
+        the full path gives (same items in the same order, same secret names), and changing
+        one (items or secrecy) changes neither the next one nor the token's claims."""
+        token = self.codec.register_token("app", {"socketId": "s", "authenticated": False})
+        payload = self.codec.decode(token)
+        slow = TokenCodec("someSecret123", clock=self.clock, cache_size=0).session(token)
+        first = self.codec.session_from_payload(payload, token)
+        self.assertIsNotNone(self.codec._seen[token].session)  # kept for the next ones
+        first["authenticated"] = True
+        first["extra"] = [1]
+        first.make_secret("extra")
+        first.make_public("socketId")
+        for session in (self.codec.session_from_payload(self.codec.decode(token), token),
+                        self.codec.session(token)):
+            self.assertEqual(list(session.items()), list(slow.items()))
+            self.assertEqual(list(session._secrets), list(slow._secrets))
+            self.assertEqual(session["authenticated"], False)
+            self.assertTrue(session.is_secret("socketId"))
+            self.assertFalse(session.is_secret("extra"))
+
+    def test_known_token_session_only_for_its_own_claims(self) -> None:
+        """Claims that are not the token's own (a caller changed them) get their own session,
+        not the token's; a token whose secrets are not all scalars is never shared."""
+        token = self.codec.register_token("app", {"socketId": "s"})
+        self.codec.session(token)
+        payload = self.codec.decode(token)
+        payload["application"] = "other"
+        self.assertEqual(self.codec.session_from_payload(payload, token)["application"], "other")
+        self.assertEqual(self.codec.session(token)["application"], "app")
+        nested = self.codec.register_token("app", {"socketId": "s", "prefs": {"a": 1}})
+        self.codec.session(nested)
+        self.assertIsNone(self.codec._seen[nested].session)
+
+    def test_cached_times_checked_as_the_full_path_does(self) -> None:
+        """``exp`` / ``nbf`` of every shape give the same answer from the cache as from a codec
+        without one, before and after they pass (a missing ``exp`` never expires; a
+        non-numeric one fails closed)."""
+        now = self.clock.seconds()
+        uncached = TokenCodec("someSecret123", clock=self.clock, cache_size=0)
+        claims = [{}, {"exp": now + 5}, {"exp": now + 5.5}, {"exp": "soon"}, {"exp": None},
+                  {"nbf": now + 5}, {"nbf": now + 5, "exp": now + 10}, {"exp": True}]
+        big = TokenCodec("someSecret123", clock=self.clock, cache_size=100)
+        tokens = [big.encode({"application": "app", **c}) for c in claims]
+
+        def outcome(codec: TokenCodec, token: str) -> object:
+            try:
+                return codec.decode(token)
+            except TokenError as e:
+                return e.reason
+
+        for step in (0, 4.9, 0.6, 5):
+            self.clock.advance(step)
+            for token in tokens:
+                self.assertEqual(outcome(big, token), outcome(uncached, token), (step, token))
+                self.assertEqual(outcome(big, token), outcome(big, token))  # cached now
+
+    def test_known_token_session_still_expires(self) -> None:
+        token = self.codec.register_token("app", {"socketId": "s"}, timeout=10)
+        self.codec.session(token)
+        self.clock.advance(11)
+        with self.assertRaises(TokenError) as e:
+            self.codec.session(token)
+        self.assertEqual(e.exception.reason, "Token expired")
+
     def test_bounded(self) -> None:
         tokens = [self.codec.register_token("app", {"socketId": str(i)}) for i in range(10)]
         self.assertLessEqual(len(self.codec._seen), 4)
@@ -1138,6 +1203,51 @@ class IssueReuseTests(SynchronousTestCase):
         session = self.codec.session(token)
         session.update(second)
         self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))
+
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),
+           st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), _scalar), max_size=4),
+           st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=2),
+           st.lists(st.sampled_from(["a", "b", "c", "d", "socketId"]), max_size=2))
+    def test_recorded_shortcut_is_what_a_fresh_encode_gives(self, first, second, secret,
+                                                             moved) -> None:
+        """Once a token has re-issued to itself (``issued_from`` recorded), any later session
+        of it, changed in values, types, order (a claim taken out and put back) or secrecy,
+        still re-issues to what a fresh encode gives."""
+        session = self.codec.session(self.codec.register_token("app", {"socketId": "s"}))
+        session.update(first)
+        token = self.codec.issue(session)
+        self.assertEqual(self.codec.issue(self.codec.session(token)), token)  # recorded
+        session = self.codec.session(token)
+        session.update(second)
+        for name in moved:
+            if name in session:
+                session[name] = session.pop(name)
+        for name in secret:
+            session.make_secret(name)
+        self.assertEqual(self.codec.issue(session), _fresh_issue(self.codec, session))
+
+
+    def test_recorded_shortcut_sees_type_order_and_secrecy(self) -> None:
+        """After the shortcut is recorded: another value, an equal value of another type (True
+        for 1), the same claims in another order, or another secret set each give a fresh
+        token."""
+        session = self.codec.session(self.codec.register_token("app", {"socketId": "s"}))
+        session.update({"b": "x", "a": 1, "c": 2})
+        token = self.codec.issue(session)
+        self.assertIs(self.codec.issue(self.codec.session(token)), token)
+        self.assertIsNotNone(self.codec._seen[token].issued_from)
+        changes = [lambda s: s.__setitem__("a", 2),
+                   lambda s: s.__setitem__("a", True),
+                   lambda s: s.__setitem__("a", s.pop("a")),  # b, c, a: same types in order
+                   lambda s: s.make_secret("b")]
+        for change in changes:
+            session = self.codec.session(token)
+            change(session)
+            reissued = self.codec.issue(session)
+            self.assertNotEqual(reissued, token)
+            self.assertEqual(reissued, _fresh_issue(self.codec, session))
 
 
 class RewriteTests(SynchronousTestCase):

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from qewd_twisted.apps.pool import PoolFull, WorkerPool
 
@@ -154,3 +157,76 @@ class ThreadsTests(TestCase):
         self.assertEqual((yield self.pool.run(lambda: "fresh")), "fresh")
         self.assertEqual((yield self.pool.run(lambda: "fresh")), "fresh")
         stuck.set()
+
+
+class _ThreadCalls(Clock):
+    """A Clock whose callFromThread queues the call for the test thread to run (``pump``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_threads: queue.SimpleQueue = queue.SimpleQueue()
+
+    def callFromThread(self, f, *args) -> None:  # noqa: N802
+        self.from_threads.put((f, args))
+
+    def pump(self, until, timeout: float = 10.0) -> None:
+        """Run calls from the threads until ``until()`` is true (bounded in time)."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            f, args = self.from_threads.get(timeout=max(0.0, deadline - time.monotonic()))
+            f(*args)
+
+
+class TurnTests(SynchronousTestCase):
+    """A reactor turn's calls reach the threads together at its end (callLater(0)); call()
+    reports back without a Deferred."""
+
+    def setUp(self) -> None:
+        self.clock = _ThreadCalls()
+        self.pool = WorkerPool(self.clock, size=2, max_queue=2)
+        self.pool.startService()
+        self.addCleanup(self.pool._stop_threads)
+
+    def test_calls_wait_for_the_end_of_the_turn(self) -> None:
+        ran: list[int] = []
+        results: list[int] = []
+        for i in range(3):
+            self.pool.run(ran.append, i).addCallback(lambda _, i=i: results.append(i))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # one hand-over per turn
+        self.assertEqual((ran, self.pool.queued + self.pool.busy), ([], 3))
+        self.clock.advance(0)
+        self.clock.pump(lambda: len(results) == 3)
+        self.assertEqual(sorted(ran), [0, 1, 2])
+        self.assertEqual((self.pool.busy, self.pool.queued, self.clock.getDelayedCalls()),
+                         (0, 0, []))
+
+    def test_call_reports_return_and_failure(self) -> None:
+        done: list = []
+        self.pool.call(lambda a, b: a + b, (1, 2), lambda ctx, f: done.append((ctx, f)), "x")
+
+        def boom() -> None:
+            raise KeyError("k")
+
+        self.pool.call(boom, (), lambda ctx, f: done.append((ctx, f.check(KeyError))), "y")
+        self.clock.advance(0)
+        self.clock.pump(lambda: len(done) == 2)
+        self.assertEqual(sorted(done), [("x", None), ("y", KeyError)])
+        self.assertEqual(self.pool.busy + self.pool.queued, 0)
+        self.successResultOf(self.pool.when_idle())
+
+    def test_call_refused_at_the_bound_and_when_stopped(self) -> None:
+        for _ in range(4):  # 2 threads + 2 queued
+            self.pool.call(lambda: None, (), lambda ctx, f: None)
+        self.assertRaises(PoolFull, self.pool.call, lambda: None, (), lambda ctx, f: None)
+        self.clock.advance(0)
+        self.clock.pump(lambda: self.pool.busy + self.pool.queued == 0)
+        self.pool.stopService()
+        self.assertRaises(PoolFull, self.pool.call, lambda: None, (), lambda ctx, f: None)
+
+    def test_stop_hands_over_the_turn_first(self) -> None:
+        ran = threading.Event()
+        self.pool.run(ran.set)
+        stopped = self.pool.stopService()  # before the end of the turn: the call still runs
+        self.assertTrue(ran.wait(10))
+        self.clock.pump(lambda: stopped.called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

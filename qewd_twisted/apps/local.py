@@ -101,6 +101,9 @@ class LocalRunner:
         # own) gets callFromThread.
         self._to_reactor: Callable[..., None] = (
             getattr(pool, "post", None) or getattr(reactor, "callFromThread", None))
+        # WorkerPool.call: run() without a Deferred; a pool without it (a user's own, the
+        # tests' SyncPool) is used through run().
+        self._pool_call: Callable[..., None] | None = getattr(pool, "call", None)
         #: ``fn(req, result)`` for a reply ``{use_microservice: True, request}`` (§4.7): the
         #: REST router (rest/dispatch.py) sets it; None: such a reply is sent as it is.
         self.use_microservice: Callable[[Request, dict], None] | None = None
@@ -138,22 +141,24 @@ class LocalRunner:
         if handler is None and app.before_handler is None:
             return self._refuse(req, "noTypeHandler", self._no_handler(req))
         self._begin(req)
-        if self.handler_timeout:
-            req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
         target = handler if handler is not None else app.before_handler
         on_reactor = self._on_reactor.get(target)
         if on_reactor is None:
             on_reactor = self._on_reactor[target] = runs_on_reactor(target)
         if on_reactor:
+            # The deadline starts once the handler returns without having finished (a reactor
+            # handler cannot be interrupted while it runs anyway): most finish at once, and a
+            # timer made and cancelled per request is pure cost (as in run_handler).
             send, finished = self._callbacks(req, threaded=False)
             if app.before_handler is None and app.after_handler is None:
-                return self._call_on_reactor(handler, req, send, finished)
+                self._call_on_reactor(handler, req, send, finished)
+                return self._deadline(req)
             d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
+            self._deadline(req)
         else:
+            self._deadline(req)
             send, finished = self._callbacks(req, threaded=True)
-            req.in_thread = True
-            d = self.pool.run(self._chain_sync, app, handler, req, send, finished)
-            d.addBoth(self._thread_returned, req)
+            return self._in_pool(req, self._chain_sync, app, handler, req, send, finished)
         d.addErrback(self._handler_failed, req)
 
     def run_handler(self, req: Request, target: Callable, call: Callable) -> None:
@@ -187,10 +192,26 @@ class LocalRunner:
         else:
             self._deadline(req)
             send, finished = self._callbacks(req, threaded=True)
-            req.in_thread = True
-            d = self.pool.run(call, send, finished)
-            d.addBoth(self._thread_returned, req)
+            return self._in_pool(req, call, send, finished)
         d.addErrback(self._handler_failed, req)
+
+    def _in_pool(self, req: Request, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` (``req``'s handler chain) in the pool; crashes answered."""
+        req.in_thread = True
+        if self._pool_call is not None:  # our WorkerPool: no Deferred per request
+            try:
+                self._pool_call(fn, args, self._pool_returned, req)
+            except PoolFull:
+                self._handler_failed(Failure(), req)
+            return
+        d = self.pool.run(fn, *args)
+        d.addBoth(self._thread_returned, req)
+        d.addErrback(self._handler_failed, req)
+
+    def _pool_returned(self, req: Request, failure: Failure | None) -> None:
+        self._thread_returned(None, req)
+        if failure is not None:
+            self._handler_failed(failure, req)
 
     def _deadline(self, req: Request) -> None:
         """Start ``req``'s handler deadline, unless it is over already."""
@@ -271,12 +292,7 @@ class LocalRunner:
                     send: Callable, finished: Callable) -> None:
         """Runs in a pool thread: beforeHandler, the handler, afterHandler."""
         msg, session = req.message, req.session
-
-        def resolve(result: Any) -> Any:
-            if inspect.isawaitable(result):  # an async hook called from a sync chain
-                return blockingCallFromThread(self.reactor, defer.ensureDeferred, result)
-            return result
-
+        resolve = self._resolve
         invoke = self._invoke
         if app.before_handler is not None:
             if resolve(invoke(app.before_handler, msg, session, send, finished)) is False:
@@ -287,6 +303,13 @@ class LocalRunner:
         resolve(invoke(handler, msg, session, send, finished))
         if app.after_handler is not None:
             resolve(invoke(app.after_handler, msg, session, send, finished))
+
+    def _resolve(self, result: Any) -> Any:
+        """In a pool thread: what a hook returned, awaited on the reactor if it is awaitable
+        (an async hook called from a sync chain)."""
+        if inspect.isawaitable(result):
+            return blockingCallFromThread(self.reactor, defer.ensureDeferred, result)
+        return result
 
     async def _chain_async(self, app: Application, handler: Any, req: Request,
                            send: Callable, finished: Callable) -> None:

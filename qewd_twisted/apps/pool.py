@@ -11,6 +11,9 @@ keep the process alive after the node has stopped.
 The threads (`_Threads`) take calls from one ``queue.SimpleQueue``: handing a call over is one
 C-level put that wakes one waiting thread, where Twisted's ThreadPool went through its team
 coordinator, a Python-level queue and condition variables on both sides (docs/performance.md).
+The calls of one reactor turn are handed over together at its end (``callLater(0)``, before the
+reactor next polls): a thread woken in the middle of the turn could not run anyway (the reactor
+thread holds the GIL), and would take the GIL from it at its next system call, once per call.
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ class WorkerPool(Service):
         # post(): calls from pool threads to the reactor thread, in order (see post)
         self._posted: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._drain_scheduled = False
+        # run(): calls of this reactor turn, handed to the threads at its end (_hand_over)
+        self._turn: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._hand_over_call: Any = None
 
     @property
     def threads(self) -> int:
@@ -148,9 +154,53 @@ class WorkerPool(Service):
             return defer.fail(PoolFull("the worker pool queue is full"))
         self._outstanding += 1
         d: defer.Deferred[Any] = defer.Deferred()
-        self._threads.put((self._call, (d, fn, args, kwargs)))
+        self._turn.append((self._call, (d, fn, args, kwargs)))
+        if self._hand_over_call is None:
+            self._hand_over_call = self._reactor.callLater(  # type: ignore[attr-defined]
+                0, self._hand_over)
         d.addBoth(self._done)
         return d
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...],
+             done: Callable[[Any, Failure | None], Any], context: Any = None) -> None:
+        """``run`` without a Deferred, for a caller that makes one call per request (the
+        local runner): ``fn(*args)`` in a pool thread, then ``done(context, failure)`` on the
+        reactor thread, ``failure`` None when ``fn`` returned and its Failure when it raised
+        (its result is not kept). Raises PoolFull at once when ``run`` would fail with it."""
+        if not self.running:
+            raise PoolFull("the worker pool is not running")
+        if self._outstanding >= self.threads + self.max_queue:
+            raise PoolFull("the worker pool queue is full")
+        self._outstanding += 1
+        self._turn.append((self._call_then, (fn, args, done, context)))
+        if self._hand_over_call is None:
+            self._hand_over_call = self._reactor.callLater(  # type: ignore[attr-defined]
+                0, self._hand_over)
+
+    def _call_then(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                   done: Callable[[Any, Failure | None], Any], context: Any) -> None:
+        # in a pool thread
+        try:
+            fn(*args)
+        except BaseException:
+            self.post(self._returned, done, context, Failure())
+        else:
+            self.post(self._returned, done, context, None)
+
+    def _returned(self, done: Callable[[Any, Failure | None], Any], context: Any,
+                  failure: Failure | None) -> None:
+        self._done(None)
+        done(context, failure)
+
+    def _hand_over(self) -> None:
+        """The end of the reactor turn: the threads get this turn's calls, in order."""
+        call, self._hand_over_call = self._hand_over_call, None
+        if call is not None and call.active():
+            call.cancel()  # called early (stopping)
+        turn, self._turn = self._turn, []
+        put = self._threads.put
+        for item in turn:
+            put(item)
 
     def _call(self, d: defer.Deferred[Any], fn: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> None:
@@ -233,8 +283,10 @@ class WorkerPool(Service):
             if not d.called:
                 d.callback(None)
 
-        # These threads end after the calls already queued; a restarted pool gets new ones
-        # with their own queue (a thread stuck here must not take the new threads' calls).
+        # These threads end after the calls already queued (this turn's too); a restarted pool
+        # gets new ones with their own queue (a thread stuck here must not take the new
+        # threads' calls).
+        self._hand_over()
         threads, self._threads = self._threads, _Threads("qewd-worker")
         threads.resize(0)
 

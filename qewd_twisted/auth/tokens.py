@@ -176,17 +176,31 @@ class _Seen:
     payload's claim names and value types, in order) make that comparison cheap.
 
     ``issued_from`` is set once ``issue`` has returned this token for a session: ``(iat,
-    secret names, items, value types)`` of that session. A later session equal to it, item for
+    secret names, items (a dict), names, value types)`` of that session. A later session equal to it, item for
     item and type for type, in the same second, re-issues to this very token without even
     building its claims (see ``TokenCodec.issue``).
+
+    ``session`` is set once ``session_from_payload`` has built the session of a flat payload
+    whose secret claims are scalars too: ``(claims, secret names)``, the secrets decrypted and
+    promoted. A token's claims and this codec's keys never change, so later sessions of the
+    same token are copies of it (no decryption, no promotion); expiry is still checked by
+    ``decode`` on every use.
     """
 
-    __slots__ = ("json", "flat", "ours", "names", "types", "issued_from")
+    __slots__ = ("json", "flat", "ours", "names", "types", "issued_from", "session", "exp")
 
     def __init__(self, json: bytes, flat: dict[str, Any] | None, ours: bool) -> None:
         self.json = json
         self.flat = flat
+        # ``exp`` for ``decode``'s shortcut: a flat payload with no ``nbf`` and a numeric (or
+        # no: never expires) ``exp``; None for anything else, checked in full every time
+        self.exp: float | None = None
+        if flat is not None and "nbf" not in flat:
+            exp = flat.get("exp", math.inf)
+            if _is_number(exp):
+                self.exp = exp
         self.issued_from: tuple[Any, ...] | None = None
+        self.session: tuple[dict[str, Any], list[str]] | None = None
         types = tuple(map(type, flat.values())) if flat is not None else ()
         # floats never count as the same: 0.0 == -0.0, but they encode differently
         self.ours = ours and flat is not None and float not in types
@@ -305,6 +319,12 @@ class TokenCodec:
         Checks, in jwt-simple's order (§3.1): presence, 3 segments, header and payload JSON,
         algorithm allowed, signature, ``nbf``, ``exp``. Raises TokenError.
         """
+        known = self._seen.get(token) if type(token) is str else None
+        if known is not None and known.exp is not None:
+            # verified before, plain claims: only the expiry is left to check (_check_times)
+            if self._now() > known.exp:
+                raise TokenError(EXPIRED)
+            return dict(known.flat)  # type: ignore[arg-type]
         return self._verify(token, check_times=True)
 
     def _verify(self, token: Any, check_times: bool) -> dict[str, Any]:
@@ -431,18 +451,24 @@ class TokenCodec:
         finds the session unchanged within the same second, it returns that token again
         instead of encoding and signing identical claims.
         """
-        secrets = self._decrypt_qewd(payload.get("qewd"))
-        claims = {k: v for k, v in payload.items() if k not in INTERNAL_CLAIMS}
-        names = []
-        for name, value in secrets.items():
-            if name not in RESERVED_CLAIMS:
-                claims[name] = value
-                names.append(name)
+        seen = self._seen.get(token) if token is not None else None
+        known = seen is not None and seen.flat is not None and payload == seen.flat
+        if known and seen.session is not None:  # type: ignore[union-attr]
+            claims, names = seen.session  # type: ignore[union-attr]
+        else:
+            secrets = self._decrypt_qewd(payload.get("qewd"))
+            claims = {k: v for k, v in payload.items() if k not in INTERNAL_CLAIMS}
+            names = []
+            for name, value in secrets.items():
+                if name not in RESERVED_CLAIMS:
+                    claims[name] = value
+                    names.append(name)
+            if known and flat_object(claims) is not None:
+                seen.session = (claims, names)  # type: ignore[union-attr]
+        # from_verified copies claims (scalars only when shared) and names
         session = JWTSession.from_verified(claims, names)
-        if token is not None:
-            seen = self._seen.get(token)
-            if seen is not None and seen.ours:
-                session._origin = (token, seen)
+        if seen is not None and seen.ours:
+            object.__setattr__(session, "_origin", (token, seen))
         return session
 
     # -- issuing ------------------------------------------------------------------------
@@ -516,9 +542,10 @@ class TokenCodec:
         origin = session._origin
         if origin is not None:
             was = origin[1].issued_from
-            if (was is not None and was[0] == iat and was[1] == tuple(session._secrets)
-                    and was[2] == tuple(session.items())
-                    and was[3] == tuple(map(type, session.values()))):
+            # equal items (a dict compare), in the same order, of the same types
+            if (was is not None and was[0] == iat and was[2] == session
+                    and was[3] == tuple(session) and was[1] == tuple(session._secrets)
+                    and was[4] == tuple(map(type, session.values()))):
                 return origin[0]  # the same session, the same second: the same token
         timeout = session.get("timeout")
         timeout = self.initial_timeout if timeout is None else check_timeout(timeout)
@@ -541,7 +568,7 @@ class TokenCodec:
         types = tuple(map(type, session.values()))
         if float in types or not _SCALAR_TYPES.issuperset(types):
             return
-        seen.issued_from = (iat, tuple(session._secrets), tuple(session.items()), types)
+        seen.issued_from = (iat, tuple(session._secrets), dict(session), tuple(session), types)
 
     def with_application(
         self, payload_or_session: Mapping[str, Any] | JWTSession, application: str

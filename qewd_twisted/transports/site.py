@@ -137,8 +137,7 @@ class _ProtocolConnection(Connection):
             # nothing more can be sent, and Autobahn would raise for it (one such socket must
             # not stop a broadcast to the others).
             return
-        # A broadcast hands every socket the same bytes: framed once (_frame_once).
-        proto.sendFramed(data, _frame_once(data))
+        proto.sendText(data)
         guard = self.guard
         if guard is not None and guard.paused:
             guard.sent(len(data))
@@ -297,6 +296,7 @@ class EngineIOProtocol(_NodeProtocol):
     """One socket.io v2 client over the WebSocket transport."""
 
     _heartbeat: Any = None
+    _heard = 0.0  # when the client was last heard from (reactor seconds)
     namespaces: Namespaces | None = None  # webSockets.io_paths (transports.namespaces)
 
     def onConnect(self, request: Any) -> None:
@@ -316,29 +316,37 @@ class EngineIOProtocol(_NodeProtocol):
         self._opened()
         if f.io_paths:
             self.namespaces = Namespaces(f.node, self.conn, f.io_paths)
+        self._heard = f.reactor.seconds()
         self._heartbeat = f.reactor.callLater(
             (f.ping_interval + f.ping_timeout) / 1000.0, self._silent)
 
     def _silent(self) -> None:
+        # Every message moves the deadline (_heard); the timer is moved only when it fires,
+        # not per message: the client is closed pingInterval + pingTimeout after it was
+        # last heard.
+        f = self.factory
+        left = self._heard + (f.ping_interval + f.ping_timeout) / 1000.0 - f.reactor.seconds()
+        if left > 0:
+            self._heartbeat = f.reactor.callLater(left, self._silent)
+            return
         self._heartbeat = None
         log.info("closing {conn}: no ping within pingInterval + pingTimeout", conn=self.conn)
         self.dropConnection(abort=True)
 
-    def _alive(self) -> None:
-        if self._heartbeat is not None and self._heartbeat.active():
-            f = self.factory
-            self._heartbeat.reset((f.ping_interval + f.ping_timeout) / 1000.0)
-
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not self.conn.open:
             return  # the node is closing this socket: nothing more is answered
-        self._alive()
+        self._heard = self.factory.reactor.seconds()
         if isBinary:
             return self.conn.send(envelope.transport_error(E.BINARY_FRAME))
         try:
-            packet = wire.decode(payload.decode("utf-8"))
+            text = payload.decode("utf-8")
+            args = wire.qewd_event(text)  # 42["ewdjs",{...}]: the usual case, without a Packet
+            packet = wire.decode(text) if args is None else None
         except (wire.WireError, UnicodeDecodeError) as e:
             return self.conn.send(envelope.transport_error(str(e)))
+        if packet is None:
+            return self._deliver(args[0])  # type: ignore[index]
         kind = packet.kind
         if self.namespaces is not None and packet.namespace != "/":
             return self.namespaces.packet(packet)

@@ -104,6 +104,18 @@ class Packet:
     ack_id: int | None = None
 
 
+_QEWD_EVENT = '42["' + EVENT_NAME + '",'
+
+
+def qewd_event(text: str) -> list[Any] | None:
+    """The arguments of ``42["ewdjs",...]`` (an event named ``ewdjs`` on the default namespace
+    without an ack id: what QEWD's clients send all the time), what ``decode(text).args``
+    would be; None for any other packet (``decode`` it). Raises WireError as ``decode`` does."""
+    if not text.startswith(_QEWD_EVENT):
+        return None
+    return loads(text[2:])[1:]  # JSON that starts with ["ewdjs", can only be that array
+
+
 def decode(text: str) -> Packet:
     """Decode one Engine.IO 3 text packet. Raises WireError with a client-readable reason."""
     if not isinstance(text, str) or not text:

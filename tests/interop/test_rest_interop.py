@@ -16,6 +16,7 @@ import socket
 from twisted.internet import defer
 from twisted.trial.unittest import SkipTest, TestCase
 
+from qewd_twisted import errors as E
 from qewd_twisted.config import RestServiceRoute
 from qewd_twisted.rest.routing import PathTemplate
 from tests.rest_httpclient import HTTPClient
@@ -165,6 +166,7 @@ class PythonPrimaryToQEWDMicroServiceTests(TestCase):
         self.qjs, ready = start_qewd_rest_ms(self, port)
         yield ready
         self.primary = start_rest_node(self, routes=[{"path": "/api", "module": "rest_api.py"}],
+                                       microServiceTimeout=15,  # 3 lost requests fit in 90 s
                                        u_services={
             "destinations": {"qjs": {"host": f"http://127.0.0.1:{port}", "application": "api"}},
             "routes": [{"path": "/qjs/users/:id", "method": "GET", "destination": "qjs"},
@@ -201,7 +203,15 @@ class PythonPrimaryToQEWDMicroServiceTests(TestCase):
         r = yield self.http.get("/qjs/crash")
         self.assertEqual(r.status, 400, r.raw)
         self.assertEqual(r.json, {"error": "Cannot read properties of null (reading 'boom')"})
-        r = yield self.http.get("/qjs/users/5")  # QEWD.js forks a new worker; all goes on
+        # QEWD.js forks a new worker and goes on; a request that reaches its master while it
+        # is still replacing the dead worker can be lost there (seen on a loaded CI machine):
+        # ours then ends it at the micro-service deadline with 504, never hangs. At most two
+        # such losses; then the route must answer.
+        for attempt in range(3):
+            r = yield self.http.get("/qjs/users/5")
+            if r.status == 200:
+                break
+            self.assertEqual((r.status, r.json), (504, {"error": E.MS_TIMEOUT}), r.raw)
         self.assertEqual(r.status, 200, r.raw)
 
     @defer.inlineCallbacks

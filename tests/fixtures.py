@@ -10,6 +10,8 @@ when ``params.progressType`` is given), then for rob/secret ``{"ok": True}`` wit
 and ``username`` and ``authenticated`` as secret claims; otherwise ``{"error": "Invalid login"}``.
 tests/test_fuzz.py and tests/test_token_attacks.py keep logins of their own on purpose (their
 oracles model an exact-match login with no intermediate username).
+``RecordingLink`` is the fake link that records what a node forwards (tests/test_node.py,
+tests/test_parity_node.py).
 May import only the standard library.
 """
 
@@ -21,7 +23,7 @@ ROB = {"username": "rob", "password": "secret"}
 
 Handler = Callable[[dict, Any, Any, Any], None]
 
-__all__ = ["ROB", "log_in", "login_message", "make_login"]
+__all__ = ["ROB", "RecordingLink", "log_in", "login_message", "make_login"]
 
 
 def make_login(timeout: int | None = None) -> Handler:
@@ -65,3 +67,14 @@ async def log_in(client: Any, token: str, username: str = ROB["username"],
     while frames[-1].get("finished") is False:
         frames.append(await client.message())
     return frames
+
+
+class RecordingLink:
+    """A link (``ILink.send_request``) that only records what a node forwards to it, as
+    ``(message, receiver)`` pairs in ``sent``, so a test answers through the receiver."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[dict, Any]] = []
+
+    def send_request(self, message: dict, receiver: Any, timeout: Any) -> None:
+        self.sent.append((message, receiver))

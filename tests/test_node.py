@@ -15,7 +15,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.apps.modules import on_reactor
 from qewd_twisted.core.interfaces import LinkOutcome
 from qewd_twisted.testing import NodeHarness
-from tests.fixtures import make_login
+from tests.fixtures import RecordingLink, make_login
 
 
 def app(**exports: Any) -> SimpleNamespace:
@@ -633,14 +633,8 @@ class RelayTests(SynchronousTestCase):
     """The master's side of a forwarded request, with a fake link (docs/protocol.md §4.4)."""
 
     def setUp(self) -> None:
-        self.sent: list[tuple[dict, Any]] = []
-        outer = self
-
-        class FakeLink:
-            def send_request(self, message, receiver, timeout):
-                outer.sent.append((message, receiver))
-
-        link = FakeLink()
+        link = RecordingLink()
+        self.sent = link.sent
 
         class Routes:
             def route(self, application, type):

@@ -20,6 +20,7 @@ from qewd_twisted import errors as E
 from qewd_twisted.apps.services import allow_service, disallow_service
 from qewd_twisted.core.switch import ApplicationSwitch
 from qewd_twisted.testing import NodeHarness
+from tests.fixtures import RecordingLink
 
 
 def app(**attrs: Any) -> Any:
@@ -330,14 +331,8 @@ class SwitchTests(SynchronousTestCase):
     """Application switch (§4.7) with a fake link."""
 
     def setUp(self) -> None:
-        self.sent: list[tuple[dict, Any]] = []
-        outer = self
-
-        class FakeLink:
-            def send_request(self, message, receiver, timeout):
-                outer.sent.append((message, receiver))
-
-        self.link = FakeLink()
+        self.link = RecordingLink()
+        self.sent = self.link.sent
 
         class Routes:
             def route(self, application, type):

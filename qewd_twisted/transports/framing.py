@@ -167,27 +167,13 @@ class DirectTextSend:
         self.transport.write(frame)
 
     def sendText(self: Any, payload: bytes) -> None:
-        """``sendMessage(payload)`` for one text message to one socket (a reply): checks,
-        header, counters and the write in one call when ``sendFramed`` would write it
-        directly, else ``sendMessage``. The same bytes and counters either way."""
-        n = len(payload)
-        if (self.state != _OPEN or self.send_queue or self._perMessageCompress is not None
-                or self.autoFragmentSize > 0 or self.maskServerFrames or self.logFrames
-                or self.logOctets or self.trackedTimings or 0 < self.maxMessagePayloadSize < n
-                or type(payload) is not bytes):
+        """``sendMessage(payload)`` for one text message to one socket (a reply): the frame
+        built here and written at once when ``sendFramed`` would write it directly, else
+        ``sendMessage``. The same bytes and counters either way."""
+        if not self.canSendFramed(payload):
             return self.sendMessage(payload)
-        if n <= 125:
-            frame = bytes((0x81, n)) + payload
-        elif n <= 0xFFFF:
-            frame = b"\x81\x7e" + n.to_bytes(2, "big") + payload
-        else:
-            frame = b"\x81\x7f" + n.to_bytes(8, "big") + payload
-        stats = self.trafficStats
-        stats.outgoingWebSocketMessages += 1
-        stats.outgoingOctetsAppLevel += n
-        stats.outgoingOctetsWebSocketLevel += n
-        stats.outgoingWebSocketFrames += 1
-        stats.outgoingOctetsWireLevel += len(frame)
+        frame = text_frame(payload)
+        self.countFramed(len(payload), len(frame))
         self.transport.write(frame)
 
     def canSendFramed(self: Any, payload: bytes) -> bool:

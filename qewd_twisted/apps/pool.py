@@ -18,7 +18,6 @@ thread holds the GIL), and would take the GIL from it at its next system call, o
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import deque
 from typing import Any, Callable
@@ -43,20 +42,58 @@ _STOP = object()  # taken from the queue: the thread that takes it ends
 
 
 class _Threads:
-    """Daemon threads running calls ``(fn, args)`` from one ``SimpleQueue``, in order.
+    """Daemon threads running calls ``(fn, args)`` from one queue, in order.
 
     Started, resized and stopped from one thread (the reactor's). Each ``_STOP`` in the queue
     ends exactly one thread, after the calls queued before it; so ``live`` (threads started
     minus stops queued) is how many threads will go on taking calls, whichever thread takes
     which stop (a stuck thread counts until it takes one).
+
+    The queue is a ``deque`` and each idle thread sleeps on a lock of its own: ``put`` wakes
+    one idle thread per call, no more (the thread idle last first: its stack is the warmest),
+    and a thread that finds the queue empty goes back to sleep without waking another.
+    ``queue.SimpleQueue`` (what this replaced) wakes a second waiting thread every time a
+    waiting thread takes a call, whether or not a call is left for it: with the pool's threads
+    idle between turns, one call cost two thread wake-ups, the second one for nothing (it takes
+    the GIL, finds the queue empty and sleeps again; docs/performance.md, "processes: N and
+    sync handlers"). Appends, pops and ``list.remove`` of the deque and the idle list are
+    single operations under the GIL, so no lock of our own is needed around them.
     """
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.put = self._queue.put
+        self._calls: deque[Any] = deque()
+        self._idle: list[Any] = []  # the wake-up locks of the threads waiting for a call
         self._started: list[threading.Thread] = []
         self.live = 0
+        self.woken = 0  # times a sleeping thread was woken (tests, docs/performance.md)
+
+    @property
+    def idle(self) -> int:
+        """Threads asleep waiting for a call."""
+        return len(self._idle)
+
+    def put(self, item: Any) -> None:
+        """Queue one call (or ``_STOP``); an idle thread, if any, is woken for it."""
+        self._calls.append(item)
+        if self._idle:
+            self._wake(1)
+
+    def put_many(self, items: list[Any]) -> None:
+        """Queue calls in order; as many idle threads as calls (at most) are woken."""
+        self._calls.extend(items)
+        if self._idle:
+            self._wake(len(items))
+
+    def _wake(self, n: int) -> None:
+        idle = self._idle
+        while n > 0:
+            try:
+                lock = idle.pop()
+            except IndexError:
+                return
+            lock.release()
+            n -= 1
 
     def resize(self, n: int) -> None:
         """Have ``n`` threads taking calls: start more now, or queue stops for the extra."""
@@ -68,7 +105,7 @@ class _Threads:
             t.start()
         while self.live > n:
             self.live -= 1
-            self._queue.put(_STOP)
+            self.put(_STOP)
 
     def join(self) -> None:
         """Wait for every thread started here to end (after ``resize(0)``; blocks while a
@@ -76,10 +113,31 @@ class _Threads:
         for t in list(self._started):
             t.join()
 
+    def _sleep(self, wake: Any) -> None:
+        """Idle until ``put`` releases ``wake``. On the idle list first, then look at the
+        queue again: a call queued since this thread found it empty is either seen here
+        (no sleep) or finds this thread on the list to wake."""
+        idle = self._idle
+        idle.append(wake)
+        if self._calls:
+            try:
+                idle.remove(wake)
+                return
+            except ValueError:  # already taken off the list: its release is coming
+                pass
+        wake.acquire()
+        self.woken += 1
+
     def _work(self) -> None:
-        get = self._queue.get
+        take = self._calls.popleft
+        wake = threading.Lock()  # held while this thread is awake; released to wake it
+        wake.acquire()
         while True:
-            call = get()
+            try:
+                call = take()
+            except IndexError:
+                self._sleep(wake)
+                continue
             if call is _STOP:
                 return
             try:
@@ -198,9 +256,8 @@ class WorkerPool(Service):
         if call is not None and call.active():
             call.cancel()  # called early (stopping)
         turn, self._turn = self._turn, []
-        put = self._threads.put
-        for item in turn:
-            put(item)
+        if turn:
+            self._threads.put_many(turn)
 
     def _call(self, d: defer.Deferred[Any], fn: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> None:

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from qewd_twisted.apps.pool import PoolFull, WorkerPool, _Threads
+from qewd_twisted.apps.pool import PoolFull, WorkerPool, _Threads, batch_policy
 
 
 def gated_pool(test: TestCase, size: int, max_queue: int) -> tuple[WorkerPool, threading.Event]:
@@ -309,3 +310,37 @@ class WakeUpTests(SynchronousTestCase):
         gate.set()
         self.threads.join()
         self.assertEqual((sorted(ran), self.threads.live), (list(range(5)), 0))
+
+
+class BatchPolicyTests(TestCase):
+    """Pool threads run under SCHED_BATCH on Linux (a thread woken for the GIL does not
+    preempt the reactor thread holding it); a policy set by the operator is left alone."""
+
+    def setUp(self) -> None:
+        if not hasattr(os, "SCHED_BATCH"):
+            raise SkipTest("no SCHED_BATCH on this system")
+
+    def in_thread(self, fn):
+        out: list = []
+        t = threading.Thread(target=lambda: out.append(fn()))
+        t.start()
+        t.join(10)
+        return out[0]
+
+    @defer.inlineCallbacks
+    def test_pool_threads_run_under_sched_batch(self):
+        reactor_policy = os.sched_getscheduler(0)
+        pool, _ = gated_pool(self, size=2, max_queue=10)
+        policies = yield defer.gatherResults([pool.run(os.sched_getscheduler, 0)
+                                              for _ in range(4)])
+        self.assertEqual(set(policies), {os.SCHED_BATCH})
+        self.assertEqual(os.sched_getscheduler(0), reactor_policy)  # the reactor's: unchanged
+
+    def test_a_policy_other_than_the_normal_one_is_left_alone(self):
+        def idle_then_batch():
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # no privilege needed
+            return batch_policy(), os.sched_getscheduler(0)
+
+        self.assertEqual(self.in_thread(idle_then_batch), (False, os.SCHED_IDLE))
+        self.assertEqual(self.in_thread(lambda: (batch_policy(), os.sched_getscheduler(0))),
+                         (True, os.SCHED_BATCH))

@@ -8,16 +8,20 @@ Sync handlers run here so they may block without stalling the reactor (QEWD's pi
 stop it is drained for a grace period. Threads are daemon threads: a handler stuck forever cannot
 keep the process alive after the node has stopped.
 
-The threads (`_Threads`) take calls from one ``queue.SimpleQueue``: handing a call over is one
-C-level put that wakes one waiting thread, where Twisted's ThreadPool went through its team
-coordinator, a Python-level queue and condition variables on both sides (docs/performance.md).
-The calls of one reactor turn are handed over together at its end (``callLater(0)``, before the
-reactor next polls): a thread woken in the middle of the turn could not run anyway (the reactor
-thread holds the GIL), and would take the GIL from it at its next system call, once per call.
+The threads (`_Threads`) take calls from one ``deque``; handing calls over wakes one idle
+thread per call and no more (``queue.SimpleQueue``, used before, also woke a second waiting
+thread each time a waiting one took a call, for nothing), where Twisted's ThreadPool went
+through its team coordinator, a Python-level queue and condition variables on both sides
+(docs/performance.md). The calls of one reactor turn are handed over together at its end
+(``callLater(0)``, before the reactor next polls): a thread woken in the middle of the turn
+could not run anyway (the reactor thread holds the GIL), and would take the GIL from it at its
+next system call, once per call. On Linux the threads run under ``SCHED_BATCH``
+(`batch_policy`): a thread woken for the GIL does not preempt the reactor thread that holds it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from typing import Any, Callable
@@ -39,6 +43,29 @@ class PoolFull(Exception):
 
 
 _STOP = object()  # taken from the queue: the thread that takes it ends
+
+
+def batch_policy() -> bool:
+    """Put the calling thread under Linux's ``SCHED_BATCH`` if it is under the normal policy
+    (``SCHED_OTHER``; a real-time or idle policy set by the operator is left alone). True if
+    it did.
+
+    A pool thread is woken to take the GIL from the reactor thread, which holds it until its
+    next system call; at the normal policy the kernel lets the woken thread preempt the reactor
+    when both share a CPU, and it blocks again at once on the GIL: two context switches for
+    nothing, once or more per request when every CPU is busy (``processes`` > 1). Under
+    ``SCHED_BATCH`` a woken thread does not preempt on wake-up: it runs when the CPU is free
+    (the reactor waiting in ``epoll``, which also releases the GIL) or at the next tick. Same
+    weight, same nice value, same share of the CPU (sched(7)); no privilege needed. Elsewhere
+    than Linux: nothing (docs/performance.md, "processes: N and sync handlers").
+    """
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            return False
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 class _Threads:
@@ -129,6 +156,7 @@ class _Threads:
         self.woken += 1
 
     def _work(self) -> None:
+        batch_policy()
         take = self._calls.popleft
         wake = threading.Lock()  # held while this thread is awake; released to wake it
         wake.acquire()

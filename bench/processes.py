@@ -10,7 +10,10 @@ one with more processes is a supervisor of node processes, as ``twistd qewd`` ru
 round runs every scenario against every node back to back, the order swapped every other round
 (paired rounds: drift on a shared machine hits both alike); the table shows the medians over
 the rounds of requests/s and of the server CPU per request (µs, every process of the node
-summed: the supervisor and its node processes), and each count's ratio to the first.
+summed: the supervisor and its node processes), the context switches per request (voluntary +
+involuntary, every thread of every process of the node, read from ``/proc`` before and after
+each cell; requests counted as the cell's rate over its warm-up and measured window), and each
+count's ratio to the first.
 
 Unlike bench/runner.py nothing is pinned and everything runs at normal priority: the point is
 what N processes make of every core, with the load generator sharing them (the issue's
@@ -47,6 +50,25 @@ def generate(args: list[str], logdir: str, timeout: float) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def switches(pid: int) -> int | None:
+    """Context switches (voluntary + involuntary) so far of every thread of ``pid`` and of
+    its child processes, from /proc (None where /proc has no answer)."""
+    total, pids = 0, [pid]
+    try:
+        while pids:
+            p = pids.pop()
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                            total += int(line.split()[1])
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return None
+    return total
+
+
 def run(opts: argparse.Namespace) -> dict[str, Any]:
     raise_nofile()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -71,15 +93,22 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     node = nodes[n]
                     args = ["--url", eio_url(node.port), "--server-pid", str(node.pid), *base,
                             *SCENARIOS[scenario]]
+                    before = switches(node.pid)
                     try:
                         r = generate(args, logdir, timeout=120 + opts.clients)
                     except Exception as e:  # a failed cell is reported, the run goes on
                         log(f"round {rnd + 1} {scenario} processes={n}: {e}")
                         continue
+                    after = switches(node.pid)
+                    requests = r["rps"] * (opts.warmup + opts.duration)
+                    r["switches_per_request"] = (round((after - before) / requests, 2)
+                                                 if requests and None not in (before, after)
+                                                 else None)
                     results[scenario][n].append(r)
                     log(f"round {rnd + 1} {scenario} processes={n}: {r['rps']} req/s, "
                         f"server {r.get('server_us_per_request')} us/req over "
-                        f"{r.get('server_processes')} processes, errors {r['errors']}")
+                        f"{r.get('server_processes')} processes, "
+                        f"{r['switches_per_request']} context switches/req, errors {r['errors']}")
     finally:
         for server in nodes.values():
             server.stop()
@@ -93,9 +122,12 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             rps = median([r["rps"] for r in rs])
             us = median([r.get("server_us_per_request") for r in rs
                          if r.get("server_us_per_request") is not None] or [None])
+            cs = median([r["switches_per_request"] for r in rs
+                         if r.get("switches_per_request") is not None] or [None])
             first = rps if first is None else first
             summary.append({"scenario": scenario, "processes": n, "rounds": len(rs),
                             "rps": rps, "server_us_per_request": us,
+                            "switches_per_request": cs,
                             "ratio": round(rps / first, 3) if first else None,
                             "errors": sum(r["errors"] for r in rs),
                             "timeouts": sum(r["timeouts"] for r in rs)})
@@ -111,11 +143,12 @@ def table(out: dict[str, Any]) -> str:
     lines = [f"{out['clients']} clients, {out['rounds']} paired rounds of {out['duration']} s, "
              f"{out['cpus']} CPUs, medians",
              "",
-             "| scenario | processes | req/s | × processes=first | server µs/request | errors |",
-             "|---|---|---|---|---|---|"]
+             "| scenario | processes | req/s | × processes=first | server µs/request "
+             "| context switches/request | errors |",
+             "|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         lines.append(f"| {r['scenario']} | {r['processes']} | {r['rps']} | {r['ratio']} | "
-                     f"{r['server_us_per_request']} | {r['errors']} |")
+                     f"{r['server_us_per_request']} | {r['switches_per_request']} | {r['errors']} |")
     return "\n".join(lines)
 
 

@@ -336,6 +336,15 @@ class BatchPolicyTests(TestCase):
         self.assertEqual(set(policies), {os.SCHED_BATCH})
         self.assertEqual(os.sched_getscheduler(0), reactor_policy)  # the reactor's: unchanged
 
+    @defer.inlineCallbacks
+    def test_switched_off(self):
+        inherited = self.in_thread(lambda: os.sched_getscheduler(0))
+        pool = WorkerPool(reactor, size=1)
+        pool.sched_batch = False
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        self.assertEqual((yield pool.run(os.sched_getscheduler, 0)), inherited)
+
     def test_a_policy_other_than_the_normal_one_is_left_alone(self):
         def idle_then_batch():
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # no privilege needed

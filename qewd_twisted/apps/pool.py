@@ -87,8 +87,9 @@ class _Threads:
     single operations under the GIL, so no lock of our own is needed around them.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, batch: bool = True) -> None:
         self._name = name
+        self.batch = batch  # threads started from now on under SCHED_BATCH (batch_policy)
         self._calls: deque[Any] = deque()
         self._idle: list[Any] = []  # the wake-up locks of the threads waiting for a call
         self._started: list[threading.Thread] = []
@@ -156,7 +157,8 @@ class _Threads:
         self.woken += 1
 
     def _work(self) -> None:
-        batch_policy()
+        if self.batch:
+            batch_policy()
         take = self._calls.popleft
         wake = threading.Lock()  # held while this thread is awake; released to wake it
         wake.acquire()
@@ -180,13 +182,17 @@ class WorkerPool(Service):
 
     name = "workers"
 
+    #: The threads under ``SCHED_BATCH`` on Linux (`batch_policy`); False leaves them at the
+    #: policy they inherit (docs/performance.md, "processes: N and sync handlers").
+    sched_batch = True
+
     def __init__(self, reactor: IReactorThreads, size: int, max_queue: int = 20000) -> None:
         if size < 1:
             raise ValueError("poolSize must be at least 1")
         self._reactor = reactor
         self.size = size
         self.max_queue = max_queue
-        self._threads = _Threads("qewd-worker")
+        self._threads = _Threads("qewd-worker", self.sched_batch)
         self._outstanding = 0  # queued + running, counted on the reactor thread
         self._idle: list[defer.Deferred[None]] = []
         # A handler past its timeout still holds its thread (a thread can't be interrupted):
@@ -346,6 +352,7 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._threads.batch = self.sched_batch
         self._threads.resize(self.threads)
 
     def stopService(self) -> defer.Deferred[None]:
@@ -372,7 +379,7 @@ class WorkerPool(Service):
         # gets new ones with their own queue (a thread stuck here must not take the new
         # threads' calls).
         self._hand_over()
-        threads, self._threads = self._threads, _Threads("qewd-worker")
+        threads, self._threads = self._threads, _Threads("qewd-worker", self.sched_batch)
         threads.resize(0)
 
         def join() -> None:

@@ -127,11 +127,20 @@ class App:
 
 
 class Hooked:
-    handlers = {"echo": echo}
+    handlers = {"echo": echo, "sync_echo": sync_echo, "crash": crash, "never": never,
+                "later": later}
 
     @staticmethod
     def beforeHandler(messageObj, session, send, finished):
+        if (messageObj.get("params") or {}).get("refuse"):
+            finished({"error": "refused by beforeHandler"})
+            return False
+        session["before"] = True
         return True
+
+    @staticmethod
+    def afterHandler(messageObj, session, send, finished):
+        send({"after": True})
 
 
 class Recorder(NodeObserver):
@@ -280,9 +289,16 @@ class ExpressTests(SynchronousTestCase):
         self.assertIn("expired", frames[-1][0]["message"]["error"])
         self.assertEqual(sides[0].taken, 1)
 
-    def test_hooks_and_session_mode_go_the_general_way(self) -> None:
+    def test_hooks_the_same(self) -> None:
         sides = self.pair()
-        self.same(sides, self.steps([{"type": "echo", "token": "TOKEN"}] * 3, app="hooked"))
+        messages = [{"type": t, "token": "TOKEN", "params": p}
+                    for t in ("echo", "sync_echo", "crash", "later", "never", "echo")
+                    for p in ({}, {"refuse": True}, {})]
+        self.same(sides, self.steps(messages, app="hooked", advance=6))
+        self.assertGreater(sides[0].taken, 4)
+
+    def test_session_mode_goes_the_general_way(self) -> None:
+        sides = self.pair()
         self.same(sides, self.steps([{"type": "echo", "token": "TOKEN"}] * 3, jwt=False))
         self.assertEqual(sides[0].taken, 0)
 

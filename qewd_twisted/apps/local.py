@@ -96,7 +96,7 @@ class LocalRunner:
         self._end = in_flight.end
         self._arity: dict[Any, int] = {}
         self._on_reactor: dict[Any, bool] = {}  # handler -> runs_on_reactor(handler)
-        self._plain_async: dict[Any, bool] = {}  # handler -> an async def without q (express)
+        self._express_kind: dict[Any, int] = {}  # handler -> how express runs it
         # How pool threads hand a call to the reactor: the pool's post() shares reactor
         # wake-ups between finished() and the thread's return; a pool without it (a user's
         # own) gets callFromThread.
@@ -166,36 +166,40 @@ class LocalRunner:
                 token: str, seen: Any, application: str) -> bool:
         """``run`` for the node's express path (``Node._express``): a JWT request whose token
         the codec knows (``TokenCodec.known`` gave ``seen``), for an application already
-        loaded, without hooks or a ``service``, whose handler exists. The same request record,
-        in-flight count, deadline and frames as ``run``, and the common final reply taken
-        in one step (``_finish_express``). False, having done nothing, for anything else."""
+        loaded, without a ``service``, whose handler exists. The same request record,
+        in-flight count, deadline, hooks and frames as ``run``, and the common final reply
+        taken in one step (``_finish_express``). False, having done nothing, for anything
+        else."""
         app = self.apps.loaded(application)
-        if (app is None or app.before_handler is not None or app.after_handler is not None
-                or obj.get("service")):
+        if app is None or obj.get("service"):
             return False
         handler = app.handlers.get(mtype)
         if handler is None:
             return False
-        on_reactor = self._on_reactor.get(handler)
-        if on_reactor is None:
-            on_reactor = self._on_reactor[handler] = runs_on_reactor(handler)
+        kind = self._express_kind.get(handler)
+        if kind is None:  # 0: in the pool; 1: on the reactor; 2: an async def without q
+            kind = self._express_kind[handler] = (
+                0 if not runs_on_reactor(handler)
+                else 2 if inspect.iscoroutinefunction(handler) and positional_arity(handler) < 5
+                else 1)
         req = Request(conn, obj, mtype, started, rid, True,
                       self.tokens.session_of(token, seen), application)  # type: ignore
         req.app = app
         self._begin(req)
         finish = self._finish_express
-        if on_reactor:
+        if kind:
             def send(message: Any = None) -> None:
                 self._intermediate(req, snapshot(message))
 
             def finished(message: Any = None) -> None:
                 finish(req, dict(message) if type(message) is dict else snapshot(message))
 
-            plain = self._plain_async.get(handler)
-            if plain is None:
-                plain = self._plain_async[handler] = (
-                    inspect.iscoroutinefunction(handler) and positional_arity(handler) < 5)
-            if plain:
+            if app.before_handler is not None or app.after_handler is not None:
+                d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
+                self._deadline(req)
+                d.addErrback(self._handler_failed, req)
+                return True
+            if kind == 2:
                 # _call_on_reactor for an ``async def`` taking no ``q``, in line
                 try:
                     coro = handler(obj, req.session, send, finished)

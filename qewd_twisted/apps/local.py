@@ -398,7 +398,7 @@ class LocalRunner:
     def _resolve(self, result: Any) -> Any:
         """In a pool thread: what a hook returned, awaited on the reactor if it is awaitable
         (an async hook called from a sync chain)."""
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             return blockingCallFromThread(self.reactor, defer.ensureDeferred, result)
         return result
 

@@ -299,9 +299,9 @@ class Node:
         """The common case in one pass: a JWT client's request with a token this node issued
         or verified before (``TokenCodec.known``), for a type that is neither built in nor
         reserved, under the in-flight limit, run by a local handler (``LocalRunner.express``)
-        or forwarded (§4). What ``_receive`` would do for it, with
-        the same frames, counts and deadlines (tests/test_express.py runs every case both
-        ways); anything else returns False having done nothing, and ``_receive`` takes it."""
+        or forwarded (§4). What ``_receive`` would do for it, with the same frames, counts and
+        deadlines (tests/test_express.py runs every case both ways); anything else returns
+        False having done nothing, and ``_receive`` takes it."""
         if not conn.jwt or type(obj) is not dict:
             return False
         mtype = obj.get("type")

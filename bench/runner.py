@@ -97,9 +97,9 @@ POLLING_CLIENTS = (1, 32)  # the issue's polling rows
 
 def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
                 qewd: bool) -> list[Cell]:
-    floor, floor_tuned, relay_front, relay_back, master, ms, seed_master, seed_ms = (
-        sys_.get(k) for k in ("floor", "floor_tuned", "relay_front", "relay_back", "master", "ms",
-                              "seed_master", "seed_ms"))
+    floor, floor_tuned, floor_qewd, relay_front, relay_back, master, ms, seed_master, seed_ms = (
+        sys_.get(k) for k in ("floor", "floor_tuned", "floor_qewd", "relay_front", "relay_back",
+                              "master", "ms", "seed_master", "seed_ms"))
     peer: Peer = sys_["peer"]
     cells: list[Cell] = []
 
@@ -132,6 +132,10 @@ def build_cells(sys_: dict[str, Any], clients: list[int], only: set[str] | None,
             cells.append(Cell("local", "floor-tuned", n, lambda: eio_url(floor_tuned.port),
                               ["--app", "bench", "--type", "echo", "--echo", "none"],
                               lambda: [floor_tuned.pid]))
+            if want("local-async"):
+                cells.append(Cell("local", "floor-qewd", n, lambda: eio_url(floor_qewd.port),
+                                  ["--app", "bench", "--type", "echo"],
+                                  lambda: [floor_qewd.pid]))
             if qewd:
                 cells.append(Cell("local", "qewd", n, qm,
                                   ["--app", "jwt", "--setup-login", "rob:secret", "--type",
@@ -368,6 +372,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
 
         floor = up(Server("floor", logdir))
         floor_tuned = up(Server("floor-tuned", logdir))
+        floor_qewd = up(Server("floor-qewd", logdir))
         relay_back = up(Server("relay-back", logdir))
         relay_front = up(Server("relay-front", logdir, "--backend",
                                 f"ws://127.0.0.1:{relay_back.port}/socket.io/"))
@@ -378,7 +383,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                                 f"http://127.0.0.1:{seed_ms.port}"))
         if qewd:
             peer.pin(SERVER_CPU)
-        systems = {"floor": floor, "floor_tuned": floor_tuned, "relay_front": relay_front, "relay_back": relay_back,
+        systems = {"floor": floor, "floor_tuned": floor_tuned, "floor_qewd": floor_qewd,
+                   "relay_front": relay_front, "relay_back": relay_back,
                    "master": master, "ms": ms, "seed_master": seed_master, "seed_ms": seed_ms,
                    "peer": peer}
         only = set(opts.only) if opts.only else None

@@ -13,6 +13,11 @@ Floors (our own stack with nothing of QEWD in the request path):
   (``qewd_twisted.transports.framing``: no debug-log formatting, small frames unmasked with
   one XOR, text frames built directly, whole text frames read directly). A second reference: the issue's floor is stock Autobahn, which pays
   costs our node has removed; against this one the ratio is the cost of QEWD's own work alone.
+* ``floor-qewd`` (the essential floor): the tuned floor plus only the steps no QEWD node can
+  skip for the bench's ``echo``: the message parsed, the token found in the codec's cache and
+  its expiry checked (verified in full on first use), the session built, the handler run, the
+  token re-issued, the reply envelope encoded. No admission, in-flight accounting, deadline or
+  error handling: a ceiling for the node's ratio to the tuned floor, not a server to run.
 * ``relay-back``: the same server, answering each frame ``<id>|...`` with two canned frames,
   ``<id>|I<intermediate>`` and ``<id>|F<final>`` (a micro-service that does no work).
 * ``relay-front``: the floor, except that every event after registration is passed, prefixed
@@ -67,10 +72,10 @@ _login_final = b'42["ewdjs",{"type":"login","finished":true,"message":{"ok":true
                b'"responseTime":"0ms"}]'
 
 
-def _codec() -> Any:
+def _codec(clock: Any = None) -> Any:
     from qewd_twisted.auth.tokens import TokenCodec
 
-    return TokenCodec(SECRET, initial_timeout=LONG)
+    return TokenCodec(SECRET, initial_timeout=LONG, clock=clock)
 
 
 def _token(codec: Any, sid: str) -> bytes:
@@ -152,6 +157,35 @@ def _tuned(base: type) -> type:
                 (WholeFrameReading, DirectTextSend, SmallFrameUnmasking, QuietFraming, base), {})
 
 
+class EssentialProtocol(FloorProtocol):
+    """``floor-qewd``: the tuned floor plus only what no QEWD node can skip for the bench's
+    ``echo``: the message parsed as JSON, its token found in the codec's cache and its expiry
+    checked (a first use verified in full), the handler's session built, the ``echo`` handler
+    run, the token re-issued and the reply envelope encoded. No admission, no in-flight count,
+    no deadline, no error handling: not a server anyone should run, a ceiling for the node."""
+
+    def answer(self, payload: bytes) -> None:
+        f = self.factory
+        obj = f.scan(payload.decode("utf-8"), 2)[0][1]
+        token = obj["token"]
+        codec = f.codec
+        seen = codec.known(token)
+        session = codec.session(token) if seen is None else codec.session_of(token, seen)
+        started = f.clock.seconds()
+        out: list[Any] = []
+        coro = f.handler(obj, session, None, out.append)
+        try:
+            coro.send(None)
+        except StopIteration:
+            pass
+        result = dict(out[0])
+        result["token"] = codec.issue(session)
+        ms = int((f.clock.seconds() - started) * 1000)
+        frame = {"type": obj["type"], "finished": True, "message": result,
+                 "responseTime": f"{ms}ms" if ms > 0 else "0ms"}
+        self.sendMessage(b"42" + f.dumps(["ewdjs", frame]))
+
+
 class RelayFrontProtocol(FloorProtocol):
     def answer(self, payload: bytes) -> None:
         f = self.factory
@@ -203,6 +237,19 @@ def _listen(reactor: Any, site: NodeSite, port: int) -> int:
 def start_floor(reactor: Any, port: int, cross: bool = False, tuned: bool = False) -> Any:
     protocol = _tuned(FloorProtocol) if tuned else FloorProtocol
     site, _ = _site(protocol, reactor, codec=_codec(), cross=cross, last=None)
+    return _listen(reactor, site, port)
+
+
+def start_essential(reactor: Any, port: int) -> Any:
+    from qewd_twisted import _json
+
+    sys.path.insert(0, os.path.join(REPO, "bench", "apps"))
+    import bench_app
+
+    codec = _codec(reactor)  # the node's codec reads the reactor's clock too
+    site, _ = _site(_tuned(EssentialProtocol), reactor, codec=codec, cross=False, last=None,
+                    scan=_json.scanner(), dumps=_json.dumps_utf8, handler=bench_app.echo,
+                    clock=reactor)
     return _listen(reactor, site, port)
 
 
@@ -344,7 +391,8 @@ def start_supervised(reactor: Any, kind: str, port: int, ms_url: str | None, poo
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="bench servers")
-    p.add_argument("kind", choices=("floor", "floor-tuned", "relay-back", "relay-front",
+    p.add_argument("kind", choices=("floor", "floor-tuned", "floor-qewd", "relay-back",
+                                    "relay-front",
                                     "node-master", "node-ms", "node-docs", "seed-master",
                                     "seed-ms"))
     p.add_argument("--port", type=int, default=0)
@@ -380,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
     def started() -> Any:
         if args.kind in ("floor", "floor-tuned"):
             return start_floor(reactor, args.port, args.cross, args.kind == "floor-tuned")
+        if args.kind == "floor-qewd":
+            return start_essential(reactor, args.port)
         if args.kind == "relay-back":
             return start_relay_back(reactor, args.port)
         if args.kind == "relay-front":

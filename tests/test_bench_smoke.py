@@ -107,6 +107,15 @@ class BenchSmokeTests(TestCase):
         self.assertEqual(r["intermediates"], 0)
 
     @defer.inlineCallbacks
+    def test_essential_floor(self):
+        """floor-qewd runs the bench's echo with a real token: replies carry the echoed text
+        and a re-issued token for their own socket."""
+        port = yield self.server("floor-qewd")
+        r = yield self.loadgen(eio_url_for(port), "--app", "bench", "--type", "echo")
+        self.check_clean(r)
+        self.assertGreater(r["completed"], 0)
+
+    @defer.inlineCallbacks
     def test_checker_detects_misdelivery(self):
         """A floor that answers each client with another client's reply is caught."""
         port = yield self.server("floor", "--cross")
@@ -252,6 +261,7 @@ class BenchSmokeTests(TestCase):
 
         cells = [cell(s, y, n, 100.0 * (i + 1))
                  for i, (s, y) in enumerate([("local", "floor"), ("local", "qewd"),
+                                             ("local", "floor-tuned"), ("local", "floor-qewd"),
                                              ("local-async", "node"), ("forwarded", "floor"),
                                              ("forwarded", "node"), ("forwarded", "qewd"),
                                              ("seed-test", "node"), ("seed-test", "qewd"),
@@ -280,6 +290,7 @@ class BenchSmokeTests(TestCase):
                 self.assertEqual(len(widths), 1, "\n".join(table))
                 table = []
         self.assertIn("node ÷ floor", text)
+        self.assertIn("essential ÷ tuned floor", text)
         # the like-for-like table comes first, with the issue 19 targets
         self.assertLess(text.index("Like for like"), text.index("against the floors"))
         self.assertIn("| `test` (after one login", text)

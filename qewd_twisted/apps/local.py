@@ -96,6 +96,7 @@ class LocalRunner:
         self._end = in_flight.end
         self._arity: dict[Any, int] = {}
         self._on_reactor: dict[Any, bool] = {}  # handler -> runs_on_reactor(handler)
+        self._express_kind: dict[Any, int] = {}  # handler -> how express runs it
         # How pool threads hand a call to the reactor: the pool's post() shares reactor
         # wake-ups between finished() and the thread's return; a pool without it (a user's
         # own) gets callFromThread.
@@ -160,6 +161,96 @@ class LocalRunner:
             send, finished = self._callbacks(req, threaded=True)
             return self._in_pool(req, self._chain_sync, app, handler, req, send, finished)
         d.addErrback(self._handler_failed, req)
+
+    def express(self, conn: IConnection, obj: dict, mtype: str, started: float, rid: Any,
+                token: str, seen: Any, application: str) -> bool:
+        """``run`` for the node's express path (``Node._express``): a JWT request whose token
+        the codec knows (``TokenCodec.known`` gave ``seen``), for an application already
+        loaded, without a ``service``, whose handler exists. The same request record,
+        in-flight count, deadline, hooks and frames as ``run``, and the common final reply
+        taken in one step (``_finish_express``). False, having done nothing, for anything
+        else."""
+        app = self.apps.loaded(application)
+        if app is None or obj.get("service"):
+            return False
+        handler = app.handlers.get(mtype)
+        if handler is None:
+            return False
+        kind = self._express_kind.get(handler)
+        if kind is None:  # 0: in the pool; 1: on the reactor; 2: an async def without q
+            kind = self._express_kind[handler] = (
+                0 if not runs_on_reactor(handler)
+                else 2 if inspect.iscoroutinefunction(handler) and positional_arity(handler) < 5
+                else 1)
+        req = Request(conn, obj, mtype, started, rid, True,
+                      self.tokens.session_of(token, seen), application)  # type: ignore
+        req.app = app
+        self._begin(req)
+        finish = self._finish_express
+        if kind:
+            def send(message: Any = None) -> None:
+                self._intermediate(req, snapshot(message))
+
+            def finished(message: Any = None) -> None:
+                finish(req, dict(message) if type(message) is dict else snapshot(message))
+
+            if app.before_handler is not None or app.after_handler is not None:
+                d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
+                self._deadline(req)
+                d.addErrback(self._handler_failed, req)
+                return True
+            if kind == 2:
+                # _call_on_reactor for an ``async def`` taking no ``q``, in line
+                try:
+                    coro = handler(obj, req.session, send, finished)
+                    awaited = coro.send(None)
+                except StopIteration:
+                    pass
+                except Exception:
+                    self._handler_failed(Failure(), req)
+                else:
+                    d = defer.Deferred.fromCoroutine(_resume(coro, awaited))
+                    d.addErrback(self._handler_failed, req)
+            else:
+                self._call_on_reactor(handler, req, send, finished)
+            if self.handler_timeout and not req.done:
+                req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
+            return True
+        self._deadline(req)
+        call = self._to_reactor
+
+        def send_(message: Any = None) -> None:
+            call(self._intermediate, req, snapshot(message))
+
+        def finished_(message: Any = None) -> None:
+            call(finish, req, snapshot(message))
+
+        self._in_pool(req, self._chain_sync, app, handler, req, send_, finished_)
+        return True
+
+    def _finish_express(self, req: Request, result: Any) -> None:
+        """``_finished`` for an express request (a JWT one, ``result`` already a snapshot):
+        a plain successful object reply re-issues the token and goes out at once; anything
+        else (an error, a switch, ``use_microservice``, a workerResponseHandler, not an
+        object, a second call) goes through ``_finished``."""
+        if (req.done or type(result) is not dict or result.get("error")
+                or (self.switch is not None and wants_switch(result))
+                or (self.use_microservice is not None
+                    and result.get("use_microservice") is True)
+                or req.type in req.app.worker_response_handlers):  # type: ignore[union-attr]
+            return self._finished(req, result)
+        self._end(req, "ok")
+        try:
+            result["token"] = self.tokens.issue(req.session)  # type: ignore[union-attr]
+        except (TypeError, ValueError) as e:
+            return self._bad_session(req, e)
+        self._send(req.conn, envelope.reply_since(req.type, result, req.started,
+                                                  self.reactor.seconds(), req.ms_request_id))
+
+    def _bad_session(self, req: Request, e: Exception) -> None:
+        log.warn("session for {type} could not be encoded: {error}", type=req.type, error=e)
+        self._error(req.conn, req.type, E.BAD_SESSION.format(type=req.type, reason=e),
+                    req.started, req.ms_request_id)
 
     def run_handler(self, req: Request, target: Callable, call: Callable) -> None:
         """Run ``call(send, finished)`` for ``req`` as a handler runs: in the pool, or on the
@@ -307,7 +398,7 @@ class LocalRunner:
     def _resolve(self, result: Any) -> Any:
         """In a pool thread: what a hook returned, awaited on the reactor if it is awaitable
         (an async hook called from a sync chain)."""
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             return blockingCallFromThread(self.reactor, defer.ensureDeferred, result)
         return result
 
@@ -401,10 +492,7 @@ class LocalRunner:
             try:
                 result["token"] = self.tokens.issue(req.session)
             except (TypeError, ValueError) as e:
-                log.warn("session for {type} could not be encoded: {error}", type=req.type, error=e)
-                return self._error(req.conn, req.type,
-                                   E.BAD_SESSION.format(type=req.type, reason=e),
-                                   req.started, req.ms_request_id)
+                return self._bad_session(req, e)
         if (self.use_microservice is not None and isinstance(result, dict)
                 and result.get("use_microservice") is True):
             return self.use_microservice(req, result)  # §4.7: the reply goes on via REST

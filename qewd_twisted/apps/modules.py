@@ -221,5 +221,9 @@ class Applications:
             return self.get(name)
         raise AppLoadError(name, f"no moduleMap entry for application {name!r}")
 
+    def loaded(self, name: str) -> Application | None:
+        """The application if it is loaded already, else None (``get`` loads or refuses)."""
+        return self._apps.get(name)
+
     def names(self) -> Iterable[str]:
         return sorted(set(self._specs) | set(self._apps))

@@ -116,8 +116,8 @@ class JWTSession(_SessionMapping):
         ``secret_names`` no reserved name (both already filtered)."""
         session = cls.__new__(cls)
         dict.update(session, claims)
-        object.__setattr__(session, "_secrets", dict.fromkeys(secret_names))
-        object.__setattr__(session, "_origin", None)
+        _set_secrets(session, dict.fromkeys(secret_names))
+        _set_origin(session, None)
         return session
 
     # QEWD's helpers (§3.4 step 4), with Python names and the camelCase ones ported code uses.
@@ -181,6 +181,11 @@ class JWTSession(_SessionMapping):
         # Sessions end up in logs and tracebacks: never show secret values.
         shown = {k: ("<secret>" if k in self._secrets else v) for k, v in self.items()}
         return f"JWTSession({shown!r}, secret_names={sorted(self._secrets)!r})"
+
+
+# the slots' own setters: ``from_verified`` sets them without a lookup by name
+_set_secrets = JWTSession._secrets.__set__  # type: ignore[attr-defined]
+_set_origin = JWTSession._origin.__set__  # type: ignore[attr-defined]
 
 
 SESSION_ERRORS = (E.MISSING_AUTH, E.INVALID_SESSION, E.SESSION_EXPIRED)  # QEWD's (§2.4)

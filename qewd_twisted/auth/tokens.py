@@ -327,6 +327,28 @@ class TokenCodec:
             return dict(known.flat)  # type: ignore[arg-type]
         return self._verify(token, check_times=True)
 
+    def known(self, token: str) -> _Seen | None:
+        """The cache entry of ``token`` when ``session(token)`` would be a copy of a session
+        already built from it, now: a token this codec issued or verified before, its claims
+        flat, its session built once (``session_from_payload``) and its ``exp`` not passed.
+        None for anything else, with nothing checked or changed (``session`` says why).
+        The node's express path (``Node._express``) reads the entry's ``flat`` claims and
+        makes the session with ``session_of``."""
+        seen = self._seen.get(token)
+        if seen is None or seen.session is None or seen.exp is None or self._now() > seen.exp:
+            return None
+        return seen
+
+    @staticmethod
+    def session_of(token: str, seen: _Seen) -> JWTSession:
+        """The session ``session_from_payload(decode(token), token)`` returns for a token
+        ``known`` gave ``seen`` for (a copy of the session built from it once)."""
+        claims, names = seen.session  # type: ignore[misc]
+        session = JWTSession.from_verified(claims, names)
+        if seen.ours:
+            object.__setattr__(session, "_origin", (token, seen))
+        return session
+
     def _verify(self, token: Any, check_times: bool) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
             raise TokenError(NO_TOKEN)

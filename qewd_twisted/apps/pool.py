@@ -56,8 +56,10 @@ def batch_policy() -> bool:
     nothing, 0.3-0.5 times per request when every CPU is busy (``processes: 2``). Under
     ``SCHED_BATCH`` a woken thread does not preempt on wake-up: it runs when the CPU is free
     (the reactor waiting in ``epoll``, which also releases the GIL) or at the next tick. Same
-    weight, same nice value, same share of the CPU (sched(7)); no privilege needed. Elsewhere
-    than Linux: nothing (docs/performance.md, "processes: N and sync handlers").
+    weight, same nice value, same share of the CPU (sched(7)); no privilege needed. The price:
+    a woken thread also waits for another program's running task instead of preempting it
+    (p99 latency +20% beside CPU-bound jobs, throughput unchanged). Elsewhere than Linux:
+    nothing (docs/performance.md, "processes: N and sync handlers").
     """
     try:
         if os.sched_getscheduler(0) != os.SCHED_OTHER:

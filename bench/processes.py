@@ -10,11 +10,15 @@ one with more processes is a supervisor of node processes, as ``twistd qewd`` ru
 round runs every scenario against every node back to back, the order swapped every other round
 (paired rounds: drift on a shared machine hits both alike); the table shows the medians over
 the rounds of requests/s and of the server CPU per request (µs, every process of the node
-summed: the supervisor and its node processes), and each count's ratio to the first.
+summed: the supervisor and its node processes), the context switches per request (voluntary +
+involuntary, every thread of every process of the node, read from ``/proc`` before and after
+each cell; requests counted as the cell's rate over its warm-up and measured window), and each
+count's ratio to the first.
 
 Unlike bench/runner.py nothing is pinned and everything runs at normal priority: the point is
 what N processes make of every core, with the load generator sharing them (the issue's
-setting). Results go to stdout (a table) and ``bench/results/processes-<time>.json``.
+setting). ``--nice -19`` runs the nodes and the generator at that nice value instead: the same
+scheduling among them, less of other jobs' in between on a shared machine. Results go to stdout (a table) and ``bench/results/processes-<time>.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from .procs import REPO, Server, env, eio_url, log, raise_nofile
+from .procs import REPO, Server, children, env, eio_url, log, raise_nofile, renice
 from .report import median
 
 SCENARIOS = {
@@ -36,15 +40,37 @@ SCENARIOS = {
 }
 
 
-def generate(args: list[str], logdir: str, timeout: float) -> dict[str, Any]:
-    """One load cell (bench.loadgen), unpinned, at normal priority."""
+def generate(args: list[str], logdir: str, timeout: float, nice: int = 0) -> dict[str, Any]:
+    """One load cell (bench.loadgen), unpinned, at normal priority (``nice``: at that nice
+    value)."""
+    prefix = ["nice", "-n", str(nice)] if nice else []
     with open(os.path.join(logdir, "loadgen.log"), "a") as errf:
-        p = subprocess.run([sys.executable, "-m", "bench.loadgen", *args], cwd=REPO, env=env(),
+        p = subprocess.run([*prefix, sys.executable, "-m", "bench.loadgen", *args], cwd=REPO,
+                           env=env(),
                            stdout=subprocess.PIPE, stderr=errf, text=True, timeout=timeout)
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
     if p.returncode or not lines:
         raise RuntimeError(f"load generator failed ({p.returncode}): {p.stdout[-300:]}")
     return json.loads(lines[-1])
+
+
+def switches(pid: int) -> int | None:
+    """Context switches (voluntary + involuntary) so far of every thread of ``pid`` and of
+    its child processes, from /proc (None where /proc has no answer)."""
+    total, pids = 0, [pid]
+    try:
+        while pids:
+            p = pids.pop()
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                            total += int(line.split()[1])
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return None
+    return total
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
@@ -61,6 +87,9 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                             name=f"node-processes-{n}")
             server.priority = False
             nodes[n] = server.start(timeout=60)
+            if opts.nice:
+                for pid in [server.pid, *children(server.pid)]:
+                    renice(pid, opts.nice)
             log(f"node with {n} process(es): pid {server.pid}, port {server.port}")
         base = ["--warmup", str(opts.warmup), "--duration", str(opts.duration),
                 "--clients", str(opts.clients)]
@@ -71,15 +100,22 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                     node = nodes[n]
                     args = ["--url", eio_url(node.port), "--server-pid", str(node.pid), *base,
                             *SCENARIOS[scenario]]
+                    before = switches(node.pid)
                     try:
-                        r = generate(args, logdir, timeout=120 + opts.clients)
+                        r = generate(args, logdir, timeout=120 + opts.clients, nice=opts.nice)
                     except Exception as e:  # a failed cell is reported, the run goes on
                         log(f"round {rnd + 1} {scenario} processes={n}: {e}")
                         continue
+                    after = switches(node.pid)
+                    requests = r["rps"] * (opts.warmup + opts.duration)
+                    r["switches_per_request"] = (round((after - before) / requests, 2)
+                                                 if requests and None not in (before, after)
+                                                 else None)
                     results[scenario][n].append(r)
                     log(f"round {rnd + 1} {scenario} processes={n}: {r['rps']} req/s, "
                         f"server {r.get('server_us_per_request')} us/req over "
-                        f"{r.get('server_processes')} processes, errors {r['errors']}")
+                        f"{r.get('server_processes')} processes, "
+                        f"{r['switches_per_request']} context switches/req, errors {r['errors']}")
     finally:
         for server in nodes.values():
             server.stop()
@@ -93,9 +129,12 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             rps = median([r["rps"] for r in rs])
             us = median([r.get("server_us_per_request") for r in rs
                          if r.get("server_us_per_request") is not None] or [None])
+            cs = median([r["switches_per_request"] for r in rs
+                         if r.get("switches_per_request") is not None] or [None])
             first = rps if first is None else first
             summary.append({"scenario": scenario, "processes": n, "rounds": len(rs),
                             "rps": rps, "server_us_per_request": us,
+                            "switches_per_request": cs,
                             "ratio": round(rps / first, 3) if first else None,
                             "errors": sum(r["errors"] for r in rs),
                             "timeouts": sum(r["timeouts"] for r in rs)})
@@ -111,11 +150,12 @@ def table(out: dict[str, Any]) -> str:
     lines = [f"{out['clients']} clients, {out['rounds']} paired rounds of {out['duration']} s, "
              f"{out['cpus']} CPUs, medians",
              "",
-             "| scenario | processes | req/s | × processes=first | server µs/request | errors |",
-             "|---|---|---|---|---|---|"]
+             "| scenario | processes | req/s | × processes=first | server µs/request "
+             "| context switches/request | errors |",
+             "|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         lines.append(f"| {r['scenario']} | {r['processes']} | {r['rps']} | {r['ratio']} | "
-                     f"{r['server_us_per_request']} | {r['errors']} |")
+                     f"{r['server_us_per_request']} | {r['switches_per_request']} | {r['errors']} |")
     return "\n".join(lines)
 
 
@@ -128,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--nice", type=int, default=0,
+                   help="run the nodes (every thread of every process) and the generator at "
+                        "this nice value, e.g. -19 on a machine shared with other jobs (root)")
     opts = p.parse_args(argv)
     print(table(run(opts)))
 

@@ -146,6 +146,39 @@ class BenchSmokeTests(TestCase):
         r = yield self.loadgen(eio_url_for(port), "--type", "echo")
         self.check_clean(r)
 
+    def test_processes_context_switches_and_table(self):
+        """bench.processes counts the context switches of every thread of the node's processes
+        (children included) and shows them per request in its table."""
+        import subprocess
+        import threading
+
+        from bench.processes import switches, table
+
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        slept, done = threading.Event(), threading.Event()
+
+        def sleeps() -> None:
+            for _ in range(20):
+                threading.Event().wait(0.001)  # a voluntary context switch each
+            slept.set()
+            done.wait(30)
+
+        sleeper = threading.Thread(target=sleeps)
+        before = switches(os.getpid())
+        sleeper.start()
+        self.addCleanup(sleeper.join)
+        self.addCleanup(done.set)
+        self.assertTrue(slept.wait(30))
+        self.assertGreaterEqual(switches(os.getpid()) - before, 20)  # this thread's counted
+        self.assertGreaterEqual(switches(os.getpid()), switches(child.pid))
+        self.assertIsNone(switches(2 ** 22 + 1))  # above pid_max: no such process
+        out = {"clients": 32, "rounds": 1, "duration": 1, "cpus": 2, "rows": [
+            {"scenario": "local-sync", "processes": 2, "rps": 10.0, "ratio": 1.0,
+             "server_us_per_request": 90.0, "switches_per_request": 0.41, "errors": 0}]}
+        self.assertIn("| local-sync | 2 | 10.0 | 1.0 | 90.0 | 0.41 | 0 |", table(out))
+
     @defer.inlineCallbacks
     def test_node_local_and_forwarded(self):
         """Our node: async and pool handlers, and a login forwarded to a micro-service node,

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from qewd_twisted.apps.pool import PoolFull, WorkerPool
+from qewd_twisted.apps.pool import PoolFull, WorkerPool, _Threads, batch_policy
 
 
 def gated_pool(test: TestCase, size: int, max_queue: int) -> tuple[WorkerPool, threading.Event]:
@@ -230,3 +231,125 @@ class TurnTests(SynchronousTestCase):
         self.assertTrue(ran.wait(10))
         self.clock.pump(lambda: stopped.called)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+def _until(condition, timeout: float = 10.0) -> None:
+    """Poll ``condition()`` (threads are involved) until true, for at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.001)
+
+
+class WakeUpTests(SynchronousTestCase):
+    """_Threads wakes one idle thread per call, no more, and never leaves a call behind
+    (docs/performance.md, "processes: N and sync handlers")."""
+
+    def setUp(self) -> None:
+        self.threads = _Threads("test-worker")
+        self.threads.resize(3)
+        self.addCleanup(self.threads.join)
+        self.addCleanup(self.threads.resize, 0)
+        _until(lambda: self.threads.idle == 3)
+
+    def test_one_call_wakes_one_thread(self) -> None:
+        for i in range(20):
+            done = threading.Event()
+            self.threads.put((done.set, ()))
+            self.assertTrue(done.wait(10))
+            _until(lambda: self.threads.idle == 3)
+            # queue.SimpleQueue woke a second waiting thread for every call taken
+            self.assertEqual(self.threads.woken, i + 1)
+
+    def test_a_turn_wakes_a_thread_per_call_at_most(self) -> None:
+        both = threading.Barrier(2, timeout=10)
+        met: list[int] = []
+
+        def meet() -> None:
+            both.wait()  # returns only if the two calls run at the same time
+            met.append(threading.get_ident())
+
+        self.threads.put_many([(meet, ()), (meet, ())])
+        _until(lambda: len(met) == 2 and self.threads.idle == 3)
+        self.assertEqual((len(set(met)), self.threads.woken), (2, 2))
+
+    def test_a_call_queued_while_a_thread_goes_idle_is_not_missed(self) -> None:
+        # the thread found the queue empty; a call is queued (nobody on the idle list to
+        # wake) before it puts itself on the list: it must see the call, not sleep
+        threads = _Threads("test-idle")
+        wake = threading.Lock()
+        wake.acquire()
+        threads._calls.append((lambda: None, ()))
+        going = threading.Thread(target=threads._sleep, args=(wake,), daemon=True)
+        going.start()
+        going.join(10)
+        alive = going.is_alive()
+        wake.release()  # a thread that did go to sleep ends
+        self.assertFalse(alive, "went to sleep with a call queued")
+        self.assertEqual((threads.idle, threads.woken), (0, 0))
+
+    def test_no_call_left_behind(self) -> None:
+        # calls queued while threads go idle: each is run (a lost wake-up would stall one)
+        ran: list[int] = []
+        for i in range(3000):
+            if i % 3:
+                self.threads.put((ran.append, (i,)))
+            else:
+                self.threads.put_many([(ran.append, (i,)), (time.sleep, (0,))])
+        _until(lambda: len(ran) == 3000)
+        self.assertEqual(sorted(ran), list(range(3000)))
+
+    def test_stops_end_threads_after_the_calls_before_them(self) -> None:
+        gate = threading.Event()
+        ran: list[int] = []
+        self.threads.put((gate.wait, (10,)))
+        for i in range(5):
+            self.threads.put((ran.append, (i,)))
+        self.threads.resize(0)
+        gate.set()
+        self.threads.join()
+        self.assertEqual((sorted(ran), self.threads.live), (list(range(5)), 0))
+
+
+class BatchPolicyTests(TestCase):
+    """Pool threads run under SCHED_BATCH on Linux (a thread woken for the GIL does not
+    preempt the reactor thread holding it); a policy set by the operator is left alone."""
+
+    def setUp(self) -> None:
+        if not hasattr(os, "SCHED_BATCH"):
+            raise SkipTest("no SCHED_BATCH on this system")
+
+    def in_thread(self, fn):
+        out: list = []
+        t = threading.Thread(target=lambda: out.append(fn()))
+        t.start()
+        t.join(10)
+        return out[0]
+
+    @defer.inlineCallbacks
+    def test_pool_threads_run_under_sched_batch(self):
+        reactor_policy = os.sched_getscheduler(0)
+        pool, _ = gated_pool(self, size=2, max_queue=10)
+        policies = yield defer.gatherResults([pool.run(os.sched_getscheduler, 0)
+                                              for _ in range(4)])
+        self.assertEqual(set(policies), {os.SCHED_BATCH})
+        self.assertEqual(os.sched_getscheduler(0), reactor_policy)  # the reactor's: unchanged
+
+    @defer.inlineCallbacks
+    def test_switched_off(self):
+        inherited = self.in_thread(lambda: os.sched_getscheduler(0))
+        pool = WorkerPool(reactor, size=1)
+        pool.sched_batch = False
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        self.assertEqual((yield pool.run(os.sched_getscheduler, 0)), inherited)
+
+    def test_a_policy_other_than_the_normal_one_is_left_alone(self):
+        def idle_then_batch():
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # no privilege needed
+            return batch_policy(), os.sched_getscheduler(0)
+
+        self.assertEqual(self.in_thread(idle_then_batch), (False, os.SCHED_IDLE))
+        self.assertEqual(self.in_thread(lambda: (batch_policy(), os.sched_getscheduler(0))),
+                         (True, os.SCHED_BATCH))

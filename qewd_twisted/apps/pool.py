@@ -8,17 +8,20 @@ Sync handlers run here so they may block without stalling the reactor (QEWD's pi
 stop it is drained for a grace period. Threads are daemon threads: a handler stuck forever cannot
 keep the process alive after the node has stopped.
 
-The threads (`_Threads`) take calls from one ``queue.SimpleQueue``: handing a call over is one
-C-level put that wakes one waiting thread, where Twisted's ThreadPool went through its team
-coordinator, a Python-level queue and condition variables on both sides (docs/performance.md).
-The calls of one reactor turn are handed over together at its end (``callLater(0)``, before the
-reactor next polls): a thread woken in the middle of the turn could not run anyway (the reactor
-thread holds the GIL), and would take the GIL from it at its next system call, once per call.
+The threads (`_Threads`) take calls from one ``deque``; handing calls over wakes one idle
+thread per call and no more (``queue.SimpleQueue``, used before, also woke a second waiting
+thread each time a waiting one took a call, for nothing), where Twisted's ThreadPool went
+through its team coordinator, a Python-level queue and condition variables on both sides
+(docs/performance.md). The calls of one reactor turn are handed over together at its end
+(``callLater(0)``, before the reactor next polls): a thread woken in the middle of the turn
+could not run anyway (the reactor thread holds the GIL), and would take the GIL from it at its
+next system call, once per call. On Linux the threads run under ``SCHED_BATCH``
+(`batch_policy`): a thread woken for the GIL does not preempt the reactor thread that holds it.
 """
 
 from __future__ import annotations
 
-import queue
+import os
 import threading
 from collections import deque
 from typing import Any, Callable
@@ -42,21 +45,85 @@ class PoolFull(Exception):
 _STOP = object()  # taken from the queue: the thread that takes it ends
 
 
+def batch_policy() -> bool:
+    """Put the calling thread under Linux's ``SCHED_BATCH`` if it is under the normal policy
+    (``SCHED_OTHER``; a real-time or idle policy set by the operator is left alone). True if
+    it did.
+
+    A pool thread is woken to take the GIL from the reactor thread, which holds it until its
+    next system call; at the normal policy the kernel lets the woken thread preempt the reactor
+    when both share a CPU, and it blocks again at once on the GIL: two context switches for
+    nothing, 0.3-0.5 times per request when every CPU is busy (``processes: 2``). Under
+    ``SCHED_BATCH`` a woken thread does not preempt on wake-up: it runs when the CPU is free
+    (the reactor waiting in ``epoll``, which also releases the GIL) or at the next tick. Same
+    weight, same nice value, same share of the CPU (sched(7)); no privilege needed. The price:
+    a woken thread also waits for another program's running task instead of preempting it
+    (p99 latency +20% beside CPU-bound jobs, throughput unchanged). Elsewhere than Linux:
+    nothing (docs/performance.md, "processes: N and sync handlers").
+    """
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            return False
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 class _Threads:
-    """Daemon threads running calls ``(fn, args)`` from one ``SimpleQueue``, in order.
+    """Daemon threads running calls ``(fn, args)`` from one queue, in order.
 
     Started, resized and stopped from one thread (the reactor's). Each ``_STOP`` in the queue
     ends exactly one thread, after the calls queued before it; so ``live`` (threads started
     minus stops queued) is how many threads will go on taking calls, whichever thread takes
     which stop (a stuck thread counts until it takes one).
+
+    The queue is a ``deque`` and each idle thread sleeps on a lock of its own: ``put`` wakes
+    one idle thread per call, no more (the thread idle last first: its stack is the warmest),
+    and a thread that finds the queue empty goes back to sleep without waking another.
+    ``queue.SimpleQueue`` (what this replaced) wakes a second waiting thread every time a
+    waiting thread takes a call, whether or not a call is left for it: with the pool's threads
+    idle between turns, one call cost two thread wake-ups, the second one for nothing (it takes
+    the GIL, finds the queue empty and sleeps again; docs/performance.md, "processes: N and
+    sync handlers"). Appends, pops and ``list.remove`` of the deque and the idle list are
+    single operations under the GIL, so no lock of our own is needed around them.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, batch: bool = True) -> None:
         self._name = name
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.put = self._queue.put
+        self.batch = batch  # threads started from now on under SCHED_BATCH (batch_policy)
+        self._calls: deque[Any] = deque()
+        self._idle: list[Any] = []  # the wake-up locks of the threads waiting for a call
         self._started: list[threading.Thread] = []
         self.live = 0
+        self.woken = 0  # times a sleeping thread was woken (tests, docs/performance.md)
+
+    @property
+    def idle(self) -> int:
+        """Threads asleep waiting for a call."""
+        return len(self._idle)
+
+    def put(self, item: Any) -> None:
+        """Queue one call (or ``_STOP``); an idle thread, if any, is woken for it."""
+        self._calls.append(item)
+        if self._idle:
+            self._wake(1)
+
+    def put_many(self, items: list[Any]) -> None:
+        """Queue calls in order; as many idle threads as calls (at most) are woken."""
+        self._calls.extend(items)
+        if self._idle:
+            self._wake(len(items))
+
+    def _wake(self, n: int) -> None:
+        idle = self._idle
+        while n > 0:
+            try:
+                lock = idle.pop()
+            except IndexError:
+                return
+            lock.release()
+            n -= 1
 
     def resize(self, n: int) -> None:
         """Have ``n`` threads taking calls: start more now, or queue stops for the extra."""
@@ -68,7 +135,7 @@ class _Threads:
             t.start()
         while self.live > n:
             self.live -= 1
-            self._queue.put(_STOP)
+            self.put(_STOP)
 
     def join(self) -> None:
         """Wait for every thread started here to end (after ``resize(0)``; blocks while a
@@ -76,10 +143,33 @@ class _Threads:
         for t in list(self._started):
             t.join()
 
+    def _sleep(self, wake: Any) -> None:
+        """Idle until ``put`` releases ``wake``. On the idle list first, then look at the
+        queue again: a call queued since this thread found it empty is either seen here
+        (no sleep) or finds this thread on the list to wake."""
+        idle = self._idle
+        idle.append(wake)
+        if self._calls:
+            try:
+                idle.remove(wake)
+                return
+            except ValueError:  # already taken off the list: its release is coming
+                pass
+        wake.acquire()
+        self.woken += 1
+
     def _work(self) -> None:
-        get = self._queue.get
+        if self.batch:
+            batch_policy()
+        take = self._calls.popleft
+        wake = threading.Lock()  # held while this thread is awake; released to wake it
+        wake.acquire()
         while True:
-            call = get()
+            try:
+                call = take()
+            except IndexError:
+                self._sleep(wake)
+                continue
             if call is _STOP:
                 return
             try:
@@ -94,13 +184,17 @@ class WorkerPool(Service):
 
     name = "workers"
 
+    #: The threads under ``SCHED_BATCH`` on Linux (`batch_policy`); False leaves them at the
+    #: policy they inherit (docs/performance.md, "processes: N and sync handlers").
+    sched_batch = True
+
     def __init__(self, reactor: IReactorThreads, size: int, max_queue: int = 20000) -> None:
         if size < 1:
             raise ValueError("poolSize must be at least 1")
         self._reactor = reactor
         self.size = size
         self.max_queue = max_queue
-        self._threads = _Threads("qewd-worker")
+        self._threads = _Threads("qewd-worker", self.sched_batch)
         self._outstanding = 0  # queued + running, counted on the reactor thread
         self._idle: list[defer.Deferred[None]] = []
         # A handler past its timeout still holds its thread (a thread can't be interrupted):
@@ -198,9 +292,8 @@ class WorkerPool(Service):
         if call is not None and call.active():
             call.cancel()  # called early (stopping)
         turn, self._turn = self._turn, []
-        put = self._threads.put
-        for item in turn:
-            put(item)
+        if turn:
+            self._threads.put_many(turn)
 
     def _call(self, d: defer.Deferred[Any], fn: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> None:
@@ -261,6 +354,7 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._threads.batch = self.sched_batch
         self._threads.resize(self.threads)
 
     def stopService(self) -> defer.Deferred[None]:
@@ -287,7 +381,7 @@ class WorkerPool(Service):
         # gets new ones with their own queue (a thread stuck here must not take the new
         # threads' calls).
         self._hand_over()
-        threads, self._threads = self._threads, _Threads("qewd-worker")
+        threads, self._threads = self._threads, _Threads("qewd-worker", self.sched_batch)
         threads.resize(0)
 
         def join() -> None:

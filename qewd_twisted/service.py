@@ -142,7 +142,8 @@ class QEWDService(MultiService):
         self.apps = Applications(config.module_map)
 
         limits = config.limits
-        self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length)
+        self.pool = WorkerPool(reactor, config.pool_size, limits.max_queue_length,
+                               sched_batch=config.pool_sched_batch)
         self.pool.setServiceParent(self)
 
         self.tokens = None

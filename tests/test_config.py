@@ -296,6 +296,7 @@ class DefaultsTests(ConfigTestCase):
             {
                 "port": 0,
                 "poolSize": 8,
+                "poolSchedBatch": False,
                 "jwt": {
                     "secret": "s",
                     "algorithms": ["HS512", "HS256", "HS512"],
@@ -314,6 +315,8 @@ class DefaultsTests(ConfigTestCase):
             }
         )
         self.assertEqual((config.listen, config.port, config.pool_size), (["tcp:0"], 0, 8))
+        self.assertIs(config.pool_sched_batch, False)
+        self.assertIs(self.build({}).pool_sched_batch, True)
         self.assertEqual(config.jwt, JWTConfig("s", ("HS512", "HS256"), ("old",)))
         self.assertEqual(config.initial_session_timeout, 3600)
         self.assertEqual(config.web_server_root, os.path.join(self.dir, "site"))
@@ -391,6 +394,7 @@ class TypeTests(ConfigTestCase):
         ({"serverName": ""}, f"config.serverName: {STRING} '' (str)"),
         ({"managementPassword": 1234}, f"config.managementPassword: {STRING} int"),
         ({"cors": "yes"}, f"config.cors: {BOOL} 'yes' (str)"),
+        ({"poolSchedBatch": 0}, f"config.poolSchedBatch: {BOOL} 0 (int)"),
         ({"cors": 1}, f"config.cors: {BOOL} 1 (int)"),
         ({"handlerTimeout": 0}, f"config.handlerTimeout: {SECONDS} 0 (int)"),
         ({"handlerTimeout": "60"}, f"config.handlerTimeout: {SECONDS} '60' (str)"),

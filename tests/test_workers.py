@@ -345,6 +345,19 @@ class BatchPolicyTests(TestCase):
         self.addCleanup(pool.stopService)
         self.assertEqual((yield pool.run(os.sched_getscheduler, 0)), inherited)
 
+    @defer.inlineCallbacks
+    def test_switched_off_by_the_config(self):
+        from qewd_twisted.config import config_from_dict
+        from qewd_twisted.service import QEWDService
+
+        inherited = self.in_thread(lambda: os.sched_getscheduler(0))
+        service = QEWDService(config_from_dict({"port": 0, "poolSchedBatch": False}), reactor)
+        pool = service.pool
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        self.assertEqual((yield pool.run(os.sched_getscheduler, 0)), inherited)
+        self.assertIs(QEWDService(config_from_dict({"port": 0}), reactor).pool.sched_batch, True)
+
     def test_a_policy_other_than_the_normal_one_is_left_alone(self):
         def idle_then_batch():
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # no privilege needed

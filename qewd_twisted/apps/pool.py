@@ -188,12 +188,17 @@ class WorkerPool(Service):
     #: policy they inherit (docs/performance.md, "processes: N and sync handlers").
     sched_batch = True
 
-    def __init__(self, reactor: IReactorThreads, size: int, max_queue: int = 20000) -> None:
+    def __init__(self, reactor: IReactorThreads, size: int, max_queue: int = 20000,
+                 sched_batch: bool | None = None) -> None:
+        """``sched_batch``: the threads under ``SCHED_BATCH`` (config ``poolSchedBatch``);
+        None: the class's ``sched_batch``."""
         if size < 1:
             raise ValueError("poolSize must be at least 1")
         self._reactor = reactor
         self.size = size
         self.max_queue = max_queue
+        if sched_batch is not None:
+            self.sched_batch = sched_batch
         self._threads = _Threads("qewd-worker", self.sched_batch)
         self._outstanding = 0  # queued + running, counted on the reactor thread
         self._idle: list[defer.Deferred[None]] = []

@@ -74,6 +74,7 @@ JWT_CIPHERS = ("qewd", "aes-256-gcm")
 # The keys we read. Ours follow QEWD's camelCase style; max_queue_length is QEWD's spelling.
 SUPPORTED_KEYS = (
     *("port", "listen", "ssl", "poolSize", "jwt", "moduleMap", "u_services", "cors"),
+    "poolSchedBatch",  # the pool threads' scheduling policy (apps/pool.py, docs/performance.md)
     *("initialSessionTimeout", "webServerRootPath", "serverName", "managementPassword"),
     *("handlerTimeout", "microServiceTimeout", "maxMessageSize", "max_queue_length"),
     *("shutdownGracePeriod", "maxConnections", "maxInFlight", "maxBufferedBytes"),
@@ -153,6 +154,7 @@ class Config:
     listen: list[str] = field(default_factory=lambda: [f"tcp:{DEFAULT_PORT}"])
     port: int | None = DEFAULT_PORT
     pool_size: int = 2
+    pool_sched_batch: bool = True
     jwt: JWTConfig | None = None
     module_map: dict[str, ModuleSpec] = field(default_factory=dict)
     initial_session_timeout: int = Limits.initial_session_timeout
@@ -307,6 +309,7 @@ def _build(d: Any, base_dir: str, source: str | None, routes: Any = None) -> Con
         listen=listen,
         port=port,
         pool_size=c.get_int(d, "poolSize", 2, 1),
+        pool_sched_batch=c.get_bool(d, "poolSchedBatch", True),
         jwt=jwt,
         module_map=(module_map := _module_map(c, d)),
         rest_mounts=check_routes(c, routes, module_map, ModuleSpec, _is_dotted_name),

@@ -256,6 +256,12 @@ class PeerProcess(OutputWatcher, protocol.ProcessProtocol):
             _kill_worker(worker)
 
 
+#: How a QEWD.js micro-service dies of a request it hands to a worker whose IPC channel has just
+#: closed (ewd-qoper8's ``sendRequestToWorker`` has no callback and no ``error`` listener):
+#: Node.js throws one or the other, depending on where in the worker's exit the write lands.
+CLOSED_CHANNEL_ERRORS = ("ERR_IPC_CHANNEL_CLOSED", "EPIPE")
+
+
 def start_peer_ms(test: TestCase, port: int) -> tuple[PeerProcess, defer.Deferred[None]]:
     """Our own QEWD.js micro-service node (microservice/qewd-ms.js, app ``test-app``) on
     ``port``; the Deferred fires when it listens."""

@@ -180,10 +180,8 @@ class EssentialProtocol(FloorProtocol):
             pass
         result = dict(out[0])
         result["token"] = codec.issue(session)
-        ms = int((f.clock.seconds() - started) * 1000)
-        frame = {"type": obj["type"], "finished": True, "message": result,
-                 "responseTime": f"{ms}ms" if ms > 0 else "0ms"}
-        self.sendMessage(b"42" + f.dumps(["ewdjs", frame]))
+        frame = f.reply_since(obj["type"], result, started, f.clock.seconds())
+        self.sendMessage(f.event_bytes(frame))
 
 
 class RelayFrontProtocol(FloorProtocol):
@@ -242,14 +240,16 @@ def start_floor(reactor: Any, port: int, cross: bool = False, tuned: bool = Fals
 
 def start_essential(reactor: Any, port: int) -> Any:
     from qewd_twisted import _json
+    from qewd_twisted.core.envelope import reply_since
+    from qewd_twisted.transports.wire import event_bytes
 
     sys.path.insert(0, os.path.join(REPO, "bench", "apps"))
     import bench_app
 
     codec = _codec(reactor)  # the node's codec reads the reactor's clock too
     site, _ = _site(_tuned(EssentialProtocol), reactor, codec=codec, cross=False, last=None,
-                    scan=_json.scanner(), dumps=_json.dumps_utf8, handler=bench_app.echo,
-                    clock=reactor)
+                    scan=_json.scanner(), reply_since=reply_since, event_bytes=event_bytes,
+                    handler=bench_app.echo, clock=reactor)
     return _listen(reactor, site, port)
 
 

@@ -25,7 +25,8 @@ value when parsed); a ``uuid.UUID`` is written as its text and an ``enum.Enum`` 
 value (the stdlib refuses both). Everything else is the stdlib's text byte for byte
 (tests/test_json.py): what orjson refuses (non-string keys, subclasses of dict, list, str and
 int, datetimes, dataclasses, integers beyond 64 bits, lone surrogates, deep nesting, cycles) is
-encoded by the stdlib path as before, a lone surrogate escaped as ``wire.to_utf8`` does.
+encoded by the stdlib path as before, with every non-ASCII character escaped when a string holds a lone surrogate
+(ES2019 ``JSON.stringify`` escapes it; the text parses back to the same value).
 """
 
 from __future__ import annotations

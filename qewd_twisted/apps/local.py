@@ -96,7 +96,6 @@ class LocalRunner:
         self._end = in_flight.end
         self._arity: dict[Any, int] = {}
         self._on_reactor: dict[Any, bool] = {}  # handler -> runs_on_reactor(handler)
-        self._express_kind: dict[Any, int] = {}  # handler -> how express runs it
         # How pool threads hand a call to the reactor: the pool's post() shares reactor
         # wake-ups between finished() and the thread's return; a pool without it (a user's
         # own) gets callFromThread.
@@ -141,6 +140,13 @@ class LocalRunner:
         handler = app.handlers.get(req.type)
         if handler is None and app.before_handler is None:
             return self._refuse(req, "noTypeHandler", self._no_handler(req))
+        self._start(req, app, handler, self._finished)
+
+    def _start(self, req: Request, app: Application, handler: Any,
+               finish: Callable[[Request, Any], None]) -> None:
+        """Count ``req`` in flight and run ``app``'s chain for it (hooks and ``handler``) on
+        the reactor or in the pool, with its deadline; ``finish(req, result)`` takes the
+        handler's final reply (``_finished``, or ``_finish_express``)."""
         self._begin(req)
         target = handler if handler is not None else app.before_handler
         on_reactor = self._on_reactor.get(target)
@@ -150,7 +156,7 @@ class LocalRunner:
             # The deadline starts once the handler returns without having finished (a reactor
             # handler cannot be interrupted while it runs anyway): most finish at once, and a
             # timer made and cancelled per request is pure cost (as in run_handler).
-            send, finished = self._callbacks(req, threaded=False)
+            send, finished = self._callbacks(req, False, finish)
             if app.before_handler is None and app.after_handler is None:
                 self._call_on_reactor(handler, req, send, finished)
                 return self._deadline(req)
@@ -158,7 +164,7 @@ class LocalRunner:
             self._deadline(req)
         else:
             self._deadline(req)
-            send, finished = self._callbacks(req, threaded=True)
+            send, finished = self._callbacks(req, True, finish)
             return self._in_pool(req, self._chain_sync, app, handler, req, send, finished)
         d.addErrback(self._handler_failed, req)
 
@@ -176,56 +182,10 @@ class LocalRunner:
         handler = app.handlers.get(mtype)
         if handler is None:
             return False
-        kind = self._express_kind.get(handler)
-        if kind is None:  # 0: in the pool; 1: on the reactor; 2: an async def without q
-            kind = self._express_kind[handler] = (
-                0 if not runs_on_reactor(handler)
-                else 2 if inspect.iscoroutinefunction(handler) and positional_arity(handler) < 5
-                else 1)
         req = Request(conn, obj, mtype, started, rid, True,
                       self.tokens.session_of(token, seen), application)  # type: ignore
         req.app = app
-        self._begin(req)
-        finish = self._finish_express
-        if kind:
-            def send(message: Any = None) -> None:
-                self._intermediate(req, snapshot(message))
-
-            def finished(message: Any = None) -> None:
-                finish(req, dict(message) if type(message) is dict else snapshot(message))
-
-            if app.before_handler is not None or app.after_handler is not None:
-                d = defer.ensureDeferred(self._chain_async(app, handler, req, send, finished))
-                self._deadline(req)
-                d.addErrback(self._handler_failed, req)
-                return True
-            if kind == 2:
-                # _call_on_reactor for an ``async def`` taking no ``q``, in line
-                try:
-                    coro = handler(obj, req.session, send, finished)
-                    awaited = coro.send(None)
-                except StopIteration:
-                    pass
-                except Exception:
-                    self._handler_failed(Failure(), req)
-                else:
-                    d = defer.Deferred.fromCoroutine(_resume(coro, awaited))
-                    d.addErrback(self._handler_failed, req)
-            else:
-                self._call_on_reactor(handler, req, send, finished)
-            if self.handler_timeout and not req.done:
-                req.timer = self.reactor.callLater(self.handler_timeout, self._timed_out, req)
-            return True
-        self._deadline(req)
-        call = self._to_reactor
-
-        def send_(message: Any = None) -> None:
-            call(self._intermediate, req, snapshot(message))
-
-        def finished_(message: Any = None) -> None:
-            call(finish, req, snapshot(message))
-
-        self._in_pool(req, self._chain_sync, app, handler, req, send_, finished_)
+        self._start(req, app, handler, self._finish_express)
         return True
 
     def _finish_express(self, req: Request, result: Any) -> None:
@@ -350,7 +310,12 @@ class LocalRunner:
             self.pool.return_spare()
         return result
 
-    def _callbacks(self, req: Request, threaded: bool) -> tuple[Callable, Callable]:
+    def _callbacks(self, req: Request, threaded: bool,
+                   finish: Callable[[Request, Any], None] | None = None
+                   ) -> tuple[Callable, Callable]:
+        """A handler's ``send`` and ``finished`` for ``req``; ``finished`` hands a snapshot of
+        its message to ``finish`` (default ``_finished``) on the reactor."""
+        finish = finish or self._finished
         if threaded:
             call = self._to_reactor
 
@@ -358,13 +323,13 @@ class LocalRunner:
                 call(self._intermediate, req, snapshot(message))
 
             def finished(message: Any = None) -> None:
-                call(self._finished, req, snapshot(message))
+                call(finish, req, snapshot(message))
         else:
             def send(message: Any = None) -> None:
                 self._intermediate(req, snapshot(message))
 
             def finished(message: Any = None) -> None:
-                self._finished(req, snapshot(message))
+                finish(req, snapshot(message))
         return send, finished
 
     def _refuse(self, req: Request, error_type: str, message: dict) -> None:

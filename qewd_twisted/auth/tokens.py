@@ -208,6 +208,17 @@ class _Seen:
         self.types = types if self.ours else ()
 
 
+def _session(claims: dict[str, Any], names: list[str], token: str | None,
+             seen: _Seen | None) -> JWTSession:
+    """A handler's session of ``claims`` (``from_verified`` copies them, scalars only when
+    shared) with secret ``names``; it remembers the token it came from when ``issue`` may
+    hand that token out again (``_Seen.ours``)."""
+    session = JWTSession.from_verified(claims, names)
+    if seen is not None and seen.ours:
+        object.__setattr__(session, "_origin", (token, seen))
+    return session
+
+
 def _same_claims(claims: dict[str, Any], seen: _Seen) -> bool:
     """Whether ``claims`` would encode to the same JSON as ``seen``'s payload: same names in
     the same order, equal values of the same types (so ``True`` is not ``1``)."""
@@ -344,10 +355,7 @@ class TokenCodec:
         """The session ``session_from_payload(decode(token), token)`` returns for a token
         ``known`` gave ``seen`` for (a copy of the session built from it once)."""
         claims, names = seen.session  # type: ignore[misc]
-        session = JWTSession.from_verified(claims, names)
-        if seen.ours:
-            object.__setattr__(session, "_origin", (token, seen))
-        return session
+        return _session(claims, names, token, seen)
 
     def _verify(self, token: Any, check_times: bool) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
@@ -487,11 +495,7 @@ class TokenCodec:
                     names.append(name)
             if known and flat_object(claims) is not None:
                 seen.session = (claims, names)  # type: ignore[union-attr]
-        # from_verified copies claims (scalars only when shared) and names
-        session = JWTSession.from_verified(claims, names)
-        if seen is not None and seen.ours:
-            object.__setattr__(session, "_origin", (token, seen))
-        return session
+        return _session(claims, names, token, seen)
 
     # -- issuing ------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from twisted.web.resource import NoResource, Resource
 from zope.interface import implementer
 
 from qewd_twisted import errors as E
-from qewd_twisted._json import dumps_utf8
 from qewd_twisted.config.limits import Limits
 from qewd_twisted.core import envelope
 from qewd_twisted.transports import polling, wire
@@ -208,19 +207,6 @@ class EngineIOConnection(_ProtocolConnection):
 
     def encode(self, frame: Any) -> bytes:
         return wire.event_bytes(frame)  # may raise: the node answers then
-
-    def send(self, frame: Any) -> None:
-        # _ProtocolConnection.send with encode and _write in line (a reply per request)
-        data = b"42" + dumps_utf8(["ewdjs", frame])  # wire.event_bytes; may raise
-        if self._pending is not None:
-            return self._queue(data)  # behind the broadcast frames already waiting
-        proto = self._proto
-        if proto.state != proto.STATE_OPEN:
-            return  # closing or closed (see _write)
-        proto.sendText(data)
-        guard = self.guard
-        if guard is not None and guard.paused:
-            guard.sent(len(data))
 
     send_encoded = _ProtocolConnection._queue
 

@@ -38,24 +38,15 @@ def dumps(obj: Any) -> str:
     return _json.dumps(obj)
 
 
-def to_utf8(text: str, obj: Any) -> bytes:
-    """UTF-8 of JSON ``text`` made from ``obj``. A string holding a lone surrogate (a client can
-    send ``"\ud800"``, valid JSON) has no UTF-8 form: then every non-ASCII character is escaped,
-    as ES2019 ``JSON.stringify`` escapes lone surrogates; it parses back to the same value."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _json.dumps_ascii(obj).encode("ascii")
-
-
 def event_bytes(message: Any, name: str = EVENT_NAME) -> bytes:
     """``encode_event`` as the bytes of a WebSocket text frame."""
-    return b"42" + _json.dumps_utf8([name, message])
+    return b"42" + event_json(message, name)
 
 
 def event_json(message: Any, name: str = EVENT_NAME) -> bytes:
-    """The event's JSON array, ``["ewdjs",{...}]``, as bytes (a namespace puts its own
-    ``42/path,`` before it)."""
+    """The event's JSON array, ``["ewdjs",{...}]``, as UTF-8 (``_json.dumps_utf8``: a lone
+    surrogate escaped, which parses back to the same value); a namespace puts its own
+    ``42/path,`` before it."""
     return _json.dumps_utf8([name, message])
 
 

@@ -120,3 +120,12 @@ class PlainClient(WSClient):
         if isinstance(frame, Closed):
             raise frame
         return json.loads(frame)
+
+
+class EIOClients:
+    """Mix into a TestCase: ``self.client(url)`` is an `EIOClient` closed at cleanup."""
+
+    def client(self, url: str) -> EIOClient:
+        c = EIOClient(url)
+        self.addCleanup(c.close)  # type: ignore[attr-defined]
+        return c

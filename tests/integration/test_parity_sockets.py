@@ -17,17 +17,12 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration.nodes import eio_url, port_of, start_node
 from tests.strict import require
-from tests.wsclient import EIOClient
+from tests.wsclient import EIOClient, EIOClients
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class NamespaceTests(TestCase):
-    def client(self, url: str) -> EIOClient:
-        c = EIOClient(url)
-        self.addCleanup(c.close)
-        return c
-
+class NamespaceTests(EIOClients, TestCase):
     async def namespace_message(self, c: EIOClient, namespace: str) -> dict:
         prefix = f"42{namespace},"
         frame = await c.next()

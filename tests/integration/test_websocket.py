@@ -19,17 +19,12 @@ from twisted.web.client import Agent, readBody
 
 from tests.integration.nodes import eio_url, plain_url, port_of, start_node
 from tests.strict import require
-from tests.wsclient import EIOClient, PlainClient
+from tests.wsclient import EIOClient, EIOClients, PlainClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class EngineIOTests(TestCase):
-    def client(self, url: str) -> EIOClient:
-        c = EIOClient(url)
-        self.addCleanup(c.close)
-        return c
-
+class EngineIOTests(EIOClients, TestCase):
     @defer.inlineCallbacks
     def test_handshake_matches_peer(self):
         """OPEN packet then 40, with the peer's pingInterval 25000 and pingTimeout 20000."""
